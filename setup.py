@@ -1,0 +1,39 @@
+"""
+uploadsvc: streaming, resumable upload server for Twisted (twistd uploadsvc).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="uploadsvc",
+    version="0.1.0",
+    description="Streaming, resumable upload server: twistd uploadsvc",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["uploadsvc", "uploadsvc.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["uploadsvc_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "pyOpenSSL>=24.0",
+        "service-identity>=24.1",
+        "attrs>=23.1",
+    ],
+    extras_require={
+        "test": [
+            "hypothesis>=6.100",
+            "psutil>=5.9",
+        ],
+        "bench": ["aiohttp>=3.9", "psutil>=5.9"],
+        "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
+    },
+    entry_points={
+        "console_scripts": [],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)

@@ -1,0 +1,386 @@
+"""
+Uploads staged on disk under the root's reserved C{.uploadsvc} folder.
+
+Layout (C{<key>} names one upload: C{p-<sha256 of the path>} for
+path-addressed uploads; server-assigned ids such as tus get their own prefix
+and the same layout)::
+
+    <root>/.uploadsvc/uploads/<key>/data        the bytes received so far
+    <root>/.uploadsvc/uploads/<key>/info.json   path, total, digests
+    <root>/.uploadsvc/locks/<key>               flock: one writer across processes
+
+The offset of an upload is the size of its C{data} file (as in tusd), so there
+is nothing to rewrite per chunk. C{info.json} changes rarely and is replaced
+atomically (temp file, fsync, rename, folder fsync). Completion is a rename of
+C{data} onto the destination, walked without following links, then a folder
+fsync. After a restart, C{kill -9} included, the folder is the whole state.
+
+Everything here blocks: the web layer calls it through the disk thread pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from typing import Any, Iterable, Sequence
+
+import attrs
+
+from uploadsvc.errors import Busy, Conflict
+from uploadsvc.protocol.decisions import Stored
+from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
+
+STATE_DIR = ".uploadsvc"
+_READ_SIZE = 1024 * 1024
+
+
+class StagedFile:
+    """
+    An incomplete upload opened for writing by one request.
+
+    @ivar offset: where the next byte goes (the staged size).
+    @ivar hasher: sha-256 of bytes C{0..offset}, or L{None} when this process
+        did not see them all (then completion re-reads the file).
+    """
+
+    def __init__(
+        self, store: FileStore, key: str, fd: int, lockFD: int, offset: int, hasher: Any
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.fd = fd
+        self.lockFD = lockFD
+        self.offset = offset
+        self.hasher = hasher
+        self.closed = False
+
+    def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
+        """
+        Append C{chunks} at the current offset (blocking).
+        """
+        fd, offset = self.fd, self.offset
+        written = os.pwritev(fd, chunks, offset)
+        total = sum(map(len, chunks))
+        if written != total:
+            # Short write (rare on regular files): finish it piece by piece.
+            rest = b"".join(chunks)[written:]
+            while rest:
+                n = os.pwrite(fd, rest, offset + written)
+                written += n
+                rest = rest[n:]
+        if self.hasher is not None:
+            for chunk in chunks:
+                self.hasher.update(chunk)
+        self.offset = offset + written
+
+    def sync(self) -> int:
+        """
+        Make the staged bytes durable; return the durable offset.
+        """
+        if self.store.fsync:
+            os.fsync(self.fd)
+        return self.offset
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+            os.close(self.lockFD)  # releases the flock
+
+
+@attrs.define
+class Completed:
+    size: int
+    sha256: bytes
+    replaced: bool
+
+
+class FileStore:
+    """
+    Staged uploads and completed files under one root folder.
+
+    @ivar fsync: when false, nothing is fsync'd (faster, not crash-safe).
+    @ivar lockWait: seconds to wait for another process's writer to let go.
+    """
+
+    def __init__(self, root: str, fsync: bool = True, lockWait: float = 5.0) -> None:
+        self.root = os.path.abspath(root)
+        self.fsync = fsync
+        self.lockWait = lockWait
+        self._state = os.path.join(self.root, STATE_DIR)
+        self._uploads = os.path.join(self._state, "uploads")
+        self._locks = os.path.join(self._state, "locks")
+        for d in (self.root, self._state, self._uploads, self._locks):
+            os.makedirs(d, exist_ok=True)
+        self._rootFD = openRoot(self.root)
+
+    def close(self) -> None:
+        os.close(self._rootFD)
+
+    @staticmethod
+    def keyFor(path: UploadPath) -> str:
+        return "p-" + hashlib.sha256(path.relative.encode("utf-8")).hexdigest()
+
+    def _dir(self, key: str) -> str:
+        return os.path.join(self._uploads, key)
+
+    def _readInfo(self, key: str) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self._dir(key), "info.json"), "rb") as f:
+                return json.load(f)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def inspect(self, path: UploadPath) -> Stored:
+        """
+        What is stored for C{path}: the durable offset of an incomplete upload
+        and the size of a complete file.
+
+        @raise Forbidden: the path crosses a symbolic link.
+        @raise Conflict: a parent of the path is a file.
+        """
+        completeSize = None
+        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
+        if parentFD is not None:
+            try:
+                st = lstatAt(parentFD, path.components[-1])
+            finally:
+                os.close(parentFD)
+            if st is not None:
+                if stat.S_ISDIR(st.st_mode):
+                    raise Conflict("is-folder", f"{path.relative!r} is a folder")
+                completeSize = st.st_size
+        key = self.keyFor(path)
+        info = self._readInfo(key)
+        if info is None:
+            return Stored(completeSize=completeSize)
+        try:
+            fd = os.open(os.path.join(self._dir(key), "data"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Renamed into place but not yet cleaned up: a crash at completion.
+            return Stored(completeSize=completeSize)
+        try:
+            offset = os.fstat(fd).st_size
+            if self.fsync:
+                os.fsync(fd)  # everything up to the size read above is durable
+        finally:
+            os.close(fd)
+        return Stored(
+            offset=offset,
+            total=info.get("total"),
+            incomplete=True,
+            digests=dict(info.get("digests", {})),
+            completeSize=completeSize,
+        )
+
+    def open(
+        self,
+        path: UploadPath,
+        startOver: bool,
+        total: int | None,
+        digests: dict[str, str],
+        hashState: tuple[int, Any] | None,
+    ) -> StagedFile:
+        """
+        Open the staged upload of C{path} for writing, creating it if needed.
+
+        @param startOver: discard what is staged (a plain PUT starts over).
+        @param total: the length to record, if known.
+        @param digests: C{Repr-Digest} values to remember (merged, latest wins).
+        @param hashState: C{(offset, sha256 hasher)} kept in memory from an
+            earlier request of this process, used when its offset matches.
+        @raise Busy: another process holds the upload for longer than
+            C{lockWait}.
+        """
+        key = self.keyFor(path)
+        lockFD = self._lock(key)
+        try:
+            d = self._dir(key)
+            info = None if startOver else self._readInfo(key)
+            if info is None:
+                info = {"path": path.relative, "created": time.time()}
+                os.makedirs(d, exist_ok=True)
+            changed = info.get("total") != total and total is not None
+            if total is not None:
+                info["total"] = total
+            if digests:
+                info["digests"] = {**info.get("digests", {}), **digests}
+                changed = True
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+            if startOver:
+                flags |= os.O_TRUNC
+            fd = os.open(os.path.join(d, "data"), flags, 0o644)
+            if startOver or changed or not os.path.exists(os.path.join(d, "info.json")):
+                self._writeInfo(key, info)
+            offset = os.fstat(fd).st_size
+        except BaseException:
+            os.close(lockFD)
+            raise
+        hasher = None
+        if offset == 0:
+            hasher = hashlib.sha256()
+        elif hashState is not None and hashState[0] == offset:
+            hasher = hashState[1]
+        return StagedFile(self, key, fd, lockFD, offset, hasher)
+
+    def record(self, path: UploadPath, total: int | None, digests: dict[str, str]) -> None:
+        """
+        Remember a total or digests learnt from a request that carried no data.
+        """
+        key = self.keyFor(path)
+        info = self._readInfo(key)
+        if info is None:
+            return
+        if total is not None:
+            info["total"] = total
+        if digests:
+            info["digests"] = {**info.get("digests", {}), **digests}
+        self._writeInfo(key, info)
+
+    def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
+        d = self._dir(key)
+        tmp = os.path.join(d, "info.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(d, "info.json"))
+        if self.fsync:
+            self._syncDir(d)
+            self._syncDir(self._uploads)
+
+    def _syncDir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fsyncFolder(fd)
+        finally:
+            os.close(fd)
+
+    def _lock(self, key: str) -> int:
+        fd = os.open(os.path.join(self._locks, key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.lockWait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Busy("locked", "the upload is being written by another process")
+                time.sleep(0.05)
+
+    def hashStaged(self, staged: StagedFile, algorithms: Iterable[str]) -> dict[str, bytes]:
+        """
+        Digest the staged bytes from disk (after a restart, or for
+        algorithms not computed while streaming).
+        """
+        fd = os.open(os.path.join(self._dir(staged.key), "data"), os.O_RDONLY | os.O_CLOEXEC)
+        return _hashFD(fd, algorithms)
+
+    def hashComplete(self, path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
+        """
+        Digest the complete file at C{path} (a retried final request).
+        """
+        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
+        if parentFD is None:
+            raise FileNotFoundError(path.relative)
+        try:
+            fd = os.open(
+                path.components[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=parentFD,
+            )
+        finally:
+            os.close(parentFD)
+        return _hashFD(fd, algorithms)
+
+    def complete(self, path: UploadPath, staged: StagedFile, allowOverwrite: bool) -> bool:
+        """
+        Move a finished upload into place atomically and durably.
+
+        @return: whether it replaced an existing file.
+        @raise Forbidden: the path crosses a symbolic link (planted since).
+        @raise Conflict: a file is there and overwrite is off, or a parent is
+            a file.
+        """
+        staged.sync()
+        parentFD = openParent(self._rootFD, path.components[:-1], create=True)
+        assert parentFD is not None
+        try:
+            name = path.components[-1]
+            st = lstatAt(parentFD, name)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise Conflict("is-folder", f"{path.relative!r} is a folder")
+            if st is not None and not allowOverwrite:
+                raise Conflict("exists", f"{path.relative!r} already exists")
+            d = self._dir(staged.key)
+            upFD = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.rename("data", name, src_dir_fd=upFD, dst_dir_fd=parentFD)
+            finally:
+                os.close(upFD)
+            if self.fsync:
+                fsyncFolder(parentFD)
+        finally:
+            os.close(parentFD)
+        self._remove(staged.key)
+        return st is not None
+
+    def cancel(self, path: UploadPath) -> bool:
+        """
+        Discard the incomplete upload of C{path}; whether there was one.
+        """
+        key = self.keyFor(path)
+        if not os.path.isdir(self._dir(key)):
+            return False
+        self._remove(key)
+        return True
+
+    def _remove(self, key: str) -> None:
+        shutil.rmtree(self._dir(key), ignore_errors=True)
+        if self.fsync:
+            self._syncDir(self._uploads)
+
+    def deleteComplete(self, path: UploadPath) -> bool:
+        """
+        Remove a complete file (only when the server allows deletes).
+        """
+        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
+        if parentFD is None:
+            return False
+        try:
+            try:
+                os.unlink(path.components[-1], dir_fd=parentFD)
+            except FileNotFoundError:
+                return False
+            except IsADirectoryError:
+                raise Conflict("is-folder", f"{path.relative!r} is a folder")
+            if self.fsync:
+                fsyncFolder(parentFD)
+            return True
+        finally:
+            os.close(parentFD)
+
+    def freeBytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+
+def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
+    hashers = {alg: hashlib.new(alg.replace("-", "")) for alg in algorithms}
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(_READ_SIZE):
+            for h in hashers.values():
+                h.update(chunk)
+    return {alg: h.digest() for alg, h in hashers.items()}
+
+
+def isNoSpace(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,100 @@
+"""
+One writer per upload within a process, and the newest writer wins.
+
+A new write request for an upload whose earlier request is still open (often a
+half-dead connection on a flaky link that the server has not noticed yet) asks
+the holder to let go; the holder's request is ended, keeps what it stored, and
+releases; then the newest waiter gets the upload. Across processes the flock
+in L{uploadsvc.storage.filestore} keeps writers apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, succeed
+
+from uploadsvc.errors import Conflict
+
+
+class TakenOver(Conflict):
+    """
+    A newer request for the same upload arrived while this one waited.
+    """
+
+
+@attrs.define(eq=False)
+class _Slot:
+    interrupt: Callable[[], None]
+    waiter: Deferred | None = None
+    interrupted: bool = False
+
+
+class WriterRegistry:
+    """
+    Who writes each upload now, and the in-memory hash state kept between
+    requests of this process.
+
+    @ivar hashStates: upload key to C{(offset, sha256 hasher)}.
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[str, _Slot] = {}
+        self._waiting: dict[str, _Slot] = {}
+        self.hashStates: dict[str, tuple[int, Any]] = {}
+
+    def busy(self) -> int:
+        """
+        How many uploads are being written now.
+        """
+        return len(self._holders)
+
+    def acquire(self, key: str, interrupt: Callable[[], None]) -> Deferred:
+        """
+        Become the writer of C{key}.
+
+        @param interrupt: called (once) if a newer request wants the upload
+            while this one holds it; it must end the request, which then
+            calls the release function.
+        @return: a L{Deferred} firing with a release function once this
+            request holds the upload, or failing with L{TakenOver} if a newer
+            request arrived first.
+        """
+        slot = _Slot(interrupt)
+        holder = self._holders.get(key)
+        if holder is None:
+            self._holders[key] = slot
+            return succeed(self._releaser(key, slot))
+        older = self._waiting.pop(key, None)
+        if older is not None and older.waiter is not None:
+            older.waiter.errback(
+                TakenOver("taken-over", "a newer request took over this upload")
+            )
+
+        def cancel(d: Deferred) -> None:
+            if self._waiting.get(key) is slot:
+                del self._waiting[key]
+
+        slot.waiter = Deferred(cancel)
+        self._waiting[key] = slot
+        if not holder.interrupted:
+            holder.interrupted = True
+            holder.interrupt()
+        return slot.waiter
+
+    def _releaser(self, key: str, slot: _Slot) -> Callable[[], None]:
+        def release() -> None:
+            if self._holders.get(key) is not slot:
+                return
+            del self._holders[key]
+            nxt = self._waiting.pop(key, None)
+            if nxt is not None and nxt.waiter is not None:
+                self._holders[key] = nxt
+                waiter, nxt.waiter = nxt.waiter, None
+                try:
+                    waiter.callback(self._releaser(key, nxt))
+                except CancelledError:
+                    pass
+
+        return release

@@ -1,0 +1,437 @@
+"""
+The upload HTTP interface (PROTOCOL.md) as a Klein app.
+
+The handlers run when a request's headers are complete (see
+L{uploadsvc.web.streaming}): they refuse from the headers, or accept and stream
+the body into the store through L{deliverBody}. Errors become responses in
+one place, L{UploadApp.uploadError}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Callable
+
+import attrs
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from uploadsvc.errors import (
+    BadRequest,
+    Busy,
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+    UploadError,
+)
+from uploadsvc.protocol.decisions import (
+    AlreadyComplete,
+    Plan,
+    Stored,
+    checkQuery,
+    offsetHeaders,
+    planWrite,
+)
+from uploadsvc.protocol.digests import DigestSet, formatDigest, parseDigestHeader
+from uploadsvc.protocol.paths import UploadPath, parseUploadPath
+from uploadsvc.protocol.ranges import (
+    ContentRange,
+    RangeQuery,
+    checkRangeLength,
+    parseContentRange,
+)
+from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
+from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
+from uploadsvc.storage.writers import WriterRegistry
+from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
+from uploadsvc.web.streaming import abortRequest, deliverBody
+
+log = Logger()
+
+#: 64 GiB: large enough for field laptops' disk images, small enough that a
+#: typo'd Content-Length is refused. Configurable with --max-upload-size.
+DEFAULT_MAX_UPLOAD = 64 * 1024**3
+
+
+@attrs.frozen
+class Config:
+    """
+    The server's policy.
+
+    @ivar prefix: mount prefix stripped from request paths (e.g. C{b"/up"}).
+    @ivar minFreeBytes: refuse (507) data that would leave less free space.
+    @ivar maxUploads: uploads written at once before 503 (0: no limit).
+    """
+
+    allowOverwrite: bool = False
+    allowDelete: bool = False
+    maxUploadSize: int = DEFAULT_MAX_UPLOAD
+    prefix: bytes = b""
+    minFreeBytes: int = 0
+    maxUploads: int = 0
+    highWater: int = HIGH_WATER
+    lowWater: int = LOW_WATER
+
+
+def _shield(d: Deferred) -> Deferred:
+    """
+    Klein cancels a handler's Deferred when the client goes away; the storage
+    work behind it (fsync, release) must run to its end anyway.
+    """
+    out: Deferred = Deferred(lambda _: None)
+
+    def forward(result: object) -> None:
+        if not out.called:
+            out.callback(result)  # a Failure errbacks
+
+    d.addBoth(forward)
+    return out
+
+
+def _digestsB64(digests: DigestSet) -> dict[str, str]:
+    return {alg: base64.b64encode(v).decode("ascii") for alg, v in digests.values}
+
+
+class _RawPathRoot(Resource):
+    """
+    Hands the Klein app every path, leaving path rules to the handlers.
+
+    twisted.web splits and percent-decodes the path for routing (turning
+    C{%2F} into a slash) and Klein refuses non-UTF-8 paths with its own
+    answer; uploadsvc parses the raw path itself, so Klein only sees a
+    neutral path. Reserved dot-endpoints (tus) will be routed here.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: Any) -> Any:
+        request.postpath = [b""]
+        return self._inner.render(request)
+
+
+class UploadApp:
+    """
+    The HTTP interface of one store.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        store: FileStore,
+        runner: IDiskRunner,
+        config: Config = Config(),
+        writers: WriterRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.config = config
+        self.writers = writers if writers is not None else WriterRegistry()
+
+    def resource(self) -> Resource:
+        return _RawPathRoot(self.app.resource())
+
+    # --- routing --------------------------------------------------------
+
+    @app.route("/", branch=True, methods=["PUT", "POST", "HEAD", "DELETE", "GET", "PATCH", "OPTIONS"])
+    def dispatch(self, request: Any) -> Deferred | bytes:
+        path = self._path(request)
+        method = request.method
+        handler: Callable[[Any, UploadPath], Any]
+        if method in (b"PUT", b"POST"):
+            handler = self._put
+        elif method == b"HEAD":
+            handler = self._head
+        elif method == b"DELETE":
+            handler = self._delete
+        else:
+            raise MethodNotAllowed(
+                "method", "use PUT, POST, HEAD or DELETE",
+                {b"Allow": b"PUT, POST, HEAD, DELETE"},
+            )
+        return _shield(Deferred.fromCoroutine(handler(request, path)))
+
+    @app.handle_errors(UploadError)
+    def uploadError(self, request: Any, failure: Failure) -> bytes:
+        return self._refuse(request, failure.value)
+
+    @app.handle_errors(Exception)
+    def internalError(self, request: Any, failure: Failure) -> bytes:
+        if failure.check(CancelledError):
+            return b""
+        log.failure("uploadsvc internal error", failure)
+        return self._refuse(request, UploadError("internal", "internal server error"))
+
+    def _refuse(self, request: Any, error: UploadError) -> bytes:
+        request.setResponseCode(error.status)
+        for name, value in error.headers.items():
+            request.setHeader(name, value)
+        if error.status == 503:
+            request.setHeader(b"Retry-After", b"1")
+        body = error.reason.encode("utf-8") + b"\n"
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
+    def _path(self, request: Any) -> UploadPath:
+        raw = request.uri.split(b"?", 1)[0]
+        return parseUploadPath(raw, self.config.prefix)
+
+    # --- status ---------------------------------------------------------
+
+    async def _head(self, request: Any, path: UploadPath) -> bytes:
+        stored = await self.runner.run(self.store.inspect, path)
+        return self._status(request, checkQuery(stored, None), forPut=False)
+
+    def _status(self, request: Any, stored: Stored, forPut: bool) -> bytes:
+        request.setHeader(b"Cache-Control", b"no-store")
+        if stored.incomplete:
+            request.setResponseCode(204)
+            for name, value in offsetHeaders(stored.offset).items():
+                request.setHeader(name, value)
+            if stored.total is not None:
+                request.setHeader(b"Upload-Length", b"%d" % stored.total)
+            return b""
+        size = stored.completeSize
+        assert size is not None
+        request.setResponseCode(200)
+        request.setHeader(b"Upload-Complete", b"?1")
+        request.setHeader(b"Upload-Offset", b"%d" % size)
+        request.setHeader(b"Content-Length", b"0" if forPut else b"%d" % size)
+        return b""
+
+    # --- cancel ---------------------------------------------------------
+
+    async def _delete(self, request: Any, path: UploadPath) -> bytes:
+        release = await self._acquire(request, path)
+        try:
+            if await self.runner.run(self.store.cancel, path):
+                self.writers.hashStates.pop(self.store.keyFor(path), None)
+                request.setResponseCode(204)
+                return b""
+            stored = await self.runner.run(self.store.inspect, path)
+            if stored.completeSize is None:
+                raise NotFound("not-found", "no upload at this path")
+            if not self.config.allowDelete:
+                raise MethodNotAllowed(
+                    "delete-disabled", "deleting complete files is disabled",
+                    {b"Allow": b"PUT, POST, HEAD"},
+                )
+            await self.runner.run(self.store.deleteComplete, path)
+            request.setResponseCode(204)
+            return b""
+        finally:
+            release()
+
+    # --- write ----------------------------------------------------------
+
+    def _acquire(self, request: Any, path: UploadPath) -> Deferred:
+        return self.writers.acquire(
+            self.store.keyFor(path), lambda: abortRequest(request)
+        )
+
+    async def _put(self, request: Any, path: UploadPath) -> bytes | None:
+        headers = request.requestHeaders
+        length = self._contentLength(request)
+        rangeError: UploadError | None = None
+        rng: ContentRange | RangeQuery | None = None
+        rangeValue = headers.getRawHeaders(b"Content-Range")
+        try:
+            if rangeValue:
+                rng = parseContentRange(rangeValue[-1])
+                if isinstance(rng, ContentRange):
+                    checkRangeLength(rng, length)
+                elif length:
+                    raise BadRequest("query-with-body", "a bytes */T query carries no body")
+        except UploadError as e:
+            rangeError = e
+        digestValue = headers.getRawHeaders(b"Repr-Digest")
+        digests = parseDigestHeader(b", ".join(digestValue)) if digestValue else DigestSet()
+
+        # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
+        stateError: UploadError | None = None
+        try:
+            stored = await self.runner.run(self.store.inspect, path)
+        except Forbidden:
+            raise
+        except UploadError as e:
+            stateError = e  # a state conflict: decided below, after the others
+        if isinstance(rng, RangeQuery) and rangeError is None:
+            if stateError is not None:
+                raise stateError
+            stored = checkQuery(stored, rng.total)
+            if stored.incomplete and (rng.total is not None or digests):
+                await self.runner.run(
+                    self.store.record, path, rng.total, _digestsB64(digests)
+                )
+            return self._status(request, stored, forPut=True)
+        end = self._declaredEnd(rng, length)
+        if end is not None and end > self.config.maxUploadSize:
+            raise TooLarge(
+                "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
+            )
+        if self.config.minFreeBytes or end:
+            free = await self.runner.run(self.store.freeBytes)
+            if free - (end or 0) < self.config.minFreeBytes:
+                raise InsufficientStorage("no-space", "not enough free disk space")
+        if self.config.maxUploads and self.writers.busy() >= self.config.maxUploads:
+            raise Busy("busy", "too many uploads in progress")
+        if rangeError is not None:
+            raise rangeError
+
+        release = await self._acquire(request, path)
+        staged: StagedFile | None = None
+        try:
+            stored = await self.runner.run(self.store.inspect, path)
+            plan = planWrite(
+                stored,
+                rng if isinstance(rng, ContentRange) else None,
+                length,
+                self.config.allowOverwrite,
+            )
+            if isinstance(plan, AlreadyComplete):
+                return await self._completedAlready(request, path, plan, digests)
+            key = self.store.keyFor(path)
+            staged = await self.runner.run(
+                self.store.open,
+                path,
+                plan.startOver,
+                plan.total,
+                _digestsB64(digests),
+                self.writers.hashStates.pop(key, None),
+            )
+            outcome = await self._receive(request, staged, plan, rng)
+            offset = await self.runner.run(staged.sync)
+            if staged.hasher is not None:
+                self.writers.hashStates[key] = (offset, staged.hasher)
+            if outcome == LOST:
+                return None
+            if isinstance(outcome, UploadError):
+                raise outcome
+            total = plan.total
+            if total is None and rng is None:
+                total = offset  # a chunked plain PUT ends at its last byte
+            if total is None:
+                total = stored.total
+            if total is not None and offset == total:
+                return await self._complete(request, path, staged, stored, digests)
+            request.setResponseCode(204)
+            for name, value in offsetHeaders(offset).items():
+                request.setHeader(name, value)
+            if total is not None:
+                request.setHeader(b"Upload-Length", b"%d" % total)
+            return b""
+        finally:
+            if staged is not None:
+                staged.close()
+            release()
+
+    def _contentLength(self, request: Any) -> int | None:
+        value = request.requestHeaders.getRawHeaders(b"Content-Length")
+        if value is None:
+            return None
+        return int(value[-1])  # the channel refused non-digits already
+
+    def _declaredEnd(self, rng: Any, length: int | None) -> int | None:
+        if isinstance(rng, ContentRange):
+            return rng.total if rng.total is not None else rng.last + 1
+        return length
+
+    async def _receive(
+        self, request: Any, staged: StagedFile, plan: Plan, rng: Any
+    ) -> object:
+        """
+        Stream the body into C{staged}; return how the body ended.
+        """
+        limit = plan.take
+        overflow: Callable[[], UploadError]
+        if limit is None:
+            limit = self.config.maxUploadSize - plan.offset
+            overflow = lambda: TooLarge(  # noqa: E731
+                "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
+            )
+        else:
+            overflow = lambda: BadRequest(  # noqa: E731
+                "body-too-long", "the body is longer than its Content-Range"
+            )
+
+        def makeSink(producer: Any) -> FileSink:
+            return FileSink(
+                self.runner, staged.writeChunks, producer,
+                self.config.highWater, self.config.lowWater,
+            )
+
+        receiver = UploadReceiver(makeSink, plan.skip, limit, overflow)
+        deliverBody(request, receiver)
+        outcome = await receiver.ended
+        assert receiver.sink is not None
+        try:
+            await receiver.sink.drain()
+        except Exception as e:
+            if isNoSpace(e):
+                raise InsufficientStorage("no-space", "the disk is full") from e
+            raise
+        return outcome
+
+    async def _complete(
+        self, request: Any, path: UploadPath, staged: StagedFile, stored: Stored,
+        digests: DigestSet,
+    ) -> bytes:
+        key = self.store.keyFor(path)
+        self.writers.hashStates.pop(key, None)
+        wanted = dict(digests.values)
+        for alg, value in stored.digests.items():
+            wanted.setdefault(alg, base64.b64decode(value))
+        algs = set(wanted) | {"sha-256"}
+        computed: dict[str, bytes] = {}
+        if staged.hasher is not None:
+            computed["sha-256"] = staged.hasher.digest()
+        missing = algs - set(computed)
+        if missing:
+            computed.update(await self.runner.run(self.store.hashStaged, staged, missing))
+        for alg, value in wanted.items():
+            if computed[alg] != value:
+                await self.runner.run(self.store.cancel, path)
+                raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
+        replaced = await self.runner.run(
+            self.store.complete, path, staged, self.config.allowOverwrite
+        )
+        return self._completed(request, path, staged.offset, computed["sha-256"], replaced)
+
+    async def _completedAlready(
+        self, request: Any, path: UploadPath, plan: AlreadyComplete, digests: DigestSet
+    ) -> bytes:
+        algs = {"sha-256"} | {alg for alg, _ in digests.values}
+        computed = await self.runner.run(self.store.hashComplete, path, algs)
+        for alg, value in digests.values:
+            if computed[alg] != value:
+                raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
+        request.setResponseCode(200)
+        return self._completed(request, path, plan.size, computed["sha-256"], True, code=200)
+
+    def _completed(
+        self, request: Any, path: UploadPath, size: int, sha256: bytes, replaced: bool,
+        code: int | None = None,
+    ) -> bytes:
+        request.setResponseCode(code or (200 if replaced else 201))
+        request.setHeader(b"Upload-Offset", b"%d" % size)
+        request.setHeader(b"Upload-Complete", b"?1")
+        request.setHeader(b"Location", path.location)
+        request.setHeader(b"Repr-Digest", formatDigest("sha-256", sha256))
+        body = json.dumps(
+            {"path": path.relative, "size": size, "sha256": sha256.hex()}
+        ).encode("utf-8")
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body

@@ -1,0 +1,82 @@
+"""
+The body receiver of one write request: drops the bytes a retry repeats, keeps
+at most what the range allows, and feeds the rest to a L{FileSink}.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from zope.interface import implementer
+
+from uploadsvc.errors import UploadError
+from uploadsvc.sink import FileSink
+from uploadsvc.web.interfaces import IBodyReceiver
+
+#: The outcomes that L{UploadReceiver.ended} fires with.
+COMPLETE = "complete"
+LOST = "lost"
+
+
+@implementer(IBodyReceiver)
+class UploadReceiver:
+    """
+    @ivar ended: fires with L{COMPLETE} when the whole body arrived, L{LOST}
+        when the connection went first, or an L{UploadError} instance when the
+        body broke a limit (the bytes before the limit are kept).
+    @ivar sink: the file sink, once the body started.
+    """
+
+    def __init__(
+        self,
+        makeSink: Callable[[IPushProducer], FileSink],
+        skip: int,
+        take: int | None,
+        overflow: Callable[[], UploadError],
+    ) -> None:
+        """
+        @param skip: leading body bytes already stored: dropped.
+        @param take: how many bytes to keep after those (L{None}: all).
+        @param overflow: makes the error for a body longer than C{take}.
+        """
+        self._makeSink = makeSink
+        self._skip = skip
+        self._take = take
+        self._overflow = overflow
+        self._producer: IPushProducer | None = None
+        self.sink: FileSink | None = None
+        self.ended: Deferred = Deferred()
+
+    def makeConnection(self, producer: IPushProducer) -> None:
+        self._producer = producer
+        self.sink = self._makeSink(producer)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.ended.called:
+            return
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data = memoryview(data)[self._skip :]  # type: ignore[assignment]
+            self._skip = 0
+        if self._take is not None:
+            if len(data) > self._take:
+                keep = self._take
+                if keep:
+                    self.sink.write(memoryview(data)[:keep])  # type: ignore[union-attr]
+                self._take = 0
+                # Stop reading; the answer goes out before the rest arrives.
+                self._producer.pauseProducing()  # type: ignore[union-attr]
+                self.ended.callback(self._overflow())
+                return
+            self._take -= len(data)
+        self.sink.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not self.ended.called:
+            self.ended.callback(COMPLETE if reason.check(ResponseDone) else LOST)
