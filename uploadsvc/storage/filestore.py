@@ -28,12 +28,12 @@ import os
 import shutil
 import stat
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
 from uploadsvc.errors import Busy, Conflict
-from uploadsvc.protocol.decisions import Stored
+from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 
@@ -60,6 +60,7 @@ class StagedFile:
         self.offset = offset
         self.hasher = hasher
         self.closed = False
+        self.infoDurable = False
 
     def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         """
@@ -82,10 +83,14 @@ class StagedFile:
 
     def sync(self) -> int:
         """
-        Make the staged bytes durable; return the durable offset.
+        Make the staged upload durable (bytes, and once its metadata);
+        return the durable offset.
         """
         if self.store.fsync:
             os.fsync(self.fd)
+            if not self.infoDurable:
+                self.store._syncInfo(self.key)
+        self.infoDurable = True
         return self.offset
 
     def close(self) -> None:
@@ -138,10 +143,13 @@ class FileStore:
         except FileNotFoundError:
             return None
 
-    def inspect(self, path: UploadPath) -> Stored:
+    def inspect(self, path: UploadPath, durable: bool = True) -> Stored:
         """
-        What is stored for C{path}: the durable offset of an incomplete upload
-        and the size of a complete file.
+        What is stored for C{path}: the offset of an incomplete upload and
+        the size of a complete file.
+
+        @param durable: fsync the staged bytes before reporting their count
+            (an offset sent to a client must be durable).
 
         @raise Forbidden: the path crosses a symbolic link.
         @raise Conflict: a parent of the path is a file.
@@ -168,7 +176,7 @@ class FileStore:
             return Stored(completeSize=completeSize)
         try:
             offset = os.fstat(fd).st_size
-            if self.fsync:
+            if self.fsync and durable:
                 os.fsync(fd)  # everything up to the size read above is durable
         finally:
             os.close(fd)
@@ -180,55 +188,81 @@ class FileStore:
             completeSize=completeSize,
         )
 
-    def open(
+    def begin(
         self,
         path: UploadPath,
-        startOver: bool,
-        total: int | None,
+        decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: tuple[int, Any] | None,
-    ) -> StagedFile:
+    ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
-        Open the staged upload of C{path} for writing, creating it if needed.
+        Lock the upload of C{path}, decide the request against what is
+        stored now, and open the staged file for writing as the plan says.
 
-        @param startOver: discard what is staged (a plain PUT starts over).
-        @param total: the length to record, if known.
-        @param digests: C{Repr-Digest} values to remember (merged, latest wins).
+        The decision runs under the lock, so writers in other processes
+        cannot change the offset between the decision and the first write.
+
+        @param decide: the pure decision (L{planWrite} with the request's
+            headers bound); it may raise the refusal.
+        @param digests: C{Repr-Digest} values to remember (latest wins).
         @param hashState: C{(offset, sha256 hasher)} kept in memory from an
             earlier request of this process, used when its offset matches.
+        @return: what was stored, the plan, and the staged file (L{None}
+            when the plan writes nothing).
         @raise Busy: another process holds the upload for longer than
             C{lockWait}.
         """
         key = self.keyFor(path)
         lockFD = self._lock(key)
         try:
-            d = self._dir(key)
-            info = None if startOver else self._readInfo(key)
-            if info is None:
-                info = {"path": path.relative, "created": time.time()}
-                os.makedirs(d, exist_ok=True)
-            changed = info.get("total") != total and total is not None
-            if total is not None:
-                info["total"] = total
-            if digests:
-                info["digests"] = {**info.get("digests", {}), **digests}
-                changed = True
-            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-            if startOver:
-                flags |= os.O_TRUNC
-            fd = os.open(os.path.join(d, "data"), flags, 0o644)
-            if startOver or changed or not os.path.exists(os.path.join(d, "info.json")):
-                self._writeInfo(key, info)
-            offset = os.fstat(fd).st_size
+            stored = self.inspect(path, durable=False)
+            plan = decide(stored)
+            if isinstance(plan, AlreadyComplete):
+                os.close(lockFD)
+                return stored, plan, None
+            staged = self._open(path, key, lockFD, plan, digests, hashState)
         except BaseException:
             os.close(lockFD)
             raise
+        return stored, plan, staged
+
+    def _open(
+        self,
+        path: UploadPath,
+        key: str,
+        lockFD: int,
+        plan: Plan,
+        digests: dict[str, str],
+        hashState: tuple[int, Any] | None,
+    ) -> StagedFile:
+        d = self._dir(key)
+        info = None if plan.startOver else self._readInfo(key)
+        if info is None:
+            info = {"path": path.relative, "created": time.time()}
+            os.makedirs(d, exist_ok=True)
+        changed = plan.total is not None and info.get("total") != plan.total
+        if plan.total is not None:
+            info["total"] = plan.total
+        if digests:
+            info["digests"] = {**info.get("digests", {}), **digests}
+            changed = True
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        if plan.startOver:
+            flags |= os.O_TRUNC
+        fd = os.open(os.path.join(d, "data"), flags, 0o644)
+        infoNew = plan.startOver or changed or not os.path.exists(os.path.join(d, "info.json"))
+        if infoNew:
+            # Made durable by the request's first sync, with the bytes.
+            self._writeInfo(key, info, durable=False)
+        offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
             hasher = hashlib.sha256()
         elif hashState is not None and hashState[0] == offset:
             hasher = hashState[1]
-        return StagedFile(self, key, fd, lockFD, offset, hasher)
+        staged = StagedFile(self, key, fd, lockFD, offset, hasher)
+        staged.infoDurable = not infoNew
+        return staged
 
     def record(self, path: UploadPath, total: int | None, digests: dict[str, str]) -> None:
         """
@@ -244,18 +278,27 @@ class FileStore:
             info["digests"] = {**info.get("digests", {}), **digests}
         self._writeInfo(key, info)
 
-    def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
+    def _writeInfo(self, key: str, info: dict[str, Any], durable: bool = True) -> None:
         d = self._dir(key)
         tmp = os.path.join(d, "info.json.tmp")
         with open(tmp, "w") as f:
             json.dump(info, f)
             f.flush()
-            if self.fsync:
+            if self.fsync and durable:
                 os.fsync(f.fileno())
         os.replace(tmp, os.path.join(d, "info.json"))
-        if self.fsync:
+        if self.fsync and durable:
             self._syncDir(d)
             self._syncDir(self._uploads)
+
+    def _syncInfo(self, key: str) -> None:
+        fd = os.open(os.path.join(self._dir(key), "info.json"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._syncDir(self._dir(key))
+        self._syncDir(self._uploads)
 
     def _syncDir(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -265,17 +308,26 @@ class FileStore:
             os.close(fd)
 
     def _lock(self, key: str) -> int:
-        fd = os.open(os.path.join(self._locks, key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path = os.path.join(self._locks, key)
         deadline = time.monotonic() + self.lockWait
         while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
             except BlockingIOError:
+                os.close(fd)
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     raise Busy("locked", "the upload is being written by another process")
                 time.sleep(0.05)
+                continue
+            # The holder may have removed the file as it completed: a lock on
+            # an unlinked file locks nothing, so start over on the new one.
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def hashStaged(self, staged: StagedFile, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
@@ -310,8 +362,11 @@ class FileStore:
         @raise Conflict: a file is there and overwrite is off, or a parent is
             a file.
         """
-        staged.sync()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=True)
+        if self.fsync:
+            os.fsync(staged.fd)
+        parentFD = openParent(
+            self._rootFD, path.components[:-1], create=True, durable=self.fsync
+        )
         assert parentFD is not None
         try:
             name = path.components[-1]
@@ -331,6 +386,7 @@ class FileStore:
         finally:
             os.close(parentFD)
         self._remove(staged.key)
+        os.unlink(os.path.join(self._locks, staged.key))  # still held: see _lock
         return st is not None
 
     def cancel(self, path: UploadPath) -> bool:
@@ -344,9 +400,9 @@ class FileStore:
         return True
 
     def _remove(self, key: str) -> None:
+        # Not fsync'd: a staging folder that comes back after a power loss
+        # without its data file reads as nothing there.
         shutil.rmtree(self._dir(key), ignore_errors=True)
-        if self.fsync:
-            self._syncDir(self._uploads)
 
     def deleteComplete(self, path: UploadPath) -> bool:
         """

@@ -27,12 +27,16 @@ def openRoot(root: str) -> int:
     return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def openParent(rootFD: int, folders: Sequence[str], create: bool) -> int | None:
+def openParent(
+    rootFD: int, folders: Sequence[str], create: bool, durable: bool = False
+) -> int | None:
     """
     Open the folder that will hold a file, relative to C{rootFD}.
 
     @param folders: the path's components but the last.
     @param create: make missing folders (mode 0o755).
+    @param durable: fsync each folder that gets a new folder, so that the
+        path to a completed file survives a power loss.
     @return: a descriptor the caller closes, or L{None} when a folder is
         missing and C{create} is false.
     @raise Forbidden: a component is a symbolic link.
@@ -51,6 +55,9 @@ def openParent(rootFD: int, folders: Sequence[str], create: bool) -> int | None:
                     os.mkdir(name, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass  # raced with another upload; open it below
+                else:
+                    if durable:
+                        os.fsync(fd)
                 nextFD = _openFolder(fd, name)
             except OSError as e:
                 _refuse(fd, name, e)

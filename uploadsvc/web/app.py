@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from functools import partial
 from typing import Any, Callable
 
 import attrs
@@ -260,13 +261,16 @@ class UploadApp:
         digests = parseDigestHeader(b", ".join(digestValue)) if digestValue else DigestSet()
 
         # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
-        stateError: UploadError | None = None
-        try:
-            stored = await self.runner.run(self.store.inspect, path)
-        except Forbidden:
-            raise
-        except UploadError as e:
-            stateError = e  # a state conflict: decided below, after the others
+        end = self._declaredEnd(rng, length)
+        if end is not None and end > self.config.maxUploadSize:
+            raise TooLarge(
+                "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
+            )
+        stored, stateError, free = await self.runner.run(
+            self._precheck, path, isinstance(rng, RangeQuery)
+        )
+        if end is not None and free - end < self.config.minFreeBytes:
+            raise InsufficientStorage("no-space", "not enough free disk space")
         if isinstance(rng, RangeQuery) and rangeError is None:
             if stateError is not None:
                 raise stateError
@@ -276,56 +280,44 @@ class UploadApp:
                     self.store.record, path, rng.total, _digestsB64(digests)
                 )
             return self._status(request, stored, forPut=True)
-        end = self._declaredEnd(rng, length)
-        if end is not None and end > self.config.maxUploadSize:
-            raise TooLarge(
-                "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
-            )
-        if self.config.minFreeBytes or end:
-            free = await self.runner.run(self.store.freeBytes)
-            if free - (end or 0) < self.config.minFreeBytes:
-                raise InsufficientStorage("no-space", "not enough free disk space")
         if self.config.maxUploads and self.writers.busy() >= self.config.maxUploads:
             raise Busy("busy", "too many uploads in progress")
         if rangeError is not None:
             raise rangeError
 
+        key = self.store.keyFor(path)
         release = await self._acquire(request, path)
         staged: StagedFile | None = None
         try:
-            stored = await self.runner.run(self.store.inspect, path)
-            plan = planWrite(
-                stored,
-                rng if isinstance(rng, ContentRange) else None,
-                length,
-                self.config.allowOverwrite,
+            decide = partial(
+                planWrite,
+                contentRange=rng if isinstance(rng, ContentRange) else None,
+                contentLength=length,
+                allowOverwrite=self.config.allowOverwrite,
+            )
+            stored, plan, staged = await self.runner.run(
+                self.store.begin, path, decide, _digestsB64(digests),
+                self.writers.hashStates.pop(key, None),
             )
             if isinstance(plan, AlreadyComplete):
                 return await self._completedAlready(request, path, plan, digests)
-            key = self.store.keyFor(path)
-            staged = await self.runner.run(
-                self.store.open,
-                path,
-                plan.startOver,
-                plan.total,
-                _digestsB64(digests),
-                self.writers.hashStates.pop(key, None),
-            )
-            outcome = await self._receive(request, staged, plan, rng)
-            offset = await self.runner.run(staged.sync)
+            assert staged is not None
+            outcome = await self._receive(request, staged, plan)
+            offset = staged.offset
+            total = plan.total
+            if total is None and rng is None and outcome == COMPLETE:
+                total = offset  # a chunked plain PUT ends at its last byte
+            if total is None:
+                total = stored.total
+            if outcome == COMPLETE and total is not None and offset == total:
+                return await self._complete(request, path, staged, stored, digests)
+            await self.runner.run(staged.sync)
             if staged.hasher is not None:
                 self.writers.hashStates[key] = (offset, staged.hasher)
             if outcome == LOST:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            total = plan.total
-            if total is None and rng is None:
-                total = offset  # a chunked plain PUT ends at its last byte
-            if total is None:
-                total = stored.total
-            if total is not None and offset == total:
-                return await self._complete(request, path, staged, stored, digests)
             request.setResponseCode(204)
             for name, value in offsetHeaders(offset).items():
                 request.setHeader(name, value)
@@ -337,6 +329,24 @@ class UploadApp:
                 staged.close()
             release()
 
+    def _precheck(
+        self, path: UploadPath, durable: bool
+    ) -> tuple[Stored, UploadError | None, int]:
+        """
+        Blocking: what is stored, a state refusal kept for later (PROTOCOL.md
+        puts 409 last), and the free space. A path through a link (403)
+        raises at once.
+        """
+        stateError = None
+        stored = Stored()
+        try:
+            stored = self.store.inspect(path, durable)
+        except Forbidden:
+            raise
+        except UploadError as e:
+            stateError = e
+        return stored, stateError, self.store.freeBytes()
+
     def _contentLength(self, request: Any) -> int | None:
         value = request.requestHeaders.getRawHeaders(b"Content-Length")
         if value is None:
@@ -344,13 +354,15 @@ class UploadApp:
         return int(value[-1])  # the channel refused non-digits already
 
     def _declaredEnd(self, rng: Any, length: int | None) -> int | None:
+        """
+        The largest size the headers claim (a lying Content-Length counts).
+        """
+        claims = [length] if length is not None else []
         if isinstance(rng, ContentRange):
-            return rng.total if rng.total is not None else rng.last + 1
-        return length
+            claims.append(rng.total if rng.total is not None else rng.last + 1)
+        return max(claims, default=None)
 
-    async def _receive(
-        self, request: Any, staged: StagedFile, plan: Plan, rng: Any
-    ) -> object:
+    async def _receive(self, request: Any, staged: StagedFile, plan: Plan) -> object:
         """
         Stream the body into C{staged}; return how the body ended.
         """

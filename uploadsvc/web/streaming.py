@@ -231,13 +231,14 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self.transport.bufferSize = self.readSize
 
     def allHeadersReceived(self) -> None:
-        if self.length == 0:
-            # No body: Twisted's own path renders once the (empty) body is in.
-            super().allHeadersReceived()
-            return
         req = self.requests[-1]
         req.parseCookies()
         self.persistent = self.checkPersistence(req, self._version)
+        if self.length == 0:
+            # No body: Twisted's own path renders once the (empty) body is
+            # in, and there is nothing to send 100 Continue for.
+            req.gotLength(0)
+            return
         expect = req.requestHeaders.getRawHeaders(b"Expect")
         expectContinue = bool(
             expect
