@@ -1,0 +1,88 @@
+"""
+The deployment files in tap-configs/ are runnable as written: the .tac starts
+a real service, the systemd unit's command line is valid, the nginx config
+streams bodies and passes the raw URI.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.tap import Options
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
+
+
+def read(name: str) -> str:
+    with open(os.path.join(CONFIGS, name), encoding="utf-8") as f:
+        return f.read()
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_execStartParses(self) -> None:
+        """The unit's ExecStart is a twistd uploadsvc command whose options parse."""
+        line = next(
+            l for l in read("uploadsvc.service").splitlines() if l.startswith("ExecStart=")
+        )
+        argv = shlex.split(line[len("ExecStart="):])
+        self.assertTrue(argv[0].endswith("/twistd"))
+        self.assertIn("--nodaemon", argv)
+        args = argv[argv.index("uploadsvc") + 1 :]
+        options = Options()
+        options.parseOptions(args)
+        self.assertEqual(options["listen"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(options["root"], "/srv/uploads")
+
+    def test_writableOnlyWhereItStores(self) -> None:
+        """The unit confines writes to the root it serves."""
+        text = read("uploadsvc.service")
+        self.assertIn("ProtectSystem=strict", text)
+        self.assertIn("ReadWritePaths=/srv/uploads", text)
+
+
+class NginxConfigTests(SynchronousTestCase):
+    def test_streamsBodies(self) -> None:
+        """Request buffering is off and the body size is left to uploadsvc."""
+        text = read("nginx-uploadsvc.conf")
+        self.assertIn("proxy_request_buffering off;", text)
+        self.assertIn("client_max_body_size 0;", text)
+        self.assertIn("proxy_http_version 1.1;", text)
+
+    def test_rawURIPassedThrough(self) -> None:
+        """proxy_pass names no URI, so nginx forwards the client's URI unchanged."""
+        lines = [l.strip() for l in read("nginx-uploadsvc.conf").splitlines()]
+        passes = [l for l in lines if l.startswith("proxy_pass ")]
+        self.assertEqual(passes, ["proxy_pass http://uploadsvc;"])
+
+    def test_syntaxAcceptedByNginx(self) -> None:
+        """nginx -t accepts the config inside a minimal http block."""
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx is None:
+            raise self.skipTest("nginx is not installed (.ci/run installs it)")
+        tmp = os.path.abspath(self.mktemp())
+        os.makedirs(tmp)
+        cert = os.path.join(tmp, "c.pem")
+        key = os.path.join(tmp, "k.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=t",
+             "-keyout", key, "-out", cert, "-days", "1"],
+            check=True, capture_output=True,
+        )
+        site = read("nginx-uploadsvc.conf")
+        site = site.replace("/etc/ssl/certs/uploads.example.org.pem", cert)
+        site = site.replace("/etc/ssl/private/uploads.example.org.key", key)
+        site = site.replace("listen 443 ssl;", "listen 127.0.0.1:18443 ssl;")
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"pid {tmp}/nginx.pid; error_log {tmp}/error.log;\n"
+                "events {}\n"
+                f"http {{ access_log off; client_body_temp_path {tmp}; {site} }}\n"
+            )
+        result = subprocess.run([nginx, "-t", "-c", conf, "-p", tmp], capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
