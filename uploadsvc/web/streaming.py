@@ -51,13 +51,12 @@ def deliverBody(request: Any, receiver: IBodyReceiver) -> None:
     is sent. Chunks that arrived before (the rest of the headers' TCP segment)
     are handed over first.
     """
-    if not isinstance(request, StreamingRequest):
-        raise TypeError(f"{request!r} is not served by a StreamingSite")
-    if request.streaming:
+    if isinstance(request, StreamingRequest) and request.streaming:
         request._deliverBody(receiver)
         return
-    # A request without a body (or a spooled one) took Twisted's own path.
-    receiver.makeConnection(_BodyProducer(request))
+    # A request without a body took Twisted's own path; so does any request
+    # of a stock Site (e.g. treq.testing.StubTreq): its body is spooled.
+    receiver.makeConnection(_SpooledProducer())
     data = request.content.read() if request.content is not None else b""
     if data:
         receiver.dataReceived(data)
@@ -89,6 +88,22 @@ def abortRequest(request: Any) -> None:
     channel = _channelOf(request)
     if channel is not None and channel.transport is not None:
         channel.transport.abortConnection()
+
+
+@implementer(IPushProducer)
+class _SpooledProducer:
+    """
+    The producer of a body that is already all in: nothing to pause.
+    """
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 @implementer(IPushProducer)
