@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
@@ -38,6 +38,8 @@ class FileSink:
     @ivar held: bytes accepted but not yet written.
     @ivar written: bytes written so far.
     @ivar failure: the first write error, after which everything is dropped.
+    @ivar onFailure: called with that error; without it, a producer the sink
+        paused is stopped.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class FileSink:
         self.held = 0
         self.written = 0
         self.failure: Failure | None = None
+        self.onFailure: Callable[[Failure], None] | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         """
@@ -83,7 +86,7 @@ class FileSink:
             written, or fails with the write error.
         """
         if self.failure is not None:
-            return Deferred.fromFailure(self.failure)  # type: ignore[arg-type]
+            return fail(self.failure)
         if self._inFlight is None:
             return succeed(None)
         d: Deferred = Deferred()
@@ -113,6 +116,13 @@ class FileSink:
         self.failure = failure
         self._queue = []
         self.held = 0
+        if self.onFailure is not None:
+            # The owner answers now (e.g. 507) instead of waiting for a body
+            # end that a paused producer would never bring.
+            self.onFailure(failure)
+        elif self.paused:
+            self.paused = False
+            self._producer.stopProducing()
         self._fireDrained(failure)
 
     def _fireDrained(self, result: object) -> None:

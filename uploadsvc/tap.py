@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service, strports
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -52,7 +53,7 @@ class Options(usage.Options):
          "Largest upload in bytes; larger ones get 413.", _positiveInt],
         ["idle-timeout", None, 60,
          "Seconds a client may send nothing before it is disconnected "
-         "(what it sent is kept).", _positiveInt],
+         "(what it sent is kept); 0 turns the timeout off.", _positiveInt],
         ["prefix", None, "", "URL path prefix that is stripped, e.g. /upload."],
         ["min-free", None, 0,
          "Free-space floor in bytes: data that would go below it gets 507.", _positiveInt],
@@ -67,11 +68,11 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        Endpoint to listen on, repeatable (twisted endpoint string, e.g.
-        tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=k.pem:certKey=c.pem,
-        unix:/run/uploadsvc.sock). Default: tcp:8080:interface=127.0.0.1.
-        """
+        """Endpoint to listen on, repeatable: a Twisted endpoint string such as tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/uploadsvc.sock (default: tcp:8080:interface=127.0.0.1)."""
+        try:
+            serverFromString(None, endpoint)  # type: ignore[arg-type]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise usage.UsageError(f"bad --listen {endpoint!r}: {e}")
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:

@@ -76,12 +76,13 @@ class WriterRegistry:
             if self._waiting.get(key) is slot:
                 del self._waiting[key]
 
-        slot.waiter = Deferred(cancel)
+        waiter: Deferred = Deferred(cancel)
+        slot.waiter = waiter
         self._waiting[key] = slot
         if not holder.interrupted:
             holder.interrupted = True
-            holder.interrupt()
-        return slot.waiter
+            holder.interrupt()  # may release at once, granting the waiter
+        return waiter
 
     def _releaser(self, key: str, slot: _Slot) -> Callable[[], None]:
         def release() -> None:

@@ -20,14 +20,16 @@ from uploadsvc.web.interfaces import IBodyReceiver
 #: The outcomes that L{UploadReceiver.ended} fires with.
 COMPLETE = "complete"
 LOST = "lost"
+SINK_FAILED = "sink-failed"
 
 
 @implementer(IBodyReceiver)
 class UploadReceiver:
     """
     @ivar ended: fires with L{COMPLETE} when the whole body arrived, L{LOST}
-        when the connection went first, or an L{UploadError} instance when the
-        body broke a limit (the bytes before the limit are kept).
+        when the connection went first, L{SINK_FAILED} when a write failed,
+        or an L{UploadError} instance when the body broke a limit (the bytes
+        before the limit are kept).
     @ivar sink: the file sink, once the body started.
     """
 
@@ -54,6 +56,12 @@ class UploadReceiver:
     def makeConnection(self, producer: IPushProducer) -> None:
         self._producer = producer
         self.sink = self._makeSink(producer)
+        self.sink.onFailure = self._sinkFailed
+
+    def _sinkFailed(self, failure: Failure) -> None:
+        if not self.ended.called:
+            self._producer.pauseProducing()  # type: ignore[union-attr]
+            self.ended.callback(SINK_FAILED)
 
     def dataReceived(self, data: bytes) -> None:
         if self.ended.called:

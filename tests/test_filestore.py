@@ -1,0 +1,593 @@
+"""
+Tests for L{uploadsvc.storage.filestore}: staging, restart, completion, the
+symbolic-link rules of PROTOCOL.md section 1, and the cross-process lock.
+Real files in a temporary folder; nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.errors import Busy, Conflict, Forbidden
+from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
+from uploadsvc.protocol.paths import UploadPath, parseRelativePath
+from uploadsvc.storage.filestore import STATE_DIR, FileStore, StagedFile
+
+
+class FileStoreTestsMixin:
+    """
+    A fresh root and helpers to open stores on it.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        os.makedirs(self.base)
+        self.root = os.path.join(self.base, "root")
+        self.outside = os.path.join(self.base, "outside")
+        os.makedirs(self.outside)
+        self.store = self.makeStore()
+
+    def makeStore(self, **kw: object) -> FileStore:
+        store = FileStore(self.root, **kw)  # type: ignore[arg-type]
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        return store
+
+    def openUpload(
+        self,
+        path: UploadPath,
+        store: FileStore | None = None,
+        startOver: bool = False,
+        total: int | None = None,
+        digests: dict[str, str] | None = None,
+    ) -> StagedFile:
+        return self.beginUpload(path, store, startOver, total, digests)[2]
+
+    def beginUpload(
+        self,
+        path: UploadPath,
+        store: FileStore | None = None,
+        startOver: bool = False,
+        total: int | None = None,
+        digests: dict[str, str] | None = None,
+        hashState: tuple[int, Any] | None = None,
+    ) -> tuple[Stored, Plan, StagedFile]:
+        """
+        C{begin} an upload of C{path} with a plan that appends at the stored
+        offset (or starts over).
+        """
+        seen: list[Stored] = []
+
+        def decide(stored: Stored) -> Plan:
+            seen.append(stored)
+            offset = 0 if startOver else stored.offset
+            return Plan(startOver, offset, 0, None, total)
+
+        stored, plan, staged = (store or self.store).begin(
+            path, decide, digests or {}, hashState
+        )
+        assert staged is not None and isinstance(plan, Plan)
+        self.assertEqual(seen, [stored])  # type: ignore[attr-defined]
+        self.addCleanup(staged.close)  # type: ignore[attr-defined]
+        return stored, plan, staged
+
+    def stageDir(self, path: UploadPath) -> str:
+        return os.path.join(self.root, STATE_DIR, "uploads", FileStore.keyFor(path))
+
+    def readFile(self, *parts: str) -> bytes:
+        with open(os.path.join(*parts), "rb") as f:
+            return f.read()
+
+    def outsideEntries(self) -> list[str]:
+        return sorted(os.listdir(self.outside))
+
+
+class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    Writing incomplete uploads and finding them again.
+    """
+
+    def test_nothingStored(self) -> None:
+        """
+        C{inspect} of an unknown path reports nothing.
+        """
+        self.assertEqual(self.store.inspect(parseRelativePath("a/b.bin")), Stored())
+
+    def test_writeAndOffset(self) -> None:
+        """
+        Chunks are appended in order and the offset is the staged file's size.
+        """
+        path = parseRelativePath("a/b.bin")
+        staged = self.openUpload(path, total=10)
+        self.assertEqual(staged.offset, 0)
+        staged.writeChunks([b"abc", memoryview(b"de")])
+        staged.writeChunks([b"fg"])
+        self.assertEqual(staged.sync(), 7)
+        staged.close()
+        data = self.readFile(self.stageDir(path), "data")
+        self.assertEqual(data, b"abcdefg")
+        self.assertEqual(os.path.getsize(os.path.join(self.stageDir(path), "data")), staged.offset)
+        self.assertEqual(
+            self.store.inspect(path), Stored(offset=7, total=10, incomplete=True)
+        )
+
+    def test_destinationNotCreatedWhileStaging(self) -> None:
+        """
+        Nothing appears at the destination before completion.
+        """
+        path = parseRelativePath("a/b.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"xyz"])
+        staged.sync()
+        self.assertFalse(os.path.lexists(os.path.join(self.root, "a", "b.bin")))
+
+    def test_restart(self) -> None:
+        """
+        A new store on the same root finds the incomplete upload with its
+        offset, total and digests, and resumes it at that offset.
+        """
+        path = parseRelativePath("x/y/z.bin")
+        staged = self.openUpload(path, total=100, digests={"sha-256": "AAAA"})
+        staged.writeChunks([b"0123456789"])
+        staged.sync()
+        staged.close()
+        again = self.makeStore()
+        self.assertEqual(
+            again.inspect(path),
+            Stored(offset=10, total=100, incomplete=True, digests={"sha-256": "AAAA"}),
+        )
+        resumed = self.openUpload(path, store=again)
+        self.assertEqual(resumed.offset, 10)
+        self.assertIsNone(resumed.hasher)
+        resumed.writeChunks([b"abc"])
+        resumed.close()
+        self.assertEqual(again.inspect(path).offset, 13)
+        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"0123456789abc")
+
+    def test_hashStateReused(self) -> None:
+        """
+        A hash state whose offset matches the staged size is carried on.
+        """
+        path = parseRelativePath("h.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"hello "])
+        state = (staged.offset, staged.hasher)
+        staged.close()
+        resumed = self.beginUpload(path, hashState=state)[2]
+        self.assertIs(resumed.hasher, state[1])
+        resumed.writeChunks([b"world"])
+        self.assertEqual(resumed.hasher.digest(), hashlib.sha256(b"hello world").digest())
+
+    def test_hashStateStale(self) -> None:
+        """
+        A hash state for another offset is not used.
+        """
+        path = parseRelativePath("h.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"hello "])
+        staged.close()
+        resumed = self.beginUpload(path, hashState=(3, hashlib.sha256(b"hel")))[2]
+        self.assertIsNone(resumed.hasher)
+
+    def test_infoReplacedAtomically(self) -> None:
+        """
+        C{info.json} holds the path, total and merged digests, and no temp
+        file is left behind by C{open} or C{record}.
+        """
+        path = parseRelativePath("dir/f.bin")
+        staged = self.openUpload(path, total=5, digests={"sha-256": "one"})
+        staged.close()
+        self.openUpload(path, digests={"sha-512": "two"}).close()
+        self.store.record(path, 5, {"sha-256": "three"})
+        d = self.stageDir(path)
+        self.assertEqual(sorted(os.listdir(d)), ["data", "info.json"])
+        with open(os.path.join(d, "info.json")) as f:
+            info = json.load(f)
+        self.assertEqual(info["path"], "dir/f.bin")
+        self.assertEqual(info["total"], 5)
+        self.assertEqual(info["digests"], {"sha-256": "three", "sha-512": "two"})
+
+    def test_recordWithoutUpload(self) -> None:
+        """
+        C{record} for a path with no upload creates nothing.
+        """
+        path = parseRelativePath("none.bin")
+        self.store.record(path, 5, {"sha-256": "x"})
+        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.store.inspect(path), Stored())
+
+    def test_startOverTruncates(self) -> None:
+        """
+        Opening with C{startOver} discards the staged bytes and the old
+        record.
+        """
+        path = parseRelativePath("s.bin")
+        staged = self.openUpload(path, total=100, digests={"sha-256": "old"})
+        staged.writeChunks([b"x" * 50])
+        staged.close()
+        fresh = self.openUpload(path, startOver=True, total=7)
+        self.assertEqual(fresh.offset, 0)
+        self.assertIsNotNone(fresh.hasher)
+        self.assertEqual(os.path.getsize(os.path.join(self.stageDir(path), "data")), 0)
+        fresh.writeChunks([b"new"])
+        fresh.close()
+        self.assertEqual(self.store.inspect(path), Stored(offset=3, total=7, incomplete=True))
+
+    def test_cancel(self) -> None:
+        """
+        C{cancel} removes the staged upload once; then nothing is there.
+        """
+        path = parseRelativePath("c.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.close()
+        self.assertTrue(self.store.cancel(path))
+        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.store.inspect(path), Stored())
+        self.assertFalse(self.store.cancel(path))
+
+    def test_hashStaged(self) -> None:
+        """
+        C{hashStaged} digests the staged bytes from disk.
+        """
+        path = parseRelativePath("d.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"some ", b"bytes"])
+        staged.sync()
+        self.assertEqual(
+            self.store.hashStaged(staged, ["sha-256", "sha-512"]),
+            {
+                "sha-256": hashlib.sha256(b"some bytes").digest(),
+                "sha-512": hashlib.sha512(b"some bytes").digest(),
+            },
+        )
+
+    def test_noFsyncStillWrites(self) -> None:
+        """
+        With fsync off, staging and completion work the same.
+        """
+        store = self.makeStore(fsync=False)
+        path = parseRelativePath("nf/f.bin")
+        staged = self.openUpload(path, store=store)
+        staged.writeChunks([b"abc"])
+        self.assertEqual(staged.sync(), 3)
+        self.assertFalse(store.complete(path, staged, False))
+        self.assertEqual(self.readFile(self.root, "nf", "f.bin"), b"abc")
+
+
+class LockTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    One writer per upload across processes (the flock).
+    """
+
+    def test_busyWhileHeld(self) -> None:
+        """
+        A second store cannot open an upload another store holds open: it
+        gets 503 after C{lockWait}; once released, it can.
+        """
+        path = parseRelativePath("l.bin")
+        first = self.openUpload(path)
+        first.writeChunks([b"abcd"])
+        other = self.makeStore(lockWait=0.2)
+        error = self.assertRaises(Busy, self.openUpload, path, store=other)
+        self.assertEqual(error.status, 503)
+        first.close()
+        second = self.openUpload(path, store=other)
+        self.assertEqual(second.offset, 4)
+
+    def test_refusalReleasesLock(self) -> None:
+        """
+        When the decision refuses, C{begin} raises it and holds no lock.
+        """
+        path = parseRelativePath("r.bin")
+
+        def refuse(stored: Stored) -> Plan:
+            raise Conflict("offset-mismatch", "no")
+
+        self.assertRaises(Conflict, self.store.begin, path, refuse, {}, None)
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 0)
+
+    def test_alreadyCompleteReleasesLock(self) -> None:
+        """
+        An L{AlreadyComplete} decision opens nothing and holds no lock.
+        """
+        path = parseRelativePath("done.bin")
+        with open(os.path.join(self.root, "done.bin"), "wb") as f:
+            f.write(b"12345")
+        stored, plan, staged = self.store.begin(
+            path, lambda s: AlreadyComplete(s.completeSize or 0), {}, None
+        )
+        self.assertEqual((stored, plan, staged), (Stored(completeSize=5), AlreadyComplete(5), None))
+        self.assertFalse(os.path.exists(self.stageDir(path)))
+        other = self.makeStore(lockWait=0.2)
+        self.openUpload(path, store=other)
+
+    def test_lockAfterCompletion(self) -> None:
+        """
+        Once an upload completed, another store can start a new one at the
+        same path, and then holds it against a third.
+        """
+        path = parseRelativePath("again.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"x"])
+        self.store.complete(path, staged, False)
+        staged.close()
+        other = self.makeStore(lockWait=0.2)
+        second = self.openUpload(path, store=other)
+        self.assertEqual(second.offset, 0)
+        third = self.makeStore(lockWait=0.2)
+        self.assertRaises(Busy, self.openUpload, path, store=third)
+
+    def test_otherUploadsFree(self) -> None:
+        """
+        The lock covers one upload, not the store.
+        """
+        self.openUpload(parseRelativePath("one.bin"))
+        other = self.makeStore(lockWait=0.2)
+        staged = self.openUpload(parseRelativePath("two.bin"), store=other)
+        self.assertEqual(staged.offset, 0)
+
+
+class CompleteTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    Moving finished uploads into place.
+    """
+
+    def stage(self, path: UploadPath, data: bytes, store: FileStore | None = None) -> StagedFile:
+        staged = self.openUpload(path, store=store, total=len(data))
+        staged.writeChunks([data])
+        return staged
+
+    def test_completeCreatesParents(self) -> None:
+        """
+        C{complete} renames the data into place, creating missing folders,
+        and removes the staging folder.
+        """
+        path = parseRelativePath("new/deep/file.bin")
+        staged = self.stage(path, b"content")
+        self.assertFalse(self.store.complete(path, staged, False))
+        self.assertEqual(self.readFile(self.root, "new", "deep", "file.bin"), b"content")
+        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.store.inspect(path), Stored(completeSize=7))
+
+    def test_completeRefusesExisting(self) -> None:
+        """
+        Without overwrite, an existing file is a 409 and stays as it was; the
+        staged upload is kept.
+        """
+        path = parseRelativePath("f.bin")
+        with open(os.path.join(self.root, "f.bin"), "wb") as f:
+            f.write(b"old")
+        staged = self.stage(path, b"new data")
+        error = self.assertRaises(Conflict, self.store.complete, path, staged, False)
+        self.assertEqual(error.status, 409)
+        self.assertEqual(self.readFile(self.root, "f.bin"), b"old")
+        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"new data")
+
+    def test_completeReplaces(self) -> None:
+        """
+        With overwrite, an existing file is replaced and C{complete} says so.
+        """
+        path = parseRelativePath("f.bin")
+        with open(os.path.join(self.root, "f.bin"), "wb") as f:
+            f.write(b"old")
+        staged = self.stage(path, b"new data")
+        self.assertTrue(self.store.complete(path, staged, True))
+        self.assertEqual(self.readFile(self.root, "f.bin"), b"new data")
+
+    def test_completeOntoFolder(self) -> None:
+        """
+        A folder at the destination is a 409, with or without overwrite.
+        """
+        path = parseRelativePath("d")
+        staged = self.stage(path, b"x")
+        os.makedirs(os.path.join(self.root, "d"))
+        self.assertRaises(Conflict, self.store.complete, path, staged, True)
+        self.assertTrue(os.path.isdir(os.path.join(self.root, "d")))
+
+    def test_hashComplete(self) -> None:
+        """
+        C{hashComplete} digests the file at the destination.
+        """
+        path = parseRelativePath("h/f.bin")
+        staged = self.stage(path, b"complete bytes")
+        self.store.complete(path, staged, False)
+        self.assertEqual(
+            self.store.hashComplete(path, ["sha-256"]),
+            {"sha-256": hashlib.sha256(b"complete bytes").digest()},
+        )
+
+    def test_deleteComplete(self) -> None:
+        """
+        C{deleteComplete} removes a complete file once.
+        """
+        path = parseRelativePath("del/f.bin")
+        staged = self.stage(path, b"x")
+        self.store.complete(path, staged, False)
+        self.assertTrue(self.store.deleteComplete(path))
+        self.assertFalse(os.path.lexists(os.path.join(self.root, "del", "f.bin")))
+        self.assertFalse(self.store.deleteComplete(path))
+        self.assertFalse(self.store.deleteComplete(parseRelativePath("nowhere/f.bin")))
+
+    def test_deleteFolderRefused(self) -> None:
+        """
+        C{deleteComplete} of a folder is a 409, and the folder stays.
+        """
+        os.makedirs(os.path.join(self.root, "d"))
+        self.assertRaises(Conflict, self.store.deleteComplete, parseRelativePath("d"))
+        self.assertTrue(os.path.isdir(os.path.join(self.root, "d")))
+
+    def test_completeSyncsNewFolders(self) -> None:
+        """
+        Completion makes every folder entry it created durable: the folders
+        holding new folders are fsync'd as well as the file's folder.
+        """
+        synced: set[int] = set()
+        realFsync = os.fsync
+
+        def recordingFsync(fd: int) -> None:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                synced.add(st.st_ino)
+            realFsync(fd)
+
+        path = parseRelativePath("n1/n2/f.bin")
+        staged = self.stage(path, b"durable")
+        self.patch(os, "fsync", recordingFsync)
+        self.store.complete(path, staged, False)
+        folders = ["", "n1", "n1/n2"]
+        unsynced = [
+            name for name in folders
+            if os.stat(os.path.join(self.root, name)).st_ino not in synced
+        ]
+        self.assertEqual(unsynced, [], "folders not fsync'd after their entries changed")
+
+
+class LinkTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    The server never follows a symbolic link inside the root.
+    """
+
+    def test_inspectFolderLink(self) -> None:
+        """
+        C{inspect} of a path through a linked folder is a 403.
+        """
+        os.symlink(self.outside, os.path.join(self.root, "link"))
+        with open(os.path.join(self.outside, "f.bin"), "wb") as f:
+            f.write(b"secret")
+        error = self.assertRaises(
+            Forbidden, self.store.inspect, parseRelativePath("link/f.bin")
+        )
+        self.assertEqual(error.status, 403)
+
+    def test_inspectDeepFolderLink(self) -> None:
+        """
+        A link deeper in the path is refused too.
+        """
+        os.makedirs(os.path.join(self.root, "a"))
+        os.symlink(self.outside, os.path.join(self.root, "a", "b"))
+        self.assertRaises(Forbidden, self.store.inspect, parseRelativePath("a/b/c/f.bin"))
+
+    def test_inspectDanglingFolderLink(self) -> None:
+        """
+        A dangling link as a folder component is also a 403.
+        """
+        os.symlink(os.path.join(self.outside, "missing"), os.path.join(self.root, "dl"))
+        self.assertRaises(Forbidden, self.store.inspect, parseRelativePath("dl/f.bin"))
+
+    def test_inspectParentIsFile(self) -> None:
+        """
+        C{inspect} of a path whose parent is a file is a 409.
+        """
+        with open(os.path.join(self.root, "file"), "wb") as f:
+            f.write(b"x")
+        error = self.assertRaises(
+            Conflict, self.store.inspect, parseRelativePath("file/f.bin")
+        )
+        self.assertEqual(error.status, 409)
+
+    def test_completeParentIsFile(self) -> None:
+        """
+        C{complete} of a path whose parent became a file is a 409; the file
+        stays and the staged data is kept.
+        """
+        path = parseRelativePath("p/f.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"data"])
+        with open(os.path.join(self.root, "p"), "wb") as f:
+            f.write(b"x")
+        self.assertRaises(Conflict, self.store.complete, path, staged, True)
+        self.assertEqual(self.readFile(self.root, "p"), b"x")
+        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"data")
+
+    def test_linkPlantedAfterOpen(self) -> None:
+        """
+        A folder link planted after the upload was opened makes C{complete}
+        a 403, and nothing is written outside the root.
+        """
+        path = parseRelativePath("dir/f.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"payload"])
+        os.symlink(self.outside, os.path.join(self.root, "dir"))
+        error = self.assertRaises(Forbidden, self.store.complete, path, staged, True)
+        self.assertEqual(error.status, 403)
+        self.assertEqual(self.outsideEntries(), [])
+        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"payload")
+
+    def test_folderSwappedForLink(self) -> None:
+        """
+        A real folder swapped for a link after C{inspect} makes C{complete} a
+        403, and nothing is written outside the root.
+        """
+        os.makedirs(os.path.join(self.root, "a", "b"))
+        path = parseRelativePath("a/b/f.bin")
+        self.assertEqual(self.store.inspect(path), Stored())
+        staged = self.openUpload(path)
+        staged.writeChunks([b"payload"])
+        os.rmdir(os.path.join(self.root, "a", "b"))
+        os.symlink(self.outside, os.path.join(self.root, "a", "b"))
+        self.assertRaises(Forbidden, self.store.complete, path, staged, False)
+        self.assertEqual(self.outsideEntries(), [])
+
+    def test_destinationLinkRefused(self) -> None:
+        """
+        A link at the destination counts as an existing entry: 409 without
+        overwrite, and its target is untouched.
+        """
+        target = os.path.join(self.outside, "target")
+        with open(target, "wb") as f:
+            f.write(b"target")
+        os.symlink(target, os.path.join(self.root, "f.bin"))
+        path = parseRelativePath("f.bin")
+        self.assertIsNotNone(self.store.inspect(path).completeSize)
+        staged = self.openUpload(path)
+        staged.writeChunks([b"payload"])
+        self.assertRaises(Conflict, self.store.complete, path, staged, False)
+        self.assertTrue(os.path.islink(os.path.join(self.root, "f.bin")))
+        self.assertEqual(self.readFile(target), b"target")
+
+    def test_destinationLinkReplaced(self) -> None:
+        """
+        With overwrite on, a link at the destination is itself replaced by
+        the file; its target is untouched.
+        """
+        target = os.path.join(self.outside, "target")
+        with open(target, "wb") as f:
+            f.write(b"target")
+        dest = os.path.join(self.root, "f.bin")
+        os.symlink(target, dest)
+        path = parseRelativePath("f.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"payload"])
+        self.assertTrue(self.store.complete(path, staged, True))
+        self.assertFalse(os.path.islink(dest))
+        self.assertEqual(self.readFile(dest), b"payload")
+        self.assertEqual(self.readFile(target), b"target")
+        self.assertEqual(self.outsideEntries(), ["target"])
+
+    def test_hashCompleteRefusesLink(self) -> None:
+        """
+        C{hashComplete} does not follow a link at the destination.
+        """
+        target = os.path.join(self.outside, "target")
+        with open(target, "wb") as f:
+            f.write(b"target")
+        os.symlink(target, os.path.join(self.root, "f.bin"))
+        self.assertRaises(OSError, self.store.hashComplete, parseRelativePath("f.bin"), ["sha-256"])
+
+    def test_deleteThroughLinkRefused(self) -> None:
+        """
+        C{deleteComplete} through a linked folder is a 403 and removes
+        nothing outside the root.
+        """
+        with open(os.path.join(self.outside, "f.bin"), "wb") as f:
+            f.write(b"secret")
+        os.symlink(self.outside, os.path.join(self.root, "link"))
+        self.assertRaises(Forbidden, self.store.deleteComplete, parseRelativePath("link/f.bin"))
+        self.assertEqual(self.outsideEntries(), ["f.bin"])

@@ -1,0 +1,262 @@
+"""
+Tests for L{uploadsvc.sink.FileSink}: ordered, coalesced writes off the
+reactor thread and back-pressure at the marks. Writes are completed by hand
+with a L{ManualRunner}.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from uploadsvc.sink import FileSink
+from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
+
+
+@implementer(IPushProducer)
+class CountingProducer:
+    """
+    Records every pause, resume and stop, in order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+class DiskError(Exception):
+    pass
+
+
+class RecordingFile:
+    """
+    Records each vectored write; fails when told to.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []
+        self.failNext = False
+
+    def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
+        if self.failNext:
+            raise DiskError("disk full")
+        self.calls.append([bytes(c) for c in chunks])
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(b"".join(call) for call in self.calls)
+
+
+class FileSinkTests(SynchronousTestCase):
+    """
+    Tests for L{FileSink}.
+    """
+
+    def setUp(self) -> None:
+        self.runner = ManualRunner()
+        self.file = RecordingFile()
+        self.producer = CountingProducer()
+
+    def makeSink(self, highWater: int = 10, lowWater: int = 4) -> FileSink:
+        return FileSink(
+            self.runner, self.file.writeChunks, self.producer, highWater, lowWater
+        )
+
+    def test_coalescing(self) -> None:
+        """
+        Chunks that arrive while a write is in flight go in one next write,
+        in order.
+        """
+        sink = self.makeSink(highWater=1000, lowWater=10)
+        sink.write(b"a")
+        self.assertEqual(len(self.runner.pending), 1)
+        sink.write(b"b")
+        sink.write(b"c")
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.complete()
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.complete()
+        self.assertEqual(self.file.calls, [[b"a"], [b"b", b"c"]])
+        self.assertEqual(sink.written, 3)
+        self.assertEqual(sink.held, 0)
+
+    def test_orderPreserved(self) -> None:
+        """
+        Whatever the completion timing, bytes reach the file in arrival order.
+        """
+        sink = self.makeSink(highWater=1000, lowWater=10)
+        expected = b""
+        for i in range(20):
+            chunk = b"%d," % i
+            expected += chunk
+            sink.write(chunk)
+            if i % 3 == 0:
+                self.runner.complete()
+        self.runner.completeAll()
+        self.assertEqual(self.file.data, expected)
+        self.assertEqual(sink.written, len(expected))
+
+    def test_emptyChunkIgnored(self) -> None:
+        """
+        An empty chunk starts no write.
+        """
+        sink = self.makeSink()
+        sink.write(b"")
+        self.assertEqual(self.runner.pending, [])
+        self.successResultOf(sink.drain())
+
+    def test_drainIdle(self) -> None:
+        """
+        C{drain} with nothing in flight fires at once.
+        """
+        self.assertIsNone(self.successResultOf(self.makeSink().drain()))
+
+    def test_drainAfterLastWrite(self) -> None:
+        """
+        C{drain} fires only once the last accepted byte is written.
+        """
+        sink = self.makeSink(highWater=1000, lowWater=10)
+        sink.write(b"one")
+        sink.write(b"two")
+        d = sink.drain()
+        self.runner.complete()
+        self.assertNoResult(d)
+        self.runner.complete()
+        self.successResultOf(d)
+        self.assertEqual(self.file.data, b"onetwo")
+
+    def test_writeFailure(self) -> None:
+        """
+        A failed write makes C{drain} fail with its error, and later chunks
+        are dropped.
+        """
+        sink = self.makeSink(highWater=1000, lowWater=10)
+        sink.write(b"good")
+        self.runner.complete()
+        self.file.failNext = True
+        sink.write(b"bad")
+        sink.write(b"queued")
+        d = sink.drain()
+        self.runner.complete()
+        self.failureResultOf(d, DiskError)
+        self.assertEqual(self.runner.pending, [])
+        sink.write(b"later")
+        self.assertEqual(self.runner.pending, [])
+        self.assertEqual(self.file.data, b"good")
+        self.assertEqual(sink.written, 4)
+
+    def test_drainAfterFailure(self) -> None:
+        """
+        C{drain} called after a write failed fails with that write's error
+        (the web layer drains only once the body ended).
+        """
+        sink = self.makeSink(highWater=1000, lowWater=10)
+        self.file.failNext = True
+        sink.write(b"bad")
+        self.runner.complete()
+        self.failureResultOf(sink.drain(), DiskError)
+        self.failureResultOf(sink.drain(), DiskError)
+
+    def test_pauseAtHighWater(self) -> None:
+        """
+        The producer is paused once when the held bytes reach the high mark,
+        however many chunks follow.
+        """
+        sink = self.makeSink(highWater=10, lowWater=4)
+        sink.write(b"x" * 9)
+        self.assertEqual(self.producer.calls, [])
+        sink.write(b"x")
+        self.assertEqual(self.producer.calls, ["pause"])
+        sink.write(b"x" * 5)
+        sink.write(b"x" * 5)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.assertTrue(sink.paused)
+
+    def test_resumeAtLowWater(self) -> None:
+        """
+        The producer is resumed once the held bytes fall to the low mark, not
+        before.
+        """
+        sink = self.makeSink(highWater=10, lowWater=4)
+        sink.write(b"a" * 6)  # in flight
+        sink.write(b"b" * 5)  # queued: 11 held, paused
+        sink.write(b"c" * 4)  # queued: 15 held
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # 6 written; 9 held (b+c in flight)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # all written: 0 held
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertFalse(sink.paused)
+        self.assertEqual(self.file.calls, [[b"a" * 6], [b"b" * 5, b"c" * 4]])
+
+    def test_resumeExactlyAtLowMark(self) -> None:
+        """
+        Held bytes equal to the low mark resume the producer.
+        """
+        sink = self.makeSink(highWater=10, lowWater=4)
+        sink.write(b"a" * 6)
+        sink.write(b"b" * 4)  # 10 held: paused
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # 4 held, in flight
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_pauseAgainAfterResume(self) -> None:
+        """
+        After a resume, reaching the high mark again pauses again: pauses and
+        resumes alternate.
+        """
+        sink = self.makeSink(highWater=10, lowWater=4)
+        for _ in range(3):
+            sink.write(b"x" * 12)
+            sink.write(b"y")
+            self.runner.completeAll()
+        self.assertEqual(self.producer.calls, ["pause", "resume"] * 3)
+        self.assertEqual(sink.written, 39)
+
+    def test_failureWhilePausedReleasesProducer(self) -> None:
+        """
+        A write that fails while the producer is paused does not leave it
+        paused: the rest of the body is let through (and dropped) or the
+        producer is stopped, so the request can end.
+        """
+        sink = self.makeSink(highWater=10, lowWater=4)
+        self.file.failNext = True
+        sink.write(b"x" * 12)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()
+        self.assertIsNotNone(sink.failure)
+        self.assertIn(self.producer.calls[-1], ("resume", "stop"))
+
+    def test_immediateRunner(self) -> None:
+        """
+        With a runner that writes at once, each chunk is its own write and
+        the producer is never paused.
+        """
+        sink = FileSink(ImmediateRunner(), self.file.writeChunks, self.producer, 10, 4)
+        sink.write(b"x" * 20)
+        sink.write(b"y")
+        self.assertEqual(self.file.calls, [[b"x" * 20], [b"y"]])
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.successResultOf(sink.drain())
+
+    def test_badMarks(self) -> None:
+        """
+        Marks must satisfy C{0 <= lowWater < highWater}.
+        """
+        for high, low in [(10, 10), (10, 11), (10, -1), (0, 0)]:
+            self.assertRaises(
+                ValueError,
+                FileSink, self.runner, self.file.writeChunks, self.producer, high, low,
+            )
+        FileSink(self.runner, self.file.writeChunks, self.producer, 1, 0)

@@ -1,0 +1,244 @@
+"""
+Tests for L{uploadsvc.tap} and the C{twistd uploadsvc} plugin: options,
+the service tree on a memory reactor, and plugin discovery.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc import tap
+from uploadsvc.tap import DEFAULT_LISTEN, Options, makeService
+
+#: Every option of C{twistd uploadsvc}, by long name.
+OPTIONS = [
+    "root",
+    "listen",
+    "no-fsync",
+    "allow-overwrite",
+    "allow-delete",
+    "max-upload-size",
+    "idle-timeout",
+    "prefix",
+    "min-free",
+    "max-uploads",
+    "disk-threads",
+    "read-size",
+]
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{Options}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no arguments the root is C{./uploads}, the server listens on
+        loopback port 8080 only, fsync is on, overwrite and delete are off.
+        """
+        options = parse()
+        self.assertEqual(options["root"], "./uploads")
+        self.assertEqual(options["listen"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(DEFAULT_LISTEN, "tcp:8080:interface=127.0.0.1")
+        self.assertFalse(options["no-fsync"])
+        self.assertFalse(options["allow-overwrite"])
+        self.assertFalse(options["allow-delete"])
+        self.assertEqual(options["idle-timeout"], 60)
+        self.assertEqual(options["prefix"], "")
+
+    def test_defaultsNotShared(self) -> None:
+        """
+        Parsing one set of options does not change another's listen list.
+        """
+        parse("--listen", "tcp:1234")
+        self.assertEqual(parse()["listen"], [DEFAULT_LISTEN])
+
+    def test_listenRepeatable(self) -> None:
+        """
+        C{--listen} may be given several times, replacing the default.
+        """
+        options = parse(
+            "--listen", "tcp:8081:interface=127.0.0.1", "--listen", "unix:/tmp/u.sock"
+        )
+        self.assertEqual(
+            options["listen"], ["tcp:8081:interface=127.0.0.1", "unix:/tmp/u.sock"]
+        )
+
+    def test_values(self) -> None:
+        """
+        Each option is parsed into its value and type.
+        """
+        options = parse(
+            "--root", "/srv/up", "--no-fsync", "--allow-overwrite", "--allow-delete",
+            "--max-upload-size", "1000", "--idle-timeout", "5", "--prefix", "/up/",
+            "--min-free", "77", "--max-uploads", "3", "--disk-threads", "2",
+            "--read-size", "65536",
+        )
+        self.assertEqual(
+            {name: options[name] for name in OPTIONS if name != "listen"},
+            {
+                "root": "/srv/up",
+                "no-fsync": True,
+                "allow-overwrite": True,
+                "allow-delete": True,
+                "max-upload-size": 1000,
+                "idle-timeout": 5,
+                "prefix": "/up",
+                "min-free": 77,
+                "max-uploads": 3,
+                "disk-threads": 2,
+                "read-size": 65536,
+            },
+        )
+
+    def test_shortRoot(self) -> None:
+        """
+        C{-r} is short for C{--root}.
+        """
+        self.assertEqual(parse("-r", "somewhere")["root"], "somewhere")
+
+    def test_documented(self) -> None:
+        """
+        Every option appears in the usage text with a description.
+        """
+        usage = str(Options())
+        for name in OPTIONS:
+            self.assertIn("--" + name, usage)
+        entries: list[Any] = [*Options.optFlags, *Options.optParameters]
+        for entry in entries:
+            name, _, *rest = entry
+            doc = rest[0] if len(rest) == 1 else rest[1]
+            self.assertTrue(str(doc).strip(), name)
+        self.assertTrue((Options.opt_listen.__doc__ or "").strip())
+        self.assertIn("fsync", usage)
+
+    def test_badValues(self) -> None:
+        """
+        Malformed or out-of-range values are refused with L{UsageError}.
+        """
+        cases = [
+            ["--max-upload-size", "-1"],
+            ["--max-upload-size", "lots"],
+            ["--idle-timeout", "x"],
+            ["--idle-timeout", "-5"],
+            ["--min-free", "-1"],
+            ["--max-uploads", "-1"],
+            ["--disk-threads", "0"],
+            ["--read-size", "100"],
+            ["--prefix", "up"],
+            ["--no-such-option"],
+        ]
+        for argv in cases:
+            self.assertRaises(UsageError, Options().parseOptions, argv)
+
+    def test_badListen(self) -> None:
+        """
+        An endpoint description that cannot be parsed is refused with
+        L{UsageError} when the options are parsed, not later.
+        """
+        self.assertRaises(
+            UsageError, Options().parseOptions, ["--listen", "nonsense:8080"]
+        )
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    Tests for L{makeService}.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.reactor = MemoryReactorClock()
+
+    def service(self, *argv: str) -> MultiService:
+        svc = makeService(parse("--root", self.root, *argv), self.reactor)
+        self.assertIsInstance(svc, MultiService)
+        return svc
+
+    def start(self, svc: MultiService) -> None:
+        svc.startService()
+        self.addCleanup(lambda: svc.running and svc.stopService())
+
+    def test_defaultListen(self) -> None:
+        """
+        Started, the service listens on TCP port 8080 on 127.0.0.1 only.
+        """
+        svc = self.service()
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.start(svc)
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in self.reactor.tcpServers],
+            [(8080, "127.0.0.1")],
+        )
+        self.assertEqual(self.reactor.unixServers, [])
+
+    def test_rootCreated(self) -> None:
+        """
+        The storage root (and its state folder) is created.
+        """
+        self.service()
+        self.assertTrue(os.path.isdir(os.path.join(self.root, ".uploadsvc")))
+
+    def test_severalEndpoints(self) -> None:
+        """
+        Each C{--listen} becomes a listening service, TCP and UNIX alike.
+        """
+        sock = os.path.join(self.root, "u.sock")
+        svc = self.service(
+            "--listen", "tcp:8081:interface=127.0.0.1", "--listen", "unix:" + sock
+        )
+        self.start(svc)
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in self.reactor.tcpServers],
+            [(8081, "127.0.0.1")],
+        )
+        self.assertEqual([entry[0] for entry in self.reactor.unixServers], [sock])
+        tcpFactory = self.reactor.tcpServers[0][1]
+        self.assertIs(self.reactor.unixServers[0][1], tcpFactory)
+
+    def test_stopService(self) -> None:
+        """
+        C{stopService} stops every child and joins the disk thread pool.
+        """
+        svc = self.service()
+        self.start(svc)
+        self.assertTrue(all(child.running for child in svc))
+        self.successResultOf(svc.stopService())
+        self.assertFalse(svc.running)
+        self.assertFalse(any(child.running for child in svc))
+        pools = [child.pool for child in svc if hasattr(child, "pool")]
+        self.assertEqual(len(pools), 1)
+        self.assertTrue(pools[0].joined)
+        self.assertFalse(any(t.is_alive() for t in pools[0].threads))
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The twistd plugin.
+    """
+
+    def test_found(self) -> None:
+        """
+        The plugin is found as an L{IServiceMaker} named C{uploadsvc}, and
+        points at L{uploadsvc.tap}.
+        """
+        makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "uploadsvc"]
+        self.assertEqual(len(makers), 1)
+        maker = makers[0]
+        self.assertIs(maker.options, tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
+        self.assertTrue(maker.description)

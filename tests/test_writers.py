@@ -1,0 +1,183 @@
+"""
+Tests for L{uploadsvc.storage.writers}: one writer per upload, and the
+newest writer wins (PROTOCOL.md section 5).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.errors import Conflict
+from uploadsvc.storage.writers import TakenOver, WriterRegistry
+
+
+class Interrupts:
+    """
+    Counts how often a holder is asked to let go.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def never() -> None:
+    raise AssertionError("interrupt called")
+
+
+class WriterRegistryTests(SynchronousTestCase):
+    """
+    Tests for L{WriterRegistry}.
+    """
+
+    def setUp(self) -> None:
+        self.registry = WriterRegistry()
+
+    def acquired(self, d: Deferred) -> Callable[[], None]:
+        release = self.successResultOf(d)
+        self.assertTrue(callable(release))
+        return release  # type: ignore[no-any-return]
+
+    def test_firstImmediate(self) -> None:
+        """
+        The first writer of an upload gets it at once, without interrupting
+        anyone.
+        """
+        release = self.acquired(self.registry.acquire("k", never))
+        self.assertEqual(self.registry.busy(), 1)
+        release()
+        self.assertEqual(self.registry.busy(), 0)
+
+    def test_secondInterruptsHolder(self) -> None:
+        """
+        A second writer interrupts the holder once and gets the upload when
+        the holder releases it.
+        """
+        interrupts = Interrupts()
+        release1 = self.acquired(self.registry.acquire("k", interrupts))
+        d2 = self.registry.acquire("k", never)
+        self.assertEqual(interrupts.count, 1)
+        self.assertNoResult(d2)
+        release1()
+        release2 = self.acquired(d2)
+        self.assertEqual(self.registry.busy(), 1)
+        release2()
+        self.assertEqual(self.registry.busy(), 0)
+
+    def test_interruptReleasingAtOnce(self) -> None:
+        """
+        A holder that releases from inside its interrupt hands the upload to
+        the new writer straight away.
+        """
+        releases: list[Callable[[], None]] = []
+        releases.append(
+            self.acquired(self.registry.acquire("k", lambda: releases[0]()))
+        )
+        d2 = self.registry.acquire("k", never)
+        self.acquired(d2)
+        self.assertEqual(self.registry.busy(), 1)
+
+    def test_thirdTakesOverWaiter(self) -> None:
+        """
+        A third writer makes the waiting second fail with L{TakenOver} (a
+        409), does not interrupt the holder again, and gets the upload after
+        the release.
+        """
+        interrupts = Interrupts()
+        release1 = self.acquired(self.registry.acquire("k", interrupts))
+        d2 = self.registry.acquire("k", never)
+        d3 = self.registry.acquire("k", never)
+        failure = self.failureResultOf(d2, TakenOver)
+        self.assertIsInstance(failure.value, Conflict)
+        self.assertEqual(failure.value.status, 409)
+        self.assertEqual(interrupts.count, 1)
+        self.assertNoResult(d3)
+        release1()
+        self.acquired(d3)
+        self.assertEqual(self.registry.busy(), 1)
+
+    def test_newHolderInterruptedAgain(self) -> None:
+        """
+        A writer that got the upload from a release is itself interrupted by
+        the next newer writer.
+        """
+        release1 = self.acquired(self.registry.acquire("k", Interrupts()))
+        interrupts2 = Interrupts()
+        d2 = self.registry.acquire("k", interrupts2)
+        release1()
+        self.acquired(d2)
+        d3 = self.registry.acquire("k", never)
+        self.assertEqual(interrupts2.count, 1)
+        self.assertNoResult(d3)
+
+    def test_cancelWaiter(self) -> None:
+        """
+        Cancelling a waiter removes it: the release then leaves the upload
+        free for the next writer.
+        """
+        release1 = self.acquired(self.registry.acquire("k", Interrupts()))
+        d2 = self.registry.acquire("k", never)
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+        release1()
+        self.assertEqual(self.registry.busy(), 0)
+        self.acquired(self.registry.acquire("k", never))
+
+    def test_cancelledWaiterNotTakenOver(self) -> None:
+        """
+        A waiter cancelled before a newer one arrives is not failed again, and
+        the newer one gets the upload after the release.
+        """
+        release1 = self.acquired(self.registry.acquire("k", Interrupts()))
+        d2 = self.registry.acquire("k", never)
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+        d3 = self.registry.acquire("k", never)
+        release1()
+        self.acquired(d3)
+
+    def test_releaseIdempotent(self) -> None:
+        """
+        A second release is a no-op: it does not free the upload from the
+        writer that holds it since.
+        """
+        release1 = self.acquired(self.registry.acquire("k", Interrupts()))
+        d2 = self.registry.acquire("k", Interrupts())
+        release1()
+        self.acquired(d2)
+        release1()
+        self.assertEqual(self.registry.busy(), 1)
+        d3 = self.registry.acquire("k", never)
+        self.assertNoResult(d3)
+
+    def test_releaseTwiceWhenAlone(self) -> None:
+        """
+        Releasing twice with nobody waiting leaves the upload free once.
+        """
+        release = self.acquired(self.registry.acquire("k", never))
+        release()
+        release()
+        self.assertEqual(self.registry.busy(), 0)
+
+    def test_busyCountsHolders(self) -> None:
+        """
+        C{busy} counts uploads being written, not waiters.
+        """
+        releaseA = self.acquired(self.registry.acquire("a", Interrupts()))
+        self.acquired(self.registry.acquire("b", never))
+        self.registry.acquire("a", never)
+        self.assertEqual(self.registry.busy(), 2)
+        releaseA()
+        self.assertEqual(self.registry.busy(), 2)
+
+    def test_keysIndependent(self) -> None:
+        """
+        Writers of different uploads do not interrupt each other.
+        """
+        self.acquired(self.registry.acquire("a", never))
+        self.acquired(self.registry.acquire("b", never))

@@ -1,0 +1,121 @@
+"""
+The treq client the uploader talks through: a connection pool, TLS verified
+against the system trust store or a given CA file, and the bearer token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+#: The environment variable that may hold the bearer token.
+TOKEN_ENV = "UPLOADSVC_TOKEN"
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class ConfigError(Exception):
+    """
+    A client setting cannot be used (unreadable CA file, empty token file).
+    """
+
+
+def loadTrustRoot(pem: bytes) -> Any:
+    """
+    A trust root of every certificate in a PEM file (a CA bundle may hold
+    several).
+
+    @raise ConfigError: when there is no certificate in it.
+    """
+    blocks = _PEM_CERT.findall(pem)
+    if not blocks:
+        raise ConfigError("no PEM certificate found in the CA file")
+    try:
+        return trustRootFromCertificates([Certificate.loadPEM(b) for b in blocks])
+    except Exception as e:
+        raise ConfigError(f"bad certificate in the CA file: {e}") from None
+
+
+def authorizationHeaders(
+    tokenFile: str | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """
+    The C{Authorization: Bearer} header from C{tokenFile} (first line) or,
+    when no file is given, from C{UPLOADSVC_TOKEN}; no header when neither
+    is set.
+
+    @raise ConfigError: when the file cannot be read or holds no token.
+    """
+    token: str | None
+    if tokenFile is not None:
+        try:
+            with open(tokenFile, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the token file {tokenFile}: {e}") from None
+        if not token:
+            raise ConfigError(f"the token file {tokenFile} is empty")
+    else:
+        token = environ.get(TOKEN_ENV, "").strip() or None
+    if token is None:
+        return {}
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        raise ConfigError("the token has characters not allowed in a header")
+    return {"Authorization": f"Bearer {token}"}
+
+
+@attrs.define
+class ClientConnection:
+    """
+    A treq client and the pool it uses (close the pool when done).
+    """
+
+    http: HTTPClient
+    pool: HTTPConnectionPool
+
+    def close(self) -> Any:
+        """
+        Close the idle connections of the pool.
+
+        @return: a L{Deferred} that fires when they are closed.
+        """
+        return self.pool.closeCachedConnections()
+
+
+def makeHTTPClient(
+    reactor: Any,
+    *,
+    caFile: str | None = None,
+    maxPerHost: int = 4,
+    connectTimeout: float = 30.0,
+) -> ClientConnection:
+    """
+    Build the treq client: persistent connections, at most C{maxPerHost}
+    idle ones per host, and https verified (host name included, by
+    service-identity) against C{caFile} or the system trust store.
+
+    @raise ConfigError: when C{caFile} is unusable.
+    """
+    if caFile is not None:
+        try:
+            with open(caFile, "rb") as f:
+                pem = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read the CA file {caFile}: {e.strerror or e}") from None
+        policy = BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(pem))
+    else:
+        policy = BrowserLikePolicyForHTTPS()
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = maxPerHost
+    # The uploader does its own retrying, with back-off.
+    pool.retryAutomatically = False
+    agent = Agent(reactor, contextFactory=policy, connectTimeout=connectTimeout, pool=pool)
+    return ClientConnection(HTTPClient(agent), pool)
