@@ -156,11 +156,13 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("h.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
+        staged.hashChunks([b"hello "])
         state = (staged.offset, staged.hasher)
         staged.close()
         resumed = self.beginUpload(path, hashState=state)[2]
         self.assertIs(resumed.hasher, state[1])
         resumed.writeChunks([b"world"])
+        resumed.hashChunks([b"world"])
         self.assertEqual(resumed.hasher.digest(), hashlib.sha256(b"hello world").digest())
 
     def test_hashStateStale(self) -> None:

@@ -247,7 +247,7 @@ class FileSinkTests(SynchronousTestCase):
         sink.write(b"x" * 20)
         sink.write(b"y")
         self.assertEqual(self.file.calls, [[b"x" * 20], [b"y"]])
-        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertEqual(self.producer.calls, [])
         self.successResultOf(sink.drain())
 
     def test_badMarks(self) -> None:
@@ -260,3 +260,52 @@ class FileSinkTests(SynchronousTestCase):
                 FileSink, self.runner, self.file.writeChunks, self.producer, high, low,
             )
         FileSink(self.runner, self.file.writeChunks, self.producer, 1, 0)
+
+
+class DigestLaneTests(SynchronousTestCase):
+    """
+    The digest lane runs beside the write lane and holds chunks until both
+    are done with them.
+    """
+
+    def setUp(self) -> None:
+        self.runner = ManualRunner()
+        self.writes: list[bytes] = []
+        self.hashed: list[bytes] = []
+        self.producer = CountingProducer()
+        self.sink = FileSink(
+            self.runner,
+            lambda chunks: self.writes.extend(bytes(c) for c in chunks),
+            self.producer,
+            8,
+            4,
+            lambda chunks: self.hashed.extend(bytes(c) for c in chunks),
+        )
+
+    def test_bothLanesInFlight(self) -> None:
+        """A chunk starts a write and a hash call at once, each in order."""
+        self.sink.write(b"abcd")
+        self.assertEqual(len(self.runner.pending), 2)
+        self.runner.completeAll()
+        self.assertEqual((self.writes, self.hashed), ([b"abcd"], [b"abcd"]))
+
+    def test_heldUntilBothDone(self) -> None:
+        """Bytes stay held (and the producer paused) until the slower lane finishes."""
+        self.sink.write(b"12345678")
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # the write lane only
+        self.assertEqual(self.sink.held, 8)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # the digest lane
+        self.assertEqual(self.sink.held, 0)
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_drainWaitsForDigest(self) -> None:
+        """drain() fires only after the digest lane has caught up."""
+        self.sink.write(b"ab")
+        d = self.sink.drain()
+        self.runner.complete()
+        self.assertNoResult(d)
+        self.runner.complete()
+        self.successResultOf(d)
+        self.assertEqual(self.sink.written, 2)

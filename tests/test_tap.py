@@ -15,7 +15,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc import tap
-from uploadsvc.tap import DEFAULT_LISTEN, Options, makeService
+from uploadsvc.tap import DEFAULT_BACKLOG, DEFAULT_LISTEN, Options, makeService, withBacklog
 
 #: Every option of C{twistd uploadsvc}, by long name.
 OPTIONS = [
@@ -242,3 +242,38 @@ class PluginTests(SynchronousTestCase):
         self.assertIs(maker.options, tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
         self.assertTrue(maker.description)
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    Listening endpoints get a backlog large enough for a crowd of clients.
+    """
+
+    def test_addedWhenMissing(self) -> None:
+        """A tcp, ssl or unix endpoint without backlog= gets the default one."""
+
+
+        self.assertEqual(
+            withBacklog("tcp:8080:interface=127.0.0.1"),
+            "tcp:8080:interface=127.0.0.1:backlog=%d" % DEFAULT_BACKLOG,
+        )
+        self.assertEqual(withBacklog("unix:/x.sock"), "unix:/x.sock:backlog=%d" % DEFAULT_BACKLOG)
+
+    def test_keptWhenGiven(self) -> None:
+        """An explicit backlog, or an endpoint type without one, is left alone."""
+
+
+        self.assertEqual(withBacklog("tcp:80:backlog=5"), "tcp:80:backlog=5")
+        self.assertEqual(withBacklog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
+
+    def test_listeningWithBacklog(self) -> None:
+        """makeService listens with the default backlog."""
+
+
+        reactor = MemoryReactorClock()
+        options = Options()
+        options.parseOptions(["--root", self.mktemp()])
+        service = makeService(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(reactor.tcpServers[0][2], DEFAULT_BACKLOG)

@@ -2,11 +2,17 @@
 A flow-controlled file sink: bytes from the network go to disk off the reactor
 thread, and a slow disk slows the sender instead of growing the server's memory.
 
-One write at most is in flight per upload, so writes land in order; chunks
-that arrive meanwhile are coalesced into the next vectored write. When the
-bytes held (queued plus in flight) pass C{highWater} the producer is paused;
-below C{lowWater} it is resumed. Memory per upload is therefore about
-C{highWater} plus one socket read, whatever the upload's size.
+Each chunk goes down one or two I{lanes}: the write lane (vectored writes at
+increasing offsets) and, optionally, the digest lane (hash updates). Each lane
+has at most one call in flight, so its work stays in order; chunks that arrive
+meanwhile are coalesced into its next call. The two lanes run in parallel on
+the thread pool, so hashing does not slow the disk writes down on a machine
+with a second core.
+
+A chunk is I{held} until every lane is done with it. When the bytes held pass
+C{highWater} the producer is paused; at C{lowWater} or below it is resumed.
+Memory per upload is therefore about C{highWater} plus one socket read,
+whatever the upload's size.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from twisted.python.failure import Failure
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
 
+Chunks = Sequence["bytes | memoryview"]
+
 
 class IDiskRunner(Protocol):
     """
@@ -30,14 +38,52 @@ class IDiskRunner(Protocol):
     def run(self, f: Callable[..., object], *args: object) -> Deferred: ...
 
 
+class _Lane:
+    """
+    One ordered stream of blocking calls over the sink's chunks.
+    """
+
+    def __init__(self, sink: FileSink, work: Callable[[Chunks], None]) -> None:
+        self.sink = sink
+        self.work = work
+        self.queue: list[bytes | memoryview] = []
+        self.queued = 0
+        self.inFlight = 0  # bytes in the call under way
+        self.busy = False
+
+    @property
+    def held(self) -> int:
+        return self.queued + self.inFlight
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.queue.append(data)
+        self.queued += len(data)
+        if not self.busy:
+            self.start()
+
+    def start(self) -> None:
+        chunks, self.queue = self.queue, []
+        self.inFlight, self.queued = self.queued, 0
+        self.busy = True
+        d = self.sink._runner.run(self.work, chunks)
+        d.addCallbacks(self.done, self.sink._failed)
+
+    def done(self, _: object) -> None:
+        finished, self.inFlight = self.inFlight, 0
+        self.busy = False
+        if self.queue and self.sink.failure is None:
+            self.start()
+        self.sink._progress(self, finished)
+
+
 class FileSink:
     """
-    Writes a stream of chunks through C{writeChunks} and applies back-pressure
-    to C{producer}.
+    Writes a stream of chunks through C{writeChunks} (and C{hashChunks}) and
+    applies back-pressure to C{producer}.
 
-    @ivar held: bytes accepted but not yet written.
     @ivar written: bytes written so far.
-    @ivar failure: the first write error, after which everything is dropped.
+    @ivar failure: the first error of a lane, after which everything is
+        dropped.
     @ivar onFailure: called with that error; without it, a producer the sink
         paused is stopped.
     """
@@ -45,26 +91,38 @@ class FileSink:
     def __init__(
         self,
         runner: IDiskRunner,
-        writeChunks: Callable[[Sequence[bytes | memoryview]], None],
+        writeChunks: Callable[[Chunks], None],
         producer: IPushProducer,
         highWater: int = HIGH_WATER,
         lowWater: int = LOW_WATER,
+        hashChunks: Callable[[Chunks], None] | None = None,
     ) -> None:
+        """
+        @param writeChunks: blocking; writes the chunks after the previous ones.
+        @param hashChunks: blocking; feeds the chunks to a digest, in order.
+        """
         if not 0 <= lowWater < highWater:
             raise ValueError("need 0 <= lowWater < highWater")
         self._runner = runner
-        self._writeChunks = writeChunks
         self._producer = producer
         self._high = highWater
         self._low = lowWater
-        self._queue: list[bytes | memoryview] = []
-        self._inFlight: Deferred | None = None
+        self._writes = _Lane(self, writeChunks)
+        self._lanes = [self._writes]
+        if hashChunks is not None:
+            self._lanes.append(_Lane(self, hashChunks))
         self._drained: list[Deferred] = []
         self.paused = False
-        self.held = 0
         self.written = 0
         self.failure: Failure | None = None
         self.onFailure: Callable[[Failure], None] | None = None
+
+    @property
+    def held(self) -> int:
+        """
+        Bytes accepted that some lane has not finished with.
+        """
+        return max(lane.held for lane in self._lanes)
 
     def write(self, data: bytes | memoryview) -> None:
         """
@@ -72,50 +130,42 @@ class FileSink:
         """
         if self.failure is not None or not data:
             return
-        self._queue.append(data)
-        self.held += len(data)
-        if self.held >= self._high and not self.paused:
+        for lane in self._lanes:
+            lane.add(data)
+        if not self.paused and self.held >= self._high:
             self.paused = True
             self._producer.pauseProducing()
-        if self._inFlight is None:
-            self._startWrite()
 
     def drain(self) -> Deferred:
         """
         @return: a L{Deferred} that fires once everything accepted so far is
-            written, or fails with the write error.
+            written (and hashed), or fails with the first error.
         """
         if self.failure is not None:
             return fail(self.failure)
-        if self._inFlight is None:
+        if not any(lane.busy for lane in self._lanes):
             return succeed(None)
         d: Deferred = Deferred()
         self._drained.append(d)
         return d
 
-    def _startWrite(self) -> None:
-        chunks, self._queue = self._queue, []
-        size = sum(map(len, chunks))
-        self._inFlight = self._runner.run(self._writeChunks, chunks)
-        self._inFlight.addCallbacks(self._wrote, self._failed, (size,))
-
-    def _wrote(self, _: object, size: int) -> None:
-        self._inFlight = None
-        self.held -= size
-        self.written += size
-        if self._queue:
-            self._startWrite()
+    def _progress(self, lane: _Lane, finished: int) -> None:
+        if lane is self._writes:
+            self.written += finished
+        if self.failure is not None:
+            return
         if self.paused and self.held <= self._low:
             self.paused = False
             self._producer.resumeProducing()
-        if self._inFlight is None:
+        if not any(lane.busy for lane in self._lanes):
             self._fireDrained(None)
 
     def _failed(self, failure: Failure) -> None:
-        self._inFlight = None
+        if self.failure is not None:
+            return
         self.failure = failure
-        self._queue = []
-        self.held = 0
+        for lane in self._lanes:
+            lane.queue, lane.queued = [], 0
         if self.onFailure is not None:
             # The owner answers now (e.g. 507) instead of waiting for a body
             # end that a paused producer would never bring.

@@ -22,6 +22,21 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 log = Logger()
 
 
+#: Twisted listens with a backlog of 50; a crowd of phones reconnecting at
+#: once overflows it and the kernel resets the extra connections.
+DEFAULT_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """
+    Give a listening endpoint string L{DEFAULT_BACKLOG} unless it sets one.
+    """
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return description + ":backlog=%d" % DEFAULT_BACKLOG
+    return description
+
+
 def _positiveInt(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -131,7 +146,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         reactor=reactor,
     )
     for description in options["listen"]:
-        strports.service(description, site, reactor=reactor).setServiceParent(top)
+        strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
     log.info(
         "uploadsvc storing into {root} (fsync {fsync}), listening on {listen}",
         root=store.root, fsync="off" if options["no-fsync"] else "on",

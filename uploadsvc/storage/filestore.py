@@ -76,10 +76,16 @@ class StagedFile:
                 n = os.pwrite(fd, rest, offset + written)
                 written += n
                 rest = rest[n:]
-        if self.hasher is not None:
-            for chunk in chunks:
-                self.hasher.update(chunk)
         self.offset = offset + written
+
+    def hashChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
+        """
+        Feed C{chunks} to the running sha-256 (blocking; in order, on its own
+        lane so that it runs beside the writes).
+        """
+        update = self.hasher.update
+        for chunk in chunks:
+            update(chunk)
 
     def sync(self) -> int:
         """

@@ -382,6 +382,7 @@ class UploadApp:
             return FileSink(
                 self.runner, staged.writeChunks, producer,
                 self.config.highWater, self.config.lowWater,
+                staged.hashChunks if staged.hasher is not None else None,
             )
 
         receiver = UploadReceiver(makeSink, plan.skip, limit, overflow)
