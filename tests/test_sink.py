@@ -6,10 +6,12 @@ with a L{ManualRunner}.
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from uploadsvc.sink import FileSink
@@ -240,14 +242,14 @@ class FileSinkTests(SynchronousTestCase):
 
     def test_immediateRunner(self) -> None:
         """
-        With a runner that writes at once, each chunk is its own write and
-        the producer is never paused.
+        With a runner that writes at once, each chunk is its own write, and a
+        chunk over the mark pauses the producer only until it is written.
         """
         sink = FileSink(ImmediateRunner(), self.file.writeChunks, self.producer, 10, 4)
         sink.write(b"x" * 20)
         sink.write(b"y")
         self.assertEqual(self.file.calls, [[b"x" * 20], [b"y"]])
-        self.assertEqual(self.producer.calls, [])
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
         self.successResultOf(sink.drain())
 
     def test_badMarks(self) -> None:
@@ -309,3 +311,71 @@ class DigestLaneTests(SynchronousTestCase):
         self.runner.complete()
         self.successResultOf(d)
         self.assertEqual(self.sink.written, 2)
+
+
+class ThreadedSinkTests(TestCase):
+    """
+    The lanes on a real thread pool: no lost wake-up, no stuck pause.
+    """
+
+    def test_manyChunksThroughRealThreads(self) -> None:
+        """Thousands of chunks through real threads arrive whole and in order, and every pause ends."""
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        from uploadsvc.runner import ThreadRunner
+
+        pool = ThreadPool(1, 4, "test-sink")
+        pool.start()
+        self.addCleanup(pool.stop)
+        out: list[bytes] = []
+        hashed: list[bytes] = []
+        rng = random.Random(4)
+        chunks = [bytes([i % 251]) * rng.randint(1, 5000) for i in range(3000)]
+        done: Deferred = Deferred()
+
+        @implementer(IPushProducer)
+        class Feeder:
+            paused = False
+            pauses = 0
+            index = 0
+
+            def pauseProducing(self) -> None:
+                self.paused = True
+                self.pauses += 1
+
+            def resumeProducing(self) -> None:
+                self.paused = False
+                reactor.callLater(0, self.feed)
+
+            def stopProducing(self) -> None:
+                pass
+
+            def feed(self) -> None:
+                while not self.paused and self.index < len(chunks):
+                    sink.write(chunks[self.index])
+                    self.index += 1
+                if self.index == len(chunks) and not done.called:
+                    sink.drain().chainDeferred(done)
+
+        feeder = Feeder()
+        sink = FileSink(
+            ThreadRunner(reactor, pool),
+            lambda cs: out.extend(bytes(c) for c in cs),
+            feeder,
+            64 * 1024,
+            16 * 1024,
+            lambda cs: hashed.extend(bytes(c) for c in cs),
+        )
+        reactor.callLater(0, feeder.feed)
+
+        def check(_: object) -> None:
+            self.assertEqual(b"".join(out), b"".join(chunks))
+            self.assertEqual(b"".join(hashed), b"".join(chunks))
+            self.assertGreater(feeder.pauses, 0)
+            self.assertFalse(sink.paused)
+            self.assertEqual(sink.held, 0)
+
+        return done.addCallback(check)
+
+    timeout = 60

@@ -23,3 +23,9 @@ class ThreadRunner:
 
     def run(self, f: Callable[..., object], *args: object) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, f, *args)  # type: ignore[arg-type]
+
+    def callInThread(self, f: Callable[..., object], *args: object) -> None:
+        self._pool.callInThread(f, *args)
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self._reactor.callFromThread(f, *args)

@@ -17,6 +17,7 @@ whatever the upload's size.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -35,45 +36,87 @@ class IDiskRunner(Protocol):
     Runs blocking file work away from the reactor thread.
     """
 
-    def run(self, f: Callable[..., object], *args: object) -> Deferred: ...
+    def run(self, f: Callable[..., object], *args: object) -> Deferred:
+        """
+        Run C{f(*args)} in a thread; its result arrives on the reactor thread.
+        """
+
+    def callInThread(self, f: Callable[..., object], *args: object) -> None:
+        """
+        Run C{f(*args)} in a thread, nothing reported back.
+        """
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        """
+        From a thread, run C{f(*args)} on the reactor thread.
+        """
 
 
 class _Lane:
     """
     One ordered stream of blocking calls over the sink's chunks.
+
+    A lane is either idle or has one job in the thread pool. Chunks that
+    arrive while a job runs coalesce into the next batch, which the job hands
+    to the pool itself when it ends.
+    Nothing comes back to the reactor thread unless the sink needs it (to
+    resume its producer, or because someone waits in L{FileSink.drain}).
+    The reactor thread appends; the job's thread takes; C{lock} guards the
+    queue and the idle/busy switch.
     """
 
     def __init__(self, sink: FileSink, work: Callable[[Chunks], None]) -> None:
         self.sink = sink
         self.work = work
+        self.lock = threading.Lock()
         self.queue: list[bytes | memoryview] = []
-        self.queued = 0
-        self.inFlight = 0  # bytes in the call under way
         self.busy = False
-
-    @property
-    def held(self) -> int:
-        return self.queued + self.inFlight
+        self.notifyIdle = False
+        self.done = 0  # bytes finished; written by the job's thread only
 
     def add(self, data: bytes | memoryview) -> None:
-        self.queue.append(data)
-        self.queued += len(data)
-        if not self.busy:
-            self.start()
+        with self.lock:
+            if self.busy:
+                self.queue.append(data)
+                return
+            self.busy = True
+        self.sink._runner.callInThread(self._job, [data])
 
-    def start(self) -> None:
-        chunks, self.queue = self.queue, []
-        self.inFlight, self.queued = self.queued, 0
-        self.busy = True
-        d = self.sink._runner.run(self.work, chunks)
-        d.addCallbacks(self.done, self.sink._failed)
+    def waitIdle(self) -> bool:
+        """
+        Ask to be told when the lane goes idle; false if it is idle now.
+        """
+        with self.lock:
+            if self.busy:
+                self.notifyIdle = True
+            return self.busy
 
-    def done(self, _: object) -> None:
-        finished, self.inFlight = self.inFlight, 0
-        self.busy = False
-        if self.queue and self.sink.failure is None:
-            self.start()
-        self.sink._progress(self, finished)
+    def _job(self, chunks: list[bytes | memoryview]) -> None:
+        sink = self.sink
+        if sink.failure is None:
+            try:
+                self.work(chunks)
+            except BaseException:
+                failure = Failure()
+                with self.lock:
+                    self.busy = False
+                    self.queue = []
+                sink._runner.callFromThread(sink._failed, failure)
+                return
+            self.done += sum(map(len, chunks))
+            if sink.paused and not sink._resumeScheduled and sink.held <= sink._low:
+                sink._resumeScheduled = True
+                sink._runner.callFromThread(sink._resume)
+        with self.lock:
+            batch, self.queue = self.queue, []
+            if not batch or sink.failure is not None:
+                self.busy = False
+                notify, self.notifyIdle = self.notifyIdle, False
+        if batch and sink.failure is None:
+            # What arrived meanwhile goes as one batch in the next job.
+            sink._runner.callInThread(self._job, batch)
+        elif notify:
+            sink._runner.callFromThread(sink._laneIdle)
 
 
 class FileSink:
@@ -81,7 +124,6 @@ class FileSink:
     Writes a stream of chunks through C{writeChunks} (and C{hashChunks}) and
     applies back-pressure to C{producer}.
 
-    @ivar written: bytes written so far.
     @ivar failure: the first error of a lane, after which everything is
         dropped.
     @ivar onFailure: called with that error; without it, a producer the sink
@@ -112,17 +154,25 @@ class FileSink:
         if hashChunks is not None:
             self._lanes.append(_Lane(self, hashChunks))
         self._drained: list[Deferred] = []
+        self._accepted = 0
+        self._resumeScheduled = False
         self.paused = False
-        self.written = 0
         self.failure: Failure | None = None
         self.onFailure: Callable[[Failure], None] | None = None
+
+    @property
+    def written(self) -> int:
+        """
+        Bytes written so far.
+        """
+        return self._writes.done
 
     @property
     def held(self) -> int:
         """
         Bytes accepted that some lane has not finished with.
         """
-        return max(lane.held for lane in self._lanes)
+        return self._accepted - min(lane.done for lane in self._lanes)
 
     def write(self, data: bytes | memoryview) -> None:
         """
@@ -130,11 +180,14 @@ class FileSink:
         """
         if self.failure is not None or not data:
             return
-        for lane in self._lanes:
-            lane.add(data)
+        self._accepted += len(data)
+        # Pause before the lanes see the data: a lane's thread that finishes
+        # it must find C{paused} set, or nobody would resume.
         if not self.paused and self.held >= self._high:
             self.paused = True
             self._producer.pauseProducing()
+        for lane in self._lanes:
+            lane.add(data)
 
     def drain(self) -> Deferred:
         """
@@ -143,29 +196,27 @@ class FileSink:
         """
         if self.failure is not None:
             return fail(self.failure)
-        if not any(lane.busy for lane in self._lanes):
+        busy = [lane.waitIdle() for lane in self._lanes]
+        if not any(busy):
             return succeed(None)
         d: Deferred = Deferred()
         self._drained.append(d)
         return d
 
-    def _progress(self, lane: _Lane, finished: int) -> None:
-        if lane is self._writes:
-            self.written += finished
-        if self.failure is not None:
-            return
-        if self.paused and self.held <= self._low:
+    def _resume(self) -> None:
+        self._resumeScheduled = False
+        if self.paused and self.failure is None and self.held <= self._low:
             self.paused = False
             self._producer.resumeProducing()
-        if not any(lane.busy for lane in self._lanes):
+
+    def _laneIdle(self) -> None:
+        if self.failure is None and not any(lane.busy for lane in self._lanes):
             self._fireDrained(None)
 
     def _failed(self, failure: Failure) -> None:
         if self.failure is not None:
             return
         self.failure = failure
-        for lane in self._lanes:
-            lane.queue, lane.queued = [], 0
         if self.onFailure is not None:
             # The owner answers now (e.g. 507) instead of waiting for a body
             # end that a paused producer would never bring.
