@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -18,6 +18,9 @@ from uploadsvc.web.app import DEFAULT_MAX_UPLOAD, Config, UploadApp
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE, StreamingSite
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+#: Seconds between looks for takeover requests from other processes.
+TAKEOVER_POLL = 0.5
 
 log = Logger()
 
@@ -145,6 +148,11 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         timeout=options["idle-timeout"] or None,
         reactor=reactor,
     )
+    # Another process (a worker, or a host sharing the root) may be waiting
+    # for one of our uploads: look every half second.
+    takeovers = internet.TimerService(TAKEOVER_POLL, app.checkTakeovers)
+    takeovers.clock = reactor
+    takeovers.setServiceParent(top)
     for description in options["listen"]:
         strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
     log.info(

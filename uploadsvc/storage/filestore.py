@@ -8,6 +8,7 @@ and the same layout)::
     <root>/.uploadsvc/uploads/<key>/data        the bytes received so far
     <root>/.uploadsvc/uploads/<key>/info.json   path, total, digests
     <root>/.uploadsvc/locks/<key>               flock: one writer across processes
+    <root>/.uploadsvc/takeover/<key>            a writer elsewhere asks the holder to let go
 
 The offset of an upload is the size of its C{data} file (as in tusd), so there
 is nothing to rewrite per chunk. C{info.json} changes rarely and is replaced
@@ -128,7 +129,8 @@ class FileStore:
         self._state = os.path.join(self.root, STATE_DIR)
         self._uploads = os.path.join(self._state, "uploads")
         self._locks = os.path.join(self._state, "locks")
-        for d in (self.root, self._state, self._uploads, self._locks):
+        self._takeovers = os.path.join(self._state, "takeover")
+        for d in (self.root, self._state, self._uploads, self._locks, self._takeovers):
             os.makedirs(d, exist_ok=True)
         self._rootFD = openRoot(self.root)
 
@@ -314,26 +316,52 @@ class FileStore:
             os.close(fd)
 
     def _lock(self, key: str) -> int:
+        """
+        Take the upload's flock. When another process holds it, leave a
+        takeover request for it (see L{pendingTakeovers}) and wait up to
+        C{lockWait} seconds for it to let go.
+        """
         path = os.path.join(self._locks, key)
+        marker = os.path.join(self._takeovers, key)
         deadline = time.monotonic() + self.lockWait
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        asked = False
+        try:
+            while True:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    if time.monotonic() >= deadline:
+                        raise Busy("locked", "the upload is being written by another process")
+                    # (Re)made each round: the holder may have just cleared it.
+                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                    asked = True
+                    time.sleep(0.05)
+                    continue
+                # The holder may have removed the file as it completed: a lock
+                # on an unlinked file locks nothing, so start over on the new one.
+                try:
+                    if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                        break
+                except FileNotFoundError:
+                    pass
                 os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise Busy("locked", "the upload is being written by another process")
-                time.sleep(0.05)
-                continue
-            # The holder may have removed the file as it completed: a lock on
-            # an unlinked file locks nothing, so start over on the new one.
-            try:
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
-            os.close(fd)
+        finally:
+            if asked:
+                _unlinkMissingOK(marker)
+        if not asked:
+            # A marker left by a writer that gave up would end this request;
+            # a writer still waiting makes its marker again within 50 ms.
+            _unlinkMissingOK(marker)
+        return fd
+
+    def pendingTakeovers(self) -> list[str]:
+        """
+        Keys of uploads that a writer in another process (or host) waits for:
+        whoever holds one of them here should end its request.
+        """
+        return os.listdir(self._takeovers)
 
     def hashStaged(self, staged: StagedFile, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
@@ -442,6 +470,13 @@ def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
             for h in hashers.values():
                 h.update(chunk)
     return {alg: h.digest() for alg, h in hashers.items()}
+
+
+def _unlinkMissingOK(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def isNoSpace(error: BaseException) -> bool:

@@ -44,6 +44,22 @@ class WriterRegistry:
         self._waiting: dict[str, _Slot] = {}
         self.hashStates: dict[str, tuple[int, Any]] = {}
 
+    def interrupt(self, key: str) -> None:
+        """
+        Ask the holder of C{key}, if any, to let go (a writer in another
+        process wants the upload).
+        """
+        holder = self._holders.get(key)
+        if holder is not None and not holder.interrupted:
+            holder.interrupted = True
+            holder.interrupt()
+
+    def held(self) -> list[str]:
+        """
+        The keys written by this process now.
+        """
+        return list(self._holders)
+
     def busy(self) -> int:
         """
         How many uploads are being written now.

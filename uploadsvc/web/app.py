@@ -143,6 +143,23 @@ class UploadApp:
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
 
+    def checkTakeovers(self) -> Deferred | None:
+        """
+        End this process's requests for uploads that a writer in another
+        process waits for (PROTOCOL.md section 5 across workers and hosts).
+        Called every half second by the service.
+        """
+        if not self.writers.held():
+            return None
+
+        def interrupt(keys: list[str]) -> None:
+            for key in keys:
+                self.writers.interrupt(key)
+
+        d = self.runner.run(self.store.pendingTakeovers).addCallback(interrupt)
+        # A failed look must not stop the timer that calls this.
+        return d.addErrback(lambda f: log.failure("looking for takeovers", f))
+
     # --- routing --------------------------------------------------------
 
     @app.route("/", branch=True, methods=["PUT", "POST", "HEAD", "DELETE", "GET", "PATCH", "OPTIONS"])
