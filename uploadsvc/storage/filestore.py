@@ -3,18 +3,25 @@ Uploads staged on disk under the root's reserved C{.uploadsvc} folder.
 
 Layout (C{<key>} names one upload: C{p-<sha256 of the path>} for
 path-addressed uploads; server-assigned ids such as tus get their own prefix
-and the same layout)::
+and the same layout; C{<xx>} is two hex digits of the key, which spreads the
+files over 256 folders so that concurrent uploads do not queue on one
+folder's lock)::
 
-    <root>/.uploadsvc/uploads/<key>/data        the bytes received so far
-    <root>/.uploadsvc/uploads/<key>/info.json   path, total, digests
-    <root>/.uploadsvc/locks/<key>               flock: one writer across processes
+    <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
+    <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path
+    <root>/.uploadsvc/lock                      one locked byte per upload being written
     <root>/.uploadsvc/takeover/<key>            a writer elsewhere asks the holder to let go
 
-The offset of an upload is the size of its C{data} file (as in tusd), so there
-is nothing to rewrite per chunk. C{info.json} changes rarely and is replaced
-atomically (temp file, fsync, rename, folder fsync). Completion is a rename of
-C{data} onto the destination, walked without following links, then a folder
-fsync. After a restart, C{kill -9} included, the folder is the whole state.
+The offset of an upload is the size of its data file (as in tusd), so there
+is nothing to rewrite per chunk, and an upload exists as soon as its data file
+does. Its C{.json} holds what the headers told (total, C{Repr-Digest}s); it is
+written only when a request ends without completing the upload, atomically
+(temp file, fsync, rename, folder fsync) and before the offset is reported,
+so an upload that completes in one request never writes it. A data file
+without one (a crash during the first request) is an upload whose total is
+not known yet. Completion renames the data file onto the destination, walked
+without following links, then fsyncs the folder. After a restart, C{kill -9}
+included, the folder is the whole state.
 
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
@@ -22,20 +29,17 @@ Everything here blocks: the web layer calls it through the disk thread pool.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-import attrs
-
 from uploadsvc.errors import Busy, Conflict
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.storage.locks import RegionLocks
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 
 STATE_DIR = ".uploadsvc"
@@ -44,24 +48,34 @@ _READ_SIZE = 1024 * 1024
 
 class StagedFile:
     """
-    An incomplete upload opened for writing by one request.
+    An incomplete upload opened for writing by one request, holding its lock.
 
     @ivar offset: where the next byte goes (the staged size).
     @ivar hasher: sha-256 of bytes C{0..offset}, or L{None} when this process
         did not see them all (then completion re-reads the file).
+    @ivar info: the upload's metadata, written by L{sync} when C{infoDirty}.
+    @ivar infoOnDisk: whether a C{.json} of this upload exists.
     """
 
     def __init__(
-        self, store: FileStore, key: str, fd: int, lockFD: int, offset: int, hasher: Any
+        self,
+        store: FileStore,
+        key: str,
+        fd: int,
+        offset: int,
+        hasher: Any,
+        info: dict[str, Any],
+        infoDirty: bool,
     ) -> None:
         self.store = store
         self.key = key
         self.fd = fd
-        self.lockFD = lockFD
         self.offset = offset
         self.hasher = hasher
+        self.info = info
+        self.infoDirty = infoDirty
+        self.infoOnDisk = False
         self.closed = False
-        self.infoDurable = False
 
     def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         """
@@ -90,28 +104,34 @@ class StagedFile:
 
     def sync(self) -> int:
         """
-        Make the staged upload durable (bytes, and once its metadata);
-        return the durable offset.
+        Make the staged upload durable, bytes and metadata; return the
+        durable offset.
         """
         if self.store.fsync:
             os.fsync(self.fd)
-            if not self.infoDurable:
-                self.store._syncInfo(self.key)
-        self.infoDurable = True
+        if self.infoDirty:
+            self.store._writeInfo(self.key, self.info)
+            self.infoDirty = False
+            self.infoOnDisk = True
         return self.offset
 
+    def syncAndClose(self) -> int:
+        """
+        L{sync}, then L{close}: the end of a request that did not complete.
+        """
+        try:
+            return self.sync()
+        finally:
+            self.close()
+
     def close(self) -> None:
+        """
+        Close the data file and let go of the upload's lock.
+        """
         if not self.closed:
             self.closed = True
             os.close(self.fd)
-            os.close(self.lockFD)  # releases the flock
-
-
-@attrs.define
-class Completed:
-    size: int
-    sha256: bytes
-    replaced: bool
+            self.store._unlock(self.key)
 
 
 class FileStore:
@@ -128,25 +148,34 @@ class FileStore:
         self.lockWait = lockWait
         self._state = os.path.join(self.root, STATE_DIR)
         self._uploads = os.path.join(self._state, "uploads")
-        self._locks = os.path.join(self._state, "locks")
         self._takeovers = os.path.join(self._state, "takeover")
-        for d in (self.root, self._state, self._uploads, self._locks, self._takeovers):
+        for d in (self.root, self._state, self._uploads, self._takeovers):
             os.makedirs(d, exist_ok=True)
+        for i in range(256):
+            os.makedirs(os.path.join(self._uploads, "%02x" % i), exist_ok=True)
         self._rootFD = openRoot(self.root)
+        self._locks = RegionLocks(os.path.join(self._state, "lock"))
 
     def close(self) -> None:
         os.close(self._rootFD)
+        self._locks.close()
 
     @staticmethod
     def keyFor(path: UploadPath) -> str:
         return "p-" + hashlib.sha256(path.relative.encode("utf-8")).hexdigest()
 
-    def _dir(self, key: str) -> str:
-        return os.path.join(self._uploads, key)
+    def _folder(self, key: str) -> str:
+        return os.path.join(self._uploads, key[-2:])
+
+    def _data(self, key: str) -> str:
+        return os.path.join(self._folder(key), key + ".data")
+
+    def _info(self, key: str) -> str:
+        return os.path.join(self._folder(key), key + ".json")
 
     def _readInfo(self, key: str) -> dict[str, Any] | None:
         try:
-            with open(os.path.join(self._dir(key), "info.json"), "rb") as f:
+            with open(self._info(key), "rb") as f:
                 return json.load(f)  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
@@ -158,9 +187,9 @@ class FileStore:
 
         @param durable: fsync the staged bytes before reporting their count
             (an offset sent to a client must be durable).
-
         @raise Forbidden: the path crosses a symbolic link.
-        @raise Conflict: a parent of the path is a file.
+        @raise Conflict: a parent of the path is a file, or the path is a
+            folder.
         """
         completeSize = None
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
@@ -174,14 +203,11 @@ class FileStore:
                     raise Conflict("is-folder", f"{path.relative!r} is a folder")
                 completeSize = st.st_size
         key = self.keyFor(path)
-        info = self._readInfo(key)
-        if info is None:
-            return Stored(completeSize=completeSize)
         try:
-            fd = os.open(os.path.join(self._dir(key), "data"), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._data(key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            # Renamed into place but not yet cleaned up: a crash at completion.
             return Stored(completeSize=completeSize)
+        info = self._readInfo(key) or {}
         try:
             offset = os.fstat(fd).st_size
             if self.fsync and durable:
@@ -216,60 +242,59 @@ class FileStore:
         @param hashState: C{(offset, sha256 hasher)} kept in memory from an
             earlier request of this process, used when its offset matches.
         @return: what was stored, the plan, and the staged file (L{None}
-            when the plan writes nothing).
+            when the plan is L{AlreadyComplete}).
         @raise Busy: another process holds the upload for longer than
             C{lockWait}.
         """
         key = self.keyFor(path)
-        lockFD = self._lock(key)
+        self._lock(key)
         try:
             stored = self.inspect(path, durable=False)
             plan = decide(stored)
             if isinstance(plan, AlreadyComplete):
-                os.close(lockFD)
+                self._unlock(key)
                 return stored, plan, None
-            staged = self._open(path, key, lockFD, plan, digests, hashState)
+            return stored, plan, self._open(path, key, stored, plan, digests, hashState)
         except BaseException:
-            os.close(lockFD)
+            self._unlock(key)
             raise
-        return stored, plan, staged
 
     def _open(
         self,
         path: UploadPath,
         key: str,
-        lockFD: int,
+        stored: Stored,
         plan: Plan,
         digests: dict[str, str],
         hashState: tuple[int, Any] | None,
     ) -> StagedFile:
-        d = self._dir(key)
         info = None if plan.startOver else self._readInfo(key)
+        onDisk = info is not None
+        dirty = info is None
         if info is None:
             info = {"path": path.relative, "created": time.time()}
-            os.makedirs(d, exist_ok=True)
-        changed = plan.total is not None and info.get("total") != plan.total
-        if plan.total is not None:
+        if plan.total is not None and info.get("total") != plan.total:
             info["total"] = plan.total
+            dirty = True
         if digests:
             info["digests"] = {**info.get("digests", {}), **digests}
-            changed = True
+            dirty = True
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         if plan.startOver:
             flags |= os.O_TRUNC
-        fd = os.open(os.path.join(d, "data"), flags, 0o644)
-        infoNew = plan.startOver or changed or not os.path.exists(os.path.join(d, "info.json"))
-        if infoNew:
-            # Made durable by the request's first sync, with the bytes.
-            self._writeInfo(key, info, durable=False)
+            if stored.incomplete:
+                # Metadata of the upload started over must not describe the
+                # new bytes, even if we crash before the next sync.
+                _unlinkMissingOK(self._info(key))
+        fd = os.open(self._data(key), flags, 0o644)
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
             hasher = hashlib.sha256()
         elif hashState is not None and hashState[0] == offset:
             hasher = hashState[1]
-        staged = StagedFile(self, key, fd, lockFD, offset, hasher)
-        staged.infoDurable = not infoNew
+        staged = StagedFile(self, key, fd, offset, hasher, info, dirty)
+        staged.infoOnDisk = onDisk
         return staged
 
     def record(self, path: UploadPath, total: int | None, digests: dict[str, str]) -> None:
@@ -277,84 +302,60 @@ class FileStore:
         Remember a total or digests learnt from a request that carried no data.
         """
         key = self.keyFor(path)
-        info = self._readInfo(key)
-        if info is None:
+        if not os.path.exists(self._data(key)):
             return
+        info = self._readInfo(key) or {"path": path.relative, "created": time.time()}
         if total is not None:
             info["total"] = total
         if digests:
             info["digests"] = {**info.get("digests", {}), **digests}
         self._writeInfo(key, info)
 
-    def _writeInfo(self, key: str, info: dict[str, Any], durable: bool = True) -> None:
-        d = self._dir(key)
-        tmp = os.path.join(d, "info.json.tmp")
+    def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
+        tmp = self._info(key) + ".tmp"
         with open(tmp, "w") as f:
             json.dump(info, f)
             f.flush()
-            if self.fsync and durable:
+            if self.fsync:
                 os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(d, "info.json"))
-        if self.fsync and durable:
-            self._syncDir(d)
-            self._syncDir(self._uploads)
+        os.replace(tmp, self._info(key))
+        if self.fsync:
+            self._syncFolder(key)
 
-    def _syncInfo(self, key: str) -> None:
-        fd = os.open(os.path.join(self._dir(key), "info.json"), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._syncDir(self._dir(key))
-        self._syncDir(self._uploads)
-
-    def _syncDir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def _syncFolder(self, key: str) -> None:
+        fd = os.open(self._folder(key), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fsyncFolder(fd)
         finally:
             os.close(fd)
 
-    def _lock(self, key: str) -> int:
+    def _lock(self, key: str) -> None:
         """
-        Take the upload's flock. When another process holds it, leave a
+        Take the upload's lock. When another process holds it, leave a
         takeover request for it (see L{pendingTakeovers}) and wait up to
         C{lockWait} seconds for it to let go.
         """
-        path = os.path.join(self._locks, key)
         marker = os.path.join(self._takeovers, key)
-        deadline = time.monotonic() + self.lockWait
-        asked = False
-        try:
-            while True:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    if time.monotonic() >= deadline:
-                        raise Busy("locked", "the upload is being written by another process")
-                    # (Re)made each round: the holder may have just cleared it.
-                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                    asked = True
-                    time.sleep(0.05)
-                    continue
-                # The holder may have removed the file as it completed: a lock
-                # on an unlinked file locks nothing, so start over on the new one.
-                try:
-                    if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                        break
-                except FileNotFoundError:
-                    pass
-                os.close(fd)
-        finally:
-            if asked:
-                _unlinkMissingOK(marker)
-        if not asked:
+        if self._locks.tryLock(key):
             # A marker left by a writer that gave up would end this request;
             # a writer still waiting makes its marker again within 50 ms.
             _unlinkMissingOK(marker)
-        return fd
+            return
+        deadline = time.monotonic() + self.lockWait
+        try:
+            while True:
+                # (Re)made each round: the holder may have just cleared it.
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                time.sleep(0.05)
+                if self._locks.tryLock(key):
+                    return
+                if time.monotonic() >= deadline:
+                    raise Busy("locked", "the upload is being written by another process")
+        finally:
+            _unlinkMissingOK(marker)
+
+    def _unlock(self, key: str) -> None:
+        self._locks.unlock(key)
 
     def pendingTakeovers(self) -> list[str]:
         """
@@ -368,7 +369,7 @@ class FileStore:
         Digest the staged bytes from disk (after a restart, or for
         algorithms not computed while streaming).
         """
-        fd = os.open(os.path.join(self._dir(staged.key), "data"), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(self._data(staged.key), os.O_RDONLY | os.O_CLOEXEC)
         return _hashFD(fd, algorithms)
 
     def hashComplete(self, path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
@@ -389,54 +390,80 @@ class FileStore:
 
     def complete(self, path: UploadPath, staged: StagedFile, allowOverwrite: bool) -> bool:
         """
-        Move a finished upload into place atomically and durably.
+        Move a finished upload into place atomically and durably, and let go
+        of it (whatever happens, C{staged} is closed afterwards).
 
         @return: whether it replaced an existing file.
         @raise Forbidden: the path crosses a symbolic link (planted since).
         @raise Conflict: a file is there and overwrite is off, or a parent is
             a file.
         """
-        if self.fsync:
-            os.fsync(staged.fd)
-        parentFD = openParent(
-            self._rootFD, path.components[:-1], create=True, durable=self.fsync
-        )
-        assert parentFD is not None
         try:
-            name = path.components[-1]
-            st = lstatAt(parentFD, name)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                raise Conflict("is-folder", f"{path.relative!r} is a folder")
-            if st is not None and not allowOverwrite:
-                raise Conflict("exists", f"{path.relative!r} already exists")
-            d = self._dir(staged.key)
-            upFD = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.rename("data", name, src_dir_fd=upFD, dst_dir_fd=parentFD)
-            finally:
-                os.close(upFD)
             if self.fsync:
-                fsyncFolder(parentFD)
+                os.fsync(staged.fd)
+            parentFD = openParent(
+                self._rootFD, path.components[:-1], create=True, durable=self.fsync
+            )
+            assert parentFD is not None
+            try:
+                name = path.components[-1]
+                st = lstatAt(parentFD, name)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    raise Conflict("is-folder", f"{path.relative!r} is a folder")
+                if st is not None and not allowOverwrite:
+                    raise Conflict("exists", f"{path.relative!r} already exists")
+                os.rename(
+                    self._data(staged.key), name, dst_dir_fd=parentFD,
+                )
+                if self.fsync:
+                    fsyncFolder(parentFD)
+            finally:
+                os.close(parentFD)
+            # Not fsync'd: metadata that comes back after a power loss
+            # without its data file reads as nothing there.
+            if staged.infoOnDisk:
+                _unlinkMissingOK(self._info(staged.key))
+            return st is not None
         finally:
-            os.close(parentFD)
-        self._remove(staged.key)
-        os.unlink(os.path.join(self._locks, staged.key))  # still held: see _lock
-        return st is not None
+            staged.close()
+
+    def rollback(self, staged: StagedFile, offset: int) -> None:
+        """
+        Cut the staged bytes back to C{offset}: a request whose
+        C{Content-Digest} failed leaves the upload where it was.
+        """
+        os.ftruncate(staged.fd, offset)
+        staged.offset = offset
 
     def cancel(self, path: UploadPath) -> bool:
         """
         Discard the incomplete upload of C{path}; whether there was one.
+        Takes the upload's lock (C{Busy} if another process keeps it).
         """
         key = self.keyFor(path)
-        if not os.path.isdir(self._dir(key)):
-            return False
-        self._remove(key)
-        return True
+        self._lock(key)
+        try:
+            return self._discard(key)
+        finally:
+            self._unlock(key)
 
-    def _remove(self, key: str) -> None:
-        # Not fsync'd: a staging folder that comes back after a power loss
-        # without its data file reads as nothing there.
-        shutil.rmtree(self._dir(key), ignore_errors=True)
+    def discard(self, staged: StagedFile) -> None:
+        """
+        Throw away an upload being written (its whole-file digest failed) and
+        close it.
+        """
+        try:
+            self._discard(staged.key)
+        finally:
+            staged.close()
+
+    def _discard(self, key: str) -> bool:
+        _unlinkMissingOK(self._info(key))
+        try:
+            os.unlink(self._data(key))
+        except FileNotFoundError:
+            return False
+        return True
 
     def deleteComplete(self, path: UploadPath) -> bool:
         """
