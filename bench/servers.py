@@ -48,13 +48,9 @@ TWISTD = [
     "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
 ]
 
-# TODO(issue 5, S6): the bench-only slow-disk option of uploadsvc does not
-# exist yet.  The proposed contract: "--bench-write-rate BYTES" makes the
-# server write at most BYTES per second to storage, process-wide, by delaying
-# writes as a slow disk would (without buffering more in memory to make up for
-# it).  Until the option exists, twistd refuses it and S6 is skipped for
-# uploadsvc with the server's message.  Change the argument list here (or pass
-# --slow-disk-arg on the command line) once the option has its final name.
+# S6's slow disk for uploadsvc: "--bench-write-rate BYTES" makes the server
+# write at most BYTES per second to storage, process-wide, by delaying writes
+# in its writer threads as a slow disk would (uploadsvc.storage.throttle).
 UPLOADSVC_SLOW_DISK_ARGS = ("--bench-write-rate", "{rate}")
 
 

@@ -40,6 +40,7 @@ from uploadsvc.errors import Busy, Conflict
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.storage.locks import RegionLocks
+from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 
 STATE_DIR = ".uploadsvc"
@@ -82,8 +83,10 @@ class StagedFile:
         Append C{chunks} at the current offset (blocking).
         """
         fd, offset = self.fd, self.offset
-        written = os.pwritev(fd, chunks, offset)
         total = sum(map(len, chunks))
+        if self.store.throttle is not None:
+            self.store.throttle.wait(total)
+        written = os.pwritev(fd, chunks, offset)
         if written != total:
             # Short write (rare on regular files): finish it piece by piece.
             rest = b"".join(chunks)[written:]
@@ -142,10 +145,20 @@ class FileStore:
     @ivar lockWait: seconds to wait for another process's writer to let go.
     """
 
-    def __init__(self, root: str, fsync: bool = True, lockWait: float = 5.0) -> None:
+    def __init__(
+        self,
+        root: str,
+        fsync: bool = True,
+        lockWait: float = 5.0,
+        throttle: WriteThrottle | None = None,
+    ) -> None:
+        """
+        @param throttle: slows every write down (benchmarks only).
+        """
         self.root = os.path.abspath(root)
         self.fsync = fsync
         self.lockWait = lockWait
+        self.throttle = throttle
         self._state = os.path.join(self.root, STATE_DIR)
         self._uploads = os.path.join(self._state, "uploads")
         self._takeovers = os.path.join(self._state, "takeover")
