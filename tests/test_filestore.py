@@ -1,14 +1,19 @@
 """
-Tests for L{uploadsvc.storage.filestore}: staging, restart, completion, the
-symbolic-link rules of PROTOCOL.md section 1, and the cross-process lock.
-Real files in a temporary folder; nothing else.
+Tests for L{uploadsvc.storage.filestore}: staging in the
+C{uploads/<xx>/<key>.data} and C{<key>.json} layout, metadata written only
+when a request ends incomplete, restart, rollback, discard, completion, the
+symbolic-link rules of PROTOCOL.md section 1, and the cross-process lock (one
+byte of C{.uploadsvc/lock} per upload). Real files in a temporary folder;
+nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import zlib
 import stat
 from typing import Any
 
@@ -18,6 +23,13 @@ from uploadsvc.errors import Busy, Conflict, Forbidden
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage.filestore import STATE_DIR, FileStore, StagedFile
+
+
+def shardOf(key: str) -> str:
+    """
+    The staging folder of an upload: two hex digits of its key's CRC-32.
+    """
+    return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)
 
 
 class FileStoreTestsMixin:
@@ -76,8 +88,34 @@ class FileStoreTestsMixin:
         self.addCleanup(staged.close)  # type: ignore[attr-defined]
         return stored, plan, staged
 
-    def stageDir(self, path: UploadPath) -> str:
-        return os.path.join(self.root, STATE_DIR, "uploads", FileStore.keyFor(path))
+    def uploadsDir(self) -> str:
+        return os.path.join(self.root, STATE_DIR, "uploads")
+
+    def shardDir(self, path: UploadPath) -> str:
+        """
+        The folder that holds the files of C{path}'s upload: named by the
+        two hex digits of its key's CRC-32.
+        """
+        return os.path.join(self.uploadsDir(), shardOf(FileStore.keyFor(path)))
+
+    def dataFile(self, path: UploadPath) -> str:
+        return os.path.join(self.shardDir(path), FileStore.keyFor(path) + ".data")
+
+    def infoFile(self, path: UploadPath) -> str:
+        return os.path.join(self.shardDir(path), FileStore.keyFor(path) + ".json")
+
+    def readInfo(self, path: UploadPath) -> dict[str, Any]:
+        with open(self.infoFile(path)) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+
+    def uploadsEntries(self) -> list[str]:
+        """
+        The names of all files (not folders) anywhere under the uploads
+        folder.
+        """
+        return sorted(
+            name for _, _, files in os.walk(self.uploadsDir()) for name in files
+        )
 
     def readFile(self, *parts: str) -> bytes:
         with open(os.path.join(*parts), "rb") as f:
@@ -109,9 +147,9 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"fg"])
         self.assertEqual(staged.sync(), 7)
         staged.close()
-        data = self.readFile(self.stageDir(path), "data")
+        data = self.readFile(self.dataFile(path))
         self.assertEqual(data, b"abcdefg")
-        self.assertEqual(os.path.getsize(os.path.join(self.stageDir(path), "data")), staged.offset)
+        self.assertEqual(os.path.getsize(self.dataFile(path)), staged.offset)
         self.assertEqual(
             self.store.inspect(path), Stored(offset=7, total=10, incomplete=True)
         )
@@ -128,14 +166,15 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
 
     def test_restart(self) -> None:
         """
-        A new store on the same root finds the incomplete upload with its
-        offset, total and digests, and resumes it at that offset.
+        After C{syncAndClose}, a new store on the same root finds the
+        incomplete upload with its offset, total and digests, and resumes it
+        at that offset.
         """
         path = parseRelativePath("x/y/z.bin")
         staged = self.openUpload(path, total=100, digests={"sha-256": "AAAA"})
         staged.writeChunks([b"0123456789"])
-        staged.sync()
-        staged.close()
+        self.assertEqual(staged.syncAndClose(), 10)
+        self.assertTrue(staged.closed)
         again = self.makeStore()
         self.assertEqual(
             again.inspect(path),
@@ -147,7 +186,7 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         resumed.writeChunks([b"abc"])
         resumed.close()
         self.assertEqual(again.inspect(path).offset, 13)
-        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"0123456789abc")
+        self.assertEqual(self.readFile(self.dataFile(path)), b"0123456789abc")
 
     def test_hashStateReused(self) -> None:
         """
@@ -158,7 +197,7 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"hello "])
         staged.hashChunks([b"hello "])
         state = (staged.offset, staged.hasher)
-        staged.close()
+        staged.syncAndClose()
         resumed = self.beginUpload(path, hashState=state)[2]
         self.assertIs(resumed.hasher, state[1])
         resumed.writeChunks([b"world"])
@@ -172,24 +211,24 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("h.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
-        staged.close()
+        staged.syncAndClose()
         resumed = self.beginUpload(path, hashState=(3, hashlib.sha256(b"hel")))[2]
+        self.assertEqual(resumed.offset, 6)
         self.assertIsNone(resumed.hasher)
 
     def test_infoReplacedAtomically(self) -> None:
         """
-        C{info.json} holds the path, total and merged digests, and no temp
-        file is left behind by C{open} or C{record}.
+        C{<key>.json} holds the path, total and merged digests, and no temp
+        file is left behind by C{sync} or C{record}.
         """
         path = parseRelativePath("dir/f.bin")
         staged = self.openUpload(path, total=5, digests={"sha-256": "one"})
-        staged.close()
-        self.openUpload(path, digests={"sha-512": "two"}).close()
+        staged.syncAndClose()
+        self.openUpload(path, digests={"sha-512": "two"}).syncAndClose()
         self.store.record(path, 5, {"sha-256": "three"})
-        d = self.stageDir(path)
-        self.assertEqual(sorted(os.listdir(d)), ["data", "info.json"])
-        with open(os.path.join(d, "info.json")) as f:
-            info = json.load(f)
+        key = FileStore.keyFor(path)
+        self.assertEqual(self.uploadsEntries(), [key + ".data", key + ".json"])
+        info = self.readInfo(path)
         self.assertEqual(info["path"], "dir/f.bin")
         self.assertEqual(info["total"], 5)
         self.assertEqual(info["digests"], {"sha-256": "three", "sha-512": "two"})
@@ -200,24 +239,28 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         """
         path = parseRelativePath("none.bin")
         self.store.record(path, 5, {"sha-256": "x"})
-        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.uploadsEntries(), [])
         self.assertEqual(self.store.inspect(path), Stored())
 
     def test_startOverTruncates(self) -> None:
         """
-        Opening with C{startOver} discards the staged bytes and the old
-        record.
+        Starting over an upload that exists discards the staged bytes and
+        removes its record at once, before any sync, so the old total and
+        digests never describe the new bytes; the next sync records the new
+        total.
         """
         path = parseRelativePath("s.bin")
         staged = self.openUpload(path, total=100, digests={"sha-256": "old"})
         staged.writeChunks([b"x" * 50])
-        staged.close()
+        staged.syncAndClose()
         fresh = self.openUpload(path, startOver=True, total=7)
         self.assertEqual(fresh.offset, 0)
         self.assertIsNotNone(fresh.hasher)
-        self.assertEqual(os.path.getsize(os.path.join(self.stageDir(path), "data")), 0)
+        self.assertEqual(os.path.getsize(self.dataFile(path)), 0)
+        self.assertFalse(os.path.exists(self.infoFile(path)))
         fresh.writeChunks([b"new"])
-        fresh.close()
+        self.assertEqual(self.makeStore().inspect(path), Stored(offset=3, incomplete=True))
+        fresh.syncAndClose()
         self.assertEqual(self.store.inspect(path), Stored(offset=3, total=7, incomplete=True))
 
     def test_cancel(self) -> None:
@@ -227,9 +270,10 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("c.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"abc"])
-        staged.close()
+        staged.syncAndClose()
+        self.assertEqual(self.store.inspect(path).offset, 3)
         self.assertTrue(self.store.cancel(path))
-        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.uploadsEntries(), [])
         self.assertEqual(self.store.inspect(path), Stored())
         self.assertFalse(self.store.cancel(path))
 
@@ -259,12 +303,14 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"abc"])
         self.assertEqual(staged.sync(), 3)
         self.assertFalse(store.complete(path, staged, False))
+        self.assertTrue(staged.closed)
         self.assertEqual(self.readFile(self.root, "nf", "f.bin"), b"abc")
+        self.assertEqual(self.uploadsEntries(), [])
 
 
 class LockTests(FileStoreTestsMixin, SynchronousTestCase):
     """
-    One writer per upload across processes (the flock).
+    One writer per upload across processes (one locked byte per upload).
     """
 
     def test_busyWhileHeld(self) -> None:
@@ -275,6 +321,7 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("l.bin")
         first = self.openUpload(path)
         first.writeChunks([b"abcd"])
+        first.sync()
         other = self.makeStore(lockWait=0.2)
         error = self.assertRaises(Busy, self.openUpload, path, store=other)
         self.assertEqual(error.status, 503)
@@ -306,20 +353,20 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
             path, lambda s: AlreadyComplete(s.completeSize or 0), {}, None
         )
         self.assertEqual((stored, plan, staged), (Stored(completeSize=5), AlreadyComplete(5), None))
-        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.uploadsEntries(), [])
         other = self.makeStore(lockWait=0.2)
         self.openUpload(path, store=other)
 
     def test_lockAfterCompletion(self) -> None:
         """
-        Once an upload completed, another store can start a new one at the
-        same path, and then holds it against a third.
+        Once an upload completed (which closes it), another store can start a
+        new one at the same path, and then holds it against a third.
         """
         path = parseRelativePath("again.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"x"])
         self.store.complete(path, staged, False)
-        staged.close()
+        self.assertTrue(staged.closed)
         other = self.makeStore(lockWait=0.2)
         second = self.openUpload(path, store=other)
         self.assertEqual(second.offset, 0)
@@ -341,36 +388,46 @@ class CompleteTests(FileStoreTestsMixin, SynchronousTestCase):
     Moving finished uploads into place.
     """
 
-    def stage(self, path: UploadPath, data: bytes, store: FileStore | None = None) -> StagedFile:
+    def stage(
+        self, path: UploadPath, data: bytes, store: FileStore | None = None, sync: bool = False
+    ) -> StagedFile:
         staged = self.openUpload(path, store=store, total=len(data))
         staged.writeChunks([data])
+        if sync:
+            staged.sync()
         return staged
 
     def test_completeCreatesParents(self) -> None:
         """
         C{complete} renames the data into place, creating missing folders,
-        and removes the staging folder.
+        removes the upload's files and closes it.
         """
         path = parseRelativePath("new/deep/file.bin")
-        staged = self.stage(path, b"content")
+        staged = self.stage(path, b"content", sync=True)
+        self.assertTrue(os.path.exists(self.infoFile(path)))
         self.assertFalse(self.store.complete(path, staged, False))
+        self.assertTrue(staged.closed)
         self.assertEqual(self.readFile(self.root, "new", "deep", "file.bin"), b"content")
-        self.assertFalse(os.path.exists(self.stageDir(path)))
+        self.assertEqual(self.uploadsEntries(), [])
         self.assertEqual(self.store.inspect(path), Stored(completeSize=7))
 
     def test_completeRefusesExisting(self) -> None:
         """
         Without overwrite, an existing file is a 409 and stays as it was; the
-        staged upload is kept.
+        staged (synced) upload is kept and still reads as incomplete.
         """
         path = parseRelativePath("f.bin")
         with open(os.path.join(self.root, "f.bin"), "wb") as f:
             f.write(b"old")
-        staged = self.stage(path, b"new data")
+        staged = self.stage(path, b"new data", sync=True)
         error = self.assertRaises(Conflict, self.store.complete, path, staged, False)
         self.assertEqual(error.status, 409)
         self.assertEqual(self.readFile(self.root, "f.bin"), b"old")
-        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"new data")
+        self.assertEqual(self.readFile(self.dataFile(path)), b"new data")
+        self.assertEqual(
+            self.store.inspect(path),
+            Stored(offset=8, total=8, incomplete=True, completeSize=3),
+        )
 
     def test_completeReplaces(self) -> None:
         """
@@ -505,8 +562,9 @@ class LinkTests(FileStoreTestsMixin, SynchronousTestCase):
         with open(os.path.join(self.root, "p"), "wb") as f:
             f.write(b"x")
         self.assertRaises(Conflict, self.store.complete, path, staged, True)
+        self.assertTrue(staged.closed)
         self.assertEqual(self.readFile(self.root, "p"), b"x")
-        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"data")
+        self.assertEqual(self.readFile(self.dataFile(path)), b"data")
 
     def test_linkPlantedAfterOpen(self) -> None:
         """
@@ -519,8 +577,9 @@ class LinkTests(FileStoreTestsMixin, SynchronousTestCase):
         os.symlink(self.outside, os.path.join(self.root, "dir"))
         error = self.assertRaises(Forbidden, self.store.complete, path, staged, True)
         self.assertEqual(error.status, 403)
+        self.assertTrue(staged.closed)
         self.assertEqual(self.outsideEntries(), [])
-        self.assertEqual(self.readFile(self.stageDir(path), "data"), b"payload")
+        self.assertEqual(self.readFile(self.dataFile(path)), b"payload")
 
     def test_folderSwappedForLink(self) -> None:
         """
@@ -593,3 +652,364 @@ class LinkTests(FileStoreTestsMixin, SynchronousTestCase):
         os.symlink(self.outside, os.path.join(self.root, "link"))
         self.assertRaises(Forbidden, self.store.deleteComplete, parseRelativePath("link/f.bin"))
         self.assertEqual(self.outsideEntries(), ["f.bin"])
+
+
+class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    C{<key>.json} is written when a request ends without completing the
+    upload, not when it begins; an upload exists as soon as its data file
+    does.
+    """
+
+    def test_layout(self) -> None:
+        """
+        An upload's files are C{uploads/<last two hex digits of its
+        key>/<key>.data} and C{.json}, its lock is a byte of the one
+        C{.uploadsvc/lock} file, and no per-upload lock file is made.
+        """
+        path = parseRelativePath("lay/out.bin")
+        key = FileStore.keyFor(path)
+        staged = self.openUpload(path, total=3)
+        staged.writeChunks([b"abc"])
+        staged.sync()
+        shard = os.path.join(self.uploadsDir(), shardOf(key))
+        self.assertEqual(sorted(os.listdir(shard)), [key + ".data", key + ".json"])
+        self.assertEqual(self.uploadsEntries(), [key + ".data", key + ".json"])
+        state = os.path.join(self.root, STATE_DIR)
+        self.assertTrue(os.path.isfile(os.path.join(state, "lock")))
+        files = [
+            os.path.relpath(os.path.join(d, name), state)
+            for d, _, names in os.walk(state) for name in names
+        ]
+        self.assertEqual(
+            sorted(files),
+            sorted(["lock", os.path.join("uploads", shardOf(key), key + ".data"),
+                    os.path.join("uploads", shardOf(key), key + ".json")]),
+        )
+
+    def recordReplaces(self) -> list[str]:
+        """
+        Record the destination of every C{os.replace} (how metadata is put
+        in place) while calling through.
+        """
+        replaced: list[str] = []
+        realReplace = os.replace
+
+        def recordingReplace(src: str, dst: str, *a: Any, **kw: Any) -> None:
+            replaced.append(os.path.basename(dst))
+            realReplace(src, dst, *a, **kw)
+
+        self.patch(os, "replace", recordingReplace)
+        return replaced
+
+    def test_freshCompleteWritesNoInfo(self) -> None:
+        """
+        An upload that begins, is written and completes without a sync never
+        creates its C{.json}.
+        """
+        replaced = self.recordReplaces()
+        path = parseRelativePath("once/f.bin")
+        staged = self.openUpload(path, total=4, digests={"sha-256": "d"})
+        key = FileStore.keyFor(path)
+        self.assertEqual(self.uploadsEntries(), [key + ".data"])
+        staged.writeChunks([b"once"])
+        self.assertEqual(self.uploadsEntries(), [key + ".data"])
+        self.assertFalse(self.store.complete(path, staged, False))
+        self.assertEqual(self.readFile(self.root, "once", "f.bin"), b"once")
+        self.assertEqual(self.uploadsEntries(), [])
+        self.assertEqual(replaced, [])
+
+    def test_syncWritesDurableInfo(self) -> None:
+        """
+        C{sync} of an incomplete upload fsyncs its data, writes its C{.json}
+        (path and total), fsyncs that file and its folder; a second
+        sync with nothing new does not rewrite it.
+        """
+        synced: set[int] = set()
+        realFsync = os.fsync
+
+        def recordingFsync(fd: int) -> None:
+            synced.add(os.fstat(fd).st_ino)
+            realFsync(fd)
+
+        self.patch(os, "fsync", recordingFsync)
+        replaced = self.recordReplaces()
+        path = parseRelativePath("d/inc.bin")
+        staged = self.openUpload(path, total=10)
+        staged.writeChunks([b"12345"])
+        self.assertFalse(os.path.exists(self.infoFile(path)))
+        self.assertEqual(staged.sync(), 5)
+        info = self.readInfo(path)
+        self.assertEqual((info["path"], info["total"]), ("d/inc.bin", 10))
+        missing = [
+            name for name, p in [
+                ("data", self.dataFile(path)),
+                ("json", self.infoFile(path)),
+                ("its folder", self.shardDir(path)),
+            ]
+            if os.stat(p).st_ino not in synced
+        ]
+        self.assertEqual(missing, [], "not fsync'd after sync()")
+        self.assertEqual(replaced, [FileStore.keyFor(path) + ".json"])
+        staged.writeChunks([b"67"])
+        self.assertEqual(staged.sync(), 7)
+        self.assertEqual(replaced, [FileStore.keyFor(path) + ".json"])
+        self.assertEqual(
+            self.makeStore().inspect(path), Stored(offset=7, total=10, incomplete=True)
+        )
+
+    def test_syncAndCloseIncomplete(self) -> None:
+        """
+        C{syncAndClose} returns the durable offset, writes the C{.json} and
+        lets go of the upload.
+        """
+        path = parseRelativePath("sc.bin")
+        staged = self.openUpload(path, digests={"sha-256": "AAAA"})
+        staged.writeChunks([b"abc"])
+        self.assertEqual(staged.syncAndClose(), 3)
+        self.assertTrue(staged.closed)
+        self.assertEqual(self.readInfo(path)["digests"], {"sha-256": "AAAA"})
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 3)
+
+    def test_dataWithoutInfo(self) -> None:
+        """
+        An upload closed without a sync (a crash during its first request)
+        has no C{.json}: it reads as incomplete at its data file's size with
+        the total not known, and the next writer resumes it there.
+        """
+        path = parseRelativePath("first.bin")
+        staged = self.openUpload(path, total=9, digests={"sha-256": "d"})
+        staged.writeChunks([b"unacked"])
+        staged.close()
+        self.assertEqual(self.readFile(self.dataFile(path)), b"unacked")
+        self.assertFalse(os.path.exists(self.infoFile(path)))
+        again = self.makeStore()
+        self.assertEqual(again.inspect(path), Stored(offset=7, incomplete=True))
+        stored, plan, nextWriter = self.beginUpload(path, store=again, total=9)
+        self.assertEqual(stored, Stored(offset=7, incomplete=True))
+        self.assertEqual(nextWriter.offset, 7)
+        self.assertIsNone(nextWriter.hasher)
+        nextWriter.writeChunks([b"ok"])
+        self.assertEqual(nextWriter.syncAndClose(), 9)
+        self.assertEqual(self.readFile(self.dataFile(path)), b"unackedok")
+        self.assertEqual(again.inspect(path), Stored(offset=9, total=9, incomplete=True))
+
+    def test_strayDataFile(self) -> None:
+        """
+        A data file on disk without metadata reads as an incomplete upload of
+        unknown total to a new store.
+        """
+        path = parseRelativePath("stray.bin")
+        os.makedirs(self.shardDir(path), exist_ok=True)
+        with open(self.dataFile(path), "wb") as f:
+            f.write(b"crashed")
+        self.assertEqual(self.makeStore().inspect(path), Stored(offset=7, incomplete=True))
+
+    def test_recordDataOnly(self) -> None:
+        """
+        C{record} for an upload that has a data file but no C{.json} yet
+        writes one with the path, total and digests.
+        """
+        path = parseRelativePath("rec.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.close()
+        self.store.record(path, 10, {"sha-256": "r"})
+        info = self.readInfo(path)
+        self.assertEqual(
+            (info["path"], info["total"], info["digests"]), ("rec.bin", 10, {"sha-256": "r"})
+        )
+        self.assertEqual(
+            self.store.inspect(path),
+            Stored(offset=3, total=10, incomplete=True, digests={"sha-256": "r"}),
+        )
+
+    def test_inspectDataOnlyDurable(self) -> None:
+        """
+        C{inspect} reporting the offset of an upload that has no C{.json}
+        (its data file made by a request that crashed) makes that offset
+        durable: the data file and the folder entry naming it are fsync'd.
+        """
+        path = parseRelativePath("dur.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.close()
+        synced: set[int] = set()
+        realFsync = os.fsync
+
+        def recordingFsync(fd: int) -> None:
+            synced.add(os.fstat(fd).st_ino)
+            realFsync(fd)
+
+        self.patch(os, "fsync", recordingFsync)
+        self.assertEqual(self.store.inspect(path, durable=True).offset, 3)
+        missing = [
+            name for name, p in [
+                ("data", self.dataFile(path)), ("its folder", self.shardDir(path))
+            ]
+            if os.stat(p).st_ino not in synced
+        ]
+        self.assertEqual(missing, [], "not fsync'd before reporting the offset")
+
+    def test_staleInfoAfterCompletionCrash(self) -> None:
+        """
+        A C{.json} left behind by a completion that crashed before removing
+        it does not describe a new attempt at the path: an attempt that
+        crashes before its first sync reads as an upload of unknown total
+        with no digests, not the old ones.
+        """
+        path = parseRelativePath("crash.bin")
+        staged = self.openUpload(path, total=100, digests={"sha-256": "OLD"})
+        staged.writeChunks([b"x" * 10])
+        staged.sync()
+        # The crash: the data was renamed into place, the .json not removed.
+        os.rename(self.dataFile(path), os.path.join(self.root, "crash.bin"))
+        staged.close()
+        self.assertEqual(self.store.inspect(path), Stored(completeSize=10))
+        attempt = self.openUpload(path, startOver=True)
+        attempt.writeChunks([b"new"])
+        # Crash again before the attempt reports an offset.
+        self.assertEqual(
+            self.makeStore().inspect(path),
+            Stored(offset=3, incomplete=True, completeSize=10),
+        )
+
+
+class RollbackDiscardTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    Undoing a request's bytes (C{rollback}) or the whole upload
+    (C{discard}).
+    """
+
+    def test_rollback(self) -> None:
+        """
+        C{rollback} cuts the staged file back to the offset and the next
+        write continues from there.
+        """
+        path = parseRelativePath("rb.bin")
+        staged = self.openUpload(path, total=5)
+        staged.writeChunks([b"abc"])
+        staged.sync()
+        staged.writeChunks([b"WRONG"])
+        self.store.rollback(staged, 3)
+        self.assertEqual(staged.offset, 3)
+        self.assertEqual(os.path.getsize(self.dataFile(path)), 3)
+        self.assertFalse(staged.closed)
+        staged.writeChunks([b"de"])
+        self.assertEqual(staged.syncAndClose(), 5)
+        self.assertEqual(self.readFile(self.dataFile(path)), b"abcde")
+        self.assertEqual(self.store.inspect(path), Stored(offset=5, total=5, incomplete=True))
+
+    def test_rollbackToZero(self) -> None:
+        """
+        C{rollback} to 0 empties a fresh upload, which stays held.
+        """
+        path = parseRelativePath("rb0.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"bad"])
+        self.store.rollback(staged, 0)
+        self.assertEqual((staged.offset, os.path.getsize(self.dataFile(path))), (0, 0))
+        other = self.makeStore(lockWait=0.2)
+        self.assertRaises(Busy, self.openUpload, path, store=other)
+
+    def test_discard(self) -> None:
+        """
+        C{discard} removes an existing upload's data and metadata, closes it
+        and lets go of its lock.
+        """
+        path = parseRelativePath("dc.bin")
+        self.openUpload(path, total=6).syncAndClose()
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abcdef"])
+        self.store.discard(staged)
+        self.assertTrue(staged.closed)
+        self.assertEqual(self.uploadsEntries(), [])
+        self.assertEqual(self.store.inspect(path), Stored())
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 0)
+
+    def test_discardFresh(self) -> None:
+        """
+        C{discard} of an upload that never synced removes its data file.
+        """
+        path = parseRelativePath("dcf.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"x"])
+        self.store.discard(staged)
+        self.assertTrue(staged.closed)
+        self.assertEqual(self.uploadsEntries(), [])
+
+
+class CancelLockTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    C{cancel} takes the upload's lock.
+    """
+
+    def test_cancelBusy(self) -> None:
+        """
+        C{cancel} from another store while an upload is held is a 503 and
+        leaves the upload as it was; once released, the cancel works.
+        """
+        path = parseRelativePath("cb.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abcd"])
+        staged.sync()
+        other = self.makeStore(lockWait=0.2)
+        error = self.assertRaises(Busy, other.cancel, path)
+        self.assertEqual(error.status, 503)
+        self.assertEqual(self.readFile(self.dataFile(path)), b"abcd")
+        self.assertEqual(other.inspect(path).offset, 4)
+        staged.close()
+        self.assertTrue(other.cancel(path))
+        self.assertEqual(self.uploadsEntries(), [])
+
+    def test_cancelReleasesLock(self) -> None:
+        """
+        After C{cancel} (whether or not there was an upload) another store
+        can begin the upload at once.
+        """
+        path = parseRelativePath("cr.bin")
+        self.assertFalse(self.store.cancel(path))
+        self.openUpload(path).syncAndClose()
+        self.assertTrue(self.store.cancel(path))
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 0)
+
+
+class CompleteClosesTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    C{complete} closes the staged file whatever happens.
+    """
+
+    def test_closedOnConflict(self) -> None:
+        """
+        When C{complete} raises L{Conflict}, the staged file is closed (its
+        descriptor too) and its lock is free for another store.
+        """
+        path = parseRelativePath("cc.bin")
+        with open(os.path.join(self.root, "cc.bin"), "wb") as f:
+            f.write(b"old")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"new"])
+        staged.sync()
+        fd = staged.fd
+        self.assertRaises(Conflict, self.store.complete, path, staged, False)
+        self.assertTrue(staged.closed)
+        error = self.assertRaises(OSError, os.fstat, fd)
+        self.assertEqual(error.errno, errno.EBADF)
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 3)
+
+    def test_closedOnSuccess(self) -> None:
+        """
+        A successful C{complete} closes the staged file and lets go of its
+        lock.
+        """
+        path = parseRelativePath("cs.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"ok"])
+        self.store.complete(path, staged, False)
+        self.assertTrue(staged.closed)
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 0)

@@ -3,8 +3,8 @@ Uploads staged on disk under the root's reserved C{.uploadsvc} folder.
 
 Layout (C{<key>} names one upload: C{p-<sha256 of the path>} for
 path-addressed uploads; server-assigned ids such as tus get their own prefix
-and the same layout; C{<xx>} is two hex digits of the key, which spreads the
-files over 256 folders so that concurrent uploads do not queue on one
+and the same layout; C{<xx>} is two hex digits of the key's CRC-32, which
+spreads the files over 256 folders (made as needed) so that concurrent uploads do not queue on one
 folder's lock)::
 
     <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
@@ -34,6 +34,7 @@ import json
 import os
 import stat
 import time
+import zlib
 from typing import Any, Callable, Iterable, Sequence
 
 from uploadsvc.errors import Busy, Conflict
@@ -164,13 +165,13 @@ class FileStore:
         self._takeovers = os.path.join(self._state, "takeover")
         for d in (self.root, self._state, self._uploads, self._takeovers):
             os.makedirs(d, exist_ok=True)
-        for i in range(256):
-            os.makedirs(os.path.join(self._uploads, "%02x" % i), exist_ok=True)
         self._rootFD = openRoot(self.root)
+        self._uploadsFD = os.open(self._uploads, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._locks = RegionLocks(os.path.join(self._state, "lock"))
 
     def close(self) -> None:
         os.close(self._rootFD)
+        os.close(self._uploadsFD)
         self._locks.close()
 
     @staticmethod
@@ -178,7 +179,7 @@ class FileStore:
         return "p-" + hashlib.sha256(path.relative.encode("utf-8")).hexdigest()
 
     def _folder(self, key: str) -> str:
-        return os.path.join(self._uploads, key[-2:])
+        return os.path.join(self._uploads, "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF))
 
     def _data(self, key: str) -> str:
         return os.path.join(self._folder(key), key + ".data")
@@ -220,7 +221,13 @@ class FileStore:
             fd = os.open(self._data(key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return Stored(completeSize=completeSize)
-        info = self._readInfo(key) or {}
+        info = self._readInfo(key)
+        if info is None:
+            info = {}
+            if self.fsync and durable:
+                # Named by no synced metadata yet (a crash in its first
+                # request): make its name durable before reporting it.
+                self._syncFolder(key)
         try:
             offset = os.fstat(fd).st_size
             if self.fsync and durable:
@@ -295,11 +302,16 @@ class FileStore:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         if plan.startOver:
             flags |= os.O_TRUNC
-            if stored.incomplete:
-                # Metadata of the upload started over must not describe the
-                # new bytes, even if we crash before the next sync.
-                _unlinkMissingOK(self._info(key))
-        fd = os.open(self._data(key), flags, 0o644)
+            # Metadata of an earlier upload (or one a crash left behind) must
+            # not describe the new bytes, even if we crash before the next sync.
+            _unlinkMissingOK(self._info(key))
+        try:
+            fd = os.open(self._data(key), flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self._folder(key), exist_ok=True)
+            if self.fsync:
+                fsyncFolder(self._uploadsFD)
+            fd = os.open(self._data(key), flags, 0o644)
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
@@ -315,14 +327,18 @@ class FileStore:
         Remember a total or digests learnt from a request that carried no data.
         """
         key = self.keyFor(path)
-        if not os.path.exists(self._data(key)):
-            return
-        info = self._readInfo(key) or {"path": path.relative, "created": time.time()}
-        if total is not None:
-            info["total"] = total
-        if digests:
-            info["digests"] = {**info.get("digests", {}), **digests}
-        self._writeInfo(key, info)
+        self._lock(key)
+        try:
+            if not os.path.exists(self._data(key)):
+                return
+            info = self._readInfo(key) or {"path": path.relative, "created": time.time()}
+            if total is not None:
+                info["total"] = total
+            if digests:
+                info["digests"] = {**info.get("digests", {}), **digests}
+            self._writeInfo(key, info)
+        finally:
+            self._unlock(key)
 
     def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
         tmp = self._info(key) + ".tmp"
