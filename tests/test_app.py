@@ -216,3 +216,19 @@ class AppTests(SynchronousTestCase):
         self.assertEqual(r.code, 503)
         self.assertEqual(self.header(r, "Retry-After"), "1")
         self.assertEqual(self.request("HEAD", "/b")[0].code, 404)
+
+    def test_floorRefusesWritesOnly(self) -> None:
+        """Below the free-space floor writes are 507, even of unknown length; status queries are not."""
+        self.build(Config(minFreeBytes=10**18))
+        r, content = self.request("PUT", "/f", BODY)
+        self.assertEqual(r.code, 507)
+        self.assertEqual(content.count(b"\n"), 1)
+        r, _ = self.request("PUT", "/f", Content_Range="bytes */100")
+        self.assertEqual(r.code, 404)
+        self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
+
+    def test_unknownMethod(self) -> None:
+        """A method no route names is 405 with Allow, not an internal error."""
+        r, _ = self.request("BREW", "/x")
+        self.assertEqual(r.code, 405)
+        self.assertIn("PUT", self.header(r, "Allow") or "")

@@ -64,7 +64,7 @@ class OptionsTests(SynchronousTestCase):
         """
         Parsing one set of options does not change another's listen list.
         """
-        parse("--listen", "tcp:1234")
+        parse("--listen", "tcp:1234:interface=127.0.0.1")
         self.assertEqual(parse()["listen"], [DEFAULT_LISTEN])
 
     def test_listenRepeatable(self) -> None:

@@ -4,6 +4,7 @@ The twistd plugin's options and service: C{twistd uploadsvc}.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.application import internet, service, strports
@@ -14,8 +15,18 @@ from twisted.python.threadpool import ThreadPool
 
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
+from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.web.app import DEFAULT_MAX_UPLOAD, Config, UploadApp
-from uploadsvc.web.streaming import DEFAULT_READ_SIZE, StreamingSite
+from uploadsvc.web.auth import (
+    Authenticator,
+    ReloadOnSignal,
+    SecretFile,
+    SecretFileError,
+    readSecrets,
+)
+from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT, LimitedSite
+from uploadsvc.web.streaming import DEFAULT_READ_SIZE
+from uploadsvc.workers import WorkerPool, adoptedListener, workerCommand, workerCount
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -38,6 +49,66 @@ def withBacklog(description: str) -> str:
     if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
         return description + ":backlog=%d" % DEFAULT_BACKLOG
     return description
+
+
+def _splitEndpoint(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    The positional and keyword arguments of an endpoint string (C{\\}
+    escapes the next character, as in Twisted's own parser).
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(description)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in parts:
+        name, equals, value = part.partition("=")
+        if equals:
+            kwargs[name] = value
+        else:
+            args.append(part)
+    return args, kwargs
+
+
+#: Where the interface is among an endpoint type's positional arguments
+#: (the type's name first); its keyword is C{interface}.
+_INTERFACE_POSITION = {"tcp": 2, "ssl": 5, "tcp6": 3}
+
+
+def isLoopbackEndpoint(description: str) -> bool:
+    """
+    Whether a listening endpoint string accepts connections from this host
+    only: a UNIX socket, or TCP on a loopback interface (127.0.0.0/8,
+    C{::1}, C{localhost}). An endpoint without an interface listens on every
+    interface; an endpoint type not known here counts as reachable from the
+    network.
+    """
+    args, kwargs = _splitEndpoint(description)
+    kind = args[0].lower() if args else ""
+    if kind == "unix":
+        return True
+    if kind not in _INTERFACE_POSITION:
+        return False
+    position = _INTERFACE_POSITION[kind]
+    interface = kwargs.get("interface", args[position] if len(args) > position else "")
+    if interface.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(interface.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _positiveInt(value: str) -> int:
@@ -64,6 +135,10 @@ class Options(usage.Options):
         ["allow-delete", None, "Let DELETE remove complete files (default: 405)."],
         ["no-fsync", None, "Do not fsync: faster, but a crash or power loss may "
          "lose bytes that were acknowledged. Off by default."],
+        ["trust-front-end", None, "Check no credentials: a front end (e.g. nginx) "
+         "authenticates every request before it gets here."],
+        ["insecure-no-auth", None, "Allow listening on a non-loopback address with "
+         "no authentication at all (anyone who can connect may upload)."],
     ]
     optParameters = [
         ["root", "r", "./uploads", "Folder that receives the uploads (created if missing)."],
@@ -79,11 +154,55 @@ class Options(usage.Options):
          "Uploads written at once before 503 + Retry-After (0: no limit).", _positiveInt],
         ["disk-threads", None, 8, "Threads that write to disk.", _positiveInt],
         ["read-size", None, DEFAULT_READ_SIZE, "Largest socket read in bytes.", _positiveInt],
+        ["bench-write-rate", None, 0,
+         "For benchmarks only: limit disk writes to this many bytes per second "
+         "(a disk slower than the network); 0: no limit.", _positiveInt],
+        ["auth-tokens", None, None,
+         "File of bearer tokens, one per line (# comments); requests need "
+         "Authorization: Bearer <token>. Re-read on change and on SIGHUP."],
+        ["signing-key-file", None, None,
+         "File of HMAC keys (first line signs, all verify) for signed upload URLs "
+         "(?expires=...&sig=...; see python -m uploadsvc.sign). Re-read on change "
+         "and on SIGHUP."],
+        ["max-connections-per-client", None, 0,
+         "Open connections one client address may have; extra ones are closed "
+         "at once (0: no limit).", _positiveInt],
+        ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
+         "Seconds a client has to send a request's whole header block, however "
+         "slowly it trickles (also closes idle keep-alive connections); 0: off.",
+         _positiveInt],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["inherit"] = []
+        self["workers"] = 1
+
+    def opt_workers(self, value: str) -> None:
+        """Worker processes sharing the listening sockets: a number, or auto for one per core (default: 1, no separate worker)."""
+        try:
+            self["workers"] = workerCount(value)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --workers {value!r}: {e}")
+
+    def opt_inherit(self, value: str) -> None:
+        """(internal) FD=ENDPOINT: serve the listening socket FD that the parent made from ENDPOINT."""
+        fd, equals, description = value.partition("=")
+        if not equals or not fd.isdigit():
+            raise usage.UsageError(f"bad --inherit {value!r}")
+        self["inherit"].append((int(fd), description))
+
+    def workerArguments(self) -> list[str]:
+        """
+        These options again, for a worker: everything but C{--workers},
+        C{--listen} and C{--inherit} (the parent passes the listeners).
+        """
+        args = [f"--{name}" for name, *_ in self.optFlags if self[name]]
+        for name, _, default, *_ in self.optParameters:
+            if self[name] is not None and self[name] != default:
+                args.append(f"--{name}={self[name]}")
+        return args
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to listen on, repeatable: a Twisted endpoint string such as tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/uploadsvc.sock (default: tcp:8080:interface=127.0.0.1)."""
@@ -104,6 +223,32 @@ class Options(usage.Options):
         if prefix and not prefix.startswith("/"):
             raise usage.UsageError("--prefix must start with /")
         self["prefix"] = prefix
+        self._checkAuth()
+
+    def _checkAuth(self) -> None:
+        files = [name for name in ("auth-tokens", "signing-key-file") if self[name]]
+        for name in files:
+            try:
+                if not readSecrets(self[name]):
+                    raise SecretFileError(f"{self[name]} holds no usable secret")
+            except SecretFileError as e:
+                raise usage.UsageError(f"--{name}: {e}")
+        modes = [f"--{name}" for name in files] + [
+            f"--{name}" for name in ("trust-front-end", "insecure-no-auth") if self[name]
+        ]
+        # Tokens and signed URLs go together; the other modes exclude the rest.
+        if len(modes) > 1 and len(modes) != len(files):
+            raise usage.UsageError(f"{' and '.join(modes)} contradict each other")
+        if modes:
+            return
+        exposed = [d for d in self["listen"] if not isLoopbackEndpoint(d)]
+        if exposed:
+            raise usage.UsageError(
+                f"--listen {exposed[0]} is reachable from the network and no "
+                "authentication is configured: give --auth-tokens and/or "
+                "--signing-key-file, or --trust-front-end behind an authenticating "
+                "proxy, or --insecure-no-auth to accept uploads from anyone"
+            )
 
 
 class _ThreadPoolService(service.Service):
@@ -123,6 +268,29 @@ class _ThreadPoolService(service.Service):
         self.pool.stop()
 
 
+def _authenticator(options: Options, reactor: Any) -> Authenticator | None:
+    """
+    The credentials check the options ask for, or L{None} for none.
+    """
+    if options["trust-front-end"]:
+        log.info("checking no credentials: the front end authenticates")
+        return None
+    if options["insecure-no-auth"]:
+        log.warn("checking no credentials (--insecure-no-auth): anyone who can connect may upload")
+        return None
+    if not (options["auth-tokens"] or options["signing-key-file"]):
+        return None
+    try:
+        tokens = SecretFile(options["auth-tokens"], reactor) if options["auth-tokens"] else None
+        keys = (
+            SecretFile(options["signing-key-file"], reactor)
+            if options["signing-key-file"] else None
+        )
+    except SecretFileError as e:
+        raise usage.UsageError(str(e))
+    return Authenticator(reactor, tokens, keys)
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """
     Build the uploadsvc service tree from parsed C{options}.
@@ -130,9 +298,22 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     top = service.MultiService()
+    if options["workers"] > 1 and not options["inherit"]:
+        WorkerPool(
+            reactor,
+            options["workers"],
+            [withBacklog(d) for d in options["listen"]],
+            workerCommand(options.workerArguments()),
+        ).setServiceParent(top)
+        return top
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
-    store = FileStore(options["root"], fsync=not options["no-fsync"])
+    rate = options["bench-write-rate"]
+    store = FileStore(
+        options["root"],
+        fsync=not options["no-fsync"],
+        throttle=WriteThrottle(rate) if rate else None,
+    )
     config = Config(
         allowOverwrite=options["allow-overwrite"],
         allowDelete=options["allow-delete"],
@@ -141,23 +322,34 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         minFreeBytes=options["min-free"],
         maxUploads=options["max-uploads"],
     )
-    app = UploadApp(store, ThreadRunner(reactor, pool), config)
-    site = StreamingSite(
+    auth = _authenticator(options, reactor)
+    if auth is not None:
+        ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
+    app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth)
+    site = LimitedSite(
         app.resource(),
         readSize=options["read-size"],
         timeout=options["idle-timeout"] or None,
         reactor=reactor,
+        maxConnectionsPerClient=options["max-connections-per-client"],
+        headerTimeout=options["header-timeout"],
     )
     # Another process (a worker, or a host sharing the root) may be waiting
     # for one of our uploads: look every half second.
     takeovers = internet.TimerService(TAKEOVER_POLL, app.checkTakeovers)
     takeovers.clock = reactor
     takeovers.setServiceParent(top)
-    for description in options["listen"]:
-        strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
+    if options["inherit"]:
+        for fd, description in options["inherit"]:
+            adoptedListener(description, fd, site, reactor).setServiceParent(top)
+    else:
+        for description in options["listen"]:
+            strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
     log.info(
         "uploadsvc storing into {root} (fsync {fsync}), listening on {listen}",
         root=store.root, fsync="off" if options["no-fsync"] else "on",
-        listen=", ".join(options["listen"]),
+        listen=", ".join(
+            [f"{d} (fd {fd})" for fd, d in options["inherit"]] or options["listen"]
+        ),
     )
     return top

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 from klein import Klein
@@ -40,7 +40,13 @@ from uploadsvc.protocol.decisions import (
     offsetHeaders,
     planWrite,
 )
-from uploadsvc.protocol.digests import DigestSet, formatDigest, parseDigestHeader
+from uploadsvc.protocol.digests import (
+    DigestSet,
+    Hasher,
+    formatDigest,
+    newHasher,
+    parseDigestHeader,
+)
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.ranges import (
     ContentRange,
@@ -51,6 +57,8 @@ from uploadsvc.protocol.ranges import (
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
 from uploadsvc.storage.writers import WriterRegistry
+from uploadsvc.web.auth import Authenticator
+from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
 from uploadsvc.web.streaming import abortRequest, deliverBody
 
@@ -108,15 +116,24 @@ class _RawPathRoot(Resource):
     C{%2F} into a slash) and Klein refuses non-UTF-8 paths with its own
     answer; uploadsvc parses the raw path itself, so Klein only sees a
     neutral path. Reserved dot-endpoints (tus) will be routed here.
+
+    Klein also decodes the C{Host} header as UTF-8, and answers one that is
+    not with a 400 of its own after logging an error: a client could fill
+    the log at will. Such a request is refused here instead, like any other.
     """
 
     isLeaf = True
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, refuse: Callable[[Any, UploadError], bytes]) -> None:
         super().__init__()
         self._inner = inner
+        self._refuse = refuse
 
     def render(self, request: Any) -> Any:
+        try:
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse(request, BadRequest("bad-host", "the Host header is not UTF-8"))
         request.postpath = [b""]
         return self._inner.render(request)
 
@@ -134,14 +151,21 @@ class UploadApp:
         runner: IDiskRunner,
         config: Config = Config(),
         writers: WriterRegistry | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
+        """
+        @param auth: who may send requests; L{None} lets everyone (a front
+            end authenticates, or the server is local).
+        """
         self.store = store
         self.runner = runner
         self.config = config
         self.writers = writers if writers is not None else WriterRegistry()
+        self._staging: dict[str, StagedFile] = {}
+        self.auth = auth
 
     def resource(self) -> Resource:
-        return _RawPathRoot(self.app.resource())
+        return _RawPathRoot(self.app.resource(), self._refuse)
 
     def checkTakeovers(self) -> Deferred | None:
         """
@@ -149,12 +173,15 @@ class UploadApp:
         process waits for (PROTOCOL.md section 5 across workers and hosts).
         Called every half second by the service.
         """
-        if not self.writers.held():
+        if not self._staging:
             return None
 
         def interrupt(keys: list[str]) -> None:
+            # Only requests that hold the store's lock: a request of ours
+            # that is itself waiting for another process made that marker.
             for key in keys:
-                self.writers.interrupt(key)
+                if key in self._staging:
+                    self.writers.interrupt(key)
 
         d = self.runner.run(self.store.pendingTakeovers).addCallback(interrupt)
         # A failed look must not stop the timer that calls this.
@@ -162,8 +189,13 @@ class UploadApp:
 
     # --- routing --------------------------------------------------------
 
-    @app.route("/", branch=True, methods=["PUT", "POST", "HEAD", "DELETE", "GET", "PATCH", "OPTIONS"])
+    # Every method reaches dispatch (Klein's own refusal of a method would be
+    # a 500 here, and would come before the credentials check).
+    @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
+        # PROTOCOL.md's order: credentials before the path.
+        if self.auth is not None:
+            self.auth.check(request)
         path = self._path(request)
         method = request.method
         handler: Callable[[Any, UploadPath], Any]
@@ -210,7 +242,18 @@ class UploadApp:
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
         stored = await self.runner.run(self.store.inspect, path)
-        return self._status(request, checkQuery(stored, None), forPut=False)
+        return self._status(request, checkQuery(self._known(path, stored), None), forPut=False)
+
+    def _known(self, path: UploadPath, stored: Stored) -> Stored:
+        """
+        Add what a request of this process writing the upload knows but has
+        not written down yet (the store records the total only when a request
+        ends without completing the upload).
+        """
+        staged = self._staging.get(self.store.keyFor(path))
+        if staged is None or not stored.incomplete or stored.total is not None:
+            return stored
+        return attrs.evolve(stored, total=staged.info.get("total"))
 
     def _status(self, request: Any, stored: Stored, forPut: bool) -> bytes:
         request.setHeader(b"Cache-Control", b"no-store")
@@ -274,24 +317,31 @@ class UploadApp:
                     raise BadRequest("query-with-body", "a bytes */T query carries no body")
         except UploadError as e:
             rangeError = e
-        digestValue = headers.getRawHeaders(b"Repr-Digest")
-        digests = parseDigestHeader(b", ".join(digestValue)) if digestValue else DigestSet()
+        malformed: UploadError | None = None
+        try:
+            digests = self._digestHeader(request, b"Repr-Digest")
+            contentDigests = self._digestHeader(request, b"Content-Digest")
+        except UploadError as e:
+            malformed = e
+            digests = contentDigests = DigestSet()
 
         # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
+        query = isinstance(rng, RangeQuery)
         end = self._declaredEnd(rng, length)
         if end is not None and end > self.config.maxUploadSize:
             raise TooLarge(
                 "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
             )
-        stored, stateError, free = await self.runner.run(
-            self._precheck, path, isinstance(rng, RangeQuery)
-        )
-        if end is not None and free - end < self.config.minFreeBytes:
+        stored, stateError, free = await self.runner.run(self._precheck, path, query)
+        # A body of unknown length must at least find the floor free.
+        if not query and free - (end or 0) < self.config.minFreeBytes:
             raise InsufficientStorage("no-space", "not enough free disk space")
         if isinstance(rng, RangeQuery) and rangeError is None:
+            if malformed is not None:
+                raise malformed
             if stateError is not None:
                 raise stateError
-            stored = checkQuery(stored, rng.total)
+            stored = checkQuery(self._known(path, stored), rng.total)
             if stored.incomplete and (rng.total is not None or digests):
                 await self.runner.run(
                     self.store.record, path, rng.total, _digestsB64(digests)
@@ -301,6 +351,8 @@ class UploadApp:
             raise Busy("busy", "too many uploads in progress")
         if rangeError is not None:
             raise rangeError
+        if malformed is not None:
+            raise malformed
 
         key = self.store.keyFor(path)
         release = await self._acquire(request, path)
@@ -319,7 +371,20 @@ class UploadApp:
             if isinstance(plan, AlreadyComplete):
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
-            outcome = await self._receive(request, staged, plan)
+            self._staging[key] = staged
+            start = staged.offset
+            digester = ContentDigester(contentDigests) if contentDigests else None
+            reprBefore = staged.hasher.copy() if digester and staged.hasher else None
+            streamed = self._streamedReprHashers(staged, stored, digests)
+            outcome = await self._receive(request, staged, plan, digester, streamed)
+            if digester is not None and outcome == COMPLETE:
+                try:
+                    digester.check()
+                except UploadError as e:
+                    await self.runner.run(self.store.rollback, staged, start)
+                    staged.hasher = reprBefore
+                    e.headers.update(offsetHeaders(start))
+                    outcome, streamed = e, {}
             offset = staged.offset
             total = plan.total
             if total is None and rng is None and outcome == COMPLETE:
@@ -327,7 +392,10 @@ class UploadApp:
             if total is None:
                 total = stored.total
             if outcome == COMPLETE and total is not None and offset == total:
-                return await self._complete(request, path, staged, stored, digests)
+                return await self._complete(
+                    request, path, staged, stored, digests,
+                    {alg: h.digest() for alg, h in streamed.items()},
+                )
             await self.runner.run(staged.sync)
             if staged.hasher is not None:
                 self.writers.hashStates[key] = (offset, staged.hasher)
@@ -343,8 +411,27 @@ class UploadApp:
             return b""
         finally:
             if staged is not None:
+                self._staging.pop(key, None)
                 staged.close()
             release()
+
+    def _digestHeader(self, request: Any, name: bytes) -> DigestSet:
+        values = request.requestHeaders.getRawHeaders(name)
+        return parseDigestHeader(b", ".join(values)) if values else DigestSet()
+
+    def _streamedReprHashers(
+        self, staged: StagedFile, stored: Stored, digests: DigestSet
+    ) -> dict[str, Hasher]:
+        """
+        Hashers for the C{Repr-Digest} algorithms other than sha-256 (which
+        the store keeps running across requests) that this request can
+        compute while streaming: only when it writes the upload from its
+        first byte. Otherwise completion re-reads the staged file for them.
+        """
+        if staged.offset != 0:
+            return {}
+        algs = {alg for alg, _ in digests.values} | set(stored.digests)
+        return {alg: newHasher(alg) for alg in algs - {"sha-256"}}
 
     def _precheck(
         self, path: UploadPath, durable: bool
@@ -379,9 +466,20 @@ class UploadApp:
             claims.append(rng.total if rng.total is not None else rng.last + 1)
         return max(claims, default=None)
 
-    async def _receive(self, request: Any, staged: StagedFile, plan: Plan) -> object:
+    async def _receive(
+        self,
+        request: Any,
+        staged: StagedFile,
+        plan: Plan,
+        digester: ContentDigester | None = None,
+        streamed: dict[str, Hasher] | None = None,
+    ) -> object:
         """
         Stream the body into C{staged}; return how the body ended.
+
+        @param digester: the request's C{Content-Digest}, fed the whole body.
+        @param streamed: more hashers fed the bytes written (see
+            L{_streamedReprHashers}).
         """
         limit = plan.take
         overflow: Callable[[], UploadError]
@@ -395,19 +493,28 @@ class UploadApp:
                 "body-too-long", "the body is longer than its Content-Range"
             )
 
+        hashLane = _hashLane(
+            staged.hashChunks if staged.hasher is not None else None,
+            digester.hashChunks if digester is not None else None,
+            _feeder(list(streamed.values())) if streamed else None,
+        )
+
         def makeSink(producer: Any) -> FileSink:
             return FileSink(
                 self.runner, staged.writeChunks, producer,
-                self.config.highWater, self.config.lowWater,
-                staged.hashChunks if staged.hasher is not None else None,
+                self.config.highWater, self.config.lowWater, hashLane,
             )
 
         receiver = UploadReceiver(makeSink, plan.skip, limit, overflow)
-        deliverBody(request, receiver)
+        deliverBody(
+            request,
+            digester.receiving(receiver, plan.skip) if digester is not None else receiver,
+        )
         outcome = await receiver.ended
-        assert receiver.sink is not None
+        sink = receiver.sink
+        assert sink is not None
         try:
-            await receiver.sink.drain()
+            await sink.drain()
         except Exception as e:
             if isNoSpace(e):
                 raise InsufficientStorage("no-space", "the disk is full") from e
@@ -416,15 +523,21 @@ class UploadApp:
 
     async def _complete(
         self, request: Any, path: UploadPath, staged: StagedFile, stored: Stored,
-        digests: DigestSet,
+        digests: DigestSet, streamed: dict[str, bytes] | None = None,
     ) -> bytes:
+        """
+        Check the whole file's digests and move it into place.
+
+        @param streamed: digests already computed while streaming; the rest
+            are computed from the staged file.
+        """
         key = self.store.keyFor(path)
         self.writers.hashStates.pop(key, None)
         wanted = dict(digests.values)
         for alg, value in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(value))
         algs = set(wanted) | {"sha-256"}
-        computed: dict[str, bytes] = {}
+        computed: dict[str, bytes] = dict(streamed or {})
         if staged.hasher is not None:
             computed["sha-256"] = staged.hasher.digest()
         missing = algs - set(computed)
@@ -432,7 +545,7 @@ class UploadApp:
             computed.update(await self.runner.run(self.store.hashStaged, staged, missing))
         for alg, value in wanted.items():
             if computed[alg] != value:
-                await self.runner.run(self.store.cancel, path)
+                await self.runner.run(self.store.discard, staged)
                 raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
@@ -465,3 +578,32 @@ class UploadApp:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", b"%d" % len(body))
         return body
+
+
+def _hashLane(
+    *feeders: Callable[[Sequence[bytes | memoryview]], None] | None,
+) -> Callable[[Sequence[bytes | memoryview]], None] | None:
+    """
+    One digest lane for the sink that feeds every given hasher in turn
+    (L{None} when there is none).
+    """
+    active = [f for f in feeders if f is not None]
+    if not active:
+        return None
+    if len(active) == 1:
+        return active[0]
+
+    def feedAll(chunks: Sequence[bytes | memoryview]) -> None:
+        for feed in active:
+            feed(chunks)
+
+    return feedAll
+
+
+def _feeder(hashers: list[Hasher]) -> Callable[[Sequence[bytes | memoryview]], None]:
+    def feed(chunks: Sequence[bytes | memoryview]) -> None:
+        for hasher in hashers:
+            for chunk in chunks:
+                hasher.update(chunk)  # type: ignore[arg-type]
+
+    return feed

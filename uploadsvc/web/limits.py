@@ -1,0 +1,205 @@
+"""
+Connection-level limits against slow and greedy clients (PROTOCOL.md section
+6): open connections per client address, and the time a client may take to
+send a request's header block.
+
+The body's own limits live elsewhere: its idle timeout is the channel's
+timeout (C{--idle-timeout}), its size is checked by the app. The size of a
+header block is Twisted's limit (16 KiB for the request line and fields
+together, at most 500 fields); more is answered C{400} and the connection
+closed.
+
+The I{header deadline}: from the moment a connection is open, or its last
+response is done, the client has C{headerTimeout} seconds to complete the
+next request's header block, however it trickles the bytes. Without it, a
+client sending one byte every few seconds (slowloris) resets the idle timeout
+forever. When the deadline passes the connection is closed without an answer
+(as an idle keep-alive connection would be). HTTP/2 connections have no
+header deadline (only the idle timeout): their streams share the
+connection.
+
+Everything here uses public Twisted interfaces only: each connection's
+protocol is wrapped in a thin L{IProtocol} proxy that sees it open and close,
+and L{LimitedSite.getResourceFor} sees each request when its header block is
+complete (the streaming request path renders at that moment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from uploadsvc.web.streaming import StreamingSite
+
+log = Logger()
+
+#: Seconds a client has to send a request's header block.
+DEFAULT_HEADER_TIMEOUT = 30
+
+#: Seconds a connection closed at its header deadline may take to go away
+#: before it is aborted.
+ABORT_AFTER = 5
+
+
+class _Refused(Protocol):
+    """
+    What an extra connection from a client over its limit gets: closed at
+    once, nothing read, nothing written.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+
+@implementer(IProtocol)
+class _Guarded:
+    """
+    A connection's protocol as the transport sees it: forwards everything to
+    the real one, and keeps the connection's header deadline and its place
+    in the per-client count.
+
+    @ivar inner: the real protocol.
+    @ivar clientKey: the client address counted for this connection, if any.
+    """
+
+    transport: Any = None
+
+    def __init__(self, site: LimitedSite, inner: Any, clientKey: str | None) -> None:
+        self.inner = inner
+        self.clientKey = clientKey
+        self._site = site
+        self._deadline: IDelayedCall | None = None
+        self._requests = 0
+        self._firstData = True
+        self._watching = True
+        self._closed = False
+
+    # -- IProtocol ----------------------------------------------------------
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        self._site._guards[transport] = self
+        self._startDeadline()
+        self.inner.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        self.inner.connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._firstData:
+            self._firstData = False
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+                self._watching = False
+                self._cancelDeadline()
+        self.inner.dataReceived(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._closed = True
+        self._cancelDeadline()
+        self._site._connectionClosed(self)
+        self.inner.connectionLost(reason)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    # -- requests -----------------------------------------------------------
+
+    def requestStarted(self) -> None:
+        """
+        A request's header block is complete.
+        """
+        self._requests += 1
+        self._cancelDeadline()
+
+    def requestEnded(self, _: object = None) -> None:
+        """
+        A request's response is done (or its connection gone): with no other
+        request under way, the next header block's deadline starts.
+        """
+        self._requests -= 1
+        if not self._requests and not self._closed:
+            self._startDeadline()
+
+    # -- deadline -----------------------------------------------------------
+
+    def _startDeadline(self) -> None:
+        self._cancelDeadline()
+        timeout = self._site.headerTimeout
+        if timeout and self._watching:
+            self._deadline = self._site.reactor.callLater(timeout, self._timedOut)
+
+    def _cancelDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _timedOut(self) -> None:
+        log.info(
+            "closing {peer}: no complete request header within {timeout} s",
+            peer=str(self.transport.getPeer()), timeout=self._site.headerTimeout,
+        )
+        self._deadline = self._site.reactor.callLater(ABORT_AFTER, self.transport.abortConnection)
+        self.transport.loseConnection()
+
+
+class LimitedSite(StreamingSite):
+    """
+    A L{StreamingSite} with connection-level limits; see the module
+    docstring.
+
+    @ivar maxConnectionsPerClient: open connections one client address may
+        have; extra ones are closed as soon as they are accepted (0: no
+        limit). Connections over UNIX sockets are not counted.
+    @ivar headerTimeout: seconds to complete a request's header block
+        (0: no deadline beyond the idle timeout).
+    @ivar connections: open connections by client address.
+    """
+
+    def __init__(
+        self,
+        resource: Any,
+        *,
+        maxConnectionsPerClient: int = 0,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, **kwargs)
+        self.maxConnectionsPerClient = maxConnectionsPerClient
+        self.headerTimeout = headerTimeout
+        self.connections: dict[str, int] = {}
+        self._guards: dict[Any, _Guarded] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        key = getattr(addr, "host", None)
+        limit = self.maxConnectionsPerClient
+        if limit and key is not None and self.connections.get(key, 0) >= limit:
+            log.info(
+                "refusing a connection from {client}: {limit} already open",
+                client=key, limit=limit,
+            )
+            return _Refused()
+        if key is not None:
+            self.connections[key] = self.connections.get(key, 0) + 1
+        return _Guarded(self, super().buildProtocol(addr), key)
+
+    def getResourceFor(self, request: Any) -> Any:
+        guard = self._guards.get(getattr(request, "transport", None))
+        if guard is not None:
+            guard.requestStarted()
+            request.notifyFinish().addBoth(guard.requestEnded)
+        return super().getResourceFor(request)
+
+    def _connectionClosed(self, guard: _Guarded) -> None:
+        self._guards.pop(guard.transport, None)
+        key, guard.clientKey = guard.clientKey, None
+        if key is None:
+            return
+        count = self.connections.get(key, 0) - 1
+        if count > 0:
+            self.connections[key] = count
+        else:
+            self.connections.pop(key, None)
