@@ -27,6 +27,8 @@ setup(
             "psutil>=5.9",
         ],
         "bench": ["aiohttp>=3.9", "psutil>=5.9"],
+        # HTTP/2 over TLS (ALPN h2): twisted's h2 support.
+        "http2": ["twisted[http2]"],
         "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
     },
     entry_points={

@@ -11,7 +11,7 @@ stamp="$venv/.uploadsvc-installed"
 want=$(cat "$repo/setup.py" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e "$repo[test,bench]" --config-settings editable_mode=compat
+    "$venv/bin/python" -m pip install -q -e "$repo[test,bench,http2]" --config-settings editable_mode=compat
     echo "$want" > "$stamp"
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"

@@ -87,6 +87,8 @@ class ServerProcess:
         L{restart}).
     @ivar host: C{127.0.0.1}.
     @ivar extraArgs: the options after C{--root}/C{--listen}.
+    @ivar listen: the C{--listen} endpoint string.
+    @ivar scheme: C{https} for an C{ssl:} endpoint, else C{http}.
     @ivar logPath: the file that receives the server's stdout and stderr
         (appended to across restarts).
     @ivar tmpDir: the C{TMPDIR} of the server: L{tempfile.gettempdir} in the
@@ -105,6 +107,7 @@ class ServerProcess:
         command: Callable[[ServerProcess], Sequence[str]] | None = None,
         env: dict[str, str] | None = None,
         listenOptions: str = "",
+        listen: str | None = None,
     ) -> None:
         """
         @param root: the storage root; created if missing.
@@ -117,6 +120,10 @@ class ServerProcess:
         @param env: extra environment variables for the child.
         @param listenOptions: more options for the C{--listen} endpoint
             string, e.g. C{"backlog=512"}.
+        @param listen: the whole C{--listen} endpoint string instead of the
+            C{tcp:} one, with C{{port}} and C{{host}} filled in, e.g.
+            C{"ssl:{port}:privateKey=k.pem:certKey=c.pem:interface={host}"}
+            (then L{url} says C{https}).
         """
         self.root = os.path.abspath(root)
         self.parent = os.path.dirname(self.root)
@@ -125,9 +132,12 @@ class ServerProcess:
         self.extraArgs = tuple(extraArgs)
         self._command = command
         self._env = dict(env or {})
-        self.listen = f"tcp:{self.port}:interface={self.host}" + (
+        if listen is None:
+            listen = "tcp:{port}:interface={host}"
+        self.listen = listen.format(port=self.port, host=self.host) + (
             ":" + listenOptions if listenOptions else ""
         )
+        self.scheme = "https" if self.listen.startswith("ssl:") else "http"
         name = os.path.basename(self.root)
         self.logPath = os.path.join(self.parent, f"{name}.server-{self.port}.log")
         self.tmpDir = os.path.join(self.parent, f"{name}.server-tmp")
@@ -293,12 +303,12 @@ class ServerProcess:
 
     def url(self, path: str = "/") -> str:
         """
-        The C{http://} URL of C{path} (which is used as is, so it may carry
-        percent-escapes and a query).
+        The C{http://} (or C{https://}) URL of C{path} (which is used as is,
+        so it may carry percent-escapes and a query).
         """
         if not path.startswith("/"):
             path = "/" + path
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def peakRSS(self) -> int:
         """
@@ -377,7 +387,18 @@ class ServerRequests:
     reactor is left clean).
     """
 
-    def __init__(self, testCase: Any, server: ServerProcess, maxPersistent: int = 8) -> None:
+    def __init__(
+        self,
+        testCase: Any,
+        server: ServerProcess,
+        maxPersistent: int = 8,
+        contextFactory: Any = None,
+    ) -> None:
+        """
+        @param contextFactory: the agent's L{IPolicyForHTTPS} for an
+            C{https} server, e.g. a C{BrowserLikePolicyForHTTPS} trusting a
+            test CA (Twisted's default trusts the system's CAs).
+        """
         from twisted.internet import reactor
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -387,7 +408,12 @@ class ServerRequests:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = maxPersistent
         self.pool.retryAutomatically = False
-        self.client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        agent = (
+            Agent(reactor, pool=self.pool)
+            if contextFactory is None
+            else Agent(reactor, contextFactory, pool=self.pool)
+        )
+        self.client = treq.client.HTTPClient(agent)
         testCase.addCleanup(self.pool.closeCachedConnections)
 
     async def request(

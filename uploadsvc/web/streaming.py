@@ -18,9 +18,21 @@ is backwards. Here:
     C{resumeProducing} (send buffer drained) does not undo it, and the idle
     timeout is suspended while the server is the slow side.
 
-Requests without a body take Twisted's ordinary path. Every private name of
-twisted.web used by uploadsvc is used in this file, and C{tests/test_streaming}
-exercises each of them, so a Twisted upgrade that changes them fails loudly here.
+Requests without a body take Twisted's ordinary path.
+
+HTTP/2 (negotiated by ALPN over TLS when the C{h2} package is installed) gets
+the same treatment from L{StreamingH2Connection}, a small subclass of
+Twisted's C{H2Connection}: a stream whose HEADERS frame does not end it is
+rendered right away; its DATA goes to the receiver; a paused body stops
+granting flow-control window to its stream (the client's sender stalls, the
+connection's other streams go on), and resuming grants it again. A response
+that goes out before the body ended resets the stream with C{NO_ERROR}
+(RFC 9113 section 8.1) instead of closing the connection, and the window of
+every byte that nobody will read is handed back to the connection.
+
+Every private name of twisted.web used by uploadsvc is used in this file, and
+C{tests/test_streaming} and C{tests/test_streaming_h2} exercise each of them,
+so a Twisted upgrade that changes them fails loudly here.
 """
 
 from __future__ import annotations
@@ -28,18 +40,32 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any, Callable
 
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.client import ResponseDone
-from twisted.web.http import parse_qs
+from twisted.web.http import H2_ENABLED, parse_qs
 from zope.interface import implementer
 
 from uploadsvc.web.interfaces import IBodyReceiver
 
+if H2_ENABLED:
+    from h2.errors import ErrorCodes
+    from h2.exceptions import StreamClosedError
+    from h2.settings import SettingCodes
+    from twisted.web._http2 import H2Connection as _H2Connection
+    from twisted.web._http2 import H2Stream as _H2Stream
+else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
+    _H2Connection = _H2Stream = object  # type: ignore[misc,assignment]
+
 #: How much one socket read may return. Twisted's default is 64 KiB; larger
 #: reads mean fewer trips through the parser and the sink per GiB.
 DEFAULT_READ_SIZE = 256 * 1024
+
+#: The flow-control window HTTP/2 starts every stream and connection with
+#: (RFC 9113 section 6.9.2).
+_H2_DEFAULT_WINDOW = 65535
 
 
 def deliverBody(request: Any, receiver: IBodyReceiver) -> None:
@@ -69,6 +95,10 @@ def closeAfterResponse(request: Any) -> None:
     the client asked for: used when a request is taken over or its body is left
     unread.
     """
+    if getattr(request, "_http2", None) is not None:
+        # HTTP/2 has no Connection header: the stream is reset after the
+        # response instead (StreamingH2Connection._requestDone).
+        return
     if not request.startedWriting:
         request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
     channel = _channelOf(request)
@@ -84,7 +114,14 @@ def _channelOf(request: Any) -> Any:
 def abortRequest(request: Any) -> None:
     """
     Drop C{request}'s connection at once; no answer is owed. Used by takeover.
+
+    On HTTP/2 only the request's stream is reset (C{CANCEL}); the other
+    streams of the connection go on.
     """
+    stream = getattr(request, "_http2", None)
+    if stream is not None:
+        stream.abort()
+        return
     channel = _channelOf(request)
     if channel is not None and channel.transport is not None:
         channel.transport.abortConnection()
@@ -116,14 +153,14 @@ class _BodyProducer:
         self._request = request
 
     def pauseProducing(self) -> None:
-        channel = _channelOf(self._request)
-        if channel is not None:
-            channel._pauseBody("receiver")
+        gate = self._request._bodyGate()
+        if gate is not None:
+            gate._pauseBody("receiver")
 
     def resumeProducing(self) -> None:
-        channel = _channelOf(self._request)
-        if channel is not None:
-            channel._resumeBody("receiver")
+        gate = self._request._bodyGate()
+        if gate is not None:
+            gate._resumeBody("receiver")
 
     def stopProducing(self) -> None:
         abortRequest(self._request)
@@ -144,10 +181,21 @@ class StreamingRequest(server.Request):
     _receiver: IBodyReceiver | None = None
     _expectContinue = False
     _lostReason: Failure | None = None
+    #: The request's stream, when it came over HTTP/2.
+    _http2: _HTTP2Stream | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._early: list[bytes] = []
+
+    def _bodyGate(self) -> Any:
+        """
+        What pauses and resumes this request's body: its HTTP/2 stream, or
+        its HTTP/1.1 channel (L{None} once that is gone).
+        """
+        if self._http2 is not None:
+            return self._http2
+        return _channelOf(self)
 
     def _headersComplete(
         self, command: bytes, path: bytes, version: bytes, expectContinue: bool
@@ -165,18 +213,35 @@ class StreamingRequest(server.Request):
         if query:
             self.args = parse_qs(query, 1)
         # Nothing is read until the resource accepts the body.
-        self.channel._pauseBody("decision")
+        self._bodyGate()._pauseBody("decision")
         self.process()
 
+    def _http2HeadersReceived(self, stream: _HTTP2Stream, hasBody: bool) -> None:
+        """
+        All headers of an HTTP/2 request are in. With a body to come, render
+        now, as L{_headersComplete} does for HTTP/1.1; without one, take
+        Twisted's path (rendered when the stream ends).
+        """
+        self._http2 = stream
+        if hasBody:
+            self._headersComplete(stream.command, stream.path, b"HTTP/2", stream.expectContinue)
+        else:
+            self.content = BytesIO()
+
     def gotLength(self, length: int | None) -> None:
-        if not self.streaming:
-            super().gotLength(length)
+        if self.streaming:
+            return
+        if _onHTTP2(self):
+            # HTTP/2 states the length before anyone knows whether a body
+            # follows: _http2HeadersReceived decides, and nothing spools.
+            return
+        super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if not self.streaming:
             super().handleContentChunk(data)
-        elif self.finished or self._disconnected:
-            pass
+        elif self.finished or self._disconnected or not data:
+            pass  # (HTTP/2 may end a body with an empty DATA frame)
         elif self._receiver is not None:
             self._receiver.dataReceived(data)
         else:
@@ -219,10 +284,11 @@ class StreamingRequest(server.Request):
         elif self._lostReason is not None:
             receiver.connectionLost(self._lostReason)
         else:
+            gate = self._bodyGate()
             if self._expectContinue:
                 self._expectContinue = False
-                self.channel._send100Continue()
-            self.channel._resumeBody("decision")
+                gate._send100Continue()
+            gate._resumeBody("decision")
 
 
 class StreamingHTTPChannel(http.HTTPChannel):
@@ -315,19 +381,262 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self.setTimeout(timeOut)
 
 
+def _onHTTP2(request: Any) -> bool:
+    """
+    Whether C{request} arrived on an HTTP/2 stream.
+    """
+    return H2_ENABLED and isinstance(_channelOf(request), _H2Stream)
+
+
+class _HTTP2Stream:
+    """
+    One HTTP/2 stream as a L{StreamingRequest} sees it: what the HTTP/1.1
+    channel does for a request's body (pause, resume, C{100 Continue},
+    abort), done per stream.
+
+    Pausing the body pauses Twisted's C{H2Stream}: DATA that still arrives is
+    held there and, above all, not acknowledged, so no C{WINDOW_UPDATE} goes
+    out and the client can send at most the window it already had.
+
+    @ivar command: the request method.
+    @ivar path: the request target.
+    @ivar expectContinue: whether the client asked for C{100 Continue}.
+    """
+
+    def __init__(self, connection: StreamingH2Connection, stream: Any, expectContinue: bool) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._pauses: set[str] = set()
+        self.command: bytes = stream.command
+        self.path: bytes = stream.path
+        self.expectContinue = expectContinue
+
+    @property
+    def streamID(self) -> int:
+        return int(self._stream.streamID)
+
+    def _active(self) -> bool:
+        return self._connection.streams.get(self.streamID) is self._stream
+
+    def _pauseBody(self, reason: str) -> None:
+        if not self._pauses and self._active():
+            self._stream.pauseProducing()
+            self._connection._bodyPaused(self.streamID)
+        self._pauses.add(reason)
+
+    def _resumeBody(self, reason: str) -> None:
+        if reason not in self._pauses:
+            return
+        self._pauses.discard(reason)
+        if not self._pauses:
+            self._connection._bodyResumed(self.streamID)
+            if self._active():
+                # Hands over what was held, then acknowledges it.
+                self._stream.resumeProducing()
+
+    def _send100Continue(self) -> None:
+        if self._active():
+            self._stream._send100Continue()
+
+    def abort(self) -> None:
+        """
+        Reset the stream (C{CANCEL}) and tell the request its client is gone.
+        """
+        self._connection._abortStream(self.streamID, Failure(ConnectionAborted()))
+
+
+class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
+    """
+    Twisted's HTTP/2 connection, streaming request bodies: see the module
+    docstring.
+
+    @cvar streamWindow: the flow-control window each stream starts with: how
+        much of a body the client may send ahead of what was handed to the
+        receiver (Twisted's default is 64 KiB, too little for an upload
+        over a link with any latency).
+    @cvar connectionWindow: the window of the whole connection, larger than
+        one stream's so that a paused stream cannot stall the others; it also
+        bounds the body bytes held for one connection.
+    """
+
+    streamWindow = DEFAULT_READ_SIZE
+    connectionWindow = 4 * DEFAULT_READ_SIZE
+
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__(reactor)
+        self._heldContinues: set[int] = set()
+        self._pausedBodies: set[int] = set()
+        self._pausedTimeOut: int | float | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: self.streamWindow})
+        if self.connectionWindow > _H2_DEFAULT_WINDOW:
+            self.conn.increment_flow_control_window(self.connectionWindow - _H2_DEFAULT_WINDOW)
+        self._tryToWriteControlData()
+
+    def _requestReceived(self, event: Any) -> None:
+        """
+        A stream's headers are in: Twisted builds its C{H2Stream} and
+        request; a request with a body to come is rendered now.
+        """
+        super()._requestReceived(event)
+        streamID = event.stream_id
+        expectContinue = streamID in self._heldContinues
+        self._heldContinues.discard(streamID)
+        stream = self.streams[streamID]
+        request = stream._request
+        if isinstance(request, StreamingRequest):
+            hasBody = (
+                event.stream_ended is None
+                and request.requestHeaders.getRawHeaders(b"content-length") != [b"0"]
+            )
+            request._http2HeadersReceived(_HTTP2Stream(self, stream, expectContinue), hasBody)
+
+    def _send100Continue(self, streamID: int) -> None:
+        if streamID not in self.streams:
+            # The H2Stream asks while it is being built, before the request
+            # decided anything: held until the body is accepted.
+            self._heldContinues.add(streamID)
+            return
+        super()._send100Continue(streamID)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)
+        else:
+            # A frame read together with the one that made us let go of its
+            # stream: nobody reads it, only the connection's window is owed.
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+
+    def _requestDone(self, streamID: int) -> None:
+        """
+        Twisted lets go of a stream: its response ended, it was reset, or
+        the connection is gone.
+        """
+        stream = self.streams.get(streamID)
+        super()._requestDone(streamID)
+        self._bodyResumed(streamID)
+        if stream is None or not self._stillProducing:
+            return
+        h2stream = self.conn.streams.get(streamID)
+        if h2stream is not None and not h2stream.closed:
+            # Answered while the client still sends the body: ask it to stop
+            # (RFC 9113 section 8.1) instead of reading what nobody wants.
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        # Body bytes held for a paused stream were never acknowledged; hand
+        # their window back to the connection.
+        held = stream._inboundDataBuffer
+        owed = sum(length for _, length in held if length is not None)
+        held.clear()
+        if owed:
+            self.conn.acknowledge_received_data(owed, streamID)
+        self._tryToWriteControlData()
+
+    def _abortStream(self, streamID: int, reason: Failure) -> None:
+        stream = self.streams.get(streamID)
+        if stream is None:
+            return
+        try:
+            self.conn.reset_stream(streamID, ErrorCodes.CANCEL)
+        except StreamClosedError:
+            pass
+        if not self._tryToWriteControlData():
+            return  # the whole connection was dropped
+        stream.connectionLost(reason)
+        self._requestDone(streamID)
+
+    def _bodyPaused(self, streamID: int) -> None:
+        if not self._pausedBodies:
+            # The server is the slow side now: the idle timeout must not fire.
+            self._pausedTimeOut = self.setTimeout(None)
+        self._pausedBodies.add(streamID)
+
+    def _bodyResumed(self, streamID: int) -> None:
+        if streamID not in self._pausedBodies:
+            return
+        self._pausedBodies.discard(streamID)
+        if not self._pausedBodies:
+            timeOut, self._pausedTimeOut = self._pausedTimeOut, None
+            if timeOut is not None and self._stillProducing:
+                self.setTimeout(timeOut)
+
+
+class _NegotiatingChannel(http._GenericHTTPChannelProtocol):  # type: ignore[misc]
+    """
+    Twisted's protocol switch (HTTP/1.1, or HTTP/2 when TLS negotiated C{h2}
+    by ALPN), switching to L{StreamingH2Connection} where Twisted's would
+    switch to its own C{H2Connection}, which spools bodies.
+
+    It is the push producer of whichever channel is speaking.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if (
+            self._negotiatedProtocol is None
+            and H2_ENABLED
+            and getattr(self._channel.transport, "negotiatedProtocol", None) == b"h2"
+        ):
+            self._switchToHTTP2()
+        super().dataReceived(data)
+
+    def _switchToHTTP2(self) -> None:
+        # The steps of _GenericHTTPChannelProtocol.dataReceived, with our class.
+        old = self._channel
+        networkProducer = old._networkProducer
+        networkProducer.unregisterProducer()
+        old.setTimeout(None)
+        transport = old.transport
+        reactor = getattr(self._factory, "reactor", None)
+        channel: Any = StreamingH2Connection(reactor)
+        channel.requestFactory = self._requestFactory
+        channel.site = self._site
+        channel.factory = self._factory
+        channel.timeOut = self._timeOut
+        channel.callLater = self._callLater
+        self._channel = channel
+        channel.makeConnection(transport)
+        networkProducer.registerProducer(channel, True)
+        self._negotiatedProtocol = b"h2"  # type: ignore[assignment]
+
+    def pauseProducing(self) -> None:
+        self._channel.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._channel.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._channel.stopProducing()
+
+
+def _buildChannel(site: StreamingSite) -> _NegotiatingChannel:
+    """
+    The C{protocol} of L{StreamingSite}, as Twisted's HTTPFactory has it.
+    """
+    channel = StreamingHTTPChannel()
+    channel.readSize = site.readSize
+    return _NegotiatingChannel(channel)
+
+
 class StreamingSite(server.Site):
     """
     A L{Site} whose connections stream request bodies, see the module docstring.
+
+    It offers C{h2} and C{http/1.1} by ALPN when the C{h2} package is
+    installed (L{server.Site.acceptableProtocols}).
     """
 
-    protocol: Callable[[], http.HTTPChannel] = StreamingHTTPChannel  # type: ignore[assignment]
+    protocol: Callable[..., Any] = _buildChannel  # type: ignore[assignment]
     requestFactory = StreamingRequest
 
     def __init__(self, resource: Any, *, readSize: int = DEFAULT_READ_SIZE, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.readSize = readSize
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        channel.readSize = self.readSize
-        return channel
