@@ -1,0 +1,251 @@
+"""
+C{--workers N}: the supervisor in memory (spawn, restart with back-off,
+shutdown), and real worker processes behind one port (both serve, a killed
+worker comes back, takeover across workers).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.test_e2e_takeover import takeOver
+from uploadsvc.tap import Options, makeService
+from uploadsvc.testing.rawhttp import exchange, patternBytes
+from uploadsvc.testing.server import freePort, startServer
+from uploadsvc.workers import (
+    HEALTHY_AFTER,
+    RESTART_DELAY,
+    STOP_TIMEOUT,
+    WorkerPool,
+    workerCount,
+)
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, list[str], dict[int, Any]]] = []
+        self.processes: list[FakeProcess] = []
+
+    def __call__(self, protocol: Any, executable: str, argv: list[str], env: Any, childFDs: Any) -> FakeProcess:
+        self.calls.append((protocol, argv, childFDs))
+        process = FakeProcess(1000 + len(self.processes))
+        self.processes.append(process)
+        return process
+
+    def end(self, index: int, reason: Failure) -> None:
+        self.calls[index][0].processEnded(reason)
+
+
+class WorkerPoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.spawn = Spawner()
+        port = freePort()
+        self.pool = WorkerPool(
+            self.reactor, 2, [f"tcp:{port}:interface=127.0.0.1"], ["python", "run"], self.spawn
+        )
+        self.pool.startService()
+        self.addCleanup(self._stop)
+
+    def _stop(self) -> None:
+        if self.pool.running:
+            d = self.pool.stopService()
+            for i, _ in enumerate(self.spawn.calls):
+                if not self.spawn.calls[i][0].ended.called:
+                    self.spawn.end(i, Failure(ProcessDone(0)))
+            self.successResultOf(d)
+
+    def test_startsWorkersWithListeners(self) -> None:
+        """N workers start, each told which inherited descriptor to serve."""
+        self.assertEqual(len(self.spawn.calls), 2)
+        for _, argv, childFDs in self.spawn.calls:
+            self.assertEqual(argv[:2], ["python", "run"])
+            self.assertEqual(argv[2], "--inherit")
+            self.assertTrue(argv[3].startswith("3=tcp:"))
+            self.assertIn(3, childFDs)
+        # One SO_REUSEPORT socket per worker: different descriptors.
+        self.assertNotEqual(self.spawn.calls[0][2][3], self.spawn.calls[1][2][3])
+
+    def test_restartsDeadWorker(self) -> None:
+        """A worker that dies is started again after the restart delay."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.assertEqual(len(self.spawn.calls), 2)
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.assertEqual(sorted(self.pool.pids()), [1001, 1002])
+
+    def test_backOffWhileDyingYoung(self) -> None:
+        """Workers that keep dying young are restarted ever more slowly; a healthy one resets the delay."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.spawn.end(2, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 4)
+        self.reactor.advance(HEALTHY_AFTER)
+        self.spawn.end(3, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 5)
+
+    def test_signalsPassedOn(self) -> None:
+        """SIGHUP for the parent goes to every worker."""
+        self.pool.signalAll("HUP")
+        self.assertEqual([p.signals for p in self.spawn.processes], [["HUP"], ["HUP"]])
+
+    def test_stopTerminatesAndWaits(self) -> None:
+        """Stopping sends SIGTERM, waits for every worker, restarts none, and kills stragglers."""
+        d = self.pool.stopService()
+        self.assertEqual([p.signals for p in self.spawn.processes], [["TERM"], ["TERM"]])
+        self.spawn.end(0, Failure(ProcessDone(0)))
+        self.assertNoResult(d)
+        self.reactor.advance(STOP_TIMEOUT)
+        self.assertEqual(self.spawn.processes[1].signals, ["TERM", "KILL"])
+        self.spawn.end(1, Failure(ProcessTerminated(signal=9)))
+        self.successResultOf(d)
+        self.reactor.advance(RESTART_DELAY * 100)
+        self.assertEqual(len(self.spawn.calls), 2)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_auto(self) -> None:
+        """--workers auto means one per core."""
+        self.assertEqual(workerCount("auto"), os.cpu_count())
+        self.assertRaises(ValueError, workerCount, "0")
+
+    def test_workerArguments(self) -> None:
+        """A worker gets the parent's options but --workers, --listen and --inherit."""
+        options = Options()
+        options.parseOptions(
+            ["--root", "/srv/u", "--workers", "3", "--no-fsync", "--listen", "tcp:9:interface=127.0.0.1",
+             "--max-upload-size", "1000"]
+        )
+        args = options.workerArguments()
+        self.assertIn("--root=/srv/u", args)
+        self.assertIn("--no-fsync", args)
+        self.assertIn("--max-upload-size=1000", args)
+        self.assertFalse([a for a in args if a.startswith(("--workers", "--listen", "--inherit"))])
+
+    def test_parentServesNothing(self) -> None:
+        """With --workers 2 the service is only the supervisor; with --inherit a worker adopts its socket."""
+        reactor = MemoryReactorClock()
+        options = Options()
+        options.parseOptions(["--root", self.mktemp(), "--workers", "2"])
+        top = makeService(options, reactor)
+        self.assertEqual([type(s).__name__ for s in top], ["WorkerPool"])
+        options = Options()
+        options.parseOptions(["--root", self.mktemp(), "--inherit", "7=tcp:8080:interface=127.0.0.1"])
+        top = makeService(options, reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(reactor.adoptedPorts[0][0], 7)
+        self.assertEqual(reactor.tcpServers, [])
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        with open(path) as f:
+            found += [int(p) for p in f.read().split()]
+    return sorted(found)
+
+
+def cpuTicks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class RealWorkersTests(TestCase):
+    """
+    A real twistd uploadsvc --workers 2 on a loopback port.
+    """
+
+    timeout = 120
+
+    def startWorkers(self) -> Any:
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        server = startServer(self, os.path.join(base, "root"), "--workers", "2", "--idle-timeout", "300")
+        deadline = time.monotonic() + 20
+        while len(children(server.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(children(server.pid)), 2)
+        return server
+
+    def upload(self, port: int, path: str, seed: int) -> None:
+        data = patternBytes(seed, 0, 64 * 1024)
+        _, answer = exchange(port, "PUT", path, [("Content-Length", str(len(data)))], data, timeout=30)
+        self.assertEqual(answer.status, 201, answer.raw)
+
+    def test_bothWorkersServe(self) -> None:
+        """Uploads from many connections are spread over both workers."""
+        server = self.startWorkers()
+        pids = children(server.pid)
+        before = [cpuTicks(p) for p in pids]
+        for i in range(300):
+            self.upload(server.port, f"/spread/{i}.bin", i)
+        used = [cpuTicks(p) - b for p, b in zip(pids, before)]
+        self.assertTrue(all(u > 0 for u in used), used)
+
+    def test_killedWorkerComesBack(self) -> None:
+        """A worker killed with SIGKILL is replaced, and uploads keep working throughout."""
+        server = self.startWorkers()
+        victim = children(server.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        for i in range(20):
+            self.upload(server.port, f"/after/{i}.bin", 100 + i)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = children(server.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.05)
+        now = children(server.pid)
+        self.assertEqual(len(now), 2)
+        self.assertNotIn(victim, now)
+        for i in range(20):
+            self.upload(server.port, f"/again/{i}.bin", 200 + i)
+
+    def test_takeoverAcrossWorkers(self) -> None:
+        """A resume on the same port is served within 2 s whichever worker holds the stalled request."""
+        server = self.startWorkers()
+        for attempt in range(3):
+            waited, raw, data = takeOver(self, server.port, server.port, f"/tk/{attempt}.bin", 2.0)
+            with open(os.path.join(server.root, "tk", f"{attempt}.bin"), "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(data).digest())
+
+    def test_stopsCleanly(self) -> None:
+        """SIGTERM to the parent ends the workers too."""
+        server = self.startWorkers()
+        workers = children(server.pid)
+        server.terminate()
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{p}") for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for p in workers:
+            if os.path.exists(f"/proc/{p}/stat"):
+                with open(f"/proc/{p}/stat") as f:
+                    self.assertIn(") Z", f.read())  # reaped or a zombie of a gone parent
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", server.port)), 0)

@@ -1,0 +1,302 @@
+"""
+Several worker processes behind one set of listening sockets: C{--workers N}.
+
+The parent binds every C{--listen} endpoint itself, then starts N copies of
+C{twistd uploadsvc} that inherit the listening sockets (as descriptors 3, 4,
+...) and accept from them; the kernel hands each new connection to one of
+them. The parent serves nothing: it restarts a worker that dies, passes
+SIGHUP on, and on shutdown sends SIGTERM and waits for the workers to finish.
+Workers share the storage root; an upload written by one worker is taken
+over by another through the file store's locks and takeover markers.
+
+The sockets are made from the endpoint objects Twisted parses the strings
+into; reading their (private) attributes is confined to L{_bind}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import sys
+from typing import Any, Callable, Sequence
+
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+log = Logger()
+
+#: Seconds before a dead worker is started again; doubles while workers die
+#: young, up to L{MAX_RESTART_DELAY}.
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+#: A worker that lived this long is healthy: the delay goes back down.
+HEALTHY_AFTER = 10.0
+#: Seconds the workers get to finish on shutdown before SIGKILL.
+STOP_TIMEOUT = 20.0
+
+
+def workerCount(value: str) -> int:
+    """
+    C{--workers}: a positive number, or C{auto} for one per core.
+    """
+    if value == "auto":
+        return os.cpu_count() or 1
+    count = int(value)
+    if count < 1:
+        raise ValueError("--workers must be at least 1")
+    return count
+
+
+def _bind(description: str, reactor: Any, share: bool = False) -> tuple[socket.socket, int]:
+    """
+    Make the listening socket that C{description} asks for.
+
+    @param share: set C{SO_REUSEPORT} (TCP), so that several sockets, one per
+        worker, listen on one address and the kernel spreads the connections
+        over them; with one shared socket, the worker that happens to be
+        awake takes nearly every connection.
+    @return: the socket and its address family.
+    """
+    endpoint = endpoints.serverFromString(reactor, description)
+    backlog = getattr(endpoint, "_backlog", 50)
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        path = endpoint._address
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a leftover of an earlier run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, endpoint._mode)
+    elif isinstance(
+        endpoint,
+        (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint, endpoints.SSL4ServerEndpoint),
+    ):
+        family = (
+            socket.AF_INET6
+            if isinstance(endpoint, endpoints.TCP6ServerEndpoint)
+            else socket.AF_INET
+        )
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((endpoint._interface, endpoint._port))
+    else:
+        raise ValueError(f"--workers cannot share a {description.split(':')[0]} endpoint")
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock, sock.family
+
+
+def _withPort(description: str, port: int) -> str:
+    kind, rest = description.split(":", 1)
+    _, _, tail = rest.partition(":")
+    return f"{kind}:{port}" + (f":{tail}" if tail else "")
+
+
+def adoptedListener(
+    description: str, fd: int, factory: Any, reactor: Any
+) -> service.Service:
+    """
+    A service that serves C{factory} on the inherited listening socket C{fd},
+    made by the parent from C{description} (TLS is added here, in the
+    worker, for C{ssl:} endpoints).
+    """
+    endpoint = endpoints.serverFromString(reactor, description)
+    if isinstance(endpoint, endpoints.SSL4ServerEndpoint):
+        factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+    family = socket.AF_UNIX if isinstance(endpoint, endpoints.UNIXServerEndpoint) else (
+        socket.AF_INET6 if isinstance(endpoint, endpoints.TCP6ServerEndpoint) else socket.AF_INET
+    )
+    return _Adopted(fd, family, factory, reactor)
+
+
+class _Adopted(service.Service):
+    def __init__(self, fd: int, family: int, factory: Any, reactor: Any) -> None:
+        self._fd = fd
+        self._family = family
+        self._factory = factory
+        self._reactor = reactor
+        self._port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._port = self._reactor.adoptStreamPort(self._fd, self._family, self._factory)
+        os.close(self._fd)  # the port holds its own duplicate
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._port is not None:
+            return self._port.stopListening()
+        return None
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.started = 0.0
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.pool._ended(self, reason)
+
+
+class WorkerPool(service.Service):
+    """
+    Starts C{count} workers on the listening sockets of C{listen} and keeps
+    them running.
+
+    @param command: the worker's command line before its listeners, e.g.
+        C{[python, -c, run-twistd, -n, --pidfile=, uploadsvc, --root, ...]};
+        each listener is added as C{--inherit FD=DESCRIPTION}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        listen: Sequence[str],
+        command: Sequence[str],
+        spawn: Callable[..., Any] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._count = count
+        self._listen = list(listen)
+        self._command = list(command)
+        self._spawn = spawn
+        self._sockets: list[list[socket.socket]] = []  # per listener, per worker
+        self._workers: dict[int, tuple[_Worker, Any]] = {}
+        self._delay = RESTART_DELAY
+        self._stopping = False
+        self._previousHUP: Any = None
+
+    def privilegedStartService(self) -> None:
+        # Bind before dropping privileges, like twistd's own listeners.
+        super().privilegedStartService()
+        self._sockets = []
+        for description in self._listen:
+            first = _bind(description, self._reactor, share=True)[0]
+            if first.family == socket.AF_UNIX:
+                self._sockets.append([first] * self._count)
+            else:
+                port = first.getsockname()[1]  # the same port for all, even for :0
+                rest = [
+                    _bind(_withPort(description, port), self._reactor, share=True)[0]
+                    for _ in range(self._count - 1)
+                ]
+                self._sockets.append([first, *rest])
+
+    def startService(self) -> None:
+        if not self._sockets:
+            self.privilegedStartService()
+        super().startService()
+        self._stopping = False
+        for index in range(self._count):
+            self._start(index)
+        if self._reactor.__class__.__module__.startswith("twisted.internet."):
+            self._previousHUP = signal.signal(
+                signal.SIGHUP,
+                lambda *_: self._reactor.callFromThread(self.signalAll, "HUP"),
+            )
+        log.info(
+            "uploadsvc: {count} workers on {listen}",
+            count=self._count, listen=", ".join(self._listen),
+        )
+
+    def _start(self, index: int) -> None:
+        argv = list(self._command)
+        childFDs: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        for offset, (sockets, description) in enumerate(zip(self._sockets, self._listen)):
+            fd = 3 + offset
+            childFDs[fd] = sockets[index].fileno()
+            argv += ["--inherit", f"{fd}={description}"]
+        worker = _Worker(self, index)
+        worker.started = self._reactor.seconds()
+        spawn = self._spawn or self._reactor.spawnProcess
+        process = spawn(worker, argv[0], argv, env=dict(os.environ), childFDs=childFDs)
+        self._workers[index] = (worker, process)
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        if self._workers.get(worker.index, (None,))[0] is not worker:
+            return
+        del self._workers[worker.index]
+        if self._stopping:
+            return
+        lived = self._reactor.seconds() - worker.started
+        if lived >= HEALTHY_AFTER:
+            self._delay = RESTART_DELAY
+        log.warn(
+            "uploadsvc worker {index} ended ({why}) after {lived:.1f} s; "
+            "starting it again in {delay} s",
+            index=worker.index, why=reason.value, lived=lived, delay=self._delay,
+        )
+        self._reactor.callLater(self._delay, self._restart, worker.index)
+        self._delay = min(self._delay * 2, MAX_RESTART_DELAY)
+
+    def _restart(self, index: int) -> None:
+        if not self._stopping and index not in self._workers:
+            self._start(index)
+
+    def pids(self) -> list[int]:
+        """
+        The process ids of the running workers.
+        """
+        return [p.pid for _, p in self._workers.values() if p.pid is not None]
+
+    def signalAll(self, name: str) -> None:
+        for _, process in list(self._workers.values()):
+            try:
+                process.signalProcess(name)
+            except Exception:  # already gone
+                pass
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        self._stopping = True
+        if self._previousHUP is not None:
+            signal.signal(signal.SIGHUP, self._previousHUP)
+            self._previousHUP = None
+        waiting = [worker.ended for worker, _ in self._workers.values()]
+        self.signalAll("TERM")
+        kill = self._reactor.callLater(STOP_TIMEOUT, self.signalAll, "KILL")
+
+        def closed(_: object) -> None:
+            if kill.active():
+                kill.cancel()
+            for sockets in self._sockets:
+                for sock in set(sockets):
+                    sock.close()
+            self._sockets = []
+
+        return defer.DeferredList(waiting).addCallback(closed)
+
+
+def workerCommand(arguments: Sequence[str]) -> list[str]:
+    """
+    The command line of a worker: this Python running twistd in the
+    foreground with the given C{uploadsvc} arguments.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "--nodaemon",
+        "--pidfile=",
+        "uploadsvc",
+        *arguments,
+    ]
+
+
+def isCleanExit(reason: Failure) -> bool:
+    return reason.check(ProcessDone) is not None
