@@ -69,18 +69,21 @@ class MarkerTests(SynchronousTestCase):
 
 class CheckTakeoversTests(SynchronousTestCase):
     def test_interruptsLocalHolder(self) -> None:
-        """The app's look ends the local request holding an upload that another process wants, and only that one."""
+        """The app's look ends the local request holding the lock of an upload another process wants, and no other, not even one of its own that waits for that lock."""
         root = os.path.abspath(self.mktemp())
         store = FileStore(root, fsync=False)
         self.addCleanup(store.close)
         app = UploadApp(store, ImmediateRunner())
         interrupted: list[str] = []
-        app.writers.acquire("p-wanted", lambda: interrupted.append("wanted"))
-        app.writers.acquire("p-other", lambda: interrupted.append("other"))
-        open(os.path.join(root, ".uploadsvc", "takeover", "p-wanted"), "w").close()
+        for key in ("p-wanted", "p-other", "p-waiting"):
+            app.writers.acquire(key, lambda key=key: interrupted.append(key))
+        # Two of them hold the store's lock; p-waiting is still waiting for it.
+        app._staging["p-wanted"] = app._staging["p-other"] = object()  # type: ignore[assignment]
+        for key in ("p-wanted", "p-waiting"):
+            open(os.path.join(root, ".uploadsvc", "takeover", key), "w").close()
         app.checkTakeovers()
         app.checkTakeovers()
-        self.assertEqual(interrupted, ["wanted"])
+        self.assertEqual(interrupted, ["p-wanted"])
 
     def test_nothingHeldNoLook(self) -> None:
         """With no upload in progress, the look does not touch the disk."""
