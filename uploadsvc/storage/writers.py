@@ -54,6 +54,12 @@ class WriterRegistry:
             holder.interrupted = True
             holder.interrupt()
 
+    def isHeld(self, key: str) -> bool:
+        """
+        Whether a request of this process writes C{key} now.
+        """
+        return key in self._holders
+
     def held(self) -> list[str]:
         """
         The keys written by this process now.

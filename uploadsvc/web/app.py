@@ -332,6 +332,27 @@ class UploadApp:
             raise TooLarge(
                 "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
             )
+        key = self.store.keyFor(path)
+        decide = partial(
+            planWrite,
+            contentRange=rng if isinstance(rng, ContentRange) else None,
+            contentLength=length,
+            allowOverwrite=self.config.allowOverwrite,
+        )
+        busy = bool(self.config.maxUploads and self.writers.busy() >= self.config.maxUploads)
+        if not query and not self.writers.isHeld(key):
+            # The common case, nobody here writes this upload: take it now and
+            # check, lock and open in one trip to the disk pool.
+            release = await self._acquire(request, path)
+            try:
+                began = await self.runner.run(
+                    self._checkAndBegin, path, end, busy, rangeError or malformed,
+                    decide, _digestsB64(digests), self.writers.hashStates.pop(key, None),
+                )
+            except BaseException:
+                release()
+                raise
+            return await self._write(request, path, key, rng, digests, contentDigests, release, began)
         stored, stateError, free = await self.runner.run(self._precheck, path, query)
         # A body of unknown length must at least find the floor free.
         if not query and free - (end or 0) < self.config.minFreeBytes:
@@ -347,27 +368,64 @@ class UploadApp:
                     self.store.record, path, rng.total, _digestsB64(digests)
                 )
             return self._status(request, stored, forPut=True)
-        if self.config.maxUploads and self.writers.busy() >= self.config.maxUploads:
+        if busy:
             raise Busy("busy", "too many uploads in progress")
         if rangeError is not None:
             raise rangeError
         if malformed is not None:
             raise malformed
-
-        key = self.store.keyFor(path)
         release = await self._acquire(request, path)
-        staged: StagedFile | None = None
         try:
-            decide = partial(
-                planWrite,
-                contentRange=rng if isinstance(rng, ContentRange) else None,
-                contentLength=length,
-                allowOverwrite=self.config.allowOverwrite,
-            )
-            stored, plan, staged = await self.runner.run(
+            began = await self.runner.run(
                 self.store.begin, path, decide, _digestsB64(digests),
                 self.writers.hashStates.pop(key, None),
             )
+        except BaseException:
+            release()
+            raise
+        return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+
+    def _checkAndBegin(
+        self,
+        path: UploadPath,
+        end: int | None,
+        busy: bool,
+        headerError: UploadError | None,
+        decide: Callable[[Stored], Plan | AlreadyComplete],
+        digests: dict[str, str],
+        hashState: Any,
+    ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
+        """
+        Blocking: the refusals that need the disk, in PROTOCOL.md's order
+        (403 path, 507 space, then 503 and the header errors found earlier),
+        and then L{FileStore.begin} (whose decision gives the 409s).
+        """
+        _, _, free = self._precheck(path, False)
+        if free - (end or 0) < self.config.minFreeBytes:
+            raise InsufficientStorage("no-space", "not enough free disk space")
+        if busy:
+            raise Busy("busy", "too many uploads in progress")
+        if headerError is not None:
+            raise headerError
+        return self.store.begin(path, decide, digests, hashState)
+
+    async def _write(
+        self,
+        request: Any,
+        path: UploadPath,
+        key: str,
+        rng: ContentRange | RangeQuery | None,
+        digests: DigestSet,
+        contentDigests: DigestSet,
+        release: Callable[[], None],
+        began: tuple[Stored, Plan | AlreadyComplete, StagedFile | None],
+    ) -> bytes | None:
+        """
+        Stream the body of an accepted write into the staged upload and
+        answer (completion, or the new offset).
+        """
+        stored, plan, staged = began
+        try:
             if isinstance(plan, AlreadyComplete):
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
