@@ -20,6 +20,9 @@ setup(
         "pyOpenSSL>=24.0",
         "service-identity>=24.1",
         "attrs>=23.1",
+        # The client's progress bars (per file and overall, with rate): a
+        # small, well-kept library instead of our own terminal handling.
+        "tqdm>=4.66",
     ],
     extras_require={
         "test": [
@@ -32,7 +35,7 @@ setup(
         "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
     },
     entry_points={
-        "console_scripts": [],
+        "console_scripts": ["uploadsvc-upload = uploadsvc.client.cli:main"],
     },
     classifiers=[
         "Framework :: Twisted",

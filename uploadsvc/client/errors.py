@@ -11,6 +11,8 @@ out of Twisted's wrapper exceptions so the message names it.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -74,7 +76,7 @@ def _causes(failure: Failure) -> list[Failure]:
     return found or [failure]
 
 
-def _tlsProblem(failure: Failure) -> str | None:
+def _tlsProblem(failure: Failure, host: str) -> str | None:
     """
     A description of a certificate problem inside C{failure}, if that is
     what it is.
@@ -84,7 +86,7 @@ def _tlsProblem(failure: Failure) -> str | None:
 
     value = failure.value
     if isinstance(value, (VerificationError, CertificateError)):
-        return f"the certificate does not match the host name ({value})"
+        return f"the certificate does not match the host name {host!r}"
     if isinstance(value, SSL.Error):
         parts = []
         for item in value.args[0] if value.args and isinstance(value.args[0], list) else []:
@@ -122,7 +124,7 @@ def classifyFailure(failure: Failure, url: str) -> Retryable | Fatal:
         return failure.value  # type: ignore[return-value]
     causes = _causes(failure)
     for cause in causes:
-        problem = _tlsProblem(cause)
+        problem = _tlsProblem(cause, urlsplit(url).hostname or "")
         if problem is not None:
             return Fatal(f"TLS certificate verification failed for {url}: {problem}")
     for cause in causes:

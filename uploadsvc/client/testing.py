@@ -15,7 +15,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock, Cooperator
 from twisted.python.failure import Failure
@@ -46,7 +46,7 @@ class Simulation:
         self._work: list[_Work] = []
         self.cooperator = Cooperator(
             terminationPredicateFactory=lambda: lambda: True,
-            scheduler=self._schedule,
+            scheduler=self._schedule,  # type: ignore[arg-type]
         )
 
     def _schedule(self, f: Callable[[], object]) -> _Work:
@@ -59,6 +59,17 @@ class Simulation:
         Run C{f(*args)} at the next step, at the current time.
         """
         self._work.append(_Work(lambda: f(*args)))
+
+    def step(self, count: int = 1) -> None:
+        """
+        Run at most C{count} pieces of pending work, without moving time.
+        """
+        for _ in range(count):
+            if not self._work:
+                return
+            work = self._work.pop(0)
+            if not work.cancelled:
+                work.f()
 
     def run(self, d: Deferred[Any], limit: int = 500_000) -> Any:
         """
@@ -250,6 +261,21 @@ class FakeServer:
         headers: Headers | None = None,
         bodyProducer: Any = None,
     ) -> Deferred[Any]:
+        # Like Twisted's Agent with a connection pool, the Deferred handed
+        # out has already "fired" with the one that waits for the answer, so
+        # cancelling has to go through the chain.
+        inner = self._request(method, uri, headers, bodyProducer)
+        outer: Deferred[Any] = succeed(None)
+        outer.addCallback(lambda _: inner)
+        return outer
+
+    def _request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None,
+        bodyProducer: Any,
+    ) -> Deferred[Any]:
         path = urlsplit(uri.decode("ascii")).path
         record = RequestRecord(
             method,
@@ -332,7 +358,7 @@ class FakeServer:
             if upload.total != total:
                 self.sim.soon(producer.stopProducing)
                 return self._answerLater(
-                    FakeResponse(409, {b"Upload-Length": b"%d" % upload.total}, b"total differs")
+                    FakeResponse(409, {b"Upload-Length": b"%d" % (upload.total or 0)}, b"total differs")
                 )
             if upload.complete:
                 self.sim.soon(producer.stopProducing)
@@ -359,7 +385,7 @@ class FakeServer:
             finish()
             producer.stopProducing()
 
-        d = Deferred(canceller)
+        d: Deferred[Any] = Deferred(canceller)
 
         def lose() -> None:
             finish()
@@ -390,8 +416,8 @@ class FakeServer:
             if state["done"]:
                 return
             if isinstance(fault, CutAfter) and fault.n >= length:
-                response = self._respond(path, stored, record, fault)
-                del response
+                # The request is processed, but its answer is lost.
+                self._respond(path, stored, record, fault)
                 lose()
                 return
             finish()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import os
 import random
-from typing import IO, Any, Iterable, Mapping, Protocol
+from typing import IO, Any, Iterable, Mapping, Protocol, cast
 
 import attrs
 from twisted.internet.defer import (
@@ -40,7 +40,7 @@ from twisted.internet.defer import (
     DeferredSemaphore,
     gatherResults,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Cooperator, deferLater
 from twisted.python.failure import Failure
@@ -71,7 +71,17 @@ class IHTTPClient(Protocol):
     The part of L{treq.client.HTTPClient} the uploader uses.
     """
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Headers | None = None,
+        data: Any = None,
+        allow_redirects: bool = True,
+        unbuffered: bool = False,
+        reactor: Any = None,
+    ) -> Deferred[Any]:
         ...
 
 
@@ -181,7 +191,7 @@ class _BodyCollector(TwistedProtocol):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
 
 class _Watchdog:
@@ -212,7 +222,9 @@ class _Watchdog:
             return
         self._call = None
         self.fired = True
-        if self.current is not None and not self.current.called:
+        if self.current is not None:
+            # Also when it has "fired" with another Deferred it waits on
+            # (treq's chain does that): cancel() forwards to that one.
             self.current.cancel()
 
     def stop(self) -> None:
@@ -240,7 +252,11 @@ class Uploader:
     @ivar chunkSize: bytes per request, or L{None} for one long request per
         attempt.
     @ivar stallTimeout: seconds without progress after which an attempt is
-        abandoned (its connection aborted) and retried.
+        abandoned (its connection aborted) and retried. Progress is a block
+        of the file read for sending (which happens only while the socket
+        takes data) or an answer arriving; once the last block is written
+        the answer must come within this time, so it should exceed the time
+        the link needs to drain a full socket send buffer.
     """
 
     def __init__(
@@ -323,18 +339,21 @@ class Uploader:
         url: str,
         extra: Mapping[bytes, bytes],
         body: FileRangeProducer | None = None,
-        onActivity: Any = None,
+        activityHooks: list[Any] | None = None,
     ) -> _Answer:
         """
         Send one request and read its answer, abandoning it when nothing
         moves for L{stallTimeout} seconds.
 
+        @param activityHooks: the body's reader calls every function in this
+            list on each block; the stall watchdog adds its own.
+
         @raise Retryable: for network failures and stalls.
         @raise Fatal: for a bad certificate.
         """
         watchdog = _Watchdog(self._reactor, self.stallTimeout)
-        if body is not None and onActivity is not None:
-            onActivity.append(watchdog.touch)
+        if activityHooks is not None:
+            activityHooks.append(watchdog.touch)
         watchdog.start()
         try:
             d = self._http.request(

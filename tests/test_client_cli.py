@@ -1,0 +1,217 @@
+"""
+Tests for the command line (L{uploadsvc.client.cli}), the token and CA
+settings (L{uploadsvc.client.http}), the display (L{uploadsvc.client.progress})
+and the sorting of failures (L{uploadsvc.client.errors}).
+"""
+
+from __future__ import annotations
+
+import io
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import ResponseNeverReceived
+
+from uploadsvc.client.cli import Options, parseSize
+from uploadsvc.client.errors import Fatal, Retryable, classifyFailure
+from uploadsvc.client.http import ConfigError, authorizationHeaders
+from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
+from uploadsvc.client.uploader import UploadJob, UploadResult
+
+
+class ParseSizeTests(SynchronousTestCase):
+    """
+    L{parseSize}.
+    """
+
+    def test_sizes(self) -> None:
+        """
+        Plain numbers and K/M/G suffixes (powers of 1024, optional iB/B).
+        """
+        self.assertEqual(
+            [parseSize(s) for s in ("4096", "256K", "8M", "8MiB", "1g", "2kb")],
+            [4096, 256 * 1024, 8 << 20, 8 << 20, 1 << 30, 2048],
+        )
+
+    def test_bad(self) -> None:
+        """
+        Anything else, and zero, is refused.
+        """
+        for text in ("", "0", "-1", "1.5M", "12T", "K"):
+            self.assertRaises(ValueError, parseSize, text)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{Options}.
+    """
+
+    def test_sourcesAndURL(self) -> None:
+        """
+        The last argument is the URL, the others are sources; options map to
+        the retry policy.
+        """
+        options = Options()
+        options.parseOptions(
+            ["-p", "8", "--chunk-size", "4M", "--max-attempts", "0", "--give-up-after", "600", "a", "b", "http://h/"]
+        )
+        self.assertEqual((options["sources"], options["url"]), (["a", "b"], "http://h/"))
+        self.assertEqual((options["parallel"], options["chunk-size"]), (8, 4 << 20))
+        policy = options.retryPolicy()
+        self.assertEqual((policy.maxAttempts, policy.giveUpAfter), (None, 600.0))
+
+    def test_usageErrors(self) -> None:
+        """
+        Missing arguments and impossible values are usage errors.
+        """
+        for argv in (["only-url"], ["-p", "0", "a", "http://h/"], ["--chunk-size", "0", "a", "u"],
+                     ["--stall-timeout", "0", "a", "u"], ["--max-attempts", "-1", "a", "u"]):
+            self.assertRaises(UsageError, Options().parseOptions, argv)
+
+
+class AuthorizationTests(SynchronousTestCase):
+    """
+    L{authorizationHeaders}.
+    """
+
+    def tokenFile(self, content: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_fromFile(self) -> None:
+        """
+        The first line of the token file, stripped, is the bearer token; the
+        file wins over the environment.
+        """
+        path = self.tokenFile(b"  s3cr3t \nignored\n")
+        self.assertEqual(
+            authorizationHeaders(path, {"UPLOADSVC_TOKEN": "env"}), {"Authorization": "Bearer s3cr3t"}
+        )
+
+    def test_fromEnvironment(self) -> None:
+        """
+        Without a file, C{UPLOADSVC_TOKEN} is used; without either, no header.
+        """
+        self.assertEqual(authorizationHeaders(None, {"UPLOADSVC_TOKEN": "abc"}), {"Authorization": "Bearer abc"})
+        self.assertEqual(authorizationHeaders(None, {}), {})
+
+    def test_bad(self) -> None:
+        """
+        A missing or empty file, or a token with spaces or controls, is a
+        configuration error.
+        """
+        self.assertRaises(ConfigError, authorizationHeaders, self.mktemp(), {})
+        self.assertRaises(ConfigError, authorizationHeaders, self.tokenFile(b"\n"), {})
+        self.assertRaises(ConfigError, authorizationHeaders, self.tokenFile(b"a b\n"), {})
+        self.assertRaises(ConfigError, authorizationHeaders, None, {"UPLOADSVC_TOKEN": "a\rb"})
+
+
+class ClassifyTests(SynchronousTestCase):
+    """
+    L{classifyFailure}.
+    """
+
+    def test_networkRetryable(self) -> None:
+        """
+        Refused and lost connections are retried, named plainly.
+        """
+        refused = classifyFailure(Failure(ConnectionRefusedError()), "http://h/")
+        self.assertIsInstance(refused, Retryable)
+        self.assertEqual(refused.reason, "connection refused")
+        lost = classifyFailure(
+            Failure(ResponseNeverReceived([Failure(ConnectionLost())])), "http://h/"
+        )
+        self.assertEqual((type(lost), lost.reason), (Retryable, "connection lost"))
+
+    def test_tlsFatal(self) -> None:
+        """
+        Certificate problems, however deeply wrapped, are fatal and say so.
+        """
+        ssl = classifyFailure(
+            Failure(ResponseNeverReceived([Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))])),
+            "https://h.example/a",
+        )
+        self.assertIsInstance(ssl, Fatal)
+        self.assertEqual(
+            ssl.reason,
+            "TLS certificate verification failed for https://h.example/a:"
+            " TLS handshake failed: certificate verify failed",
+        )
+        name = classifyFailure(Failure(VerificationError(errors=[])), "https://h.example/a")
+        self.assertIsInstance(name, Fatal)
+        self.assertIn("does not match the host name 'h.example'", name.reason)
+
+    def test_localReadFatal(self) -> None:
+        """
+        An error reading the local file is not retried.
+        """
+        self.assertIsInstance(classifyFailure(Failure(PermissionError(13, "denied")), "u"), Fatal)
+
+
+def _result(name: str, ok: bool, size: int = 100, resumes: int = 0, error: str | None = None) -> UploadResult:
+    return UploadResult(UploadJob(name, "http://h/" + name, name), ok, size, error=error, resumes=resumes, bytesSent=size)
+
+
+class DisplayTests(SynchronousTestCase):
+    """
+    L{formatSummary}, L{ProgressDisplay} and L{LineDisplay}.
+    """
+
+    def test_summary(self) -> None:
+        """
+        The summary lists failures and skips, then the totals.
+        """
+        text = formatSummary(
+            [_result("a", True, 2048, 3), _result("b", False, 10, error="HTTP 409: exists")],
+            [("x/.hidden", "reserved")],
+            elapsed=1.25,
+        )
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "FAILED  b: HTTP 409: exists",
+                "skipped x/.hidden: reserved",
+                "1 of 2 files uploaded (2.0 KiB, 2.0 KiB sent, 3 resumes, 1.2 s)",
+            ],
+        )
+
+    def test_progressDisplay(self) -> None:
+        """
+        The bars show progress, resumes and results as lines above them.
+        """
+        stream = io.StringIO()
+        display = ProgressDisplay(200, 2, stream)
+        job = UploadJob("a", "http://h/a", "a")
+        display.started(job, 100)
+        display.progress(job, 60)
+        display.retrying(job, "connection lost", 0.5, 1)
+        display.resumed(job, 40)
+        display.progress(job, 100)
+        display.finished(_result("a", True))
+        display.close()
+        out = stream.getvalue()
+        self.assertIn("a: connection lost; retrying in 0.5 s (attempt 2)", out)
+        self.assertIn("a: resuming at 40 B", out)
+        self.assertIn("done a", out)
+        self.assertIn("all (1/2)", out)
+
+    def test_lineDisplay(self) -> None:
+        """
+        Without a terminal, one line per event.
+        """
+        stream = io.StringIO()
+        display = LineDisplay(stream)
+        job = UploadJob("a", "http://h/a", "a")
+        display.retrying(job, "stalled", 1.0, 2)
+        display.resumed(job, 2 * 1024 * 1024)
+        display.finished(_result("a", False, error="gave up"))
+        self.assertEqual(
+            stream.getvalue().splitlines(),
+            ["a: stalled; retrying in 1.0 s (attempt 3)", "a: resuming at 2.0 MiB", "FAILED a: gave up"],
+        )

@@ -1,0 +1,253 @@
+"""
+Tests for the client's TLS: certificates checked against the given CA (or
+the system store), host name included, with a clear failure and no retry on
+a bad certificate. A small in-process HTTPS server stands in for uploadsvc
+(HEAD 404, a whole-file PUT answered with its digest); the same checks
+against a real C{twistd uploadsvc} are in L{tests.test_e2e_client_tls}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import base64
+import ipaddress
+import random
+from typing import Any, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IReactorSSL
+from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.task import Cooperator
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from uploadsvc.client.backoff import RetryPolicy
+from uploadsvc.client.http import ConfigError, makeHTTPClient
+from uploadsvc.client.uploader import Uploader, UploadJob
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _keyPem(key: Any) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class TemporaryCA:
+    """
+    A throw-away certificate authority, made fresh for a test.
+
+    @ivar certPem: the CA certificate, PEM.
+    """
+
+    def __init__(self, name: str = "uploadsvc test CA") -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.certPem = _pem(self._cert)
+
+    def issue(self, dnsNames: list[str], ips: list[str] = []) -> tuple[bytes, bytes]:
+        """
+        A server certificate for C{dnsNames} and C{ips}.
+
+        @return: C{(key PEM, certificate PEM)}.
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dnsNames]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(dnsNames[0] if dnsNames else ips[0]))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return _keyPem(key), _pem(cert)
+
+
+class WholeFileResource(Resource):
+    """
+    Enough of uploadsvc for a one-request upload: HEAD is 404, a PUT is
+    stored and answered 201 with its Repr-Digest.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: dict[bytes, bytes] = {}
+        self.authorizations: list[bytes | None] = []
+
+    def render_HEAD(self, request: Any) -> bytes:
+        self.authorizations.append(request.getHeader(b"authorization"))
+        request.setResponseCode(404)
+        return b""
+
+    def render_PUT(self, request: Any) -> bytes:
+        self.authorizations.append(request.getHeader(b"authorization"))
+        body = request.content.read()
+        self.stored[request.path] = body
+        request.setResponseCode(201)
+        request.setHeader(b"Upload-Offset", b"%d" % len(body))
+        request.setHeader(b"Upload-Complete", b"?1")
+        request.setHeader(
+            b"Repr-Digest", b"sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()) + b":"
+        )
+        return b'{"path": "x"}'
+
+
+class TLSTests(TestCase):
+    """
+    Uploads over https to an in-process server with a test CA.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.ca = TemporaryCA()
+        self.resource = WholeFileResource()
+        self.content = random.Random(1).randbytes(5000)
+        self.path = self.mktemp()
+        with open(self.path, "wb") as f:
+            f.write(self.content)
+
+    def serve(self, keyPem: bytes, certPem: bytes) -> int:
+        """
+        Serve the resource over TLS with this key and certificate.
+
+        @return: the port.
+        """
+        options = PrivateCertificate.loadPEM(keyPem + certPem).options()
+        port = cast(IReactorSSL, reactor).listenSSL(0, Site(self.resource), options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return cast(IPv4Address, port.getHost()).port
+
+    def caFile(self, pem: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(pem)
+        return path
+
+    async def upload(self, url: str, caFile: str | None, headers: dict[str, str] | None = None) -> Any:
+        connection = makeHTTPClient(reactor, caFile=caFile)
+        self.addCleanup(connection.close)
+        cooperator = Cooperator(scheduler=lambda f: reactor.callLater(0, f))
+        self.addCleanup(cooperator.stop)
+        uploader = Uploader(
+            connection.http,
+            reactor,
+            cooperator,
+            retry=RetryPolicy(initialDelay=0.01, maxAttempts=5),
+            stallTimeout=10.0,
+            headers=headers,
+        )
+        return await uploader.upload(UploadJob(self.path, url))
+
+    async def test_goodCertificate(self) -> None:
+        """
+        A certificate from the given CA for the host name in the URL is
+        accepted, and the upload completes (with the token sent along).
+        """
+        port = self.serve(*self.ca.issue(["localhost"], ["127.0.0.1"]))
+        result = await self.upload(
+            f"https://localhost:{port}/a.bin", self.caFile(self.ca.certPem), {"Authorization": "Bearer t0k"}
+        )
+        self.assertEqual((result.ok, result.error), (True, None))
+        self.assertEqual(self.resource.stored[b"/a.bin"], self.content)
+        self.assertEqual(self.resource.authorizations, [b"Bearer t0k", b"Bearer t0k"])
+
+    async def test_ipAddressCertificate(self) -> None:
+        """
+        An https URL with an IP address is checked against the certificate's
+        IP address entries.
+        """
+        port = self.serve(*self.ca.issue(["localhost"], ["127.0.0.1"]))
+        result = await self.upload(f"https://127.0.0.1:{port}/b.bin", self.caFile(self.ca.certPem))
+        self.assertTrue(result.ok, result.error)
+
+    async def test_unknownAuthority(self) -> None:
+        """
+        A certificate from a CA that is not trusted fails the upload at once,
+        saying that verification failed, and nothing is retried or stored.
+        """
+        stranger = TemporaryCA("someone else")
+        port = self.serve(*stranger.issue(["localhost"], ["127.0.0.1"]))
+        result = await self.upload(f"https://localhost:{port}/a.bin", self.caFile(self.ca.certPem))
+        self.assertFalse(result.ok)
+        self.assertIn("TLS certificate verification failed", result.error)
+        self.assertIn("certificate verify failed", result.error)
+        self.assertEqual(result.resumes, 0)
+        self.assertEqual(self.resource.stored, {})
+        self.assertEqual(self.resource.authorizations, [])
+
+    async def test_systemStoreRefusesTestCA(self) -> None:
+        """
+        Without a CA file the system trust store is used, which does not
+        trust the test CA: a clear failure, not a silent fallback.
+        """
+        port = self.serve(*self.ca.issue(["localhost"], ["127.0.0.1"]))
+        result = await self.upload(f"https://localhost:{port}/a.bin", None)
+        self.assertFalse(result.ok)
+        self.assertIn("TLS certificate verification failed", result.error)
+        self.assertEqual(self.resource.stored, {})
+
+    async def test_wrongHostName(self) -> None:
+        """
+        A certificate from the trusted CA but for another host name fails,
+        saying so.
+        """
+        port = self.serve(*self.ca.issue(["other.example"]))
+        result = await self.upload(f"https://localhost:{port}/a.bin", self.caFile(self.ca.certPem))
+        self.assertFalse(result.ok)
+        self.assertIn("TLS certificate verification failed", result.error)
+        self.assertIn("does not match the host name", result.error)
+        self.assertEqual(self.resource.stored, {})
+        self.assertEqual(self.resource.authorizations, [])
+
+    def test_badCAFile(self) -> None:
+        """
+        A CA file without a certificate is a configuration error.
+        """
+        self.assertRaises(ConfigError, makeHTTPClient, reactor, caFile=self.caFile(b"nothing here"))
+        self.assertRaises(ConfigError, makeHTTPClient, reactor, caFile=self.mktemp())
