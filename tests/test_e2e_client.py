@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import reactor
-from twisted.internet.task import Cooperator, deferLater
+from twisted.internet.task import Cooperator
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
@@ -30,6 +30,7 @@ from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.producer import FileRangeProducer
 from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
+from uploadsvc.testing.polling import waitUntil
 from uploadsvc.testing.server import REPO_ROOT, startServer
 
 MiB = 1024 * 1024
@@ -55,17 +56,6 @@ def sha256File(path: str) -> str:
         for block in iter(lambda: f.read(MiB), b""):
             h.update(block)
     return h.hexdigest()
-
-
-async def waitUntil(predicate: Callable[[], bool], what: str, limit: int = 2000) -> None:
-    """
-    Poll C{predicate} every 10 ms, at most C{limit} times.
-    """
-    for _ in range(limit):
-        if predicate():
-            return
-        await deferLater(reactor, 0.01)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 if TYPE_CHECKING:

@@ -14,11 +14,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
+from uploadsvc.testing.polling import waitUntil
 
 
 class Recorder(Protocol):
@@ -64,17 +65,6 @@ class OneClient(ClientFactory):
     def buildProtocol(self, addr: Any) -> Recorder:
         self.connected.callback(self.protocol_)
         return self.protocol_
-
-
-async def waitUntil(predicate: Callable[[], bool], what: str, limit: int = 1000) -> None:
-    """
-    Poll C{predicate} every 10 ms, at most C{limit} times.
-    """
-    for _ in range(limit):
-        if predicate():
-            return
-        await deferLater(reactor, 0.01)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 if TYPE_CHECKING:
