@@ -10,7 +10,6 @@ one place, L{UploadApp.uploadError}.
 from __future__ import annotations
 
 import base64
-import json
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -40,13 +39,7 @@ from uploadsvc.protocol.decisions import (
     offsetHeaders,
     planWrite,
 )
-from uploadsvc.protocol.digests import (
-    DigestSet,
-    Hasher,
-    formatDigest,
-    newHasher,
-    parseDigestHeader,
-)
+from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.ranges import (
     ContentRange,
@@ -57,9 +50,11 @@ from uploadsvc.protocol.ranges import (
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
 from uploadsvc.storage.writers import WriterRegistry
+from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
+from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
 
 log = Logger()
@@ -104,10 +99,6 @@ def _shield(d: Deferred) -> Deferred:
     return out
 
 
-def _digestsB64(digests: DigestSet) -> dict[str, str]:
-    return {alg: base64.b64encode(v).decode("ascii") for alg, v in digests.values}
-
-
 class _RawPathRoot(Resource):
     """
     Hands the Klein app every path, leaving path rules to the handlers.
@@ -124,16 +115,15 @@ class _RawPathRoot(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Any, refuse: Callable[[Any, UploadError], bytes]) -> None:
+    def __init__(self, inner: Any) -> None:
         super().__init__()
         self._inner = inner
-        self._refuse = refuse
 
     def render(self, request: Any) -> Any:
         try:
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
-            return self._refuse(request, BadRequest("bad-host", "the Host header is not UTF-8"))
+            return refuse(request, BadRequest("bad-host", "the Host header is not UTF-8"))
         request.postpath = [b""]
         return self._inner.render(request)
 
@@ -165,7 +155,7 @@ class UploadApp:
         self.auth = auth
 
     def resource(self) -> Resource:
-        return _RawPathRoot(self.app.resource(), self._refuse)
+        return _RawPathRoot(self.app.resource())
 
     def checkTakeovers(self) -> Deferred | None:
         """
@@ -214,25 +204,14 @@ class UploadApp:
 
     @app.handle_errors(UploadError)
     def uploadError(self, request: Any, failure: Failure) -> bytes:
-        return self._refuse(request, failure.value)
+        return refuse(request, failure.value)
 
     @app.handle_errors(Exception)
     def internalError(self, request: Any, failure: Failure) -> bytes:
         if failure.check(CancelledError):
             return b""
         log.failure("uploadsvc internal error", failure)
-        return self._refuse(request, UploadError("internal", "internal server error"))
-
-    def _refuse(self, request: Any, error: UploadError) -> bytes:
-        request.setResponseCode(error.status)
-        for name, value in error.headers.items():
-            request.setHeader(name, value)
-        if error.status == 503:
-            request.setHeader(b"Retry-After", b"1")
-        body = error.reason.encode("utf-8") + b"\n"
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
+        return refuse(request, UploadError("internal", "internal server error"))
 
     def _path(self, request: Any) -> UploadPath:
         raw = request.uri.split(b"?", 1)[0]
@@ -242,7 +221,7 @@ class UploadApp:
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
         stored = await self.runner.run(self.store.inspect, path)
-        return self._status(request, checkQuery(self._known(path, stored), None), forPut=False)
+        return status(request, checkQuery(self._known(path, stored), None), forPut=False)
 
     def _known(self, path: UploadPath, stored: Stored) -> Stored:
         """
@@ -254,23 +233,6 @@ class UploadApp:
         if staged is None or not stored.incomplete or stored.total is not None:
             return stored
         return attrs.evolve(stored, total=staged.info.get("total"))
-
-    def _status(self, request: Any, stored: Stored, forPut: bool) -> bytes:
-        request.setHeader(b"Cache-Control", b"no-store")
-        if stored.incomplete:
-            request.setResponseCode(204)
-            for name, value in offsetHeaders(stored.offset).items():
-                request.setHeader(name, value)
-            if stored.total is not None:
-                request.setHeader(b"Upload-Length", b"%d" % stored.total)
-            return b""
-        size = stored.completeSize
-        assert size is not None
-        request.setResponseCode(200)
-        request.setHeader(b"Upload-Complete", b"?1")
-        request.setHeader(b"Upload-Offset", b"%d" % size)
-        request.setHeader(b"Content-Length", b"0" if forPut else b"%d" % size)
-        return b""
 
     # --- cancel ---------------------------------------------------------
 
@@ -304,7 +266,7 @@ class UploadApp:
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
         headers = request.requestHeaders
-        length = self._contentLength(request)
+        length = contentLength(request)
         rangeError: UploadError | None = None
         rng: ContentRange | RangeQuery | None = None
         rangeValue = headers.getRawHeaders(b"Content-Range")
@@ -319,15 +281,15 @@ class UploadApp:
             rangeError = e
         malformed: UploadError | None = None
         try:
-            digests = self._digestHeader(request, b"Repr-Digest")
-            contentDigests = self._digestHeader(request, b"Content-Digest")
+            digests = digestHeader(request, b"Repr-Digest")
+            contentDigests = digestHeader(request, b"Content-Digest")
         except UploadError as e:
             malformed = e
             digests = contentDigests = DigestSet()
 
         # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
         query = isinstance(rng, RangeQuery)
-        end = self._declaredEnd(rng, length)
+        end = declaredEnd(rng, length)
         if end is not None and end > self.config.maxUploadSize:
             raise TooLarge(
                 "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
@@ -347,7 +309,7 @@ class UploadApp:
             try:
                 began = await self.runner.run(
                     self._checkAndBegin, path, end, busy, rangeError or malformed,
-                    decide, _digestsB64(digests), self.writers.hashStates.pop(key, None),
+                    decide, digestsB64(digests), self.writers.hashStates.pop(key, None),
                 )
             except BaseException:
                 release()
@@ -365,9 +327,9 @@ class UploadApp:
             stored = checkQuery(self._known(path, stored), rng.total)
             if stored.incomplete and (rng.total is not None or digests):
                 await self.runner.run(
-                    self.store.record, path, rng.total, _digestsB64(digests)
+                    self.store.record, path, rng.total, digestsB64(digests)
                 )
-            return self._status(request, stored, forPut=True)
+            return status(request, stored, forPut=True)
         if busy:
             raise Busy("busy", "too many uploads in progress")
         if rangeError is not None:
@@ -377,7 +339,7 @@ class UploadApp:
         release = await self._acquire(request, path)
         try:
             began = await self.runner.run(
-                self.store.begin, path, decide, _digestsB64(digests),
+                self.store.begin, path, decide, digestsB64(digests),
                 self.writers.hashStates.pop(key, None),
             )
         except BaseException:
@@ -461,21 +423,12 @@ class UploadApp:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            request.setResponseCode(204)
-            for name, value in offsetHeaders(offset).items():
-                request.setHeader(name, value)
-            if total is not None:
-                request.setHeader(b"Upload-Length", b"%d" % total)
-            return b""
+            return progress(request, offset, total)
         finally:
             if staged is not None:
                 self._staging.pop(key, None)
                 staged.close()
             release()
-
-    def _digestHeader(self, request: Any, name: bytes) -> DigestSet:
-        values = request.requestHeaders.getRawHeaders(name)
-        return parseDigestHeader(b", ".join(values)) if values else DigestSet()
 
     def _streamedReprHashers(
         self, staged: StagedFile, stored: Stored, digests: DigestSet
@@ -508,21 +461,6 @@ class UploadApp:
         except UploadError as e:
             stateError = e
         return stored, stateError, self.store.freeBytes()
-
-    def _contentLength(self, request: Any) -> int | None:
-        value = request.requestHeaders.getRawHeaders(b"Content-Length")
-        if value is None:
-            return None
-        return int(value[-1])  # the channel refused non-digits already
-
-    def _declaredEnd(self, rng: Any, length: int | None) -> int | None:
-        """
-        The largest size the headers claim (a lying Content-Length counts).
-        """
-        claims = [length] if length is not None else []
-        if isinstance(rng, ContentRange):
-            claims.append(rng.total if rng.total is not None else rng.last + 1)
-        return max(claims, default=None)
 
     async def _receive(
         self,
@@ -608,7 +546,7 @@ class UploadApp:
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
         )
-        return self._completed(request, path, staged.offset, computed["sha-256"], replaced)
+        return completed(request, path, staged.offset, computed["sha-256"], 200 if replaced else 201)
 
     async def _completedAlready(
         self, request: Any, path: UploadPath, plan: AlreadyComplete, digests: DigestSet
@@ -618,24 +556,7 @@ class UploadApp:
         for alg, value in digests.values:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
-        request.setResponseCode(200)
-        return self._completed(request, path, plan.size, computed["sha-256"], True, code=200)
-
-    def _completed(
-        self, request: Any, path: UploadPath, size: int, sha256: bytes, replaced: bool,
-        code: int | None = None,
-    ) -> bytes:
-        request.setResponseCode(code or (200 if replaced else 201))
-        request.setHeader(b"Upload-Offset", b"%d" % size)
-        request.setHeader(b"Upload-Complete", b"?1")
-        request.setHeader(b"Location", path.location)
-        request.setHeader(b"Repr-Digest", formatDigest("sha-256", sha256))
-        body = json.dumps(
-            {"path": path.relative, "size": size, "sha256": sha256.hex()}
-        ).encode("utf-8")
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
+        return completed(request, path, plan.size, computed["sha-256"], 200)
 
 
 def _hashLane(
