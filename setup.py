@@ -28,11 +28,13 @@ setup(
         "test": [
             "hypothesis>=6.100",
             "psutil>=5.9",
+            # tests/test_typing.py: interfaces and their providers type-check.
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
         ],
         "bench": ["aiohttp>=3.9", "psutil>=5.9"],
         # HTTP/2 over TLS (ALPN h2): twisted's h2 support.
         "http2": ["twisted[http2]"],
-        "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
     },
     entry_points={
         "console_scripts": ["uploadsvc-upload = uploadsvc.client.cli:main"],

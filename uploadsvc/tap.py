@@ -198,8 +198,11 @@ class Options(usage.Options):
         These options again, for a worker: everything but C{--workers},
         C{--listen} and C{--inherit} (the parent passes the listeners).
         """
-        args = [f"--{name}" for name, *_ in self.optFlags if self[name]]
-        for name, _, default, *_ in self.optParameters:
+        flags: list[Any] = self.optFlags
+        parameters: list[Any] = self.optParameters
+        args = [f"--{flag[0]}" for flag in flags if self[flag[0]]]
+        for parameter in parameters:
+            name, default = parameter[0], parameter[2]
             if self[name] is not None and self[name] != default:
                 args.append(f"--{name}={self[name]}")
         return args

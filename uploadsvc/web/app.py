@@ -529,9 +529,9 @@ class UploadApp:
         """
         key = self.store.keyFor(path)
         self.writers.hashStates.pop(key, None)
-        wanted = dict(digests.values)
-        for alg, value in stored.digests.items():
-            wanted.setdefault(alg, base64.b64decode(value))
+        wanted: dict[str, bytes] = dict(digests.values)
+        for alg, recorded in stored.digests.items():
+            wanted.setdefault(alg, base64.b64decode(recorded))
         algs = set(wanted) | {"sha-256"}
         computed: dict[str, bytes] = dict(streamed or {})
         if staged.hasher is not None:

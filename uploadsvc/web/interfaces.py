@@ -4,6 +4,8 @@ Interfaces of the streaming request path.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
 
@@ -17,7 +19,7 @@ class IBodyReceiver(Interface):
     goes to it as it is decoded, never to twisted.web's spool.
     """
 
-    def makeConnection(producer: object) -> None:
+    def makeConnection(producer: IPushProducer) -> None:
         """
         The body starts to flow.
 
@@ -31,7 +33,7 @@ class IBodyReceiver(Interface):
         The next piece of the body, in order, transfer-coding removed.
         """
 
-    def connectionLost(reason: object) -> None:
+    def connectionLost(reason: Failure) -> None:
         """
         The body ended.
 

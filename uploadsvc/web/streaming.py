@@ -206,9 +206,9 @@ class StreamingRequest(server.Request):
         """
         self.streaming = True
         self._expectContinue = expectContinue
-        self.content = BytesIO()
+        self.content = BytesIO()  # type: ignore[assignment]
         self.method, self.uri, self.clientproto = command, path, version
-        self.args = {}
+        self.args = {}  # type: ignore[assignment]
         self.path, _, query = self.uri.partition(b"?")
         if query:
             self.args = parse_qs(query, 1)
@@ -226,7 +226,7 @@ class StreamingRequest(server.Request):
         if hasBody:
             self._headersComplete(stream.command, stream.path, b"HTTP/2", stream.expectContinue)
         else:
-            self.content = BytesIO()
+            self.content = BytesIO()  # type: ignore[assignment]
 
     def gotLength(self, length: int | None) -> None:
         if self.streaming:
@@ -309,7 +309,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = self.readSize
+            self.transport.bufferSize = self.readSize  # type: ignore[union-attr]
 
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
