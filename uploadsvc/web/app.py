@@ -220,19 +220,9 @@ class UploadApp:
     # --- status ---------------------------------------------------------
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
+        writing = self._staging.get(self.store.keyFor(path))
         stored = await self.runner.run(self.store.inspect, path)
-        return status(request, checkQuery(self._known(path, stored), None), forPut=False)
-
-    def _known(self, path: UploadPath, stored: Stored) -> Stored:
-        """
-        Add what a request of this process writing the upload knows but has
-        not written down yet (the store records the total only when a request
-        ends without completing the upload).
-        """
-        staged = self._staging.get(self.store.keyFor(path))
-        if staged is None or not stored.incomplete or stored.total is not None:
-            return stored
-        return attrs.evolve(stored, total=staged.info.get("total"))
+        return status(request, checkQuery(_known(writing, stored), None), forPut=False)
 
     # --- cancel ---------------------------------------------------------
 
@@ -315,6 +305,7 @@ class UploadApp:
                 release()
                 raise
             return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+        writing = self._staging.get(key)
         stored, stateError, free = await self.runner.run(self._precheck, path, query)
         # A body of unknown length must at least find the floor free.
         if not query and free - (end or 0) < self.config.minFreeBytes:
@@ -324,7 +315,7 @@ class UploadApp:
                 raise malformed
             if stateError is not None:
                 raise stateError
-            stored = checkQuery(self._known(path, stored), rng.total)
+            stored = checkQuery(_known(writing, stored), rng.total)
             if stored.incomplete and (rng.total is not None or digests):
                 await self.runner.run(
                     self.store.record, path, rng.total, digestsB64(digests)
@@ -557,6 +548,19 @@ class UploadApp:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
         return completed(request, path, plan.size, computed["sha-256"], 200)
+
+
+def _known(writing: StagedFile | None, stored: Stored) -> Stored:
+    """
+    Add to C{stored} what the request of this process that was writing the
+    upload when the query arrived knows but may not have written down yet:
+    the store records the total only when a request ends without completing
+    the upload, which can be just after the query read the disk. (The staged
+    file's metadata stays readable after it is closed.)
+    """
+    if writing is None or not stored.incomplete or stored.total is not None:
+        return stored
+    return attrs.evolve(stored, total=writing.info.get("total"))
 
 
 def _hashLane(
