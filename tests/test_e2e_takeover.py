@@ -1,7 +1,7 @@
 """
 PROTOCOL.md section 5 across processes: a writer on one server takes an upload
 over from a stalled request held by another server process sharing the same
-storage folder, through the flock and the takeover marker.
+storage folder, through the byte-range lock and the takeover marker.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ One writer per upload within a process, and the newest writer wins.
 A new write request for an upload whose earlier request is still open (often a
 half-dead connection on a flaky link that the server has not noticed yet) asks
 the holder to let go; the holder's request is ended, keeps what it stored, and
-releases; then the newest waiter gets the upload. Across processes the flock
-in L{uploadsvc.storage.filestore} keeps writers apart.
+releases; then the newest waiter gets the upload. Across processes the
+byte-range lock and takeover markers of L{uploadsvc.storage.filestore} do it.
 """
 
 from __future__ import annotations
