@@ -1,7 +1,7 @@
 """
 The deployment files in tap-configs/ are runnable as written: the .tac starts
-a real service, the systemd unit's command line is valid, the nginx config
-streams bodies and passes the raw URI.
+a real service under twistd -ny, the systemd unit's command line is valid, the
+nginx config passes nginx -t, streams bodies and passes the raw URI.
 """
 
 from __future__ import annotations
@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import time
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.tap import Options
+from uploadsvc.testing.rawhttp import exchange
+from uploadsvc.testing.server import REPO_ROOT, freePort
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 
@@ -86,3 +91,52 @@ class NginxConfigTests(SynchronousTestCase):
             )
         result = subprocess.run([nginx, "-t", "-c", conf, "-p", tmp], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class TacTests(TestCase):
+    """
+    tap-configs/uploadsvc.tac runs as written under twistd -ny.
+    """
+
+    timeout = 60
+
+    def test_servesUploads(self) -> None:
+        """twistd -ny uploadsvc.tac serves the root and port given in its environment."""
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        root = os.path.join(base, "root")
+        port = freePort()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env["UPLOADSVC_ROOT"] = root
+        env["UPLOADSVC_LISTEN"] = f"tcp:{port}:interface=127.0.0.1"
+        env["UPLOADSVC_ARGS"] = "--no-fsync"
+        log = open(os.path.join(base, "twistd.log"), "wb")
+        self.addCleanup(log.close)
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-ny", os.path.join(CONFIGS, "uploadsvc.tac"), "--pidfile="],
+            cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+        def stop() -> None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        body = b"from the tac\n"
+        _, answer = exchange(port, "PUT", "/tac/t.txt", [("Content-Length", str(len(body)))], body, timeout=20)
+        self.assertEqual(answer.status, 201, answer.raw)
+        with open(os.path.join(root, "tac", "t.txt"), "rb") as f:
+            self.assertEqual(f.read(), body)
