@@ -249,3 +249,25 @@ class RealWorkersTests(TestCase):
                     self.assertIn(") Z", f.read())  # reaped or a zombie of a gone parent
         with socket.socket() as s:
             self.assertNotEqual(s.connect_ex(("127.0.0.1", server.port)), 0)
+
+    def test_workersEndWithSupervisor(self) -> None:
+        """When the supervisor dies by SIGKILL, its workers end too: no orphan keeps serving the port."""
+        server = self.startWorkers()
+        workers = children(server.pid)
+        server.kill9()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([p for p in workers if _alive(p)], [])
+
+
+def _alive(pid: int) -> bool:
+    """
+    Whether C{pid} runs (a zombie waiting for its reaper does not).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return ") Z" not in f.read()
+    except FileNotFoundError:
+        return False
+

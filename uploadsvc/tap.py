@@ -26,7 +26,13 @@ from uploadsvc.web.auth import (
 )
 from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT, LimitedSite
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE
-from uploadsvc.workers import WorkerPool, adoptedListener, workerCommand, workerCount
+from uploadsvc.workers import (
+    WorkerPool,
+    adoptedListener,
+    followSupervisor,
+    workerCommand,
+    workerCount,
+)
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -343,6 +349,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     takeovers.clock = reactor
     takeovers.setServiceParent(top)
     if options["inherit"]:
+        followSupervisor()
         for fd, description in options["inherit"]:
             adoptedListener(description, fd, site, reactor).setServiceParent(top)
     else:

@@ -42,6 +42,29 @@ HEALTHY_AFTER = 10.0
 STOP_TIMEOUT = 20.0
 
 
+#: The environment variable that tells a worker its supervisor's pid.
+SUPERVISOR_PID = "UPLOADSVC_SUPERVISOR_PID"
+
+
+def followSupervisor(environ: Any = os.environ) -> None:
+    """
+    In a worker: end (SIGTERM) when the supervisor dies, however it dies
+    (even by SIGKILL), so that no orphan keeps serving its sockets. Linux'
+    C{PR_SET_PDEATHSIG}; elsewhere nothing happens.
+    """
+    expected = environ.get(SUPERVISOR_PID)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(expected):
+        # The supervisor died before the line above took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def workerCount(value: str) -> int:
     """
     C{--workers}: a positive number, or C{auto} for one per core.
@@ -224,7 +247,8 @@ class WorkerPool(service.Service):
         worker = _Worker(self, index)
         worker.started = self._reactor.seconds()
         spawn = self._spawn or self._reactor.spawnProcess
-        process = spawn(worker, argv[0], argv, env=dict(os.environ), childFDs=childFDs)
+        env = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
+        process = spawn(worker, argv[0], argv, env=env, childFDs=childFDs)
         self._workers[index] = (worker, process)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
