@@ -217,6 +217,40 @@ class HeaderTimeTests(SynchronousTestCase):
         self.assertIn(b"\r\n\r\nok", transport.value())
 
 
+def sinkReceivers(
+    runner: ManualRunner,
+    written: list[bytes],
+    sinks: list[FileSink],
+    high: int,
+    low: int,
+    ended: Callable[[object, Any, UploadReceiver], object],
+) -> Callable[[Any], UploadReceiver]:
+    """
+    A receiver factory for L{BodyResource}: each body goes to a L{FileSink}
+    on C{runner} (writes completed by the test) that records into
+    C{written}; C{ended(outcome, request, receiver)} is called when the
+    body ends.
+    """
+
+    def makeReceiver(request: Any) -> UploadReceiver:
+        def makeSink(producer: Any) -> FileSink:
+            sink = FileSink(
+                runner,
+                lambda chunks: written.extend(bytes(c) for c in chunks),
+                producer,
+                high,
+                low,
+            )
+            sinks.append(sink)
+            return sink
+
+        receiver = UploadReceiver(makeSink, 0, None, lambda: AssertionError())
+        receiver.ended.addCallback(ended, request, receiver)
+        return receiver
+
+    return makeReceiver
+
+
 class FlowControlTests(SynchronousTestCase):
     """
     A slow disk pauses the client's connection, and only the sink resumes it.
@@ -230,24 +264,9 @@ class FlowControlTests(SynchronousTestCase):
         self.runner = ManualRunner()
         self.written: list[bytes] = []
         self.sinks: list[FileSink] = []
-
-        def makeReceiver(request: Any) -> UploadReceiver:
-            def makeSink(producer: Any) -> FileSink:
-                sink = FileSink(
-                    self.runner,
-                    lambda chunks: self.written.extend(bytes(c) for c in chunks),
-                    producer,
-                    self.HIGH,
-                    self.LOW,
-                )
-                self.sinks.append(sink)
-                return sink
-
-            receiver = UploadReceiver(makeSink, 0, None, lambda: AssertionError())
-            receiver.ended.addCallback(self.ended, request, receiver)
-            return receiver
-
-        self.resource = BodyResource(makeReceiver)
+        self.resource = BodyResource(
+            sinkReceivers(self.runner, self.written, self.sinks, self.HIGH, self.LOW, self.ended)
+        )
         self.channel, self.transport = connect(self.resource, self.clock)
 
     def ended(self, outcome: object, request: Any, receiver: UploadReceiver) -> None:

@@ -20,11 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 from twisted.web.http import H2_ENABLED
 
-from tests.test_streaming import TIMEOUT, BodyResource, RecordingReceiver
-from uploadsvc.errors import UploadError
+from tests.test_streaming import TIMEOUT, BodyResource, RecordingReceiver, sinkReceivers
 from uploadsvc.sink import FileSink
 from uploadsvc.testing.runners import ManualRunner
-from uploadsvc.web.receiver import COMPLETE, UploadReceiver
+from uploadsvc.web.receiver import COMPLETE
 from uploadsvc.web.streaming import (
     StreamingH2Connection,
     StreamingHTTPChannel,
@@ -480,23 +479,10 @@ class SinkTests(SynchronousTestCase):
         self.written: list[bytes] = []
         self.sinks: list[FileSink] = []
         self.outcomes: list[object] = []
-
-        def makeReceiver(request: Any) -> UploadReceiver:
-            def makeSink(producer: Any) -> FileSink:
-                sink = FileSink(
-                    self.runner,
-                    lambda chunks: self.written.extend(bytes(c) for c in chunks),
-                    producer,
-                    self.HIGH,
-                    self.LOW,
-                )
-                self.sinks.append(sink)
-                return sink
-
-            receiver = UploadReceiver(makeSink, 0, None, lambda: UploadError("unexpected", "no limit in this test"))
-            receiver.ended.addCallback(self.outcomes.append)
-            return receiver
-
+        makeReceiver = sinkReceivers(
+            self.runner, self.written, self.sinks, self.HIGH, self.LOW,
+            lambda outcome, request, receiver: self.outcomes.append(outcome),
+        )
         self.client = connect(BodyResource(makeReceiver), self.clock)
 
     def test_slowDiskSlowsSender(self) -> None:

@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
-from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -320,7 +319,3 @@ def workerCommand(arguments: Sequence[str]) -> list[str]:
         "uploadsvc",
         *arguments,
     ]
-
-
-def isCleanExit(reason: Failure) -> bool:
-    return reason.check(ProcessDone) is not None

@@ -60,12 +60,6 @@ class WriterRegistry:
         """
         return key in self._holders
 
-    def held(self) -> list[str]:
-        """
-        The keys written by this process now.
-        """
-        return list(self._holders)
-
     def busy(self) -> int:
         """
         How many uploads are being written now.
