@@ -634,13 +634,13 @@ class LinkTests(FileStoreTestsMixin, SynchronousTestCase):
 
     def test_hashCompleteRefusesLink(self) -> None:
         """
-        C{hashComplete} does not follow a link at the destination.
+        C{hashComplete} does not follow a link at the destination: a 409.
         """
         target = os.path.join(self.outside, "target")
         with open(target, "wb") as f:
             f.write(b"target")
         os.symlink(target, os.path.join(self.root, "f.bin"))
-        self.assertRaises(OSError, self.store.hashComplete, parseRelativePath("f.bin"), ["sha-256"])
+        self.assertRaises(Conflict, self.store.hashComplete, parseRelativePath("f.bin"), ["sha-256"])
 
     def test_deleteThroughLinkRefused(self) -> None:
         """

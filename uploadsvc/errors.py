@@ -8,6 +8,7 @@ a response in exactly one place.
 
 from __future__ import annotations
 
+import errno
 from typing import Mapping
 
 
@@ -72,3 +73,77 @@ class Busy(UploadError):
 
 class InsufficientStorage(UploadError):
     status = 507
+
+
+class StorageFault(UploadError):
+    """
+    The server cannot do its part because of its own storage, not because of
+    the request: answered with a one-line reason, and logged (one line, with
+    C{detail}) for the operator, without a traceback.
+
+    @ivar detail: what the operator needs to know (paths, the system's
+        message); never sent to the client.
+    """
+
+    status = 500
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        detail: str = "",
+        headers: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        super().__init__(code, reason, headers)
+        self.detail = detail or reason
+
+
+class UnsafeState(StorageFault):
+    """
+    A symbolic link, a hard link or a file of the wrong kind in the server's
+    own folder (C{.uploadsvc}): planted by someone who can write under the
+    root. It is refused, never followed or repaired; an operator must look.
+    """
+
+    status = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "unsafe-state",
+            "the server's upload state holds a link or an unexpected file; "
+            "an operator must remove it",
+            detail,
+        )
+
+
+class StorageUnavailable(StorageFault):
+    """
+    The storage cannot be written now (read-only, not permitted, its folder
+    gone): nothing stored is lost, and a later try may succeed.
+    """
+
+    status = 503
+
+    def __init__(self, code: str, reason: str, detail: str = "") -> None:
+        super().__init__(code, reason, detail, {b"Retry-After": b"60"})
+
+
+def storageRefusal(error: BaseException) -> UploadError | None:
+    """
+    The refusal due for an error of the storage that is no fault of the
+    server's code: a full disk or inode table (C{507}), a read-only or
+    forbidden folder (C{503}). L{None} for anything else (a bug: 500 with a
+    traceback).
+    """
+    if not isinstance(error, OSError) or error.errno is None:
+        return None
+    detail = f"{error.strerror}: {error.filename}" if error.filename else str(error.strerror)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("no-space", "the disk is full (no space or no free inodes)")
+    if error.errno == errno.EROFS:
+        return StorageUnavailable("read-only", "the storage is read-only", detail)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return StorageUnavailable(
+            "not-permitted", "the server is not permitted to write to its storage", detail
+        )
+    return None

@@ -30,21 +30,27 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat
+import threading
 import time
 import zlib
 from typing import Any, Callable, Iterable, Sequence
 
-from uploadsvc.errors import Busy, Conflict
+from twisted.logger import Logger
+
+from uploadsvc.errors import Busy, Conflict, StorageFault, StorageUnavailable, UnsafeState
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.storage import statedir
 from uploadsvc.storage.locks import RegionLocks
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
+from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
 
-STATE_DIR = ".uploadsvc"
+__all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
+
+log = Logger()
 _READ_SIZE = 1024 * 1024
 
 
@@ -113,6 +119,7 @@ class StagedFile:
         """
         if self.store.fsync:
             os.fsync(self.fd)
+        self.store._checkAlive(self)
         if self.infoDirty:
             self.store._writeInfo(self.key, self.info)
             self.infoDirty = False
@@ -163,23 +170,86 @@ class FileStore:
         self._state = os.path.join(self.root, STATE_DIR)
         self._uploads = os.path.join(self._state, "uploads")
         self._takeovers = os.path.join(self._state, "takeover")
-        for d in (self.root, self._state, self._uploads, self._takeovers):
-            os.makedirs(d, exist_ok=True)
-        self._rootFD = openRoot(self.root)
-        self._uploadsFD = os.open(self._uploads, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._locks = RegionLocks(os.path.join(self._state, "lock"))
+        os.makedirs(self.root, exist_ok=True)
+        self._reopening = threading.Lock()
+        self._retired: list[tuple[int, StateDir, RegionLocks]] = []
+        self._openRoot()
+
+    def _openRoot(self) -> None:
+        """
+        Open the root, its state folder (never through a link: see
+        L{statedir}) and the lock file.
+        """
+        rootFD = openRoot(self.root)
+        try:
+            state = StateDir(rootFD)
+            try:
+                locks = RegionLocks(state.lockPath(os.path.join(self._state, "lock")))
+            except BaseException:
+                state.close()
+                raise
+        except BaseException:
+            os.close(rootFD)
+            raise
+        st = os.fstat(rootFD)
+        self._rootID = (st.st_dev, st.st_ino)
+        self._rootFD, self._stateDir, self._locks = rootFD, state, locks
+
+    def _fresh(self) -> None:
+        """
+        Notice that the root was removed (and perhaps made again), or that a
+        folder of the state was replaced, since they were opened, and open
+        them again: the store goes on without a restart, and never writes
+        into a removed folder.
+
+        @raise StorageUnavailable: the root is missing.
+        @raise UnsafeState: the state folder is a link now.
+        """
+        if self._current():
+            return
+        with self._reopening:
+            if self._current():
+                return
+            old = (self._rootFD, self._stateDir, self._locks)
+            self._openRoot()
+            # Requests under way may still use the old descriptors (and hold
+            # locks in the old lock file): they are closed with the store.
+            self._retired.append(old)
+        log.warn("{root} or its state folder was replaced: opened again", root=self.root)
+
+    def _current(self) -> bool:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise StorageUnavailable(
+                "root-missing", "the server's storage folder is missing",
+                f"the storage root {self.root} does not exist",
+            ) from None
+        return (st.st_dev, st.st_ino) == self._rootID and self._stateDir.matches(self._rootFD)
 
     def close(self) -> None:
-        os.close(self._rootFD)
-        os.close(self._uploadsFD)
-        self._locks.close()
+        for rootFD, state, locks in [*self._retired, (self._rootFD, self._stateDir, self._locks)]:
+            os.close(rootFD)
+            state.close()
+            locks.close()
+        self._retired = []
 
     @staticmethod
     def keyFor(path: UploadPath) -> str:
         return "p-" + hashlib.sha256(path.relative.encode("utf-8")).hexdigest()
 
     def _folder(self, key: str) -> str:
-        return os.path.join(self._uploads, "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF))
+        return os.path.join(self._uploads, self._shardName(key))
+
+    @staticmethod
+    def _shardName(key: str) -> str:
+        return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)
+
+    def _where(self, key: str, suffix: str) -> str:
+        """
+        A state file's path relative to the root, for the operator's log.
+        """
+        return f"{STATE_DIR}/uploads/{self._shardName(key)}/{key}{suffix}"
 
     def _data(self, key: str) -> str:
         return os.path.join(self._folder(key), key + ".data")
@@ -188,24 +258,96 @@ class FileStore:
         return os.path.join(self._folder(key), key + ".json")
 
     def _readInfo(self, key: str) -> dict[str, Any] | None:
-        try:
-            with open(self._info(key), "rb") as f:
-                return json.load(f)  # type: ignore[no-any-return]
-        except FileNotFoundError:
+        """
+        The upload's metadata; L{None} when it has none, or when its
+        C{.json} is unreadable (the data file's size is the offset anyway;
+        the total and digests are learnt again from the next request, whose
+        end rewrites the file).
+        """
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is None:
             return None
+        try:
+            return statedir.readJSON(folder, key + ".json", self._where(key, ".json"))
+        except CorruptState as e:
+            log.warn("ignoring the unreadable metadata of an upload: {why}", why=e.args[0])
+            return None
+        finally:
+            os.close(folder)
 
-    def inspect(self, path: UploadPath, durable: bool = True) -> Stored:
+    def _openData(self, key: str, create: bool, truncate: bool = False) -> int | None:
+        """
+        Open the upload's data file, never through a link nor a file with
+        another name: for reading only (it must work on a read-only disk),
+        or for writing and reading (made when missing).
+
+        @param truncate: empty it (after the checks: never another file).
+        @return: the descriptor, or L{None} when there is no data file and
+            C{create} is false.
+        """
+        folder = self._stateDir.shard(self._shardName(key), create)
+        if folder is None:
+            return None
+        try:
+            fd = statedir.openFile(
+                folder, key + ".data", os.O_RDWR | os.O_CREAT if create else os.O_RDONLY,
+                self._where(key, ".data"),
+            )
+        finally:
+            os.close(folder)
+        if fd is None and create:
+            raise StorageFault(
+                "staged-gone", "the staged upload was removed from the server's disk",
+                f"{self._where(key, '.data')} was removed as it was opened",
+            )
+        if fd is not None and truncate:
+            os.ftruncate(fd, 0)
+        return fd
+
+    def _unlinkInfo(self, key: str) -> None:
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is not None:
+            try:
+                statedir.unlinkFile(folder, key + ".json", self._where(key, ".json"))
+            finally:
+                os.close(folder)
+
+    def _checkAlive(self, staged: StagedFile) -> None:
+        """
+        Before an offset is reported: the staged file still has its one
+        name (the root may have been removed under it).
+        """
+        links = os.fstat(staged.fd).st_nlink
+        if links == 0:
+            raise StorageFault(
+                "staged-gone", "the staged upload was removed from the server's disk",
+                f"{self._where(staged.key, '.data')} was removed while being written",
+            )
+        if links != 1:
+            raise UnsafeState(
+                f"{self._where(staged.key, '.data')} has {links} names (a hard link)"
+            )
+
+    def inspect(self, path: UploadPath, durable: bool = True, strict: bool = False) -> Stored:
         """
         What is stored for C{path}: the offset of an incomplete upload and
         the size of a complete file.
 
         @param durable: fsync the staged bytes before reporting their count
             (an offset sent to a client must be durable).
+        @param strict: the answer tells a client what is at the path (a
+            status query, a cancel): an entry there that is not a regular
+            file (a symbolic link, a FIFO) is refused rather than reported
+            as a complete file, unless an incomplete upload is staged for
+            the path. (For a write it counts as an existing entry.)
         @raise Forbidden: the path crosses a symbolic link.
         @raise Conflict: a parent of the path is a file, or the path is a
-            folder.
+            folder (or, if C{strict}, a link or another kind of entry).
+        @raise UnsafeState: the staged files are links or not regular.
         """
+        self._fresh()
         completeSize = None
+        oddEntry = None
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             try:
@@ -215,20 +357,23 @@ class FileStore:
             if st is not None:
                 if stat.S_ISDIR(st.st_mode):
                     raise Conflict("is-folder", f"{path.relative!r} is a folder")
+                if strict and not stat.S_ISREG(st.st_mode):
+                    oddEntry = _notAFile(path, st)
                 completeSize = st.st_size
         key = self.keyFor(path)
-        try:
-            fd = os.open(self._data(key), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = self._openData(key, create=False)
+        if fd is None:
+            if oddEntry is not None:
+                raise oddEntry
             return Stored(completeSize=completeSize)
-        info = self._readInfo(key)
-        if info is None:
-            info = {}
-            if self.fsync and durable:
-                # Named by no synced metadata yet (a crash in its first
-                # request): make its name durable before reporting it.
-                self._syncFolder(key)
         try:
+            info = self._readInfo(key)
+            if info is None:
+                info = {}
+                if self.fsync and durable:
+                    # Named by no synced metadata yet (a crash in its first
+                    # request): make its name durable before reporting it.
+                    self._syncFolder(key)
             offset = os.fstat(fd).st_size
             if self.fsync and durable:
                 os.fsync(fd)  # everything up to the size read above is durable
@@ -267,6 +412,7 @@ class FileStore:
             C{lockWait}.
         """
         key = self.keyFor(path)
+        self._fresh()
         self._lock(key)
         try:
             stored = self.inspect(path, durable=False)
@@ -299,19 +445,12 @@ class FileStore:
         if digests:
             info["digests"] = {**info.get("digests", {}), **digests}
             dirty = True
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         if plan.startOver:
-            flags |= os.O_TRUNC
             # Metadata of an earlier upload (or one a crash left behind) must
             # not describe the new bytes, even if we crash before the next sync.
-            _unlinkMissingOK(self._info(key))
-        try:
-            fd = os.open(self._data(key), flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(self._folder(key), exist_ok=True)
-            if self.fsync:
-                fsyncFolder(self._uploadsFD)
-            fd = os.open(self._data(key), flags, 0o644)
+            self._unlinkInfo(key)
+        fd = self._openData(key, create=True, truncate=plan.startOver)
+        assert fd is not None
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
@@ -327,10 +466,13 @@ class FileStore:
         Remember a total or digests learnt from a request that carried no data.
         """
         key = self.keyFor(path)
+        self._fresh()
         self._lock(key)
         try:
-            if not os.path.exists(self._data(key)):
+            fd = self._openData(key, create=False)
+            if fd is None:
                 return
+            os.close(fd)
             info = self._readInfo(key) or {"path": path.relative, "created": time.time()}
             if total is not None:
                 info["total"] = total
@@ -341,18 +483,21 @@ class FileStore:
             self._unlock(key)
 
     def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
-        tmp = self._info(key) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(info, f)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self._info(key))
-        if self.fsync:
-            self._syncFolder(key)
+        """
+        Replace the upload's C{.json} atomically (see L{statedir.writeJSON}:
+        a temp file of its own, so that writers running at once never mix).
+        """
+        folder = self._stateDir.shard(self._shardName(key), create=True)
+        assert folder is not None
+        try:
+            statedir.writeJSON(folder, key + ".json", info, self.fsync)
+        finally:
+            os.close(folder)
 
     def _syncFolder(self, key: str) -> None:
-        fd = os.open(self._folder(key), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = self._stateDir.shard(self._shardName(key), create=False)
+        if fd is None:
+            return
         try:
             fsyncFolder(fd)
         finally:
@@ -364,24 +509,24 @@ class FileStore:
         takeover request for it (see L{pendingTakeovers}) and wait up to
         C{lockWait} seconds for it to let go.
         """
-        marker = os.path.join(self._takeovers, key)
+        state = self._stateDir
         if self._locks.tryLock(key):
             # A marker left by a writer that gave up would end this request;
             # a writer still waiting makes its marker again within 50 ms.
-            _unlinkMissingOK(marker)
+            state.dropMarker(key)
             return
         deadline = time.monotonic() + self.lockWait
         try:
             while True:
                 # (Re)made each round: the holder may have just cleared it.
-                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                state.touchMarker(key)
                 time.sleep(0.05)
                 if self._locks.tryLock(key):
                     return
                 if time.monotonic() >= deadline:
                     raise Busy("locked", "the upload is being written by another process")
         finally:
-            _unlinkMissingOK(marker)
+            state.dropMarker(key)
 
     def _unlock(self, key: str) -> None:
         self._locks.unlock(key)
@@ -391,31 +536,43 @@ class FileStore:
         Keys of uploads that a writer in another process (or host) waits for:
         whoever holds one of them here should end its request.
         """
-        return os.listdir(self._takeovers)
+        return self._stateDir.markers()
 
     def hashStaged(self, staged: StagedFile, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the staged bytes from disk (after a restart, or for
         algorithms not computed while streaming).
         """
-        fd = os.open(self._data(staged.key), os.O_RDONLY | os.O_CLOEXEC)
-        return _hashFD(fd, algorithms)
+        return _hashFD(staged.fd, algorithms)
 
     def hashComplete(self, path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the complete file at C{path} (a retried final request).
         """
+        self._fresh()
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is None:
             raise FileNotFoundError(path.relative)
         try:
-            fd = os.open(
-                path.components[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                dir_fd=parentFD,
-            )
+            name = path.components[-1]
+            try:
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=parentFD,
+                )
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                raise _notAFile(path, os.lstat(name, dir_fd=parentFD)) from None
         finally:
             os.close(parentFD)
-        return _hashFD(fd, algorithms)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _notAFile(path, st)
+            return _hashFD(fd, algorithms)
+        finally:
+            os.close(fd)
 
     def complete(self, path: UploadPath, staged: StagedFile, allowOverwrite: bool) -> bool:
         """
@@ -426,10 +583,13 @@ class FileStore:
         @raise Forbidden: the path crosses a symbolic link (planted since).
         @raise Conflict: a file is there and overwrite is off, or a parent is
             a file.
+        @raise UnsafeState: the staged file's name leads elsewhere now.
         """
         try:
             if self.fsync:
                 os.fsync(staged.fd)
+            self._fresh()
+            self._checkAlive(staged)
             parentFD = openParent(
                 self._rootFD, path.components[:-1], create=True, durable=self.fsync
             )
@@ -441,9 +601,7 @@ class FileStore:
                     raise Conflict("is-folder", f"{path.relative!r} is a folder")
                 if st is not None and not allowOverwrite:
                     raise Conflict("exists", f"{path.relative!r} already exists")
-                os.rename(
-                    self._data(staged.key), name, dst_dir_fd=parentFD,
-                )
+                self._moveStaged(staged, parentFD, name)
                 if self.fsync:
                     fsyncFolder(parentFD)
             finally:
@@ -451,10 +609,40 @@ class FileStore:
             # Not fsync'd: metadata that comes back after a power loss
             # without its data file reads as nothing there.
             if staged.infoOnDisk:
-                _unlinkMissingOK(self._info(staged.key))
+                self._unlinkInfo(staged.key)
             return st is not None
         finally:
             staged.close()
+
+    def _moveStaged(self, staged: StagedFile, parentFD: int, name: str) -> None:
+        """
+        Rename the staged file onto C{name} in C{parentFD}, only if its name
+        in the state folder still leads to the file written (a link swapped
+        in would otherwise become the destination).
+        """
+        key = staged.key
+        where = self._where(key, ".data")
+        gone = StorageFault(
+            "staged-gone", "the staged upload was removed from the server's disk",
+            f"{where} was removed before its upload completed",
+        )
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is None:
+            raise gone
+        try:
+            try:
+                statedir.checkStaged(staged.fd, folder, key + ".data", where)
+            except FileNotFoundError:
+                raise gone from None
+            os.rename(key + ".data", name, src_dir_fd=folder, dst_dir_fd=parentFD)
+        finally:
+            os.close(folder)
+        # Swapped in the instant between the check and the rename: take it
+        # out of the destination again (unlinking never follows a link).
+        moved = os.lstat(name, dir_fd=parentFD)
+        if (moved.st_dev, moved.st_ino) != (os.fstat(staged.fd).st_dev, os.fstat(staged.fd).st_ino):
+            os.unlink(name, dir_fd=parentFD)
+            raise UnsafeState(f"{where} was replaced while being moved into place")
 
     def rollback(self, staged: StagedFile, offset: int) -> None:
         """
@@ -470,6 +658,11 @@ class FileStore:
         Takes the upload's lock (C{Busy} if another process keeps it).
         """
         key = self.keyFor(path)
+        self._fresh()
+        # The same path rules as every other request: through a link, 403.
+        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
+        if parentFD is not None:
+            os.close(parentFD)
         self._lock(key)
         try:
             return self._discard(key)
@@ -487,21 +680,30 @@ class FileStore:
             staged.close()
 
     def _discard(self, key: str) -> bool:
-        _unlinkMissingOK(self._info(key))
-        try:
-            os.unlink(self._data(key))
-        except FileNotFoundError:
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is None:
             return False
-        return True
+        try:
+            statedir.unlinkFile(folder, key + ".json", self._where(key, ".json"))
+            return statedir.unlinkFile(folder, key + ".data", self._where(key, ".data"))
+        finally:
+            os.close(folder)
 
     def deleteComplete(self, path: UploadPath) -> bool:
         """
-        Remove a complete file (only when the server allows deletes).
+        Remove a complete file (only when the server allows deletes): a
+        regular file, never a link or another kind of entry.
         """
+        self._fresh()
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is None:
             return False
         try:
+            st = lstatAt(parentFD, path.components[-1])
+            if st is None:
+                return False
+            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                raise _notAFile(path, st)
             try:
                 os.unlink(path.components[-1], dir_fd=parentFD)
             except FileNotFoundError:
@@ -515,24 +717,32 @@ class FileStore:
             os.close(parentFD)
 
     def freeBytes(self) -> int:
-        st = os.statvfs(self.root)
+        st = os.statvfs(self._rootFD)
         return st.f_bavail * st.f_frsize
 
 
 def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
+    """
+    Digest the whole file open as C{fd} (read by position: a descriptor
+    being written keeps its own).
+    """
     hashers = {alg: hashlib.new(alg.replace("-", "")) for alg in algorithms}
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(_READ_SIZE):
-            for h in hashers.values():
-                h.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _READ_SIZE, offset):
+        offset += len(chunk)
+        for h in hashers.values():
+            h.update(chunk)
     return {alg: h.digest() for alg, h in hashers.items()}
 
 
-def _unlinkMissingOK(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _notAFile(path: UploadPath, st: os.stat_result) -> Conflict:
+    """
+    The refusal for an entry at the destination that is no uploaded file:
+    a symbolic link (never followed) or a FIFO, socket or device.
+    """
+    if stat.S_ISLNK(st.st_mode):
+        return Conflict("is-link", f"{path.relative!r} is a symbolic link, not an uploaded file")
+    return Conflict("not-a-file", f"{path.relative!r} is not a regular file")
 
 
 def isNoSpace(error: BaseException) -> bool:

@@ -23,7 +23,7 @@ def refuse(request: Any, error: UploadError) -> bytes:
     request.setResponseCode(error.status)
     for name, value in error.headers.items():
         request.setHeader(name, value)
-    if error.status == 503:
+    if error.status == 503 and b"Retry-After" not in error.headers:
         request.setHeader(b"Retry-After", b"1")
     body = error.reason.encode("utf-8") + b"\n"
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")

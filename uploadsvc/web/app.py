@@ -28,8 +28,10 @@ from uploadsvc.errors import (
     InsufficientStorage,
     MethodNotAllowed,
     NotFound,
+    StorageFault,
     TooLarge,
     UploadError,
+    storageRefusal,
 )
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
@@ -204,12 +206,29 @@ class UploadApp:
 
     @app.handle_errors(UploadError)
     def uploadError(self, request: Any, failure: Failure) -> bytes:
-        return refuse(request, failure.value)
+        error = failure.value
+        if isinstance(error, StorageFault):
+            # The operator's one line: the client only gets the reason.
+            log.error(
+                "{method} {uri}: {status} {code}: {detail}",
+                method=request.method.decode("latin-1"), uri=_loggable(request.uri),
+                status=error.status, code=error.code, detail=error.detail,
+            )
+        return refuse(request, error)
 
     @app.handle_errors(Exception)
     def internalError(self, request: Any, failure: Failure) -> bytes:
         if failure.check(CancelledError):
             return b""
+        refusal = storageRefusal(failure.value)
+        if refusal is not None:
+            # The disk's answer, not a bug: one line, no traceback.
+            log.error(
+                "{method} {uri}: {status} {code}: {error}",
+                method=request.method.decode("latin-1"), uri=_loggable(request.uri),
+                status=refusal.status, code=refusal.code, error=failure.value,
+            )
+            return refuse(request, refusal)
         log.failure("uploadsvc internal error", failure)
         return refuse(request, UploadError("internal", "internal server error"))
 
@@ -221,7 +240,8 @@ class UploadApp:
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
         writing = self._staging.get(self.store.keyFor(path))
-        stored = await self.runner.run(self.store.inspect, path)
+        # strict: a link (or FIFO) at the path is no complete upload (409).
+        stored = await self.runner.run(self.store.inspect, path, True, True)
         return status(request, checkQuery(_known(writing, stored), None), forPut=False)
 
     # --- cancel ---------------------------------------------------------
@@ -233,7 +253,7 @@ class UploadApp:
                 self.writers.hashStates.pop(self.store.keyFor(path), None)
                 request.setResponseCode(204)
                 return b""
-            stored = await self.runner.run(self.store.inspect, path)
+            stored = await self.runner.run(self.store.inspect, path, True, True)
             if stored.completeSize is None:
                 raise NotFound("not-found", "no upload at this path")
             if not self.config.allowDelete:
@@ -446,7 +466,7 @@ class UploadApp:
         stateError = None
         stored = Stored()
         try:
-            stored = self.store.inspect(path, durable)
+            stored = self.store.inspect(path, durable, True)
         except Forbidden:
             raise
         except UploadError as e:
@@ -548,6 +568,14 @@ class UploadApp:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
         return completed(request, path, plan.size, computed["sha-256"], 200)
+
+
+def _loggable(uri: bytes) -> str:
+    """
+    A request's path for the log: without its query (which may carry a
+    signature or a token).
+    """
+    return uri.split(b"?", 1)[0].decode("latin-1")
 
 
 def _known(writing: StagedFile | None, stored: Stored) -> Stored:

@@ -1,0 +1,366 @@
+"""
+The server's own folder, C{<root>/.uploadsvc}, never reached through a link.
+
+Its names are predictable (C{uploads/<xx>/<key>.data}), so anyone who can
+write under the root could plant a symbolic link, a hard link or a FIFO
+there, and a server that opened its staging files by path would read,
+overwrite, append to or rename a file outside the root. So every folder here
+is opened relative to its parent's descriptor with C{O_NOFOLLOW}, every file
+with C{O_NOFOLLOW} and then checked to be a regular file with a single link,
+and temp files get an unguessable name and C{O_EXCL}. Whatever does not fit
+is refused with L{UnsafeState}: never followed, never repaired, since an
+operator must find out who put it there. Blocking: call from the disk pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import stat
+from typing import Any
+
+from uploadsvc.errors import UnsafeState
+
+STATE_DIR = ".uploadsvc"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: opening a planted FIFO must fail or return, never hang.
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+#: A C{.json} is a few hundred bytes; anything this large is not ours.
+MAX_JSON = 64 * 1024
+
+
+class CorruptState(ValueError):
+    """
+    A metadata file that is not a JSON object (cut short, or written by
+    something else); its C{args[0]} says what and where.
+    """
+
+
+class StateDir:
+    """
+    The open folders of C{.uploadsvc} (the folder itself, C{uploads},
+    C{takeover}) and its C{lock} file, each checked when opened.
+
+    @ivar fd: C{.uploadsvc}.
+    @ivar uploadsFD: C{.uploadsvc/uploads}, which holds the C{<xx>} folders.
+    @ivar takeoverFD: C{.uploadsvc/takeover}, which holds takeover markers.
+    @ivar lockFD: C{.uploadsvc/lock}, kept open so that L{lockPath} names it.
+    """
+
+    def __init__(self, rootFD: int) -> None:
+        """
+        Open (making what is missing) the state folder under C{rootFD}.
+
+        @raise UnsafeState: one of them is a link or not a folder (or file).
+        """
+        opened: list[int] = []
+        try:
+            self.fd = _folder(rootFD, STATE_DIR, STATE_DIR, True)
+            opened.append(self.fd)
+            self.uploadsFD = _folder(self.fd, "uploads", STATE_DIR + "/uploads", True)
+            opened.append(self.uploadsFD)
+            self.takeoverFD = _folder(self.fd, "takeover", STATE_DIR + "/takeover", True)
+            opened.append(self.takeoverFD)
+            lockFD = openFile(self.fd, "lock", os.O_RDWR | os.O_CREAT, STATE_DIR + "/lock")
+            assert lockFD is not None
+            self.lockFD = lockFD
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        self._ids = self._held()
+
+    def _held(self) -> list[tuple[int, int]]:
+        return [_id(os.fstat(fd)) for fd in (self.fd, self.uploadsFD, self.takeoverFD, self.lockFD)]
+
+    def close(self) -> None:
+        for fd in (self.lockFD, self.takeoverFD, self.uploadsFD, self.fd):
+            os.close(fd)
+
+    def matches(self, rootFD: int) -> bool:
+        """
+        Whether the names under C{rootFD} still lead to what is held open: not
+        so once a folder or the lock file was removed, renamed or swapped
+        for a link (the root made anew, or a hand in C{.uploadsvc}).
+        """
+        try:
+            now = [
+                _id(os.lstat(STATE_DIR, dir_fd=rootFD)),
+                _id(os.lstat("uploads", dir_fd=self.fd)),
+                _id(os.lstat("takeover", dir_fd=self.fd)),
+                _id(os.lstat("lock", dir_fd=self.fd)),
+            ]
+        except FileNotFoundError:
+            return False
+        return now == self._ids
+
+    def lockPath(self, fallback: str) -> str:
+        """
+        A path that opens the checked C{lock} file itself, whatever its name
+        leads to later (Linux's C{/proc/self/fd}, where each open makes an
+        open file description of its own, as the byte-range locks need).
+
+        @param fallback: the lock file's own path, used where there is no
+            C{/proc}.
+        """
+        viaProc = f"/proc/self/fd/{self.lockFD}"
+        return viaProc if os.path.exists(viaProc) else fallback
+
+    def shard(self, name: str, create: bool) -> int | None:
+        """
+        Open the folder C{uploads/<name>}; the caller closes it.
+
+        @param create: make it when missing (and fsync C{uploads}, so that
+            the files it will hold keep their path after a power loss).
+        @return: L{None} when it is missing and C{create} is false.
+        """
+        try:
+            return _folder(self.uploadsFD, name, f"{STATE_DIR}/uploads/{name}", False)
+        except FileNotFoundError:
+            if not create:
+                return None
+        try:
+            os.mkdir(name, 0o755, dir_fd=self.uploadsFD)
+        except FileExistsError:
+            pass  # made by another upload meanwhile
+        else:
+            os.fsync(self.uploadsFD)
+        return _folder(self.uploadsFD, name, f"{STATE_DIR}/uploads/{name}", False)
+
+    def touchMarker(self, name: str) -> None:
+        """
+        Make (or keep) the empty takeover marker C{takeover/<name>}.
+        """
+        fd = openFile(
+            self.takeoverFD, name, os.O_WRONLY | os.O_CREAT, f"{STATE_DIR}/takeover/{name}",
+            checkLinks=False,  # nothing is ever written to a marker
+        )
+        assert fd is not None
+        os.close(fd)
+
+    def dropMarker(self, name: str) -> None:
+        """
+        Remove the takeover marker C{name} if there is one.
+        """
+        try:
+            os.unlink(name, dir_fd=self.takeoverFD)
+        except FileNotFoundError:
+            pass
+
+    def markers(self) -> list[str]:
+        """
+        The names of the takeover markers (read through a descriptor of
+        its own: a shared one would share its read position).
+        """
+        fd = os.open(".", _DIR_FLAGS, dir_fd=self.takeoverFD)
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+
+def openFile(
+    folderFD: int, name: str, flags: int, where: str, mode: int = 0o644,
+    checkLinks: bool = True,
+) -> int | None:
+    """
+    Open the file C{name} in C{folderFD} without following a link, and make
+    sure it is a regular file with no other name.
+
+    @param flags: the access mode, and C{O_CREAT} to make it when missing
+        (C{O_TRUNC} is not allowed: truncate after the checks).
+    @param where: the file's path for the operator's log.
+    @param checkLinks: refuse a file with more than one name (a hard link
+        would make the bytes of a file elsewhere those of an upload).
+    @return: a blocking descriptor, or L{None} when the file is missing
+        (or was removed as it was opened).
+    @raise UnsafeState: it is a link, a folder, a FIFO, a device, or it
+        has another name.
+    """
+    assert not flags & os.O_TRUNC
+    try:
+        fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
+    except FileNotFoundError:
+        if flags & os.O_CREAT:
+            raise
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENODEV):
+            raise UnsafeState(f"{where} is {_kind(folderFD, name)}, not a regular file") from e
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeState(f"{where} is {_describe(st.st_mode)}, not a regular file")
+        if st.st_nlink == 0:
+            os.close(fd)
+            return None
+        if checkLinks and st.st_nlink != 1:
+            raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def checkStaged(fd: int, folderFD: int, name: str, where: str) -> os.stat_result:
+    """
+    Make sure that C{name} in C{folderFD} is still the file open as C{fd},
+    with no other name, before the name is used (a rename).
+
+    @return: C{fd}'s status.
+    @raise UnsafeState: the name leads elsewhere, or the file has another
+        name now.
+    @raise FileNotFoundError: the file was removed.
+    """
+    st = os.fstat(fd)
+    try:
+        entry = os.lstat(name, dir_fd=folderFD)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the staged file was removed", where) from None
+    if _id(entry) != _id(st):
+        raise UnsafeState(f"{where} was replaced by {_describe(entry.st_mode)} while in use")
+    if st.st_nlink != 1:
+        raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+    return st
+
+
+def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
+    """
+    Read the JSON object in the file C{name}; L{None} when there is none.
+
+    @raise CorruptState: it is not a JSON object (or too large to be one of
+        ours).
+    @raise UnsafeState: see L{openFile}.
+    """
+    fd = openFile(folderFD, name, os.O_RDONLY, where)
+    if fd is None:
+        return None
+    try:
+        pieces = []
+        size = 0
+        while size <= MAX_JSON:
+            piece = os.read(fd, MAX_JSON + 1 - size)
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+    finally:
+        os.close(fd)
+    if size > MAX_JSON:
+        raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
+    try:
+        value = json.loads(b"".join(pieces))
+    except ValueError as e:
+        raise CorruptState(f"{where} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CorruptState(f"{where} holds no JSON object")
+    return value
+
+
+def writeJSON(folderFD: int, name: str, value: dict[str, Any], fsync: bool) -> None:
+    """
+    Replace the file C{name} with C{value} as JSON, atomically: a temp file
+    of a name of its own (so that two writers never share one), fsync,
+    rename, folder fsync.
+    """
+    data = json.dumps(value).encode("utf-8")
+    tmp = f"{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+        dir_fd=folderFD,
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=folderFD, dst_dir_fd=folderFD)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=folderFD)
+        except FileNotFoundError:
+            pass
+        raise
+    if fsync:
+        os.fsync(folderFD)
+
+
+def unlinkFile(folderFD: int, name: str, where: str) -> bool:
+    """
+    Remove the regular file C{name}; whether there was one.
+
+    @raise UnsafeState: it is a link, or anything but a regular file with
+        one name (left for the operator to see).
+    """
+    try:
+        st = os.lstat(name, dir_fd=folderFD)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeState(f"{where} is {_describe(st.st_mode)}, not a regular file")
+    if st.st_nlink != 1:
+        raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+    try:
+        os.unlink(name, dir_fd=folderFD)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _folder(parentFD: int, name: str, where: str, create: bool) -> int:
+    """
+    Open the folder C{name} in C{parentFD} without following a link.
+
+    @param create: make it when missing.
+    @raise FileNotFoundError: it is missing and C{create} is false.
+    @raise UnsafeState: it is a link or not a folder.
+    """
+    for _ in range(2):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(name, 0o755, dir_fd=parentFD)
+            except FileExistsError:
+                pass
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeState(f"{where} is {_kind(parentFD, name)}, not a folder") from e
+            raise
+    return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+
+
+def _id(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _kind(folderFD: int, name: str) -> str:
+    try:
+        return _describe(os.lstat(name, dir_fd=folderFD).st_mode)
+    except OSError:
+        return "not openable"
+
+
+def _describe(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a regular file"
