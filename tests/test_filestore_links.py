@@ -77,6 +77,7 @@ def failingDisk(testCase: Any, path: str) -> Callable[[], None]:
     @return: the function that makes the error happen.
     """
     image = path + ".img"
+    os.makedirs(os.path.dirname(image), exist_ok=True)
     with open(image, "wb") as f:
         f.truncate(16 * 1024 * 1024)
     made = subprocess.run(["mkfs.ext4", "-q", "-F", image], capture_output=True, text=True)
