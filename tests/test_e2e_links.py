@@ -320,3 +320,34 @@ class StorageFaultTests(ServerTestMixin, TestCase):
         self.assertCompleted(answer, "a/two.bin", 3, hashlib.sha256(b"two").hexdigest())
         self.assertEqual(self.headRaw("/a/two.bin").status, 200)
         self.assertNotIn("Traceback", self.server.logText())
+
+    def test_diskFailsDuringBody(self) -> None:
+        """
+        A disk that turns read-only while a body streams in ends the request
+        with a 503 and one log line, no traceback; the bytes stored before
+        stay on disk.
+        """
+        base = os.path.abspath(self.mktemp())
+        root = os.path.join(base, "disk")
+        fail = failingDisk(self, root)
+        self.start(root)
+        body = rawhttp.patternBytes(9, 0, 200_000)
+        with rawhttp.connect(self.server.port, timeout=15) as sock:
+            sock.sendall(rawhttp.requestHead("PUT", "/m.bin", [("Content-Length", str(len(body)))]))
+            sock.sendall(body[:100_000])
+            self.assertEqual(
+                self.waitForOffset("/m.bin", 100_000).header("upload-offset"), "100000"
+            )
+            fail()
+            try:
+                sock.sendall(body[100_000:])
+            except OSError:
+                pass  # the server may answer and close first
+            answer = rawhttp.ResponseReader(sock).readResponse()
+        self.assertRefusal(answer, 503)
+        log = self.server.logText()
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(log.count("503 read-only"), 1)
+        data, _ = stagedFiles(root, "m.bin")
+        with open(data, "rb") as f:
+            self.assertEqual(f.read(100_000), body[:100_000])

@@ -21,7 +21,9 @@ so an upload that completes in one request never writes it. A data file
 without one (a crash during the first request) is an upload whose total is
 not known yet. Completion renames the data file onto the destination, walked
 without following links, then fsyncs the folder. After a restart, C{kill -9}
-included, the folder is the whole state.
+included, the folder is the whole state. Every file and folder under
+C{.uploadsvc} is reached through L{uploadsvc.storage.statedir}, never through
+a link planted there.
 
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
