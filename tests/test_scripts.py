@@ -1,19 +1,23 @@
 """
-scripts/serve as the README uses it: run from any folder, its relative paths
-are that folder's, and C{--logfile} writes the log there.
+The README as a new user follows it: scripts/serve run from any folder (its
+relative paths are that folder's, and C{--logfile} writes the log there), the
+resume recipe run as written, and links that lead to documents that exist.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
 import socket
 import subprocess
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.testing.rawhttp import exchange
-from uploadsvc.testing.server import REPO_ROOT, freePort
+from uploadsvc.testing.rawhttp import exchange, patternBytes
+from uploadsvc.testing.server import REPO_ROOT, freePort, startServer
 
 SERVE = os.path.join(REPO_ROOT, "scripts", "serve")
 
@@ -102,3 +106,92 @@ class ServeTests(SynchronousTestCase):
         self.upload(port, "/d.txt", b"logged\n")
         with open(os.path.join(caller, "serve.log"), encoding="utf-8") as f:
             self.assertIn('"PUT /d.txt HTTP/1.1" 201', f.read())
+
+
+def readmeBlock(marker: str) -> str:
+    """
+    The README's indented code block that contains C{marker}.
+    """
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        blocks = re.split(r"\n(?:[ \t]*\n)+", f.read())
+    found = [b for b in blocks if marker in b and b.startswith("    ")]
+    if len(found) != 1:
+        raise AssertionError(f"expected one README code block with {marker!r}, found {len(found)}")
+    return "\n".join(line[4:] for line in found[0].splitlines()) + "\n"
+
+
+class ReadmeRecipeTests(SynchronousTestCase):
+    """
+    The README's shell recipes, run as written against a real server.
+    """
+
+    def test_resumeRecipe(self) -> None:
+        """
+        The README's resume recipe (offset from HEAD, the rest as a chunked
+        Content-Range body) completes an interrupted upload.
+        """
+        curl = shutil.which("curl")
+        if curl is None:
+            raise self.skipTest("curl is not installed (.ci/run installs it)")
+        server = startServer(self, self.mktemp(), "--no-fsync")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        total, cut = 3000000, 1234567
+        data = patternBytes(3, 0, total)
+        with open(os.path.join(folder, "big.iso"), "wb") as f:
+            f.write(data)
+        _, answer = exchange(
+            server.port, "PUT", "/isos/big.iso",
+            [("Content-Range", f"bytes 0-{cut - 1}/{total}"), ("Content-Length", str(cut))],
+            data[:cut], timeout=STEP,
+        )
+        self.assertEqual(answer.status, 204, answer.raw)
+        recipe = readmeBlock("tail -c +$((N + 1))")
+        self.assertIn("http://127.0.0.1:8080/", recipe)
+        recipe = recipe.replace("http://127.0.0.1:8080/", server.url("/"))
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", recipe], cwd=folder,
+            capture_output=True, timeout=STEP,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b'"path": "isos/big.iso"', result.stdout)
+        with open(os.path.join(server.root, "isos", "big.iso"), "rb") as f:
+            self.assertEqual(f.read(), data)
+
+
+#: The documents a user reads, and the code comments that cite the protocol.
+DOCUMENTS = [os.path.join(REPO_ROOT, "README.md"), *glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))]
+CITING = [
+    *glob.glob(os.path.join(REPO_ROOT, "uploadsvc", "web", "*.py")),
+    *glob.glob(os.path.join(REPO_ROOT, "uploadsvc", "protocol", "*.py")),
+]
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    The protocol document is in the repository and is what the docs cite.
+    """
+
+    def test_readmePointsAtProtocol(self) -> None:
+        """The README links docs/protocol.md, which exists."""
+        with open(DOCUMENTS[0], encoding="utf-8") as f:
+            self.assertIn("](docs/protocol.md)", f.read())
+        self.assertTrue(os.path.isfile(os.path.join(REPO_ROOT, "docs", "protocol.md")))
+
+    def test_noMissingProtocolFile(self) -> None:
+        """No document or code comment sends readers to a PROTOCOL.md, which the repository does not have."""
+        self.assertFalse(os.path.exists(os.path.join(REPO_ROOT, "PROTOCOL.md")))
+        for path in DOCUMENTS + CITING:
+            with open(path, encoding="utf-8") as f:
+                self.assertNotIn("PROTOCOL.md", f.read(), path)
+
+    def test_linksResolve(self) -> None:
+        """Every relative link in the README and docs/ names a file of the repository."""
+        for path in DOCUMENTS:
+            with open(path, encoding="utf-8") as f:
+                targets = re.findall(r"\]\(([^)\s]+)\)", f.read())
+            for target in targets:
+                if re.match(r"[a-z]+:|#", target):
+                    continue
+                where = os.path.join(os.path.dirname(path), target.split("#", 1)[0])
+                self.assertTrue(os.path.exists(where), f"{path}: link to {target}")
