@@ -3,7 +3,7 @@ The offset decision: what a write request does to what is stored.
 
 Pure: a function of small frozen values. It answers with a L{Plan} (write
 these bytes of the body from this offset), L{AlreadyComplete} (a retry of a
-finished upload), or raises the L{UploadError} that PROTOCOL.md gives.
+finished upload), or raises the L{UploadError} that docs/protocol.md gives.
 """
 
 from __future__ import annotations

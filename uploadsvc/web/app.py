@@ -1,5 +1,5 @@
 """
-The upload HTTP interface (PROTOCOL.md) as a Klein app.
+The upload HTTP interface (docs/protocol.md) as a Klein app.
 
 The handlers run when a request's headers are complete (see
 L{uploadsvc.web.streaming}): they refuse from the headers, or accept and stream
@@ -160,7 +160,7 @@ class UploadApp:
     def checkTakeovers(self) -> Deferred | None:
         """
         End this process's requests for uploads that a writer in another
-        process waits for (PROTOCOL.md section 5 across workers and hosts).
+        process waits for (docs/protocol.md section 5 across workers and hosts).
         Called every half second by the service.
         """
         if not self._staging:
@@ -183,7 +183,7 @@ class UploadApp:
     # a 500 here, and would come before the credentials check).
     @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
-        # PROTOCOL.md's order: credentials before the path.
+        # docs/protocol.md's order: credentials before the path.
         if self.auth is not None:
             self.auth.check(request)
         path = self._path(request)
@@ -277,7 +277,7 @@ class UploadApp:
             malformed = e
             digests = contentDigests = DigestSet()
 
-        # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
+        # Refusals in docs/protocol.md's order: path, size, space, busy, range, state.
         query = isinstance(rng, RangeQuery)
         end = declaredEnd(rng, length)
         if end is not None and end > self.config.maxUploadSize:
@@ -349,7 +349,7 @@ class UploadApp:
         hashState: Any,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
-        Blocking: the refusals that need the disk, in PROTOCOL.md's order
+        Blocking: the refusals that need the disk, in docs/protocol.md's order
         (403 path, 507 space, then 503 and the header errors found earlier),
         and then L{FileStore.begin} (whose decision gives the 409s).
         """
@@ -439,7 +439,7 @@ class UploadApp:
         self, path: UploadPath, durable: bool
     ) -> tuple[Stored, UploadError | None, int]:
         """
-        Blocking: what is stored, a state refusal kept for later (PROTOCOL.md
+        Blocking: what is stored, a state refusal kept for later (docs/protocol.md
         puts 409 last), and the free space. A path through a link (403)
         raises at once.
         """
