@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import shlex
-import shutil
 import socket
 import ssl
 import subprocess
@@ -33,6 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.testing.rawhttp import patternBytes
 from uploadsvc.testing.server import TWISTD, ServerProcess, freePort
+from uploadsvc.testing.tools import requireTool
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 
@@ -100,13 +100,6 @@ def unitCommand(root: str, port: int) -> list[str]:
     return [*TWISTD, *out]
 
 
-def findNginx() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
 def htpasswdLine(user: str, password: str) -> str:
     """
     One htpasswd line in the salted SHA-1 scheme nginx reads (C{{SSHA}}).
@@ -155,9 +148,7 @@ class NginxInFrontTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        nginx = findNginx()
-        if nginx is None:
-            raise self.skipTest("nginx is not installed (.ci/run installs nginx-light)")
+        nginx = requireTool("nginx")
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         self.root = os.path.join(base, "root")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.testing.rawhttp import exchange, patternBytes
 from uploadsvc.testing.server import REPO_ROOT, freePort, startServer
+from uploadsvc.testing.tools import requireTool
 
 SERVE = os.path.join(REPO_ROOT, "scripts", "serve")
 
@@ -130,9 +130,7 @@ class ReadmeRecipeTests(SynchronousTestCase):
         The README's resume recipe (offset from HEAD, the rest as a chunked
         Content-Range body) completes an interrupted upload.
         """
-        curl = shutil.which("curl")
-        if curl is None:
-            raise self.skipTest("curl is not installed (.ci/run installs it)")
+        curl = requireTool("curl")
         server = startServer(self, self.mktemp(), "--no-fsync")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)

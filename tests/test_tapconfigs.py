@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from uploadsvc.tap import Options
 from uploadsvc.testing.rawhttp import exchange
 from uploadsvc.testing.server import REPO_ROOT, TWISTD, freePort
+from uploadsvc.testing.tools import requireTool
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 
@@ -66,9 +66,7 @@ class NginxConfigTests(SynchronousTestCase):
 
     def test_syntaxAcceptedByNginx(self) -> None:
         """nginx -t accepts the config inside a minimal http block."""
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-        if nginx is None:
-            raise self.skipTest("nginx is not installed (.ci/run installs it)")
+        nginx = requireTool("nginx")
         tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
         cert = os.path.join(tmp, "c.pem")
