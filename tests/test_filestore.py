@@ -67,7 +67,7 @@ class FileStoreTestsMixin:
         startOver: bool = False,
         total: int | None = None,
         digests: dict[str, str] | None = None,
-        hashState: tuple[int, Any] | None = None,
+        hashState: tuple[str, int, Any] | None = None,
     ) -> tuple[Stored, Plan, StagedFile]:
         """
         C{begin} an upload of C{path} with a plan that appends at the stored
@@ -190,16 +190,17 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
 
     def test_hashStateReused(self) -> None:
         """
-        A hash state whose offset matches the staged size is carried on.
+        A hash state whose generation is the one in the C{.json} and whose
+        offset matches the staged size is carried on.
         """
         path = parseRelativePath("h.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
         staged.hashChunks([b"hello "])
-        state = (staged.offset, staged.hasher)
         staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], staged.offset, staged.hasher)
         resumed = self.beginUpload(path, hashState=state)[2]
-        self.assertIs(resumed.hasher, state[1])
+        self.assertIs(resumed.hasher, state[2])
         resumed.writeChunks([b"world"])
         resumed.hashChunks([b"world"])
         self.assertEqual(resumed.hasher.digest(), hashlib.sha256(b"hello world").digest())
@@ -212,9 +213,48 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
         staged.syncAndClose()
-        resumed = self.beginUpload(path, hashState=(3, hashlib.sha256(b"hel")))[2]
+        generation = self.readInfo(path)["generation"]
+        resumed = self.beginUpload(path, hashState=(generation, 3, hashlib.sha256(b"hel")))[2]
         self.assertEqual(resumed.offset, 6)
         self.assertIsNone(resumed.hasher)
+
+    def test_hashStateOtherGeneration(self) -> None:
+        """
+        A hash state remembered before another store (another process)
+        cancelled the upload and wrote it again to the same size is not used:
+        the new C{.json} names another generation.
+        """
+        path = parseRelativePath("g.bin")
+        staged = self.openUpload(path, total=12)
+        staged.writeChunks([b"version one "[:6]])
+        staged.hashChunks([b"versio"])
+        staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], staged.offset, staged.hasher)
+        other = self.makeStore()
+        self.assertTrue(other.cancel(path))
+        again = self.openUpload(path, store=other, startOver=True, total=12)
+        again.writeChunks([b"VERSIO"])
+        again.syncAndClose()
+        self.assertNotEqual(self.readInfo(path)["generation"], state[0])
+        resumed = self.beginUpload(path, hashState=state)[2]
+        self.assertEqual(resumed.offset, 6)
+        self.assertIsNone(resumed.hasher)
+
+    def test_hashStateNeedsInfo(self) -> None:
+        """
+        A hash state is not used when the upload has no C{.json} (another
+        store started it over and has not synced, or crashed first).
+        """
+        path = parseRelativePath("n.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], 3, staged.hasher)
+        fresh = self.openUpload(path, store=self.makeStore(), startOver=True)
+        fresh.writeChunks([b"xyz"])
+        fresh.close()
+        self.assertFalse(os.path.exists(self.infoFile(path)))
+        self.assertIsNone(self.beginUpload(path, hashState=state)[2].hasher)
 
     def test_infoReplacedAtomically(self) -> None:
         """
