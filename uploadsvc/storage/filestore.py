@@ -312,37 +312,41 @@ class FileStore:
         hashState: tuple[str, int, Any] | None,
         lock: HeldLock | None = None,
     ) -> StagedFile:
-        # Under the state lock: a status query must not write the .json of
-        # the upload being started over between the unlink and the truncate.
-        with self._stateLock(key):
-            info = None if plan.startOver else self._readInfo(key)
-            onDisk = info is not None
-            base = dict(info) if info is not None else {}
-            dirty = info is None
-            if info is None:
-                info = _newInfo(path)
-            elif not isinstance(info.get("generation"), str):
-                info["generation"] = _newGeneration()  # an older .json
-                dirty = True
-            if plan.total is not None and info.get("total") != plan.total:
-                info["total"] = plan.total
-                dirty = True
-            if digests:
-                info["digests"] = {**info.get("digests", {}), **digests}
-                dirty = True
-            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-            if plan.startOver:
-                flags |= os.O_TRUNC
-                # Metadata of an earlier upload (or one a crash left behind) must
-                # not describe the new bytes, even if we crash before the next sync.
-                _unlinkMissingOK(self._info(key))
+        info = None if plan.startOver else self._readInfo(key)
+        onDisk = info is not None
+        base = dict(info) if info is not None else {}
+        dirty = info is None
+        if info is None:
+            info = _newInfo(path)
+        elif not isinstance(info.get("generation"), str):
+            info["generation"] = _newGeneration()  # an older .json
+            dirty = True
+        if plan.total is not None and info.get("total") != plan.total:
+            info["total"] = plan.total
+            dirty = True
+        if digests:
+            info["digests"] = {**info.get("digests", {}), **digests}
+            dirty = True
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self._data(key), flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self._folder(key), exist_ok=True)
+            if self.fsync:
+                fsyncFolder(self._uploadsFD)
+            fd = os.open(self._data(key), flags, 0o644)
+        if plan.startOver:
+            # Under the state lock, so that no status query writes the old
+            # metadata back in between. Metadata of an earlier upload (or one
+            # a crash left behind) must not describe the new bytes, even if
+            # we crash before the next sync.
             try:
-                fd = os.open(self._data(key), flags, 0o644)
-            except FileNotFoundError:
-                os.makedirs(self._folder(key), exist_ok=True)
-                if self.fsync:
-                    fsyncFolder(self._uploadsFD)
-                fd = os.open(self._data(key), flags, 0o644)
+                with self._stateLock(key):
+                    _unlinkMissingOK(self._info(key))
+                    os.ftruncate(fd, 0)
+            except BaseException:
+                os.close(fd)
+                raise
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
