@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import threading
 import time
 
 from twisted.trial.unittest import TestCase
@@ -155,6 +157,73 @@ class TwoServersTests(TestCase):
         self.assertEqual(
             fileSha256(os.path.join(self.root, "gen", "b.bin")), hashlib.sha256(v2).hexdigest()
         )
+
+
+class ConcurrentQueriesTests(TestCase):
+    """
+    Issue 8 item 3, the concurrency half: many status queries at once on one
+    upload in one process.
+    """
+
+    timeout = 120
+
+    def test_concurrentQueriesKeepState(self) -> None:
+        """
+        Concurrent C{bytes */T} queries carrying C{Repr-Digest}s on one
+        upload are all answered 204 (none 500 or 503), and afterwards the
+        upload's metadata is intact: HEAD and the last piece still work.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        root = os.path.join(base, "root")
+        server = startServer(self, root)
+        total = 1000
+        data = patternBytes(12, 0, total)
+        _, answer = exchange(
+            server.port, "PUT", "/cq/a.bin",
+            [("Content-Range", f"bytes 0-99/{total}"), ("Content-Length", "100")], data[:100],
+        )
+        self.assertEqual(answer.status, 204, answer.raw)
+        statuses: list[int] = []
+        failures: list[BaseException] = []
+
+        def ask(rounds: int) -> None:
+            try:
+                with rawhttp.connect(server.port, timeout=30) as sock:
+                    reader = rawhttp.ResponseReader(sock)
+                    for _ in range(rounds):
+                        sock.sendall(rawhttp.requestHead("PUT", "/cq/a.bin", [
+                            ("Content-Range", f"bytes */{total}"), ("Content-Length", "0"),
+                            ("Repr-Digest", reprDigest(data)),
+                        ]))
+                        statuses.append(reader.readFinal()[1].status)
+            except BaseException as e:
+                failures.append(e)
+
+        threads = [threading.Thread(target=ask, args=(30,)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(failures, [])
+        self.assertEqual(sorted(set(statuses)), [204])
+        self.assertEqual(len(statuses), 180)
+        uploads = os.path.join(root, ".uploadsvc", "uploads")
+        infos = [
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(uploads) for name in names if name.endswith(".json")
+        ]
+        self.assertEqual(len(infos), 1)
+        with open(infos[0]) as f:
+            self.assertEqual(json.load(f)["total"], total)
+        head = exchange(server.port, "HEAD", "/cq/a.bin")[1]
+        self.assertEqual((head.status, head.header("upload-length")), (204, str(total)))
+        _, answer = exchange(
+            server.port, "PUT", "/cq/a.bin",
+            [("Content-Range", f"bytes 100-{total - 1}/{total}"), ("Content-Length", str(total - 100))],
+            data[100:],
+        )
+        self.assertEqual(answer.status, 201, answer.raw)
 
 
 class FullyStagedTests(TestCase):
