@@ -8,8 +8,8 @@ spreads the files over 256 folders (made as needed) so that concurrent uploads d
 folder's lock)::
 
     <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
-    <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path
-    <root>/.uploadsvc/lock                      one locked byte per upload being written
+    <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path, generation
+    <root>/.uploadsvc/lock                      a writer and a state lock byte per upload
     <root>/.uploadsvc/takeover/<key>            a writer elsewhere asks the holder to let go
 
 The offset of an upload is the size of its data file (as in tusd), so there
@@ -22,6 +22,14 @@ without one (a crash during the first request) is an upload whose total is
 not known yet. Completion renames the data file onto the destination, walked
 without following links, then fsyncs the folder. After a restart, C{kill -9}
 included, the folder is the whole state.
+
+Two locks per upload (L{uploadsvc.storage.locks}): its writer holds the
+writer lock for the whole request; everything that reads and rewrites the
+C{.json}, or starts over, cancels or renames the data file, holds the state
+lock for that moment. Status queries take only the state lock. The
+generation in the C{.json} is random, new whenever the bytes start over; it
+tells whether a hash state kept in memory still describes the bytes (see
+L{_usableHashState}).
 
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
@@ -129,7 +137,10 @@ class StagedFile:
             os.fsync(self.fd)
         if self.infoDirty:
             with self.store._stateLock(self.key):
-                onDisk = self.store._readInfo(self.key)
+                try:
+                    onDisk = self.store._readInfo(self.key)
+                except ValueError:
+                    onDisk = None  # damaged: replaced by what this writer knows
                 self.info = _mergeInfo(self.info, self.infoBase, onDisk, self.offset)
                 self.store._writeInfo(self.key, self.info)
             self.infoBase = dict(self.info)
