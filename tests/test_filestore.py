@@ -1081,6 +1081,25 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.close()
         self.assertEqual(self.openUpload(path, store=other).offset, 1000)
 
+    def test_queryFromOtherProcess(self) -> None:
+        """
+        A status query in another store (another process) while a writer
+        holds the upload is answered at once with the durable offset,
+        records its total, asks the writer for nothing, and leaves it
+        holding the upload.
+        """
+        path = parseRelativePath("q/elsewhere.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"x" * 10])
+        other = self.makeStore(lockWait=0.2)
+        stored = other.record(path, 20, {})
+        self.assertEqual(other.pendingTakeovers(), [])
+        self.assertRaises(Busy, self.openUpload, path, store=other)
+        self.assertEqual(stored, Stored(offset=10, total=20, incomplete=True))
+        staged.writeChunks([b"y" * 10])
+        staged.sync()
+        self.assertEqual(self.readInfo(path)["total"], 20)
+
     def test_queryDecidesUnderLock(self) -> None:
         """
         C{record} hands the decision what is stored and records nothing when

@@ -67,9 +67,17 @@ class RegionLocks:
     """
 
     def __init__(self, path: str) -> None:
-        # Kept open only to reopen the same file (not the same path) for
-        # each lock: /proc/self/fd/N makes a new open file description.
+        # Kept open to reopen the same file (not whatever the path names
+        # now) for each lock: /proc/self/fd/N makes a new open file
+        # description. Without /proc, the path is opened again.
+        self._path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _reopen(self) -> int:
+        try:
+            return os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return os.open(self._path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def tryLock(self, key: str, kind: int = WRITER) -> HeldLock | None:
         """
@@ -78,7 +86,7 @@ class RegionLocks:
         @return: the held lock, or L{None} if anyone else, in this process
             or another, holds it.
         """
-        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        fd = self._reopen()
         arg = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, kind + _region(key), 1, 0)
         try:
             fcntl.fcntl(fd, _F_OFD_SETLK, arg)
