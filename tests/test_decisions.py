@@ -16,6 +16,7 @@ from uploadsvc.protocol.decisions import (
     Stored,
     checkQuery,
     offsetHeaders,
+    planFinish,
     planWrite,
     queryCompletes,
 )
@@ -316,6 +317,15 @@ class QueryCompletesTests(SynchronousTestCase):
         self.assertFalse(queryCompletes(incomplete(10)))
         self.assertFalse(queryCompletes(complete(10)))
         self.assertFalse(queryCompletes(Stored()))
+
+    def test_finishPlan(self) -> None:
+        """
+        Its plan writes nothing and ends at the total; there is none when
+        the upload is not fully staged.
+        """
+        self.assertEqual(planFinish(incomplete(10, 10)), Plan(False, 10, 0, 0, 10))
+        self.assertIsNone(planFinish(incomplete(9, 10)))
+        self.assertIsNone(planFinish(complete(10)))
 
 
 @st.composite

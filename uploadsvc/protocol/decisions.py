@@ -191,3 +191,14 @@ def queryCompletes(stored: Stored) -> bool:
     with an empty range is ever needed. A C{HEAD} only reports it.
     """
     return stored.incomplete and stored.total is not None and stored.offset == stored.total
+
+
+def planFinish(stored: Stored) -> Plan | None:
+    """
+    The plan of a status query that completes a fully staged upload (see
+    L{queryCompletes}): nothing to write, the total reached; L{None} when
+    the upload is not (or no longer) fully staged.
+    """
+    if not queryCompletes(stored):
+        return None
+    return Plan(False, stored.offset, 0, 0, stored.total)

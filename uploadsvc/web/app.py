@@ -37,6 +37,7 @@ from uploadsvc.protocol.decisions import (
     Stored,
     checkQuery,
     offsetHeaders,
+    planFinish,
     planWrite,
     queryCompletes,
 )
@@ -371,9 +372,10 @@ class UploadApp:
         release = await self._acquire(request, path)  # granted at once
 
         def decide(stored: Stored) -> Plan:
-            if not queryCompletes(stored):
+            plan = planFinish(stored)
+            if plan is None:
                 raise _StateChanged(stored)
-            return Plan(False, stored.offset, 0, 0, stored.total)
+            return plan
 
         try:
             stored, _, staged = await self.runner.run(
