@@ -335,6 +335,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
     app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth)
+    reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = LimitedSite(
         app.resource(),
         readSize=options["read-size"],

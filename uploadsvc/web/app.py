@@ -37,7 +37,9 @@ from uploadsvc.protocol.decisions import (
     Stored,
     checkQuery,
     offsetHeaders,
+    planFinish,
     planWrite,
+    queryCompletes,
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
@@ -177,6 +179,21 @@ class UploadApp:
         # A failed look must not stop the timer that calls this.
         return d.addErrback(lambda f: log.failure("looking for takeovers", f))
 
+    def recoverStaged(self) -> Deferred:
+        """
+        At service start: finish the uploads that a crash left fully staged
+        but not moved into place (L{FileStore.recover}), and log each.
+        """
+
+        def report(done: list[tuple[str, str]]) -> None:
+            for relative, what in done:
+                log.info("staged upload {path}: {what}", path=relative, what=what)
+
+        d = self.runner.run(self.store.recover, self.config.allowOverwrite)
+        return d.addCallback(report).addErrback(
+            lambda f: log.failure("recovering staged uploads", f)
+        )
+
     # --- routing --------------------------------------------------------
 
     # Every method reaches dispatch (Klein's own refusal of a method would be
@@ -306,7 +323,7 @@ class UploadApp:
                 raise
             return await self._write(request, path, key, rng, digests, contentDigests, release, began)
         writing = self._staging.get(key)
-        stored, stateError, free = await self.runner.run(self._precheck, path, query)
+        stored, stateError, free = await self.runner.run(self._precheck, path, False)
         # A body of unknown length must at least find the floor free.
         if not query and free - (end or 0) < self.config.minFreeBytes:
             raise InsufficientStorage("no-space", "not enough free disk space")
@@ -315,11 +332,15 @@ class UploadApp:
                 raise malformed
             if stateError is not None:
                 raise stateError
-            stored = checkQuery(_known(writing, stored), rng.total)
-            if stored.incomplete and (rng.total is not None or digests):
-                await self.runner.run(
-                    self.store.record, path, rng.total, digestsB64(digests)
-                )
+            # Decided and recorded under the upload's state lock, never its
+            # writer lock: a query neither waits for a writer nor ends one.
+            total = rng.total
+            stored = await self.runner.run(
+                self.store.record, path, total, digestsB64(digests),
+                lambda stored: checkQuery(_known(writing, stored), total),
+            )
+            if queryCompletes(stored) and not self.writers.isHeld(key):
+                return await self._finishStaged(request, path, key, digests)
             return status(request, stored, forPut=True)
         if busy:
             raise Busy("busy", "too many uploads in progress")
@@ -337,6 +358,46 @@ class UploadApp:
             release()
             raise
         return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+
+    async def _finishStaged(
+        self, request: Any, path: UploadPath, key: str, digests: DigestSet
+    ) -> bytes:
+        """
+        Complete an upload that a status query found fully staged (see
+        L{queryCompletes}), as its last write would have: digests checked,
+        atomic rename, answered like section 2. Nobody here writes it (the
+        caller checked); if a request of another process does, that request
+        finishes it, and this one answers the status.
+        """
+        release = await self._acquire(request, path)  # granted at once
+
+        def decide(stored: Stored) -> Plan:
+            plan = planFinish(stored)
+            if plan is None:
+                raise _StateChanged(stored)
+            return plan
+
+        try:
+            stored, _, staged = await self.runner.run(
+                self.store.begin, path, decide, {}, self.writers.hashStates.pop(key, None),
+                False,
+            )
+        except (Busy, _StateChanged) as e:
+            release()
+            if isinstance(e, _StateChanged):
+                now = e.stored
+            else:
+                now = await self.runner.run(self.store.inspect, path)
+            return status(request, checkQuery(now, None), forPut=True)
+        except BaseException:
+            release()
+            raise
+        assert staged is not None
+        try:
+            return await self._complete(request, path, staged, stored, digests)
+        finally:
+            staged.close()
+            release()
 
     def _checkAndBegin(
         self,
@@ -408,8 +469,14 @@ class UploadApp:
                     {alg: h.digest() for alg, h in streamed.items()},
                 )
             await self.runner.run(staged.sync)
+            if total is None:
+                total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
-                self.writers.hashStates[key] = (offset, staged.hasher)
+                # Only with the generation of the .json just made durable:
+                # see filestore._usableHashState.
+                self.writers.hashStates[key] = (
+                    staged.info["generation"], offset, staged.hasher
+                )
             if outcome == LOST:
                 return None
             if isinstance(outcome, UploadError):
@@ -548,6 +615,16 @@ class UploadApp:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
         return completed(request, path, plan.size, computed["sha-256"], 200)
+
+
+class _StateChanged(Exception):
+    """
+    The upload changed between a status query and its completion.
+    """
+
+    def __init__(self, stored: Stored) -> None:
+        super().__init__(stored)
+        self.stored = stored
 
 
 def _known(writing: StagedFile | None, stored: Stored) -> Stored:
