@@ -154,6 +154,9 @@ class UploadApp:
         self.config = config
         self.writers = writers if writers is not None else WriterRegistry()
         self._staging: dict[str, StagedFile] = {}
+        #: Totals told by the headers of requests that hold an upload here
+        #: but whose staged file is not open yet (see L{_writerTotal}).
+        self._announced: dict[str, int] = {}
         self.auth = auth
 
     def resource(self) -> Resource:
@@ -237,9 +240,24 @@ class UploadApp:
     # --- status ---------------------------------------------------------
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
-        writing = self._staging.get(self.store.keyFor(path))
+        key = self.store.keyFor(path)
+        before = self._writerTotal(key)
         stored = await self.runner.run(self.store.inspect, path)
-        return status(request, checkQuery(_known(writing, stored), None), forPut=False)
+        # A writer may have made the data file while the disk was read.
+        total = before if before is not None else self._writerTotal(key)
+        return status(request, checkQuery(_known(total, stored), None), forPut=False)
+
+    def _writerTotal(self, key: str) -> int | None:
+        """
+        The total that a request of this process writing C{key} knows but
+        may not have written down yet: the store records it only when a
+        request ends without completing the upload, and the data file exists
+        from the moment the request opens it.
+        """
+        staged = self._staging.get(key)
+        if staged is not None:
+            return staged.info.get("total")  # type: ignore[no-any-return]
+        return self._announced.get(key)
 
     # --- cancel ---------------------------------------------------------
 
@@ -312,7 +330,7 @@ class UploadApp:
         if not query and not self.writers.isHeld(key):
             # The common case, nobody here writes this upload: take it now and
             # check, lock and open in one trip to the disk pool.
-            release = await self._acquire(request, path)
+            release = self._announce(key, rng, length, await self._acquire(request, path))
             try:
                 began = await self.runner.run(
                     self._checkAndBegin, path, end, busy, rangeError or malformed,
@@ -322,7 +340,7 @@ class UploadApp:
                 release()
                 raise
             return await self._write(request, path, key, rng, digests, contentDigests, release, began)
-        writing = self._staging.get(key)
+        writerTotal = self._writerTotal(key)
         stored, stateError, free = await self.runner.run(self._precheck, path, False)
         # A body of unknown length must at least find the floor free.
         if not query and free - (end or 0) < self.config.minFreeBytes:
@@ -337,7 +355,7 @@ class UploadApp:
             total = rng.total
             stored = await self.runner.run(
                 self.store.record, path, total, digestsB64(digests),
-                lambda stored: checkQuery(_known(writing, stored), total),
+                lambda stored: checkQuery(_known(writerTotal, stored), total),
             )
             if queryCompletes(stored) and not self.writers.isHeld(key):
                 return await self._finishStaged(request, path, key, digests)
@@ -348,7 +366,7 @@ class UploadApp:
             raise rangeError
         if malformed is not None:
             raise malformed
-        release = await self._acquire(request, path)
+        release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
             began = await self.runner.run(
                 self.store.begin, path, decide, digestsB64(digests),
@@ -358,6 +376,32 @@ class UploadApp:
             release()
             raise
         return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+
+    def _announce(
+        self,
+        key: str,
+        rng: ContentRange | RangeQuery | None,
+        length: int | None,
+        release: Callable[[], None],
+    ) -> Callable[[], None]:
+        """
+        Note the total that the headers of the request now holding C{key}
+        tell (a range's C{T}, a plain PUT's length), for status queries that
+        find its data file before it is registered as writing; return
+        C{release} extended to forget it.
+        """
+        if isinstance(rng, ContentRange):
+            total = rng.total
+        else:
+            total = length if rng is None else None
+        if total is not None:
+            self._announced[key] = total
+
+        def releaseAndForget() -> None:
+            self._announced.pop(key, None)
+            release()
+
+        return releaseAndForget
 
     async def _finishStaged(
         self, request: Any, path: UploadPath, key: str, digests: DigestSet
@@ -627,17 +671,14 @@ class _StateChanged(Exception):
         self.stored = stored
 
 
-def _known(writing: StagedFile | None, stored: Stored) -> Stored:
+def _known(writerTotal: int | None, stored: Stored) -> Stored:
     """
-    Add to C{stored} what the request of this process that was writing the
-    upload when the query arrived knows but may not have written down yet:
-    the store records the total only when a request ends without completing
-    the upload, which can be just after the query read the disk. (The staged
-    file's metadata stays readable after it is closed.)
+    Add to C{stored} the total that a writer of this process knows but may
+    not have written down yet (L{UploadApp._writerTotal}).
     """
-    if writing is None or not stored.incomplete or stored.total is not None:
+    if writerTotal is None or not stored.incomplete or stored.total is not None:
         return stored
-    return attrs.evolve(stored, total=writing.info.get("total"))
+    return attrs.evolve(stored, total=writerTotal)
 
 
 def _hashLane(
