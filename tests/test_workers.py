@@ -6,6 +6,7 @@ worker comes back, takeover across workers).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
@@ -14,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -60,7 +61,7 @@ class WorkerPoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.spawn = Spawner()
-        port = freePort()
+        self.port = port = freePort()
         self.pool = WorkerPool(
             self.reactor, 2, [f"tcp:{port}:interface=127.0.0.1"], ["python", "run"], self.spawn
         )
@@ -107,6 +108,69 @@ class WorkerPoolTests(SynchronousTestCase):
         self.spawn.end(3, Failure(ProcessTerminated(signal=9)))
         self.reactor.advance(RESTART_DELAY)
         self.assertEqual(len(self.spawn.calls), 5)
+
+    def accepted(self, call: int) -> int:
+        """
+        How many connections are waiting to be accepted on the listening
+        socket that spawn number C{call} was given (accepting them).
+        """
+        sock = socket.socket(fileno=os.dup(self.spawn.calls[call][2][3]))
+        sock.setblocking(False)
+        count = 0
+        with sock:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    return count
+                conn.close()
+                count += 1
+
+    def connect(self, count: int) -> None:
+        """
+        Open C{count} connections to the pool's port (closed in cleanup).
+        """
+        for _ in range(count):
+            client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self.addCleanup(client.close)
+
+    def test_deadWorkersSocketClosed(self) -> None:
+        """While a worker is down, every new connection goes to the running worker (its own socket no longer takes a share)."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.connect(40)
+        self.assertEqual(self.accepted(1), 40)
+
+    def test_replacementGetsFreshSocket(self) -> None:
+        """A restarted worker gets a socket of its own again and takes its share of new connections."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.connect(40)
+        shares = [self.accepted(2), self.accepted(1)]
+        self.assertEqual(sum(shares), 40)
+        self.assertTrue(all(shares), shares)
+
+    def test_lastSocketKeptWhileAllDown(self) -> None:
+        """With every worker down the port stays bound; its waiting connections go to the first worker back."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.spawn.end(1, Failure(ProcessTerminated(signal=9)))
+        self.connect(3)
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.assertEqual(self.accepted(2), 3)
+
+    def test_sharesWhenPortCannotBeBoundAgain(self) -> None:
+        """If the port cannot be bound again (privileges dropped), the replacement shares a running worker's socket."""
+
+        def refuse(offset: int) -> socket.socket:
+            raise CannotListenError("127.0.0.1", self.port, OSError(errno.EACCES, "denied"))
+
+        self.pool._bindAgain = refuse  # type: ignore[method-assign]
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.connect(5)
+        self.assertEqual(self.accepted(2), 5)
 
     def test_signalsPassedOn(self) -> None:
         """SIGHUP for the parent goes to every worker."""
