@@ -16,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
+from uploadsvc.web.accesslog import redactedLogFormatter
 from uploadsvc.web.app import DEFAULT_MAX_UPLOAD, Config, UploadApp
 from uploadsvc.web.auth import (
     Authenticator,
@@ -342,6 +343,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         reactor=reactor,
         maxConnectionsPerClient=options["max-connections-per-client"],
         headerTimeout=options["header-timeout"],
+        logFormatter=redactedLogFormatter,
     )
     # Another process (a worker, or a host sharing the root) may be waiting
     # for one of our uploads: look every half second.
