@@ -296,17 +296,19 @@ class WorkerPool(service.Service):
         worker's, shared.
         """
         sockets = self._sockets[offset]
-        if sockets[index] is not None:
-            return sockets[index]
+        own = sockets[index]
+        if own is not None:
+            return own
         inUse = {id(sockets[i]) for i in self._workers}
-        idle = [i for i, s in enumerate(sockets) if s is not None and id(s) not in inUse]
-        if idle:
-            sockets[index], sockets[idle[0]] = sockets[idle[0]], None
-            return sockets[index]
+        for i, idle in enumerate(sockets):
+            if idle is not None and id(idle) not in inUse:
+                sockets[index], sockets[i] = idle, None
+                return idle
+        fresh: socket.socket
         try:
             fresh = self._bindAgain(offset)
         except CannotListenError as e:
-            fresh = next(s for s in sockets if s is not None)
+            fresh = next(s for s in sockets if s is not None)  # the last is never closed
             log.warn(
                 "uploadsvc: cannot bind {listen} again ({why}); worker {index} "
                 "shares a socket with another worker",

@@ -35,7 +35,7 @@ def redactQuery(query: bytes) -> bytes:
     those in L{KEPT} replaced by L{REDACTED}; a parameter without C{=} is
     replaced whole, as it may be a bare token.
     """
-    parts = []
+    parts: list[bytes] = []
     for part in query.split(b"&"):
         name, equals, _ = part.partition(b"=")
         if not part:
