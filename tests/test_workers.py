@@ -10,6 +10,7 @@ import errno
 import glob
 import hashlib
 import os
+import re
 import signal
 import socket
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -288,8 +290,35 @@ class RealWorkersTests(TestCase):
         now = children(server.pid)
         self.assertEqual(len(now), 2)
         self.assertNotIn(victim, now)
+        # The replacement listens on a socket of its own again.
+        self.assertEqual(listeners(server.port), 2)
         for i in range(20):
             self.upload(server.port, f"/again/{i}.bin", 200 + i)
+
+    def test_deadWorkersShareGoesToTheLiving(self) -> None:
+        """While a killed worker is down, every new connection is served by the other one: its socket takes no share."""
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        # The dead worker stays down for the whole test (its restart is
+        # 10 minutes away); the server is stopped in cleanup.
+        server = startServer(
+            self, os.path.join(base, "root"), "--workers", "2", "--restart-delay", "600",
+        )
+        started = waitForLog(server, _STARTED, 2)
+        pids = {int(m.group(1)): int(m.group(2)) for m in started}
+        self.assertEqual(sorted(pids.values()), children(server.pid))
+        os.kill(pids[0], signal.SIGKILL)
+        waitForLog(server, re.compile(r"worker 0 ended"), 1)
+        self.assertEqual(children(server.pid), [pids[1]])
+        self.assertEqual(listeners(server.port), 1)
+        latencies = []
+        for i in range(40):
+            began = time.monotonic()
+            _, answer = exchange(server.port, "HEAD", f"/down/{i}.bin", timeout=20)
+            latencies.append(time.monotonic() - began)
+            self.assertEqual(answer.status, 404, answer.raw)
+        self.assertEqual(children(server.pid), [pids[1]])  # still down throughout
+        log.msg(f"40 HEADs while a worker was down: slowest {max(latencies):.3f} s")
 
     def test_takeoverAcrossWorkers(self) -> None:
         """A resume on the same port is served within 2 s whichever worker holds the stalled request."""
@@ -323,6 +352,39 @@ class RealWorkersTests(TestCase):
         while any(_alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual([p for p in workers if _alive(p)], [])
+
+
+#: The supervisor's log line for a started worker: its index and pid.
+_STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def waitForLog(server: Any, pattern: re.Pattern[str], count: int) -> list[re.Match[str]]:
+    """
+    Wait (at most 20 s) until C{server}'s log has C{count} matches of
+    C{pattern}, and return them.
+    """
+    deadline = time.monotonic() + 20
+    while True:
+        found = list(pattern.finditer(server.logText()))
+        if len(found) >= count or time.monotonic() > deadline:
+            if len(found) < count:
+                raise AssertionError(f"{pattern.pattern!r} not {count} times in:\n{server.logTail()}")
+            return found
+        time.sleep(0.05)
+
+
+def listeners(port: int) -> int:
+    """
+    How many sockets listen on TCP C{port} (IPv4), from the kernel's table:
+    one per running worker when each has its own C{SO_REUSEPORT} socket.
+    """
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+                count += 1
+    return count
 
 
 def _alive(pid: int) -> bool:
