@@ -204,13 +204,17 @@ class OptionsTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(
             ["--root", "/srv/u", "--workers", "3", "--no-fsync", "--listen", "tcp:9:interface=127.0.0.1",
-             "--max-upload-size", "1000"]
+             "--max-upload-size", "1000", "--min-free", "1G", "--restart-delay", "3"]
         )
         args = options.workerArguments()
         self.assertIn("--root=/srv/u", args)
         self.assertIn("--no-fsync", args)
         self.assertIn("--max-upload-size=1000", args)
-        self.assertFalse([a for a in args if a.startswith(("--workers", "--listen", "--inherit"))])
+        self.assertIn("--min-free=1073741824", args)
+        self.assertFalse([a for a in args if a.startswith("--read-size")])  # the default
+        self.assertFalse(
+            [a for a in args if a.startswith(("--workers", "--listen", "--inherit", "--restart-delay"))]
+        )
 
     def test_parentServesNothing(self) -> None:
         """With --workers 2 the service is only the supervisor; with --inherit a worker adopts its socket."""
