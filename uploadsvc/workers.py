@@ -6,16 +6,19 @@ C{twistd uploadsvc} that inherit the listening sockets (as descriptors 3, 4,
 ...) and accept from them; the kernel hands each new connection to one of
 them. The parent serves nothing: it restarts a worker that dies, passes
 SIGHUP on, and on shutdown sends SIGTERM and waits for the workers to finish.
+Workers share the storage root; an upload written by one worker is taken
+over by another through the file store's locks and takeover markers.
 
 Each worker has a C{SO_REUSEPORT} socket of its own for each TCP listener,
 and the kernel keeps handing a socket its share of new connections for as
 long as it is open, whether anyone accepts from it or not. So the parent
-closes a dead worker's sockets as soon as it reaps it (connections already
-queued on them are reset; the clients retry and land on a live worker) and
-binds fresh ones for its replacement; the running workers take every new
-connection in between, however long the restart back-off is.
-Workers share the storage root; an upload written by one worker is taken
-over by another through the file store's locks and takeover markers.
+closes a dead worker's sockets as soon as it reaps it and binds fresh ones
+for its replacement; the running workers take every new connection in
+between, however long the restart back-off is. Connections that the kernel
+queued on a dead worker's socket before it was closed (those that arrived
+between the death and the reaping) are reset, so their clients retry at
+once; with the sysctl C{net.ipv4.tcp_migrate_req=1} the kernel moves them
+to a live worker's socket instead.
 
 The sockets are made from the endpoint objects Twisted parses the strings
 into; reading their (private) attributes is confined to L{_bind}.
@@ -244,10 +247,8 @@ class WorkerPool(service.Service):
                 else:
                     port = first.getsockname()[1]  # the same port for all, even for :0
                     self._ports.append(port)
-                    self._sockets[-1] += [
-                        _bind(_withPort(description, port), self._reactor, share=True)[0]
-                        for _ in range(self._count - 1)
-                    ]
+                    for _ in range(self._count - 1):
+                        self._sockets[-1].append(self._bindAgain(len(self._ports) - 1))
         except BaseException:
             self._closeAll()
             raise
