@@ -122,13 +122,17 @@ class Options(usage.Options):
     def getUsage(self, width: int | None = None) -> str:
         width = width or int(os.environ.get("COLUMNS", "80"))
         shortOf = {long: short for short, long in self.synonyms.items() if len(short) == 1}
+        parameters: list[Any] = getattr(self, "optParameters", [])
+        coerceDocs = {
+            p[0]: getattr(p[4], "coerceDoc", "") for p in parameters if len(p) > 4
+        }
         rows = []
         for spelled in self.longOpt:
             name = spelled.rstrip("=")
             if name in self.hidden:
                 continue
             doc = " ".join((self.docs.get(name) or "").split())
-            coerceDoc = getattr(self._dispatch.get(name), "doc", "")
+            coerceDoc = coerceDocs.get(name)
             if coerceDoc:
                 doc = f"{doc} {coerceDoc}"
             default = self.defaults.get(name)
