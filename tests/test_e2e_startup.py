@@ -192,7 +192,10 @@ class RootErrorTests(StartupTestCase):
             os.chmod(path, 0o555)
             self.addCleanup(os.chmod, path, 0o755)
             return
-        made = subprocess.run(["chattr", "+i", path], capture_output=True)
+        try:
+            made = subprocess.run(["chattr", "+i", path], capture_output=True)
+        except OSError as e:
+            raise SkipTest(f"running as root and no chattr to make {path} immutable: {e}")
         if made.returncode != 0:
             raise SkipTest(f"running as root and cannot make {path} immutable: {made.stderr!r}")
         self.addCleanup(subprocess.run, ["chattr", "-i", path])
