@@ -40,8 +40,10 @@ class AppTests(SynchronousTestCase):
         self.app = UploadApp(self.store, ImmediateRunner(), config)
         self.treq = StubTreq(self.app.resource())
 
-    def request(self, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[Any, bytes]:
-        hdrs = {k.replace("_", "-"): [v] for k, v in headers.items()}
+    def request(self, method: str, path: str, body: bytes = b"", **headers: str | list[str]) -> tuple[Any, bytes]:
+        hdrs = {
+            k.replace("_", "-"): v if isinstance(v, list) else [v] for k, v in headers.items()
+        }
         response = self.successResultOf(
             self.treq.request(method, "http://example" + path, data=body or None, headers=hdrs)
         )
@@ -218,6 +220,36 @@ class AppTests(SynchronousTestCase):
         self.assertEqual(r.code, 503)
         self.assertEqual(self.header(r, "Retry-After"), "1")
         self.assertEqual(self.request("HEAD", "/b")[0].code, 404)
+
+    def test_busyAnswersRetriedFinalRequest(self) -> None:
+        """
+        Over --max-uploads, a retried final request (the file is complete,
+        nothing to write) is answered as usual; a request that would write,
+        or one that would be refused 409 otherwise, gets 503.
+        """
+        total = len(BODY)
+        self.request("PUT", "/r", BODY)
+        self.build(Config(maxUploads=1))
+        self.app.writers.acquire("someone-else", lambda: None)
+        r, _ = self.request(
+            "PUT", "/r", BODY[10:], Content_Range=f"bytes 10-{total - 1}/{total}"
+        )
+        self.assertEqual(r.code, 200)
+        self.assertEqual(self.header(r, "Upload-Complete"), "?1")
+        r, _ = self.request("PUT", "/r", BODY)  # 409 exists when not busy
+        self.assertEqual(r.code, 503)
+        r, _ = self.request("PUT", "/n", BODY[5:], Content_Range=f"bytes 5-{total - 1}/{total}")
+        self.assertEqual(r.code, 503)  # 409 offset mismatch when not busy
+
+    def test_severalContentRanges(self) -> None:
+        """Two Content-Range fields are 400, whatever they say, and nothing is stored."""
+        r, content = self.request(
+            "PUT", "/two", BODY[:10],
+            Content_Range=["bytes 0-9/100", "bytes 0-9/100"],
+        )
+        self.assertEqual(r.code, 400)
+        self.assertIn(b"Content-Range", content)
+        self.assertEqual(self.request("HEAD", "/two")[0].code, 404)
 
     def test_floorRefusesWritesOnly(self) -> None:
         """Below the free-space floor writes are 507, even of unknown length; status queries are not."""

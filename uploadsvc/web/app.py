@@ -296,8 +296,10 @@ class UploadApp:
         rng: ContentRange | RangeQuery | None = None
         rangeValue = headers.getRawHeaders(b"Content-Range")
         try:
+            if rangeValue and len(rangeValue) > 1:
+                raise BadRequest("content-range", "the request has more than one Content-Range")
             if rangeValue:
-                rng = parseContentRange(rangeValue[-1])
+                rng = parseContentRange(rangeValue[0])
                 if isinstance(rng, ContentRange):
                     checkRangeLength(rng, length)
                 elif length:
@@ -327,6 +329,8 @@ class UploadApp:
             allowOverwrite=self.config.allowOverwrite,
         )
         busy = bool(self.config.maxUploads and self.writers.busy() >= self.config.maxUploads)
+        if busy:
+            decide = partial(_unlessBusy, decide)
         if not query and not self.writers.isHeld(key):
             # The common case, nobody here writes this upload: take it now and
             # check, lock and open in one trip to the disk pool.
@@ -360,8 +364,8 @@ class UploadApp:
             if queryCompletes(stored) and not self.writers.isHeld(key):
                 return await self._finishStaged(request, path, key, digests)
             return status(request, stored, forPut=True)
-        if busy:
-            raise Busy("busy", "too many uploads in progress")
+        if busy and (rangeError or malformed):
+            raise _busy()
         if rangeError is not None:
             raise rangeError
         if malformed is not None:
@@ -456,13 +460,14 @@ class UploadApp:
         """
         Blocking: the refusals that need the disk, in docs/protocol.md's order
         (403 path, 507 space, then 503 and the header errors found earlier),
-        and then L{FileStore.begin} (whose decision gives the 409s).
+        and then L{FileStore.begin} (whose decision gives the 409s, or 503
+        through L{_unlessBusy}).
         """
         _, _, free = self._precheck(path, False)
         if free - (end or 0) < self.config.minFreeBytes:
             raise InsufficientStorage("no-space", "not enough free disk space")
-        if busy:
-            raise Busy("busy", "too many uploads in progress")
+        if busy and headerError is not None:
+            raise _busy()
         if headerError is not None:
             raise headerError
         return self.store.begin(path, decide, digests, hashState)
@@ -669,6 +674,28 @@ class _StateChanged(Exception):
     def __init__(self, stored: Stored) -> None:
         super().__init__(stored)
         self.stored = stored
+
+
+def _busy() -> Busy:
+    return Busy("busy", "too many uploads in progress")
+
+
+def _unlessBusy(
+    decide: Callable[[Stored], Plan | AlreadyComplete], stored: Stored
+) -> Plan | AlreadyComplete:
+    """
+    The decision of a request that arrives while too many uploads are being
+    written: 503, unless it is a retried final request (the file is complete
+    already, nothing to write), which is answered as usual. 503 comes before
+    the decision's own 400s and 409s (docs/protocol.md section 6).
+    """
+    try:
+        plan = decide(stored)
+    except UploadError:
+        raise _busy() from None
+    if isinstance(plan, AlreadyComplete):
+        return plan
+    raise _busy()
 
 
 def _known(writerTotal: int | None, stored: Stored) -> Stored:
