@@ -1,7 +1,12 @@
 """
-uploadsvc as a twistd application file:
+uploadsvc as a twistd application file. From the repository, once
+scripts/serve or scripts/test has made .venv/:
 
-    twistd -ny tap-configs/uploadsvc.tac
+    .venv/bin/twistd --pidfile= -ny tap-configs/uploadsvc.tac
+
+(--pidfile= because twistd would otherwise write twistd.pid into the current
+folder and refuse a second start while it is there; -n keeps it in the
+foreground, logging to stdout: add --logfile=FILE to log to a file.)
 
 Settings come from the environment so one file serves every host:
 UPLOADSVC_ROOT (default ./uploads), UPLOADSVC_LISTEN (space-separated

@@ -16,6 +16,8 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
+from uploadsvc.protocol.decisions import Plan
+from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
@@ -38,8 +40,10 @@ class AppTests(SynchronousTestCase):
         self.app = UploadApp(self.store, ImmediateRunner(), config)
         self.treq = StubTreq(self.app.resource())
 
-    def request(self, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[Any, bytes]:
-        hdrs = {k.replace("_", "-"): [v] for k, v in headers.items()}
+    def request(self, method: str, path: str, body: bytes = b"", **headers: str | list[str]) -> tuple[Any, bytes]:
+        hdrs = {
+            k.replace("_", "-"): v if isinstance(v, list) else [v] for k, v in headers.items()
+        }
         response = self.successResultOf(
             self.treq.request(method, "http://example" + path, data=body or None, headers=hdrs)
         )
@@ -217,6 +221,36 @@ class AppTests(SynchronousTestCase):
         self.assertEqual(self.header(r, "Retry-After"), "1")
         self.assertEqual(self.request("HEAD", "/b")[0].code, 404)
 
+    def test_busyAnswersRetriedFinalRequest(self) -> None:
+        """
+        Over --max-uploads, a retried final request (the file is complete,
+        nothing to write) is answered as usual; a request that would write,
+        or one that would be refused 409 otherwise, gets 503.
+        """
+        total = len(BODY)
+        self.request("PUT", "/r", BODY)
+        self.build(Config(maxUploads=1))
+        self.app.writers.acquire("someone-else", lambda: None)
+        r, _ = self.request(
+            "PUT", "/r", BODY[10:], Content_Range=f"bytes 10-{total - 1}/{total}"
+        )
+        self.assertEqual(r.code, 200)
+        self.assertEqual(self.header(r, "Upload-Complete"), "?1")
+        r, _ = self.request("PUT", "/r", BODY)  # 409 exists when not busy
+        self.assertEqual(r.code, 503)
+        r, _ = self.request("PUT", "/n", BODY[5:], Content_Range=f"bytes 5-{total - 1}/{total}")
+        self.assertEqual(r.code, 503)  # 409 offset mismatch when not busy
+
+    def test_severalContentRanges(self) -> None:
+        """Two Content-Range fields are 400, whatever they say, and nothing is stored."""
+        r, content = self.request(
+            "PUT", "/two", BODY[:10],
+            Content_Range=["bytes 0-9/100", "bytes 0-9/100"],
+        )
+        self.assertEqual(r.code, 400)
+        self.assertIn(b"Content-Range", content)
+        self.assertEqual(self.request("HEAD", "/two")[0].code, 404)
+
     def test_floorRefusesWritesOnly(self) -> None:
         """Below the free-space floor writes are 507, even of unknown length; status queries are not."""
         self.build(Config(minFreeBytes=10**18))
@@ -232,3 +266,192 @@ class AppTests(SynchronousTestCase):
         r, _ = self.request("BREW", "/x")
         self.assertEqual(r.code, 405)
         self.assertIn("PUT", self.header(r, "Allow") or "")
+
+
+V2 = bytes(reversed(BODY))  # same length as BODY, other bytes
+
+
+class StateTests(SynchronousTestCase):
+    """
+    Issue 8 items 2, 4 and 5 through the app: two apps on one root stand for
+    two worker processes (each has its own writer registry and remembered
+    hash states).
+    """
+
+    setUp = AppTests.setUp
+    build = AppTests.build
+    request = AppTests.request
+    header = AppTests.header
+    stored = AppTests.stored
+
+    def otherProcess(self) -> UploadApp:
+        store = FileStore(self.root, fsync=False)
+        self.addCleanup(store.close)
+        return UploadApp(store, ImmediateRunner(), Config(maxUploadSize=1_000_000))
+
+    def requestTo(self, app: UploadApp, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[Any, bytes]:
+        mine = self.treq
+        self.treq = StubTreq(app.resource())
+        try:
+            return self.request(method, path, body, **headers)
+        finally:
+            self.treq = mine
+
+    def stageFull(self, relative: str, data: bytes, total: int | None, digests: dict[str, str] | None = None) -> None:
+        """
+        Leave C{data} fully staged for C{relative}, as a crash between the
+        last write and the rename would (with a C{.json} only when the total
+        is known).
+        """
+        path = parseRelativePath(relative)
+        _, _, staged = self.store.begin(
+            path, lambda stored: Plan(True, 0, 0, None, total), digests or {}, None
+        )
+        assert staged is not None
+        staged.writeChunks([data])
+        if total is not None:
+            staged.sync()
+        staged.close()
+
+    def rewrittenElsewhere(self, path: str, half: int) -> UploadApp:
+        """
+        This app writes the first half of BODY; another process deletes the
+        upload and writes the first half of V2.
+        """
+        total = len(BODY)
+        r, _ = self.request("PUT", path, BODY[:half], Content_Range=f"bytes 0-{half - 1}/{total}")
+        self.assertEqual(r.code, 204)
+        other = self.otherProcess()
+        self.assertEqual(self.requestTo(other, "DELETE", path)[0].code, 204)
+        r, _ = self.requestTo(other, "PUT", path, V2[:half], Content_Range=f"bytes 0-{half - 1}/{total}")
+        self.assertEqual(r.code, 204)
+        return other
+
+    def test_rewrittenByOtherProcessDigestChecked(self) -> None:
+        """After another process deleted and rewrote the upload, its last piece with V2's correct Repr-Digest completes it (no remembered hash of the old bytes is used)."""
+        total, half = len(BODY), len(BODY) // 2
+        self.rewrittenElsewhere("/gen/a.bin", half)
+        r, _ = self.request(
+            "PUT", "/gen/a.bin", V2[half:], Content_Range=f"bytes {half}-{total - 1}/{total}",
+            Repr_Digest=reprDigest(V2).decode(),
+        )
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.header(r, "Repr-Digest"), reprDigest(V2).decode())
+        self.assertEqual(self.stored("gen/a.bin"), V2)
+
+    def test_rewrittenByOtherProcessDigestReported(self) -> None:
+        """After another process deleted and rewrote the upload, the completion reports the digest of what is on disk."""
+        total, half = len(BODY), len(BODY) // 2
+        self.rewrittenElsewhere("/gen/b.bin", half)
+        r, _ = self.request("PUT", "/gen/b.bin", V2[half:], Content_Range=f"bytes {half}-{total - 1}/{total}")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.header(r, "Repr-Digest"), reprDigest(V2).decode())
+
+    def test_hashStateStillUsed(self) -> None:
+        """Without another process in between, the remembered hash state carries on (the file is not re-read)."""
+        total, half = len(BODY), len(BODY) // 2
+        self.request("PUT", "/gen/c.bin", BODY[:half], Content_Range=f"bytes 0-{half - 1}/{total}")
+        reads: list[object] = []
+        self.patch(self.store, "hashStaged", lambda *a: reads.append(a) or {})
+        r, _ = self.request("PUT", "/gen/c.bin", BODY[half:], Content_Range=f"bytes {half}-{total - 1}/{total}")
+        self.assertEqual((r.code, reads), (201, []))
+        self.assertEqual(self.header(r, "Repr-Digest"), reprDigest(BODY).decode())
+
+    def test_rangePastTotalRefused(self) -> None:
+        """bytes 50-149/* after bytes 0-49/100 is 400, and the upload stays at 50 of 100."""
+        r, _ = self.request("PUT", "/past.bin", BODY[:50], Content_Range="bytes 0-49/100")
+        self.assertEqual(r.code, 204)
+        r, content = self.request("PUT", "/past.bin", BODY[50:150], Content_Range="bytes 50-149/*")
+        self.assertEqual(r.code, 400)
+        self.assertEqual(content.count(b"\n"), 1)
+        head, _ = self.request("HEAD", "/past.bin")
+        self.assertEqual(self.header(head, "Upload-Offset"), "50")
+        self.assertEqual(self.header(head, "Upload-Length"), "100")
+        r, _ = self.request("PUT", "/past.bin", BODY[50:100], Content_Range="bytes 50-99/*")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.stored("past.bin"), BODY[:100])
+
+    def test_queryTotalBelowOffsetRefused(self) -> None:
+        """bytes */500 on 1000 bytes of unknown total is 409 with the offset, and records nothing."""
+        r, _ = self.request("PUT", "/below.bin", BODY[:1000], Content_Range="bytes 0-999/*")
+        self.assertEqual(r.code, 204)
+        r, _ = self.request("PUT", "/below.bin", Content_Range="bytes */500")
+        self.assertEqual(r.code, 409)
+        self.assertEqual(self.header(r, "Upload-Offset"), "1000")
+        head, _ = self.request("HEAD", "/below.bin")
+        self.assertEqual(self.header(head, "Upload-Offset"), "1000")
+        self.assertIsNone(self.header(head, "Upload-Length"))
+        r, _ = self.request("PUT", "/below.bin", BODY[:100], Content_Range="bytes 0-99/500")
+        self.assertEqual(r.code, 409)
+        self.assertEqual(self.header(r, "Upload-Offset"), "1000")
+
+    def test_queryCompletesFullyStaged(self) -> None:
+        """bytes */T on an upload fully staged with its total recorded completes it: 201 with Repr-Digest."""
+        self.stageFull("full/a.bin", BODY, len(BODY))
+        r, content = self.request("PUT", "/full/a.bin", Content_Range=f"bytes */{len(BODY)}")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.header(r, "Repr-Digest"), reprDigest(BODY).decode())
+        self.assertEqual(json.loads(content)["size"], len(BODY))
+        self.assertEqual(self.stored("full/a.bin"), BODY)
+        self.assertEqual(self.request("HEAD", "/full/a.bin")[0].code, 200)
+
+    def test_queryCompletesUnknownTotal(self) -> None:
+        """With no .json (a plain PUT killed before its rename), HEAD shows offset = size and no length; bytes */size with the right Repr-Digest completes it."""
+        self.stageFull("full/b.bin", BODY, None)
+        head, _ = self.request("HEAD", "/full/b.bin")
+        self.assertEqual(head.code, 204)
+        self.assertEqual(self.header(head, "Upload-Offset"), str(len(BODY)))
+        self.assertIsNone(self.header(head, "Upload-Length"))
+        r, _ = self.request(
+            "PUT", "/full/b.bin", Content_Range=f"bytes */{len(BODY)}",
+            Repr_Digest=reprDigest(BODY).decode(),
+        )
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.stored("full/b.bin"), BODY)
+
+    def test_queryStarCompletesRecordedTotal(self) -> None:
+        """bytes */* completes an upload whose recorded total equals its size."""
+        self.stageFull("full/c.bin", BODY, len(BODY))
+        r, _ = self.request("PUT", "/full/c.bin", Content_Range="bytes */*")
+        self.assertEqual(r.code, 201)
+
+    def test_queryCompletionChecksDigest(self) -> None:
+        """A fully staged upload whose recorded Repr-Digest does not match is refused 400 and discarded, as at any completion."""
+        wrong = base64.b64encode(hashlib.sha256(b"else").digest()).decode()
+        self.stageFull("full/d.bin", BODY, len(BODY), {"sha-256": wrong})
+        r, _ = self.request("PUT", "/full/d.bin", Content_Range=f"bytes */{len(BODY)}")
+        self.assertEqual(r.code, 400)
+        self.assertEqual(self.request("HEAD", "/full/d.bin")[0].code, 404)
+
+    def test_headDoesNotComplete(self) -> None:
+        """HEAD only reports a fully staged upload."""
+        self.stageFull("full/e.bin", BODY, len(BODY))
+        head, _ = self.request("HEAD", "/full/e.bin")
+        self.assertEqual(head.code, 204)
+        self.assertEqual(self.header(head, "Upload-Length"), str(len(BODY)))
+        self.assertEqual(self.request("HEAD", "/full/e.bin")[0].code, 204)
+
+    def test_queryLeavesLiveWriter(self) -> None:
+        """A status query on an upload that a request of this process writes neither completes it nor ends that request."""
+        self.stageFull("full/f.bin", BODY, len(BODY))
+        ended: list[bool] = []
+        key = FileStore.keyFor(parseRelativePath("full/f.bin"))
+        self.app.writers.acquire(key, lambda: ended.append(True))
+        r, _ = self.request("PUT", "/full/f.bin", Content_Range=f"bytes */{len(BODY)}")
+        self.assertEqual(r.code, 204)
+        self.assertEqual(ended, [])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "full", "f.bin")))
+
+    def test_queryLeavesOtherProcessWriter(self) -> None:
+        """A status query that finds another process writing a fully staged upload answers its status at once, and that writer keeps it."""
+        self.stageFull("full/g.bin", BODY, len(BODY))
+        other = FileStore(self.root, fsync=False)
+        self.addCleanup(other.close)
+        _, _, staged = other.begin(
+            parseRelativePath("full/g.bin"), lambda s: Plan(False, s.offset, 0, 0, s.total), {}, None
+        )
+        assert staged is not None
+        self.addCleanup(staged.close)
+        r, _ = self.request("PUT", "/full/g.bin", Content_Range=f"bytes */{len(BODY)}")
+        self.assertEqual(r.code, 204)
+        self.assertEqual(self.store.pendingTakeovers(), [])

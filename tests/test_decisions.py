@@ -9,14 +9,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.errors import Conflict, NotFound
+from uploadsvc.errors import BadRequest, Conflict, NotFound
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
     Stored,
     checkQuery,
     offsetHeaders,
+    planFinish,
     planWrite,
+    queryCompletes,
 )
 from uploadsvc.protocol.ranges import ContentRange
 
@@ -227,6 +229,172 @@ class RangeWriteTests(SynchronousTestCase):
         )
         self.assertEqual(error.headers[b"Upload-Offset"], b"0")
         self.assertNotIn(b"Range", error.headers)
+
+
+class PastTheTotalTests(SynchronousTestCase):
+    """
+    An upload never passes its total and never records one below its
+    offset (issue 8 item 4), decided from the headers.
+    """
+
+    def test_rangePastRecordedTotal(self) -> None:
+        """
+        C{bytes 50-149/*} on an upload of recorded total 100 at offset 50:
+        400, as C{E >= T} would be, naming the total.
+        """
+        error = self.assertRaises(
+            BadRequest, planWrite, incomplete(50, 100), ContentRange(50, 149, None), 100, False
+        )
+        self.assertEqual(error.code, "range-past-length")
+        self.assertEqual(error.headers[b"Upload-Length"], b"100")
+
+    def test_overlapPastRecordedTotal(self) -> None:
+        """
+        A retry that overlaps stored bytes but ends past the recorded total is
+        refused too.
+        """
+        self.assertRaises(
+            BadRequest, planWrite, incomplete(80, 100), ContentRange(50, 100, None), 51, False
+        )
+
+    def test_rangeUpToRecordedTotal(self) -> None:
+        """
+        C{bytes 50-99/*} on an upload of recorded total 100 reaches it.
+        """
+        self.assertEqual(
+            planWrite(incomplete(50, 100), ContentRange(50, 99, None), 50, False),
+            Plan(False, 50, 0, 50, 100),
+        )
+
+    def test_rangeTotalBelowOffset(self) -> None:
+        """
+        A range whose total is below what is stored (1000 bytes of unknown
+        total, then C{bytes 0-99/500}): 409 with the offset.
+        """
+        error = self.assertRaises(
+            Conflict, planWrite, incomplete(1000), ContentRange(0, 99, 500), 100, False
+        )
+        self.assertEqual(error.code, "length-below-offset")
+        self.assertEqual(error.headers[b"Upload-Offset"], b"1000")
+        self.assertNotIn(b"Upload-Length", error.headers)
+
+    def test_queryTotalBelowOffset(self) -> None:
+        """
+        C{bytes */500} on 1000 stored bytes of unknown total: 409 with the
+        offset (no total is recorded).
+        """
+        error = self.assertRaises(Conflict, checkQuery, incomplete(1000), 500)
+        self.assertEqual(error.code, "length-below-offset")
+        self.assertEqual(error.headers[b"Upload-Offset"], b"1000")
+        self.assertEqual(error.headers[b"Range"], b"bytes=0-999")
+
+    def test_queryTotalAtOffset(self) -> None:
+        """
+        C{bytes */1000} on 1000 stored bytes is accepted.
+        """
+        self.assertEqual(checkQuery(incomplete(1000), 1000), incomplete(1000))
+
+
+class QueryCompletesTests(SynchronousTestCase):
+    """
+    Tests for L{queryCompletes}.
+    """
+
+    def test_fullyStaged(self) -> None:
+        """
+        An incomplete upload whose offset is its known total is finished by
+        a status query.
+        """
+        self.assertTrue(queryCompletes(incomplete(10, 10)))
+        self.assertTrue(queryCompletes(incomplete(0, 0)))
+
+    def test_notYet(self) -> None:
+        """
+        Not when bytes are missing, the total is unknown, or nothing is
+        incomplete.
+        """
+        self.assertFalse(queryCompletes(incomplete(9, 10)))
+        self.assertFalse(queryCompletes(incomplete(10)))
+        self.assertFalse(queryCompletes(complete(10)))
+        self.assertFalse(queryCompletes(Stored()))
+
+    def test_finishPlan(self) -> None:
+        """
+        Its plan writes nothing and ends at the total; there is none when
+        the upload is not fully staged.
+        """
+        self.assertEqual(planFinish(incomplete(10, 10)), Plan(False, 10, 0, 0, 10))
+        self.assertIsNone(planFinish(incomplete(9, 10)))
+        self.assertIsNone(planFinish(complete(10)))
+
+
+@st.composite
+def reachableAndRange(draw: st.DrawFn) -> tuple[Stored, ContentRange]:
+    """
+    An incomplete upload whose recorded total (if any) is not below its
+    offset, and any range of any total (or none).
+    """
+    offset = draw(st.integers(0, 10**6))
+    recorded = draw(st.one_of(st.none(), st.integers(offset, 2 * 10**6)))
+    first = draw(st.integers(0, 2 * 10**6))
+    last = draw(st.integers(first, 2 * 10**6))
+    sent = draw(st.one_of(st.none(), st.integers(last + 1, 3 * 10**6)))
+    return Stored(offset=offset, total=recorded, incomplete=True), ContentRange(first, last, sent)
+
+
+class CanFinishPropertyTests(SynchronousTestCase):
+    """
+    Whatever is accepted leaves an upload that can still finish.
+    """
+
+    @_properties
+    @given(reachableAndRange())
+    def test_planNeverPassesTotal(self, case: tuple[Stored, ContentRange]) -> None:
+        """
+        An accepted write records no total below the offset, and never
+        writes past the total it records.
+        """
+        stored, rng = case
+        try:
+            plan = planWrite(stored, rng, rng.length, False)
+        except (Conflict, BadRequest):
+            return
+        assert isinstance(plan, Plan) and plan.take is not None
+        if plan.total is not None:
+            self.assertGreaterEqual(plan.total, stored.offset)
+            self.assertLessEqual(plan.offset + plan.take, plan.total)
+            self.assertLess(rng.last, plan.total)
+
+    @_properties
+    @given(reachableAndRange())
+    def test_refusalFromHeadersAlone(self, case: tuple[Stored, ContentRange]) -> None:
+        """
+        A range that passes the known total, or a total below the offset,
+        is refused: 400 for the range, 409 for the total.
+        """
+        stored, rng = case
+        known = rng.total if rng.total is not None else stored.total
+        assume(stored.total is None or rng.total is None or rng.total == stored.total)
+        assume(rng.first <= stored.offset)
+        if known is not None and rng.last >= known:
+            self.assertRaises(BadRequest, planWrite, stored, rng, rng.length, False)
+        elif known is not None and known < stored.offset:
+            self.assertRaises(Conflict, planWrite, stored, rng, rng.length, False)
+        else:
+            self.assertIsInstance(planWrite(stored, rng, rng.length, False), Plan)
+
+    @_properties
+    @given(st.integers(0, 10**6), st.one_of(st.none(), st.integers(0, 2 * 10**6)))
+    def test_queryNeverBelowOffset(self, offset: int, total: int | None) -> None:
+        """
+        A status query is accepted exactly when its total is unknown or not
+        below the offset.
+        """
+        stored = incomplete(offset)
+        if total is not None and total < offset:
+            self.assertRaises(Conflict, checkQuery, stored, total)
+        else:
+            self.assertEqual(checkQuery(stored, total), stored)
 
 
 class CompleteFileTests(SynchronousTestCase):

@@ -9,10 +9,12 @@ nothing else.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import json
 import os
+import threading
 import zlib
 import stat
 from typing import Any
@@ -67,7 +69,7 @@ class FileStoreTestsMixin:
         startOver: bool = False,
         total: int | None = None,
         digests: dict[str, str] | None = None,
-        hashState: tuple[int, Any] | None = None,
+        hashState: tuple[str, int, Any] | None = None,
     ) -> tuple[Stored, Plan, StagedFile]:
         """
         C{begin} an upload of C{path} with a plan that appends at the stored
@@ -190,16 +192,17 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
 
     def test_hashStateReused(self) -> None:
         """
-        A hash state whose offset matches the staged size is carried on.
+        A hash state whose generation is the one in the C{.json} and whose
+        offset matches the staged size is carried on.
         """
         path = parseRelativePath("h.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
         staged.hashChunks([b"hello "])
-        state = (staged.offset, staged.hasher)
         staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], staged.offset, staged.hasher)
         resumed = self.beginUpload(path, hashState=state)[2]
-        self.assertIs(resumed.hasher, state[1])
+        self.assertIs(resumed.hasher, state[2])
         resumed.writeChunks([b"world"])
         resumed.hashChunks([b"world"])
         self.assertEqual(resumed.hasher.digest(), hashlib.sha256(b"hello world").digest())
@@ -212,9 +215,48 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         staged = self.openUpload(path)
         staged.writeChunks([b"hello "])
         staged.syncAndClose()
-        resumed = self.beginUpload(path, hashState=(3, hashlib.sha256(b"hel")))[2]
+        generation = self.readInfo(path)["generation"]
+        resumed = self.beginUpload(path, hashState=(generation, 3, hashlib.sha256(b"hel")))[2]
         self.assertEqual(resumed.offset, 6)
         self.assertIsNone(resumed.hasher)
+
+    def test_hashStateOtherGeneration(self) -> None:
+        """
+        A hash state remembered before another store (another process)
+        cancelled the upload and wrote it again to the same size is not used:
+        the new C{.json} names another generation.
+        """
+        path = parseRelativePath("g.bin")
+        staged = self.openUpload(path, total=12)
+        staged.writeChunks([b"version one "[:6]])
+        staged.hashChunks([b"versio"])
+        staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], staged.offset, staged.hasher)
+        other = self.makeStore()
+        self.assertTrue(other.cancel(path))
+        again = self.openUpload(path, store=other, startOver=True, total=12)
+        again.writeChunks([b"VERSIO"])
+        again.syncAndClose()
+        self.assertNotEqual(self.readInfo(path)["generation"], state[0])
+        resumed = self.beginUpload(path, hashState=state)[2]
+        self.assertEqual(resumed.offset, 6)
+        self.assertIsNone(resumed.hasher)
+
+    def test_hashStateNeedsInfo(self) -> None:
+        """
+        A hash state is not used when the upload has no C{.json} (another
+        store started it over and has not synced, or crashed first).
+        """
+        path = parseRelativePath("n.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.syncAndClose()
+        state = (self.readInfo(path)["generation"], 3, staged.hasher)
+        fresh = self.openUpload(path, store=self.makeStore(), startOver=True)
+        fresh.writeChunks([b"xyz"])
+        fresh.close()
+        self.assertFalse(os.path.exists(self.infoFile(path)))
+        self.assertIsNone(self.beginUpload(path, hashState=state)[2].hasher)
 
     def test_infoReplacedAtomically(self) -> None:
         """
@@ -1013,3 +1055,254 @@ class CompleteClosesTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertTrue(staged.closed)
         other = self.makeStore(lockWait=0.2)
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
+
+
+class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    A status query (C{record}) takes only the upload's state lock: it never
+    drops, waits for or ends the writer's lock, and it is serialized with
+    other queries and with the writer's metadata.
+    """
+
+    def test_queryKeepsWriterLock(self) -> None:
+        """
+        A status query in the writer's own store leaves the writer's lock
+        held: another store (another process) still cannot take the upload,
+        and no takeover request is left for the writer.
+        """
+        path = parseRelativePath("q/held.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"x" * 1000])
+        stored = self.store.record(path, 2000, {})
+        self.assertEqual(self.store.pendingTakeovers(), [])
+        other = self.makeStore(lockWait=0.2)
+        self.assertRaises(Busy, self.openUpload, path, store=other)
+        self.assertEqual(stored, Stored(offset=1000, total=2000, incomplete=True))
+        staged.close()
+        self.assertEqual(self.openUpload(path, store=other).offset, 1000)
+
+    def test_queryFromOtherProcess(self) -> None:
+        """
+        A status query in another store (another process) while a writer
+        holds the upload is answered at once with the durable offset,
+        records its total, asks the writer for nothing, and leaves it
+        holding the upload.
+        """
+        path = parseRelativePath("q/elsewhere.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"x" * 10])
+        other = self.makeStore(lockWait=0.2)
+        stored = other.record(path, 20, {})
+        self.assertEqual(other.pendingTakeovers(), [])
+        self.assertRaises(Busy, self.openUpload, path, store=other)
+        self.assertEqual(stored, Stored(offset=10, total=20, incomplete=True))
+        staged.writeChunks([b"y" * 10])
+        staged.sync()
+        self.assertEqual(self.readInfo(path)["total"], 20)
+
+    def test_queryDecidesUnderLock(self) -> None:
+        """
+        C{record} hands the decision what is stored and records nothing when
+        it refuses.
+        """
+        path = parseRelativePath("q/refused.bin")
+        self.openUpload(path).writeChunks([b"abc"])
+        seen: list[Stored] = []
+
+        def refuse(stored: Stored) -> Stored:
+            seen.append(stored)
+            raise Conflict("length-below-offset", "no")
+
+        self.assertRaises(Conflict, self.store.record, path, 2, {}, refuse)
+        self.assertEqual(seen, [Stored(offset=3, incomplete=True)])
+        self.assertFalse(os.path.exists(self.infoFile(path)))
+
+    def test_concurrentQueriesSerialized(self) -> None:
+        """
+        Two status queries on one upload in one store, at once: the second
+        waits for the first to write the C{.json}, so neither loses what the
+        other recorded.
+        """
+        path = parseRelativePath("q/two.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        staged.syncAndClose()
+        realRead = self.store._readInfo
+        paused, go = threading.Event(), threading.Event()
+
+        def pausingRead(key: str) -> dict[str, Any] | None:
+            info = realRead(key)
+            if not paused.is_set():
+                paused.set()
+                go.wait(10)
+            return info
+
+        self.store._readInfo = pausingRead  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+
+        def run(total: int | None, digests: dict[str, str]) -> None:
+            try:
+                self.store.record(path, total, digests)
+            except BaseException as e:
+                errors.append(e)
+
+        first = threading.Thread(target=run, args=(100, {}))
+        first.start()
+        self.assertTrue(paused.wait(10))
+        second = threading.Thread(target=run, args=(None, {"sha-256": "late"}))
+        second.start()
+        second.join(0.5)  # without the lock it would be done by now
+        go.set()
+        first.join(10)
+        second.join(10)
+        self.assertFalse(first.is_alive() or second.is_alive())
+        self.assertEqual(errors, [])
+        info = self.readInfo(path)
+        self.assertEqual((info["total"], info["digests"]), (100, {"sha-256": "late"}))
+
+    def test_writerKeepsQueryRecord(self) -> None:
+        """
+        What a status query recorded while a writer of unknown total ran
+        survives the writer's sync (which keeps its own generation).
+        """
+        path = parseRelativePath("q/merge.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        self.store.record(path, 10, {"sha-256": "q"})
+        staged.writeChunks([b"de"])
+        staged.sync()
+        info = self.readInfo(path)
+        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": "q"}))
+        self.assertEqual(info["generation"], staged.info["generation"])
+        self.assertEqual(
+            self.makeStore().inspect(path),
+            Stored(offset=5, total=10, incomplete=True, digests={"sha-256": "q"}),
+        )
+
+    def test_writerDigestsOlderThanQuery(self) -> None:
+        """
+        A C{Repr-Digest} recorded by a query while a writer ran is newer than
+        the one in the writer's headers, and wins (the latest sent wins).
+        """
+        path = parseRelativePath("q/latest.bin")
+        staged = self.openUpload(path, total=10, digests={"sha-256": "writer"})
+        staged.writeChunks([b"abc"])
+        self.store.record(path, None, {"sha-256": "query"})
+        staged.sync()
+        info = self.readInfo(path)
+        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": "query"}))
+
+    def test_writerDropsTotalBelowOffset(self) -> None:
+        """
+        A total recorded while a writer of unknown total ran, which the
+        writer then passed, is not kept: the upload can still finish.
+        """
+        path = parseRelativePath("q/passed.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"abc"])
+        self.store.record(path, 4, {})
+        staged.writeChunks([b"defg"])
+        staged.sync()
+        self.assertIsNone(self.readInfo(path).get("total"))
+        self.assertEqual(self.store.inspect(path), Stored(offset=7, incomplete=True))
+
+
+class RecoverTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    C{recover} at service start finishes uploads left fully staged.
+    """
+
+    def stageFull(
+        self, relative: str, data: bytes, total: int | None, digests: dict[str, str] | None = None
+    ) -> UploadPath:
+        """
+        Leave C{data} staged for C{relative} as a crash after its last write
+        would: synced, with a C{.json} when C{total} is given.
+        """
+        path = parseRelativePath(relative)
+        staged = self.openUpload(path, total=total, digests=digests)
+        staged.writeChunks([data])
+        if total is not None:
+            staged.sync()
+        staged.close()
+        return path
+
+    def test_completesFullyStaged(self) -> None:
+        """
+        An upload whose recorded total is its staged size is moved into
+        place, its recorded digest checked; nothing stays staged.
+        """
+        data = b"0123456789"
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        self.stageFull("r/full.bin", data, 10, {"sha-256": digest})
+        self.assertEqual(self.store.recover(False), [("r/full.bin", "completed")])
+        self.assertEqual(self.readFile(self.root, "r", "full.bin"), data)
+        self.assertEqual(self.uploadsEntries(), [])
+
+    def test_digestMismatchDiscards(self) -> None:
+        """
+        A fully staged upload whose recorded C{Repr-Digest} does not match
+        is discarded, as at completion.
+        """
+        digest = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+        self.stageFull("r/bad.bin", b"0123456789", 10, {"sha-256": digest})
+        done = self.store.recover(False)
+        self.assertEqual([p for p, _ in done], ["r/bad.bin"])
+        self.assertIn("discarded", done[0][1])
+        self.assertEqual(self.uploadsEntries(), [])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "r", "bad.bin")))
+
+    def test_leavesOthers(self) -> None:
+        """
+        Uploads that are not fully staged, or whose total is not recorded,
+        stay as they are.
+        """
+        short = self.stageFull("r/short.bin", b"01234", 10)
+        unknown = self.stageFull("r/unknown.bin", b"01234", None)
+        self.assertEqual(self.store.recover(False), [])
+        self.assertEqual(self.store.inspect(short), Stored(offset=5, total=10, incomplete=True))
+        self.assertEqual(self.store.inspect(unknown), Stored(offset=5, incomplete=True))
+
+    def test_destinationTakenKept(self) -> None:
+        """
+        With overwrite off and a file at the destination, the fully staged
+        upload stays staged (and is reported); with overwrite on it replaces
+        the file.
+        """
+        path = self.stageFull("r/taken.bin", b"new", 3)
+        os.makedirs(os.path.join(self.root, "r"))
+        with open(os.path.join(self.root, "r", "taken.bin"), "wb") as f:
+            f.write(b"old")
+        done = self.store.recover(False)
+        self.assertEqual([p for p, _ in done], ["r/taken.bin"])
+        self.assertIn("left staged", done[0][1])
+        self.assertEqual(self.store.inspect(path).offset, 3)
+        self.assertEqual(self.store.recover(True), [("r/taken.bin", "completed")])
+        self.assertEqual(self.readFile(self.root, "r", "taken.bin"), b"new")
+
+    def test_heldUploadLeftToWriter(self) -> None:
+        """
+        A fully staged upload that a writer (of another store) holds is left
+        to that writer, at once (no waiting, no takeover request).
+        """
+        path = self.stageFull("r/held.bin", b"abc", 3)
+        other = self.makeStore()
+        holder = self.openUpload(path, store=other)
+        self.assertEqual(self.store.recover(False), [])
+        self.assertEqual(self.store.pendingTakeovers(), [])
+        holder.close()
+        self.assertEqual(self.store.recover(False), [("r/held.bin", "completed")])
+
+    def test_foreignInfoIgnored(self) -> None:
+        """
+        A C{.json} whose path does not belong to its key (tampered, or
+        damaged) does not move anything anywhere.
+        """
+        path = self.stageFull("r/mine.bin", b"abc", 3)
+        info = self.readInfo(path)
+        info["path"] = "r/elsewhere.bin"
+        with open(self.infoFile(path), "w") as f:
+            json.dump(info, f)
+        self.assertEqual(self.store.recover(False), [])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "r", "elsewhere.bin")))
+        self.assertEqual(self.store.inspect(path).offset, 3)

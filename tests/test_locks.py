@@ -1,6 +1,7 @@
 """
 Tests for L{uploadsvc.storage.locks.RegionLocks}: one exclusive lock per key
-on one shared file, between instances of one process and between processes.
+and kind on one shared file, each on its own file description, between locks
+of one instance, instances of one process, and processes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.storage.locks import RegionLocks
+from uploadsvc.storage.locks import STATE, WRITER, HeldLock, RegionLocks
 
 #: How long a forked child may take before it is killed (it does no waiting).
 _CHILD_DEADLINE = 10.0
@@ -20,7 +21,7 @@ _CHILD_DEADLINE = 10.0
 
 class RegionLocksTests(SynchronousTestCase):
     """
-    Locks of two L{RegionLocks} on one file conflict per key.
+    Locks on one file conflict per key and kind, whoever takes them.
     """
 
     def setUp(self) -> None:
@@ -39,8 +40,15 @@ class RegionLocksTests(SynchronousTestCase):
         bytes past its end.
         """
         locks = self.makeLocks()
-        self.assertTrue(locks.tryLock("p-abc"))
+        self.assertIsNotNone(self.hold(locks, "p-abc"))
+        self.assertIsNotNone(self.hold(locks, "p-abc", STATE))
         self.assertEqual(os.path.getsize(self.path), 0)
+
+    def hold(self, locks: RegionLocks, key: str, kind: int = WRITER) -> HeldLock | None:
+        lock = locks.tryLock(key, kind)
+        if lock is not None:
+            self.addCleanup(lock.release)
+        return lock
 
     def test_sameKeyConflicts(self) -> None:
         """
@@ -48,59 +56,81 @@ class RegionLocksTests(SynchronousTestCase):
         the same file, even in the same process.
         """
         first, second = self.makeLocks(), self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
-        self.assertFalse(second.tryLock("p-one"))
+        self.assertIsNotNone(self.hold(first, "p-one"))
+        self.assertIsNone(self.hold(second, "p-one"))
+
+    def test_sameInstanceConflicts(self) -> None:
+        """
+        A key locked through one instance cannot be locked again through the
+        same instance (every lock has its own file description), and the
+        refused attempt leaves the holder's lock in place.
+        """
+        locks, other = self.makeLocks(), self.makeLocks()
+        held = self.hold(locks, "p-one")
+        self.assertIsNotNone(held)
+        self.assertIsNone(self.hold(locks, "p-one"))
+        self.assertIsNone(self.hold(other, "p-one"))
+        self.assertIsNone(self.hold(locks, "p-one"))
+
+    def test_kindsIndependent(self) -> None:
+        """
+        The writer lock and the state lock of one key are separate locks.
+        """
+        locks = self.makeLocks()
+        self.assertIsNotNone(self.hold(locks, "p-one", WRITER))
+        state = self.hold(locks, "p-one", STATE)
+        self.assertIsNotNone(state)
+        self.assertIsNone(self.hold(locks, "p-one", STATE))
 
     def test_otherKeysFree(self) -> None:
         """
         A lock on one key leaves other keys free for another instance.
         """
         first, second = self.makeLocks(), self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
-        self.assertTrue(second.tryLock("p-two"))
-        self.assertFalse(first.tryLock("p-two"))
+        self.assertIsNotNone(self.hold(first, "p-one"))
+        self.assertIsNotNone(self.hold(second, "p-two"))
+        self.assertIsNone(self.hold(first, "p-two"))
 
-    def test_unlockFrees(self) -> None:
+    def test_releaseFrees(self) -> None:
         """
-        After C{unlock} another instance can take the key, and then holds it
-        against the first.
+        After C{release} another instance can take the key, and then holds it
+        against the first; a second C{release} does nothing.
         """
         first, second = self.makeLocks(), self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
-        first.unlock("p-one")
-        self.assertTrue(second.tryLock("p-one"))
-        self.assertFalse(first.tryLock("p-one"))
+        lock = first.tryLock("p-one")
+        assert lock is not None
+        self.assertTrue(lock.held)
+        lock.release()
+        self.assertFalse(lock.held)
+        lock.release()
+        self.assertIsNotNone(self.hold(second, "p-one"))
+        self.assertIsNone(self.hold(first, "p-one"))
 
-    def test_unlockOnlyThatKey(self) -> None:
+    def test_releaseOnlyThatLock(self) -> None:
         """
-        Unlocking one key keeps the instance's other locks.
+        Releasing one lock keeps the instance's other locks.
         """
         first, second = self.makeLocks(), self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
-        self.assertTrue(first.tryLock("p-two"))
-        first.unlock("p-one")
-        self.assertTrue(second.tryLock("p-one"))
-        self.assertFalse(second.tryLock("p-two"))
+        one = first.tryLock("p-one")
+        assert one is not None
+        self.assertIsNotNone(self.hold(first, "p-two"))
+        one.release()
+        self.assertIsNotNone(self.hold(second, "p-one"))
+        self.assertIsNone(self.hold(second, "p-two"))
 
-    def test_relockOwnKey(self) -> None:
+    def test_closeKeepsHeldLocks(self) -> None:
         """
-        An instance may lock a key it already holds, and still holds it
-        against others.
-        """
-        first, second = self.makeLocks(), self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
-        self.assertTrue(first.tryLock("p-one"))
-        self.assertFalse(second.tryLock("p-one"))
-
-    def test_closeReleases(self) -> None:
-        """
-        Closing an instance lets go of all its locks.
+        Closing an instance does not drop the locks taken through it; each
+        goes with its own release.
         """
         first = RegionLocks(self.path)
         second = self.makeLocks()
-        self.assertTrue(first.tryLock("p-one"))
+        lock = first.tryLock("p-one")
+        assert lock is not None
         first.close()
-        self.assertTrue(second.tryLock("p-one"))
+        self.assertIsNone(self.hold(second, "p-one"))
+        lock.release()
+        self.assertIsNotNone(self.hold(second, "p-one"))
 
     def runChild(self, body: Callable[[], int]) -> int:
         """
@@ -134,27 +164,30 @@ class RegionLocksTests(SynchronousTestCase):
         and can lock another key.
         """
         parent = self.makeLocks()
-        self.assertTrue(parent.tryLock("p-held"))
+        self.assertIsNotNone(self.hold(parent, "p-held"))
 
         def child() -> int:
             locks = RegionLocks(self.path)
-            return 10 + int(locks.tryLock("p-held")) + 2 * int(locks.tryLock("p-free"))
+            held = locks.tryLock("p-held") is not None
+            free = locks.tryLock("p-free") is not None
+            return 10 + int(held) + 2 * int(free)
 
         # 10 + 0 (held key refused) + 2 (other key granted)
         self.assertEqual(self.runChild(child), 12)
         # And the child's lock on p-free went away with it.
-        self.assertTrue(parent.tryLock("p-free"))
+        self.assertIsNotNone(self.hold(parent, "p-free"))
 
     def test_childAfterUnlock(self) -> None:
         """
-        Once the parent unlocks its key, a child process can take it.
+        Once the parent releases its lock, a child process can take it.
         """
         parent = self.makeLocks()
-        self.assertTrue(parent.tryLock("p-held"))
-        parent.unlock("p-held")
+        lock = parent.tryLock("p-held")
+        assert lock is not None
+        lock.release()
 
         def child() -> int:
-            return 10 + int(RegionLocks(self.path).tryLock("p-held"))
+            return 10 + int(RegionLocks(self.path).tryLock("p-held") is not None)
 
         self.assertEqual(self.runChild(child), 11)
 
@@ -166,7 +199,7 @@ class RegionLocksTests(SynchronousTestCase):
 
         def child() -> int:
             locks = RegionLocks(self.path)
-            return 10 + int(locks.tryLock("p-crash"))
+            return 10 + int(locks.tryLock("p-crash") is not None)
 
         self.assertEqual(self.runChild(child), 11)
-        self.assertTrue(self.makeLocks().tryLock("p-crash"))
+        self.assertIsNotNone(self.hold(self.makeLocks(), "p-crash"))

@@ -5,17 +5,28 @@ the service tree on a memory reactor, and plugin discovery.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
-from twisted.application.service import IServiceMaker, MultiService
+from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc import tap
-from uploadsvc.tap import DEFAULT_BACKLOG, DEFAULT_LISTEN, Options, makeService, withBacklog
+from uploadsvc.commandline import formatSize, parseSize
+from uploadsvc.tap import (
+    DEFAULT_BACKLOG,
+    DEFAULT_LISTEN,
+    Options,
+    StartupError,
+    makeService,
+    withBacklog,
+)
+from uploadsvc.web.app import DEFAULT_MAX_UPLOAD
 
 #: Every option of C{twistd uploadsvc}, by long name.
 OPTIONS = [
@@ -145,6 +156,79 @@ class OptionsTests(SynchronousTestCase):
         for argv in cases:
             self.assertRaises(UsageError, Options().parseOptions, argv)
 
+    def test_sizes(self) -> None:
+        """
+        Byte options take K, M, G and T, powers of 1024, in either case and
+        with an optional B or iB; their defaults are sizes too.
+        """
+        options = parse(
+            "--max-upload-size", "10G", "--min-free", "1t", "--read-size", "256KiB",
+            "--bench-write-rate", "2MB",
+        )
+        self.assertEqual(
+            [options[n] for n in ("max-upload-size", "min-free", "read-size", "bench-write-rate")],
+            [10 * 1024**3, 1024**4, 256 * 1024, 2 * 1024**2],
+        )
+        self.assertEqual(parse()["max-upload-size"], DEFAULT_MAX_UPLOAD)
+        self.assertEqual(parse()["min-free"], 0)
+        self.assertEqual(parse("--max-upload-size", "1000")["max-upload-size"], 1000)
+        self.assertEqual([formatSize(n) for n in (0, 1000, 1024, 64 * 1024**3)], ["0", "1000", "1K", "64G"])
+
+    def test_badSizes(self) -> None:
+        """
+        Anything but digits and one unit is refused, naming the option.
+        """
+        for text in ["10X", "-1", "1.5G", "G", "", "10 G", "1KK", "0x10"]:
+            e = self.assertRaises(UsageError, parse, "--min-free", text)
+            self.assertIn(f"--min-free {text}: not a size", str(e))
+            self.assertRaises(ValueError, parseSize, text)
+
+    def test_plainErrors(self) -> None:
+        """
+        Option mistakes are told in plain words that name the option.
+        """
+        cases = {
+            ("--rot", "x"): "unknown option --rot",
+            ("--root",): "--root needs a value",
+            ("--no-fsync=yes",): "--no-fsync takes no value",
+            ("--idle-timeout", "soon"): "--idle-timeout soon: give a number of 0 or more",
+            ("stray",): "unexpected argument 'stray'",
+        }
+        for argv, message in cases.items():
+            self.assertIn(message, str(self.assertRaises(UsageError, parse, *argv)))
+
+    def test_hiddenOptionsWork(self) -> None:
+        """
+        --inherit, --bench-write-rate and --restart-delay work but are not
+        in --help.
+        """
+        options = parse(
+            "--inherit", "5=tcp:8080:interface=127.0.0.1", "--bench-write-rate", "1M",
+            "--restart-delay", "2.5",
+        )
+        self.assertEqual(options["inherit"], [(5, "tcp:8080:interface=127.0.0.1")])
+        self.assertEqual((options["bench-write-rate"], options["restart-delay"]), (1024**2, 2.5))
+        usage = str(Options())
+        for name in ("inherit", "bench-write-rate", "restart-delay"):
+            self.assertNotIn("--" + name, usage)
+
+    def test_helpWrapsBetweenWords(self) -> None:
+        """
+        At any width, --help keeps every endpoint example and hyphenated
+        word whole, and points at docs/protocol.md.
+        """
+        for width in (60, 80, 120):
+            words = Options().getUsage(width).split()
+            for word in (
+                "tcp:8080:interface=127.0.0.1,",
+                "ssl:8443:privateKey=k.pem:certKey=c.pem",
+                "unix:/run/uploadsvc.sock",
+                "Retry-After",
+                "keep-alive",
+                "docs/protocol.md.",
+            ):
+                self.assertIn(word, words, width)
+
     def test_badListen(self) -> None:
         """
         An endpoint description that cannot be parsed is refused with
@@ -209,6 +293,41 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([entry[0] for entry in self.reactor.unixServers], [sock])
         tcpFactory = self.reactor.tcpServers[0][1]
         self.assertIs(self.reactor.unixServers[0][1], tcpFactory)
+
+    def test_rootUnusable(self) -> None:
+        """
+        A root that is a file, or cannot be created, stops makeService with
+        a L{StartupError} that says why.
+        """
+        afile = os.path.abspath(self.mktemp())
+        open(afile, "w").close()
+        for root, message in [
+            (afile, f"--root {afile}: not a folder"),
+            (os.path.join(afile, "sub"), f"cannot be created: {afile} is not a folder"),
+        ]:
+            e = self.assertRaises(
+                StartupError, makeService, parse("--root", root), self.reactor
+            )
+            self.assertEqual(str(e).split(": ", 1)[0], f"--root {root}")
+            self.assertIn(message, str(e))
+
+    def test_listenErrorOneLine(self) -> None:
+        """
+        A listener that cannot be opened stops the start with a
+        L{StartupError} naming the address and the reason.
+        """
+
+        class Busy(Service):
+            def privilegedStartService(self) -> None:
+                raise CannotListenError("127.0.0.1", 8080, OSError(errno.EADDRINUSE, "Address already in use"))
+
+        svc = self.service()
+        Busy().setServiceParent(svc)
+        e = self.assertRaises(StartupError, svc.privilegedStartService)
+        self.assertEqual(
+            str(e),
+            "cannot listen on 127.0.0.1:8080: address already in use (another server on that port?)",
+        )
 
     def test_stopService(self) -> None:
         """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.tap import Options
 from uploadsvc.testing.rawhttp import exchange
-from uploadsvc.testing.server import REPO_ROOT, freePort
+from uploadsvc.testing.server import REPO_ROOT, TWISTD, freePort
+from uploadsvc.testing.tools import requireTool
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 
@@ -66,9 +66,7 @@ class NginxConfigTests(SynchronousTestCase):
 
     def test_syntaxAcceptedByNginx(self) -> None:
         """nginx -t accepts the config inside a minimal http block."""
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-        if nginx is None:
-            raise self.skipTest("nginx is not installed (.ci/run installs it)")
+        nginx = requireTool("nginx")
         tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
         cert = os.path.join(tmp, "c.pem")
@@ -93,15 +91,36 @@ class NginxConfigTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
+def documentedTacCommand() -> list[str]:
+    """
+    The command that the .tac's docstring gives to run it, split.
+    """
+    lines = [l.strip() for l in read("uploadsvc.tac").splitlines() if " -ny " in l]
+    if len(lines) != 1:
+        raise AssertionError(f"expected one twistd -ny command in the .tac, found {lines}")
+    return shlex.split(lines[0])
+
+
 class TacTests(TestCase):
     """
-    tap-configs/uploadsvc.tac runs as written under twistd -ny.
+    tap-configs/uploadsvc.tac runs as documented under twistd -ny.
     """
 
     timeout = 60
 
+    def test_documentedCommand(self) -> None:
+        """The .tac and the README give the same command, with the venv's twistd."""
+        argv = documentedTacCommand()
+        self.assertEqual(argv[0], ".venv/bin/twistd")
+        self.assertEqual(argv[-1], "tap-configs/uploadsvc.tac")
+        with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+            self.assertIn(" ".join(argv), f.read())
+
     def test_servesUploads(self) -> None:
-        """twistd -ny uploadsvc.tac serves the root and port given in its environment."""
+        """
+        The documented twistd -ny command serves the root and port given in
+        the environment, and leaves no pid file in the folder it runs in.
+        """
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         root = os.path.join(base, "root")
@@ -113,10 +132,12 @@ class TacTests(TestCase):
         env["UPLOADSVC_ARGS"] = "--no-fsync"
         log = open(os.path.join(base, "twistd.log"), "wb")
         self.addCleanup(log.close)
+        argv = documentedTacCommand()
+        # This interpreter's twistd for .venv/bin/twistd; the .tac by its
+        # path in the repository, since the command runs from elsewhere.
+        command = [*TWISTD, *argv[1:-1], os.path.join(REPO_ROOT, argv[-1])]
         process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-ny", os.path.join(CONFIGS, "uploadsvc.tac"), "--pidfile="],
-            cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
+            command, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
         def stop() -> None:
@@ -140,3 +161,6 @@ class TacTests(TestCase):
         self.assertEqual(answer.status, 201, answer.raw)
         with open(os.path.join(root, "tac", "t.txt"), "rb") as f:
             self.assertEqual(f.read(), body)
+        self.assertEqual(sorted(os.listdir(base)), ["root", "twistd.log"])
+        stop()
+        self.assertEqual(sorted(os.listdir(base)), ["root", "twistd.log"])

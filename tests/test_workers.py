@@ -6,16 +6,19 @@ worker comes back, takeover across workers).
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
+import re
 import signal
 import socket
 import time
 from typing import Any
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -60,7 +63,7 @@ class WorkerPoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.spawn = Spawner()
-        port = freePort()
+        self.port = port = freePort()
         self.pool = WorkerPool(
             self.reactor, 2, [f"tcp:{port}:interface=127.0.0.1"], ["python", "run"], self.spawn
         )
@@ -108,6 +111,69 @@ class WorkerPoolTests(SynchronousTestCase):
         self.reactor.advance(RESTART_DELAY)
         self.assertEqual(len(self.spawn.calls), 5)
 
+    def accepted(self, call: int) -> int:
+        """
+        How many connections are waiting to be accepted on the listening
+        socket that spawn number C{call} was given (accepting them).
+        """
+        sock = socket.socket(fileno=os.dup(self.spawn.calls[call][2][3]))
+        sock.setblocking(False)
+        count = 0
+        with sock:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    return count
+                conn.close()
+                count += 1
+
+    def connect(self, count: int) -> None:
+        """
+        Open C{count} connections to the pool's port (closed in cleanup).
+        """
+        for _ in range(count):
+            client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self.addCleanup(client.close)
+
+    def test_deadWorkersSocketClosed(self) -> None:
+        """While a worker is down, every new connection goes to the running worker (its own socket no longer takes a share)."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.connect(40)
+        self.assertEqual(self.accepted(1), 40)
+
+    def test_replacementGetsFreshSocket(self) -> None:
+        """A restarted worker gets a socket of its own again and takes its share of new connections."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.connect(40)
+        shares = [self.accepted(2), self.accepted(1)]
+        self.assertEqual(sum(shares), 40)
+        self.assertTrue(all(shares), shares)
+
+    def test_lastSocketKeptWhileAllDown(self) -> None:
+        """With every worker down the port stays bound; its waiting connections go to the first worker back."""
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.spawn.end(1, Failure(ProcessTerminated(signal=9)))
+        self.connect(3)
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.assertEqual(self.accepted(2), 3)
+
+    def test_sharesWhenPortCannotBeBoundAgain(self) -> None:
+        """If the port cannot be bound again (privileges dropped), the replacement shares a running worker's socket."""
+
+        def refuse(offset: int) -> socket.socket:
+            raise CannotListenError("127.0.0.1", self.port, OSError(errno.EACCES, "denied"))
+
+        self.pool._bindAgain = refuse  # type: ignore[method-assign]
+        self.spawn.end(0, Failure(ProcessTerminated(signal=9)))
+        self.reactor.advance(RESTART_DELAY)
+        self.assertEqual(len(self.spawn.calls), 3)
+        self.connect(5)
+        self.assertEqual(self.accepted(2), 5)
+
     def test_signalsPassedOn(self) -> None:
         """SIGHUP for the parent goes to every worker."""
         self.pool.signalAll("HUP")
@@ -138,13 +204,17 @@ class OptionsTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(
             ["--root", "/srv/u", "--workers", "3", "--no-fsync", "--listen", "tcp:9:interface=127.0.0.1",
-             "--max-upload-size", "1000"]
+             "--max-upload-size", "1000", "--min-free", "1G", "--restart-delay", "3"]
         )
         args = options.workerArguments()
         self.assertIn("--root=/srv/u", args)
         self.assertIn("--no-fsync", args)
         self.assertIn("--max-upload-size=1000", args)
-        self.assertFalse([a for a in args if a.startswith(("--workers", "--listen", "--inherit"))])
+        self.assertIn("--min-free=1073741824", args)
+        self.assertFalse([a for a in args if a.startswith("--read-size")])  # the default
+        self.assertFalse(
+            [a for a in args if a.startswith(("--workers", "--listen", "--inherit", "--restart-delay"))]
+        )
 
     def test_parentServesNothing(self) -> None:
         """With --workers 2 the service is only the supervisor; with --inherit a worker adopts its socket."""
@@ -224,8 +294,35 @@ class RealWorkersTests(TestCase):
         now = children(server.pid)
         self.assertEqual(len(now), 2)
         self.assertNotIn(victim, now)
+        # The replacement listens on a socket of its own again.
+        self.assertEqual(listeners(server.port), 2)
         for i in range(20):
             self.upload(server.port, f"/again/{i}.bin", 200 + i)
+
+    def test_deadWorkersShareGoesToTheLiving(self) -> None:
+        """While a killed worker is down, every new connection is served by the other one: its socket takes no share."""
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        # The dead worker stays down for the whole test (its restart is
+        # 10 minutes away); the server is stopped in cleanup.
+        server = startServer(
+            self, os.path.join(base, "root"), "--workers", "2", "--restart-delay", "600",
+        )
+        started = waitForLog(server, _STARTED, 2)
+        pids = {int(m.group(1)): int(m.group(2)) for m in started}
+        self.assertEqual(sorted(pids.values()), children(server.pid))
+        os.kill(pids[0], signal.SIGKILL)
+        waitForLog(server, re.compile(r"worker 0 ended"), 1)
+        self.assertEqual(children(server.pid), [pids[1]])
+        self.assertEqual(listeners(server.port), 1)
+        latencies = []
+        for i in range(40):
+            began = time.monotonic()
+            _, answer = exchange(server.port, "HEAD", f"/down/{i}.bin", timeout=20)
+            latencies.append(time.monotonic() - began)
+            self.assertEqual(answer.status, 404, answer.raw)
+        self.assertEqual(children(server.pid), [pids[1]])  # still down throughout
+        log.msg(f"40 HEADs while a worker was down: slowest {max(latencies):.3f} s")
 
     def test_takeoverAcrossWorkers(self) -> None:
         """A resume on the same port is served within 2 s whichever worker holds the stalled request."""
@@ -259,6 +356,39 @@ class RealWorkersTests(TestCase):
         while any(_alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual([p for p in workers if _alive(p)], [])
+
+
+#: The supervisor's log line for a started worker: its index and pid.
+_STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def waitForLog(server: Any, pattern: re.Pattern[str], count: int) -> list[re.Match[str]]:
+    """
+    Wait (at most 20 s) until C{server}'s log has C{count} matches of
+    C{pattern}, and return them.
+    """
+    deadline = time.monotonic() + 20
+    while True:
+        found = list(pattern.finditer(server.logText()))
+        if len(found) >= count or time.monotonic() > deadline:
+            if len(found) < count:
+                raise AssertionError(f"{pattern.pattern!r} not {count} times in:\n{server.logTail()}")
+            return found
+        time.sleep(0.05)
+
+
+def listeners(port: int) -> int:
+    """
+    How many sockets listen on TCP C{port} (IPv4), from the kernel's table:
+    one per running worker when each has its own C{SO_REUSEPORT} socket.
+    """
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+                count += 1
+    return count
 
 
 def _alive(pid: int) -> bool:

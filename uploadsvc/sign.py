@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from twisted.python import usage
 
+from uploadsvc import commandline
 from uploadsvc.protocol.signing import signQuery
 from uploadsvc.web.auth import SecretFileError, readSecrets
 
@@ -43,13 +44,25 @@ def signedURL(
     return baseURL.rstrip("/") + raw.decode("ascii") + "?" + query.decode("ascii")
 
 
-class SignOptions(usage.Options):
-    synopsis = "--key-file FILE --path /PATH [--method PUT] [--ttl SECONDS] [--base-url URL]"
+class SignOptions(commandline.Options):
+    synopsis = (
+        "Usage: python -m uploadsvc.sign --key-file FILE --path /PATH "
+        "[--method PUT] [--ttl SECONDS] [--base-url URL]"
+    )
+    longdesc = (
+        "Print a signed upload URL: it lets its holder send METHOD to PATH "
+        "until it expires, with no other credential. The path is signed exactly "
+        "as given, so give it as the client will send it: percent-encoded, with "
+        "the mount prefix if the server has one. Example: python -m "
+        "uploadsvc.sign --key-file /etc/uploadsvc/signing.key --path "
+        "/photos/a.jpg --base-url https://up.example prints "
+        "https://up.example/photos/a.jpg?expires=...&sig=..."
+    )
     optParameters = [
         ["key-file", "k", None, "The server's --signing-key-file (its first key signs)."],
         ["method", "m", "PUT", "PUT (also allows HEAD and POST), HEAD or DELETE."],
         ["path", "p", None, "The request path, e.g. /photos/a.jpg."],
-        ["ttl", "t", 900, "Seconds the URL stays valid.", int],
+        ["ttl", "t", 900, "Seconds the URL stays valid.", commandline.countOption("ttl")],
         ["base-url", "b", "", "Scheme and host to prefix, e.g. https://up.example."],
     ]
 
@@ -73,7 +86,7 @@ def main(argv: Sequence[str] | None = None, now: float | None = None) -> int:
         expires = int(time.time() if now is None else now) + options["ttl"]
         url = signedURL(keys[0], options["method"], options["path"], expires, options["base-url"])
     except (usage.UsageError, SecretFileError, ValueError) as e:
-        print(f"{sys.argv[0]}: {e}", file=sys.stderr)
+        print(f"python -m uploadsvc.sign: {commandline.plainError(str(e))}", file=sys.stderr)
         return 2
     print(url)
     return 0

@@ -4,18 +4,26 @@ The twistd plugin's options and service: C{twistd uploadsvc}.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-from typing import Any
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from twisted.application import internet, service, strports
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from uploadsvc import commandline
+from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
+from uploadsvc.web.accesslog import redactedLogFormatter
 from uploadsvc.web.app import DEFAULT_MAX_UPLOAD, Config, UploadApp
 from uploadsvc.web.auth import (
     Authenticator,
@@ -27,6 +35,7 @@ from uploadsvc.web.auth import (
 from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT, LimitedSite
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE
 from uploadsvc.workers import (
+    RESTART_DELAY,
     WorkerPool,
     adoptedListener,
     followSupervisor,
@@ -117,14 +126,91 @@ def isLoopbackEndpoint(description: str) -> bool:
     return address.is_loopback
 
 
-def _positiveInt(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
+#: How the command line names itself in its one-line errors.
+PROGRAM = "twistd uploadsvc"
 
 
-class Options(usage.Options):
+class StartupError(Exception):
+    """
+    The server cannot start as configured (a port in use, a root that
+    cannot be used): under twistd it ends the start with one line on
+    stderr and exit status 1, not a traceback.
+    """
+
+
+def _reportStartupErrorsInOneLine() -> None:
+    """
+    Make an uncaught L{StartupError} end this process with its one-line
+    message: twistd lets an error at start-up through to Python's own
+    report, a traceback (after removing its pid file, and in daemon mode
+    after telling the parent).
+    """
+    previous = sys.excepthook
+    if getattr(previous, "reportsStartupErrors", False):
+        return
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StartupError):
+            (sys.__stderr__ or sys.stderr).write(f"{PROGRAM}: {value}\n")
+        else:
+            previous(kind, value, tb)
+
+    hook.reportsStartupErrors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def describeListenError(error: CannotListenError) -> str:
+    """
+    One line that says why a listener could not be opened, and what to do.
+    """
+    where = error.port if error.interface is None else f"{error.interface or '*'}:{error.port}"
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    code = getattr(error.socketError, "errno", None)
+    hint = {
+        errno.EADDRINUSE: " (another server on that port?)",
+        errno.EACCES: " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        errno.EADDRNOTAVAIL: " (this host has no such address)",
+    }.get(code or 0, "")
+    return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}{hint}"
+
+
+@contextmanager
+def _listenErrors() -> Iterator[None]:
+    try:
+        yield
+    except CannotListenError as e:
+        message = describeListenError(e)
+        log.error("{message}", message=message)
+        raise StartupError(message) from None
+
+
+def checkRoot(root: str) -> None:
+    """
+    Refuse a storage root that this process could not use, before anything
+    starts: one that is not a folder, is not writable, or cannot be created.
+
+    @raise StartupError: saying which.
+    """
+    path = os.path.abspath(root)
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise StartupError(f"--root {root}: not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StartupError(f"--root {root}: not writable by this user (uid {os.geteuid()})")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StartupError(f"--root {root}: cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StartupError(
+            f"--root {root}: cannot be created: {parent} is not writable by this "
+            f"user (uid {os.geteuid()})"
+        )
+
+
+class Options(commandline.Options):
     """
     Command-line options of C{twistd uploadsvc}.
     """
@@ -133,8 +219,15 @@ class Options(usage.Options):
     longdesc = (
         "Receive many uploads at once (PUT/POST a file to its path), stream each "
         "body to disk with flow control, and resume interrupted uploads with "
-        "Content-Range. See PROTOCOL.md for the HTTP interface."
+        "Content-Range. The HTTP interface is described in docs/protocol.md."
     )
+
+    #: Options for the project's own tools and tests: they work, but --help
+    #: does not list them.
+    hidden = frozenset({"inherit", "bench-write-rate", "restart-delay"})
+    #: Options in bytes: their defaults are shown as sizes and parsed once
+    #: options are read.
+    sizes = ("max-upload-size", "min-free", "read-size", "bench-write-rate")
 
     optFlags = [
         ["allow-overwrite", None, "Let an upload replace a complete file (default: 409)."],
@@ -148,21 +241,26 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["root", "r", "./uploads", "Folder that receives the uploads (created if missing)."],
-        ["max-upload-size", None, DEFAULT_MAX_UPLOAD,
-         "Largest upload in bytes; larger ones get 413.", _positiveInt],
+        ["max-upload-size", None, formatSize(DEFAULT_MAX_UPLOAD),
+         "Largest upload; larger ones get 413.", sizeOption("max-upload-size")],
         ["idle-timeout", None, 60,
          "Seconds a client may send nothing before it is disconnected "
-         "(what it sent is kept); 0 turns the timeout off.", _positiveInt],
+         "(what it sent is kept); 0 turns the timeout off.", countOption("idle-timeout")],
         ["prefix", None, "", "URL path prefix that is stripped, e.g. /upload."],
-        ["min-free", None, 0,
-         "Free-space floor in bytes: data that would go below it gets 507.", _positiveInt],
+        ["min-free", None, "0",
+         "Free-space floor: data that would go below it gets 507.", sizeOption("min-free")],
         ["max-uploads", None, 0,
-         "Uploads written at once before 503 + Retry-After (0: no limit).", _positiveInt],
-        ["disk-threads", None, 8, "Threads that write to disk.", _positiveInt],
-        ["read-size", None, DEFAULT_READ_SIZE, "Largest socket read in bytes.", _positiveInt],
-        ["bench-write-rate", None, 0,
+         "Uploads written at once before 503 + Retry-After (0: no limit).",
+         countOption("max-uploads")],
+        ["disk-threads", None, 8, "Threads that write to disk.", countOption("disk-threads")],
+        ["read-size", None, formatSize(DEFAULT_READ_SIZE), "Largest socket read.",
+         sizeOption("read-size")],
+        ["bench-write-rate", None, "0",
          "For benchmarks only: limit disk writes to this many bytes per second "
-         "(a disk slower than the network); 0: no limit.", _positiveInt],
+         "(a disk slower than the network); 0: no limit.", sizeOption("bench-write-rate")],
+        ["restart-delay", None, RESTART_DELAY,
+         "With --workers: seconds before a dead worker is first started again "
+         "(for tests).", countOption("restart-delay", float)],
         ["auth-tokens", None, None,
          "File of bearer tokens, one per line (# comments); requests need "
          "Authorization: Bearer <token>. Re-read on change and on SIGHUP."],
@@ -172,11 +270,11 @@ class Options(usage.Options):
          "and on SIGHUP."],
         ["max-connections-per-client", None, 0,
          "Open connections one client address may have; extra ones are closed "
-         "at once (0: no limit).", _positiveInt],
+         "at once (0: no limit).", countOption("max-connections-per-client")],
         ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
-         _positiveInt],
+         countOption("header-timeout")],
     ]
 
     def __init__(self) -> None:
@@ -189,8 +287,10 @@ class Options(usage.Options):
         """Worker processes sharing the listening sockets: a number, or auto for one per core (default: 1, no separate worker)."""
         try:
             self["workers"] = workerCount(value)
-        except ValueError as e:
-            raise usage.UsageError(f"bad --workers {value!r}: {e}")
+        except ValueError:
+            raise usage.UsageError(
+                f"--workers {value}: give a number of 1 or more, or auto"
+            ) from None
 
     def opt_inherit(self, value: str) -> None:
         """(internal) FD=ENDPOINT: serve the listening socket FD that the parent made from ENDPOINT."""
@@ -202,26 +302,52 @@ class Options(usage.Options):
     def workerArguments(self) -> list[str]:
         """
         These options again, for a worker: everything but C{--workers},
-        C{--listen} and C{--inherit} (the parent passes the listeners).
+        C{--listen}, C{--inherit} (the parent passes the listeners) and
+        C{--restart-delay} (the parent's business).
         """
         flags: list[Any] = self.optFlags
         parameters: list[Any] = self.optParameters
         args = [f"--{flag[0]}" for flag in flags if self[flag[0]]]
         for parameter in parameters:
             name, default = parameter[0], parameter[2]
-            if self[name] is not None and self[name] != default:
+            if name in self.sizes:
+                default = parseSize(str(default))
+            if self[name] is not None and self[name] != default and name != "restart-delay":
                 args.append(f"--{name}={self[name]}")
         return args
 
     def opt_listen(self, endpoint: str) -> None:
-        """Endpoint to listen on, repeatable: a Twisted endpoint string such as tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/uploadsvc.sock (default: tcp:8080:interface=127.0.0.1)."""
+        """Endpoint to listen on, repeatable: a Twisted endpoint string such as tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=k.pem:certKey=c.pem or unix:/run/uploadsvc.sock (default: tcp:8080:interface=127.0.0.1)."""
         try:
             serverFromString(None, endpoint)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise usage.UsageError(f"bad --listen {endpoint!r}: {e}")
         self["listen"].append(endpoint)
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}; a mistake raises L{usage.UsageError} in plain
+        words. On the twistd command line it ends the process instead, with
+        one line on stderr and exit status 1 (twistd would print all of
+        --help first, then the error, both on stdout).
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            message = plainError(str(e))
+            if self.parent is None:
+                raise usage.UsageError(message) from None
+            sys.stderr.write(f"{PROGRAM}: {message}; see --help\n")
+            raise SystemExit(1)
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}: options start with --")
+
     def postOptions(self) -> None:
+        for name in self.sizes:
+            if isinstance(self[name], str):  # a default
+                self[name] = parseSize(self[name])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if self["disk-threads"] < 1:
@@ -258,6 +384,21 @@ class Options(usage.Options):
                 "--signing-key-file, or --trust-front-end behind an authenticating "
                 "proxy, or --insecure-no-auth to accept uploads from anyone"
             )
+
+
+class _UploadService(service.MultiService):
+    """
+    The whole server: a listener that cannot be opened ends the start with
+    a L{StartupError} that says why in one line.
+    """
+
+    def privilegedStartService(self) -> None:
+        with _listenErrors():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        with _listenErrors():
+            super().startService()
 
 
 class _ThreadPoolService(service.Service):
@@ -306,23 +447,30 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
-    top = service.MultiService()
+    if options.parent is not None:  # the twistd command line
+        _reportStartupErrorsInOneLine()
+    checkRoot(options["root"])
+    top = _UploadService()
     if options["workers"] > 1 and not options["inherit"]:
         WorkerPool(
             reactor,
             options["workers"],
             [withBacklog(d) for d in options["listen"]],
             workerCommand(options.workerArguments()),
+            restartDelay=options["restart-delay"],
         ).setServiceParent(top)
         return top
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
     rate = options["bench-write-rate"]
-    store = FileStore(
-        options["root"],
-        fsync=not options["no-fsync"],
-        throttle=WriteThrottle(rate) if rate else None,
-    )
+    try:
+        store = FileStore(
+            options["root"],
+            fsync=not options["no-fsync"],
+            throttle=WriteThrottle(rate) if rate else None,
+        )
+    except OSError as e:
+        raise StartupError(f"--root {options['root']}: {e.strerror or e}") from None
     config = Config(
         allowOverwrite=options["allow-overwrite"],
         allowDelete=options["allow-delete"],
@@ -335,6 +483,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
     app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth)
+    reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = LimitedSite(
         app.resource(),
         readSize=options["read-size"],
@@ -342,6 +491,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         reactor=reactor,
         maxConnectionsPerClient=options["max-connections-per-client"],
         headerTimeout=options["header-timeout"],
+        logFormatter=redactedLogFormatter,
     )
     # Another process (a worker, or a host sharing the root) may be waiting
     # for one of our uploads: look every half second.

@@ -9,6 +9,17 @@ SIGHUP on, and on shutdown sends SIGTERM and waits for the workers to finish.
 Workers share the storage root; an upload written by one worker is taken
 over by another through the file store's locks and takeover markers.
 
+Each worker has a C{SO_REUSEPORT} socket of its own for each TCP listener,
+and the kernel keeps handing a socket its share of new connections for as
+long as it is open, whether anyone accepts from it or not. So the parent
+closes a dead worker's sockets as soon as it reaps it and binds fresh ones
+for its replacement; the running workers take every new connection in
+between, however long the restart back-off is. Connections that the kernel
+queued on a dead worker's socket before it was closed (those that arrived
+between the death and the reaping) are reset, so their clients retry at
+once; with the sysctl C{net.ipv4.tcp_migrate_req=1} the kernel moves them
+to a live worker's socket instead.
+
 The sockets are made from the endpoint objects Twisted parses the strings
 into; reading their (private) attributes is confined to L{_bind}.
 """
@@ -24,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -85,6 +97,8 @@ def _bind(description: str, reactor: Any, share: bool = False) -> tuple[socket.s
         over them; with one shared socket, the worker that happens to be
         awake takes nearly every connection.
     @return: the socket and its address family.
+    @raise CannotListenError: when the address cannot be bound (in use,
+        not ours to bind, ...).
     """
     endpoint = endpoints.serverFromString(reactor, description)
     backlog = getattr(endpoint, "_backlog", 50)
@@ -96,7 +110,11 @@ def _bind(description: str, reactor: Any, share: bool = False) -> tuple[socket.s
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
+        try:
+            sock.bind(path)
+        except OSError as e:
+            sock.close()
+            raise CannotListenError(None, path, e)
         os.chmod(path, endpoint._mode)
     elif isinstance(
         endpoint,
@@ -111,7 +129,11 @@ def _bind(description: str, reactor: Any, share: bool = False) -> tuple[socket.s
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if share:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((endpoint._interface, endpoint._port))
+        try:
+            sock.bind((endpoint._interface, endpoint._port))
+        except OSError as e:
+            sock.close()
+            raise CannotListenError(endpoint._interface, endpoint._port, e)
     else:
         raise ValueError(f"--workers cannot share a {description.split(':')[0]} endpoint")
     sock.listen(backlog)
@@ -182,6 +204,8 @@ class WorkerPool(service.Service):
     @param command: the worker's command line before its listeners, e.g.
         C{[python, -c, run-twistd, -n, --pidfile=, uploadsvc, --root, ...]};
         each listener is added as C{--inherit FD=DESCRIPTION}.
+    @param restartDelay: seconds before the first restart of a dead worker
+        (see L{RESTART_DELAY}).
     """
 
     def __init__(
@@ -191,15 +215,20 @@ class WorkerPool(service.Service):
         listen: Sequence[str],
         command: Sequence[str],
         spawn: Callable[..., Any] | None = None,
+        restartDelay: float = RESTART_DELAY,
     ) -> None:
         self._reactor = reactor
         self._count = count
         self._listen = list(listen)
         self._command = list(command)
         self._spawn = spawn
-        self._sockets: list[list[socket.socket]] = []  # per listener, per worker
+        #: Per listener, per worker: its socket, or None once closed (a UNIX
+        #: listener has one socket, shared by every worker).
+        self._sockets: list[list[socket.socket | None]] = []
+        self._ports: list[int] = []  # per listener: the port that all share
         self._workers: dict[int, tuple[_Worker, Any]] = {}
-        self._delay = RESTART_DELAY
+        self._restartDelay = restartDelay
+        self._delay = restartDelay
         self._stopping = False
         self._previousHUP: Any = None
 
@@ -207,17 +236,22 @@ class WorkerPool(service.Service):
         # Bind before dropping privileges, like twistd's own listeners.
         super().privilegedStartService()
         self._sockets = []
-        for description in self._listen:
-            first = _bind(description, self._reactor, share=True)[0]
-            if first.family == socket.AF_UNIX:
-                self._sockets.append([first] * self._count)
-            else:
-                port = first.getsockname()[1]  # the same port for all, even for :0
-                rest = [
-                    _bind(_withPort(description, port), self._reactor, share=True)[0]
-                    for _ in range(self._count - 1)
-                ]
-                self._sockets.append([first, *rest])
+        self._ports = []
+        try:
+            for description in self._listen:
+                first = _bind(description, self._reactor, share=True)[0]
+                self._sockets.append([first])
+                if first.family == socket.AF_UNIX:
+                    self._ports.append(0)
+                    self._sockets[-1] *= self._count
+                else:
+                    port = first.getsockname()[1]  # the same port for all, even for :0
+                    self._ports.append(port)
+                    for _ in range(self._count - 1):
+                        self._sockets[-1].append(self._bindAgain(len(self._ports) - 1))
+        except BaseException:
+            self._closeAll()
+            raise
 
     def startService(self) -> None:
         if not self._sockets:
@@ -239,9 +273,9 @@ class WorkerPool(service.Service):
     def _start(self, index: int) -> None:
         argv = list(self._command)
         childFDs: dict[int, Any] = {0: "w", 1: 1, 2: 2}
-        for offset, (sockets, description) in enumerate(zip(self._sockets, self._listen)):
+        for offset, description in enumerate(self._listen):
             fd = 3 + offset
-            childFDs[fd] = sockets[index].fileno()
+            childFDs[fd] = self._socketFor(offset, index).fileno()
             argv += ["--inherit", f"{fd}={description}"]
         worker = _Worker(self, index)
         worker.started = self._reactor.seconds()
@@ -249,6 +283,75 @@ class WorkerPool(service.Service):
         env = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
         process = spawn(worker, argv[0], argv, env=env, childFDs=childFDs)
         self._workers[index] = (worker, process)
+        log.info(
+            "uploadsvc worker {index} started (pid {pid})", index=index, pid=process.pid
+        )
+
+    def _socketFor(self, offset: int, index: int) -> socket.socket:
+        """
+        The listening socket of listener C{offset} for worker C{index}: its
+        own if still open, else one that no running worker uses (kept open
+        while every worker was down: its queued connections are served
+        now), else a fresh one, else (the port cannot be bound again, e.g.
+        after twistd dropped the privileges of a port below 1024) a running
+        worker's, shared.
+        """
+        sockets = self._sockets[offset]
+        own = sockets[index]
+        if own is not None:
+            return own
+        inUse = {id(sockets[i]) for i in self._workers}
+        for i, idle in enumerate(sockets):
+            if idle is not None and id(idle) not in inUse:
+                sockets[index], sockets[i] = idle, None
+                return idle
+        fresh: socket.socket
+        try:
+            fresh = self._bindAgain(offset)
+        except CannotListenError as e:
+            fresh = next(s for s in sockets if s is not None)  # the last is never closed
+            log.warn(
+                "uploadsvc: cannot bind {listen} again ({why}); worker {index} "
+                "shares a socket with another worker",
+                listen=self._listen[offset], why=e.socketError, index=index,
+            )
+        sockets[index] = fresh
+        return fresh
+
+    def _bindAgain(self, offset: int) -> socket.socket:
+        """
+        One more socket for listener C{offset}, on the port all share.
+        """
+        description = _withPort(self._listen[offset], self._ports[offset])
+        return _bind(description, self._reactor, share=True)[0]
+
+    def _closeIdleSockets(self) -> None:
+        """
+        Close the listening sockets that no running worker accepts from, so
+        that the kernel hands every new connection to a running worker.
+        The last open socket of a listener stays open (and its connections
+        wait for a restart), so the port stays ours while every worker is
+        down.
+        """
+        for sockets in self._sockets:
+            inUse = {id(sockets[i]) for i in self._workers}
+            for sock in list(sockets):
+                remaining = {id(s) for s in sockets if s is not None}
+                if sock is None or id(sock) in inUse or id(sock) not in remaining:
+                    continue
+                if len(remaining) < 2:
+                    break
+                sock.close()
+                sockets[:] = [None if s is sock else s for s in sockets]
+
+    def _closeAll(self) -> None:
+        closed: set[int] = set()
+        for sockets in self._sockets:
+            for sock in sockets:
+                if sock is not None and id(sock) not in closed:
+                    closed.add(id(sock))
+                    sock.close()
+        self._sockets = []
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         if self._workers.get(worker.index, (None,))[0] is not worker:
@@ -256,9 +359,10 @@ class WorkerPool(service.Service):
         del self._workers[worker.index]
         if self._stopping:
             return
+        self._closeIdleSockets()
         lived = self._reactor.seconds() - worker.started
         if lived >= HEALTHY_AFTER:
-            self._delay = RESTART_DELAY
+            self._delay = self._restartDelay
         log.warn(
             "uploadsvc worker {index} ended ({why}) after {lived:.1f} s; "
             "starting it again in {delay} s",
@@ -297,10 +401,7 @@ class WorkerPool(service.Service):
         def closed(_: object) -> None:
             if kill.active():
                 kill.cancel()
-            for sockets in self._sockets:
-                for sock in set(sockets):
-                    sock.close()
-            self._sockets = []
+            self._closeAll()
 
         return defer.DeferredList(waiting).addCallback(closed)
 

@@ -3,14 +3,14 @@ The offset decision: what a write request does to what is stored.
 
 Pure: a function of small frozen values. It answers with a L{Plan} (write
 these bytes of the body from this offset), L{AlreadyComplete} (a retry of a
-finished upload), or raises the L{UploadError} that PROTOCOL.md gives.
+finished upload), or raises the L{UploadError} that docs/protocol.md gives.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from uploadsvc.errors import Conflict, NotFound
+from uploadsvc.errors import BadRequest, Conflict, NotFound
 from uploadsvc.protocol.ranges import ContentRange
 
 
@@ -81,6 +81,23 @@ def _checkTotal(stored: Stored, total: int | None) -> None:
         )
 
 
+def _checkReachable(stored: Stored, total: int | None) -> None:
+    """
+    Refuse a total below what is already stored: the upload could never
+    end at it (PROTOCOL.md section 3, a 409 about the state, like a total
+    that differs from the recorded one).
+    """
+    if total is not None and total < stored.offset:
+        headers = offsetHeaders(stored.offset)
+        if stored.total is not None:
+            headers[b"Upload-Length"] = b"%d" % stored.total
+        raise Conflict(
+            "length-below-offset",
+            f"upload length {total} is below the {stored.offset} bytes already stored",
+            headers,
+        )
+
+
 def planWrite(
     stored: Stored,
     contentRange: ContentRange | None,
@@ -102,6 +119,16 @@ def planWrite(
     total = contentRange.total
     if stored.incomplete:
         _checkTotal(stored, total)
+        known = total if total is not None else stored.total
+        if known is not None and contentRange.last >= known:
+            # bytes S-E/* of an upload whose total is recorded: as E >= T.
+            raise BadRequest(
+                "range-past-length",
+                f"Content-Range end {contentRange.last} is not below the "
+                f"upload length {known}",
+                {b"Upload-Length": b"%d" % known},
+            )
+        _checkReachable(stored, known)
         offset = stored.offset
         if contentRange.first > offset:
             raise Conflict(
@@ -138,10 +165,12 @@ def checkQuery(stored: Stored, total: int | None) -> Stored:
 
     @return: C{stored}, to be answered as incomplete or complete.
     @raise NotFound: nothing is there.
-    @raise Conflict: C{total} differs from the recorded one.
+    @raise Conflict: C{total} differs from the recorded one, or is below the
+        stored offset.
     """
     if stored.incomplete:
         _checkTotal(stored, total)
+        _checkReachable(stored, total)
         return stored
     if stored.completeSize is not None:
         if total is not None and total != stored.completeSize:
@@ -152,3 +181,24 @@ def checkQuery(stored: Stored, total: int | None) -> Stored:
             )
         return stored
     raise NotFound("not-found", "no upload at this path")
+
+
+def queryCompletes(stored: Stored) -> bool:
+    """
+    Whether a C{PUT} status query (C{bytes */T}, after T is recorded) finds
+    an upload fully staged but never moved into place (a crash or a failed
+    rename after its last byte): it then completes it, so that no request
+    with an empty range is ever needed. A C{HEAD} only reports it.
+    """
+    return stored.incomplete and stored.total is not None and stored.offset == stored.total
+
+
+def planFinish(stored: Stored) -> Plan | None:
+    """
+    The plan of a status query that completes a fully staged upload (see
+    L{queryCompletes}): nothing to write, the total reached; L{None} when
+    the upload is not (or no longer) fully staged.
+    """
+    if not queryCompletes(stored):
+        return None
+    return Plan(False, stored.offset, 0, 0, stored.total)

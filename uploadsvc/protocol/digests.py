@@ -1,5 +1,5 @@
 """
-The C{Content-Digest} and C{Repr-Digest} fields of RFC 9530 (PROTOCOL.md
+The C{Content-Digest} and C{Repr-Digest} fields of RFC 9530 (docs/protocol.md
 section 4).
 
 Both are Structured Field Dictionaries (RFC 9651) mapping an algorithm to a

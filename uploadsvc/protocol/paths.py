@@ -1,5 +1,5 @@
 """
-The addressing rules of PROTOCOL.md section 1: from a raw request path to the
+The addressing rules of docs/protocol.md section 1: from a raw request path to the
 components of a destination under the storage root.
 
 The parser rejects rather than repairs: every path that is not plainly a
@@ -151,7 +151,7 @@ class UploadPath:
     """
     A checked destination path: components relative to the storage root.
 
-    Building one (directly or by parsing) checks the rules of PROTOCOL.md
+    Building one (directly or by parsing) checks the rules of docs/protocol.md
     section 1, so code that holds an C{UploadPath} holds a safe name.
 
     @ivar components: the decoded components, e.g. C{("photos", "a.jpg")}.

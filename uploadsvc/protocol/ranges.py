@@ -1,5 +1,5 @@
 """
-The C{Content-Range} request header of PROTOCOL.md section 3.
+The C{Content-Range} request header of docs/protocol.md section 3.
 
 Two forms are accepted, and nothing else:
   - C{bytes S-E/T} or C{bytes S-E/*}: an append of bytes S to E inclusive,

@@ -8,8 +8,8 @@ spreads the files over 256 folders (made as needed) so that concurrent uploads d
 folder's lock)::
 
     <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
-    <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path
-    <root>/.uploadsvc/lock                      one locked byte per upload being written
+    <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path, generation
+    <root>/.uploadsvc/lock                      a writer and a state lock byte per upload
     <root>/.uploadsvc/takeover/<key>            a writer elsewhere asks the holder to let go
 
 The offset of an upload is the size of its data file (as in tusd), so there
@@ -25,27 +25,41 @@ included, the folder is the whole state. Every file and folder under
 C{.uploadsvc} is reached through L{uploadsvc.storage.statedir}, never through
 a link planted there.
 
+Two locks per upload (L{uploadsvc.storage.locks}): its writer holds the
+writer lock for the whole request; everything that reads and rewrites the
+C{.json}, or starts over, cancels or renames the data file, holds the state
+lock for that moment. Status queries take only the state lock. The
+generation in the C{.json} is random, new whenever the bytes start over; it
+tells whether a hash state kept in memory still describes the bytes (see
+L{_usableHashState}).
+
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import os
+import secrets
 import stat
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import attrs
 from twisted.logger import Logger
 
-from uploadsvc.errors import Busy, Conflict, StorageFault, StorageUnavailable, UnsafeState
+from uploadsvc.errors import (
+    Busy, Conflict, StorageFault, StorageUnavailable, UnsafeState, UploadError,
+)
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
-from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import statedir
-from uploadsvc.storage.locks import RegionLocks
+from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
@@ -54,6 +68,8 @@ __all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
 
 log = Logger()
 _READ_SIZE = 1024 * 1024
+#: How often a request waiting for another's lock looks again.
+_STATE_POLL = 0.005
 
 
 class StagedFile:
@@ -65,6 +81,10 @@ class StagedFile:
         did not see them all (then completion re-reads the file).
     @ivar info: the upload's metadata, written by L{sync} when C{infoDirty}.
     @ivar infoOnDisk: whether a C{.json} of this upload exists.
+    @ivar infoBase: the metadata as it was on disk when this request began
+        (empty when it started the upload or found none): what L{sync}
+        compares with to keep what status queries recorded meanwhile.
+    @ivar lock: the upload's writer lock, held until L{close}.
     """
 
     def __init__(
@@ -76,6 +96,7 @@ class StagedFile:
         hasher: Any,
         info: dict[str, Any],
         infoDirty: bool,
+        lock: HeldLock | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -85,6 +106,8 @@ class StagedFile:
         self.info = info
         self.infoDirty = infoDirty
         self.infoOnDisk = False
+        self.infoBase: dict[str, Any] = {}
+        self.lock = lock
         self.closed = False
 
     def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
@@ -123,7 +146,14 @@ class StagedFile:
             os.fsync(self.fd)
         self.store._checkAlive(self)
         if self.infoDirty:
-            self.store._writeInfo(self.key, self.info)
+            with self.store._stateLock(self.key):
+                try:
+                    onDisk = self.store._readInfo(self.key)
+                except ValueError:
+                    onDisk = None  # damaged: replaced by what this writer knows
+                self.info = _mergeInfo(self.info, self.infoBase, onDisk, self.offset)
+                self.store._writeInfo(self.key, self.info)
+            self.infoBase = dict(self.info)
             self.infoDirty = False
             self.infoOnDisk = True
         return self.offset
@@ -144,7 +174,8 @@ class StagedFile:
         if not self.closed:
             self.closed = True
             os.close(self.fd)
-            self.store._unlock(self.key)
+            if self.lock is not None:
+                self.lock.release()
 
 
 class FileStore:
@@ -394,7 +425,8 @@ class FileStore:
         path: UploadPath,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
-        hashState: tuple[int, Any] | None,
+        hashState: tuple[str, int, Any] | None,
+        wait: bool = True,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
         Lock the upload of C{path}, decide the request against what is
@@ -406,8 +438,11 @@ class FileStore:
         @param decide: the pure decision (L{planWrite} with the request's
             headers bound); it may raise the refusal.
         @param digests: C{Repr-Digest} values to remember (latest wins).
-        @param hashState: C{(offset, sha256 hasher)} kept in memory from an
-            earlier request of this process, used when its offset matches.
+        @param hashState: C{(generation, offset, sha256 hasher)} kept in
+            memory from an earlier request of this process; see
+            L{_usableHashState} for when it is used.
+        @param wait: when false, refuse at once (L{Busy}) if anyone holds
+            the upload, and ask no holder to let go.
         @return: what was stored, the plan, and the staged file (L{None}
             when the plan is L{AlreadyComplete}).
         @raise Busy: another process holds the upload for longer than
@@ -415,16 +450,16 @@ class FileStore:
         """
         key = self.keyFor(path)
         self._fresh()
-        self._lock(key)
+        lock = self._lock(key, wait)
         try:
             stored = self.inspect(path, durable=False)
             plan = decide(stored)
             if isinstance(plan, AlreadyComplete):
-                self._unlock(key)
+                lock.release()
                 return stored, plan, None
-            return stored, plan, self._open(path, key, stored, plan, digests, hashState)
+            return stored, plan, self._open(path, key, stored, plan, digests, hashState, lock)
         except BaseException:
-            self._unlock(key)
+            lock.release()
             raise
 
     def _open(
@@ -434,55 +469,93 @@ class FileStore:
         stored: Stored,
         plan: Plan,
         digests: dict[str, str],
-        hashState: tuple[int, Any] | None,
+        hashState: tuple[str, int, Any] | None,
+        lock: HeldLock | None = None,
     ) -> StagedFile:
         info = None if plan.startOver else self._readInfo(key)
         onDisk = info is not None
+        base = dict(info) if info is not None else {}
         dirty = info is None
         if info is None:
-            info = {"path": path.relative, "created": time.time()}
+            info = _newInfo(path)
+        elif not isinstance(info.get("generation"), str):
+            info["generation"] = _newGeneration()  # an older .json
+            dirty = True
         if plan.total is not None and info.get("total") != plan.total:
             info["total"] = plan.total
             dirty = True
         if digests:
             info["digests"] = {**info.get("digests", {}), **digests}
             dirty = True
-        if plan.startOver:
-            # Metadata of an earlier upload (or one a crash left behind) must
-            # not describe the new bytes, even if we crash before the next sync.
-            self._unlinkInfo(key)
-        fd = self._openData(key, create=True, truncate=plan.startOver)
+        fd = self._openData(key, create=True)
         assert fd is not None
+        if plan.startOver:
+            # Under the state lock, so that no status query writes the old
+            # metadata back in between. Metadata of an earlier upload (or one
+            # a crash left behind) must not describe the new bytes, even if
+            # we crash before the next sync. (Truncated after the checks of
+            # _openData: never a file that a planted link names.)
+            try:
+                with self._stateLock(key):
+                    self._unlinkInfo(key)
+                    os.ftruncate(fd, 0)
+            except BaseException:
+                os.close(fd)
+                raise
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
             hasher = hashlib.sha256()
-        elif hashState is not None and hashState[0] == offset:
-            hasher = hashState[1]
-        staged = StagedFile(self, key, fd, offset, hasher, info, dirty)
+        elif _usableHashState(hashState, base, offset):
+            assert hashState is not None
+            hasher = hashState[2]
+        staged = StagedFile(self, key, fd, offset, hasher, info, dirty, lock)
         staged.infoOnDisk = onDisk
+        staged.infoBase = base
         return staged
 
-    def record(self, path: UploadPath, total: int | None, digests: dict[str, str]) -> None:
+    def record(
+        self,
+        path: UploadPath,
+        total: int | None,
+        digests: dict[str, str],
+        decide: Callable[[Stored], Stored] | None = None,
+    ) -> Stored:
         """
-        Remember a total or digests learnt from a request that carried no data.
+        Decide a status query against what is stored now, and remember the
+        total or digests it carried.
+
+        Only the upload's state lock is taken, never its writer lock: a
+        query waits for no writer and ends none, in this process or any
+        other, and queries are serialized with each other and with every
+        other change of the upload's metadata. A writer holding the upload
+        meanwhile keeps what was recorded (see L{StagedFile.sync}).
+
+        @param decide: the pure decision (L{checkQuery} with the query's
+            total bound); it sees the durable offset read under the lock and
+            may raise the refusal.
+        @return: what is stored, as C{decide} answered, with what was
+            recorded.
         """
         key = self.keyFor(path)
         self._fresh()
-        self._lock(key)
-        try:
-            fd = self._openData(key, create=False)
-            if fd is None:
-                return
-            os.close(fd)
-            info = self._readInfo(key) or {"path": path.relative, "created": time.time()}
+        with self._stateLock(key):
+            stored = self.inspect(path)
+            if decide is not None:
+                stored = decide(stored)
+            if not stored.incomplete or (total is None and not digests):
+                return stored
+            info = self._readInfo(key)
+            if info is None:
+                info = _newInfo(path)
             if total is not None:
                 info["total"] = total
             if digests:
                 info["digests"] = {**info.get("digests", {}), **digests}
             self._writeInfo(key, info)
-        finally:
-            self._unlock(key)
+            return attrs.evolve(
+                stored, total=info.get("total"), digests=dict(info.get("digests", {}))
+            )
 
     def _writeInfo(self, key: str, info: dict[str, Any]) -> None:
         """
@@ -505,33 +578,58 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _lock(self, key: str) -> None:
+    def _lock(self, key: str, wait: bool = True) -> HeldLock:
         """
-        Take the upload's lock. When another process holds it, leave a
-        takeover request for it (see L{pendingTakeovers}) and wait up to
+        Take the upload's writer lock. When another process holds it, leave
+        a takeover request for it (see L{pendingTakeovers}) and wait up to
         C{lockWait} seconds for it to let go.
+
+        @param wait: when false, refuse at once and leave no request.
+        @return: the lock, which only its own C{release} drops.
         """
         state = self._stateDir
-        if self._locks.tryLock(key):
+        lock = self._locks.tryLock(key)
+        if lock is not None:
             # A marker left by a writer that gave up would end this request;
             # a writer still waiting makes its marker again within 50 ms.
             state.dropMarker(key)
-            return
+            return lock
+        if not wait:
+            raise Busy("locked", "the upload is being written by another request")
         deadline = time.monotonic() + self.lockWait
         try:
             while True:
                 # (Re)made each round: the holder may have just cleared it.
                 state.touchMarker(key)
                 time.sleep(0.05)
-                if self._locks.tryLock(key):
-                    return
+                lock = self._locks.tryLock(key)
+                if lock is not None:
+                    return lock
                 if time.monotonic() >= deadline:
                     raise Busy("locked", "the upload is being written by another process")
         finally:
             state.dropMarker(key)
 
-    def _unlock(self, key: str) -> None:
-        self._locks.unlock(key)
+    @contextmanager
+    def _stateLock(self, key: str) -> Iterator[None]:
+        """
+        Hold the upload's state lock while its metadata is read and
+        rewritten, or its files are started over, renamed or removed.
+
+        Holders keep it for one small file write, never while waiting for
+        anything else, so waiting for it is a short bounded poll (L{Busy}
+        after C{lockWait}) that asks nobody to let go. Not reentrant: a
+        holder that asked again would wait for itself.
+        """
+        deadline = time.monotonic() + self.lockWait
+        while (lock := self._locks.tryLock(key, STATE)) is None:
+            if time.monotonic() >= deadline:
+                raise Busy("state-locked", "the upload is being changed by another request")
+            time.sleep(_STATE_POLL)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def pendingTakeovers(self) -> list[str]:
         """
@@ -603,15 +701,18 @@ class FileStore:
                     raise Conflict("is-folder", f"{path.relative!r} is a folder")
                 if st is not None and not allowOverwrite:
                     raise Conflict("exists", f"{path.relative!r} already exists")
-                self._moveStaged(staged, parentFD, name)
-                if self.fsync:
-                    fsyncFolder(parentFD)
+                # With the metadata's removal, under the state lock: a query
+                # must not record metadata for a data file that is gone.
+                with self._stateLock(staged.key):
+                    self._moveStaged(staged, parentFD, name)
+                    if self.fsync:
+                        fsyncFolder(parentFD)
+                    # Not fsync'd: metadata that comes back after a power loss
+                    # without its data file reads as nothing there. (Removed
+                    # even when this request wrote none: a query may have.)
+                    self._unlinkInfo(staged.key)
             finally:
                 os.close(parentFD)
-            # Not fsync'd: metadata that comes back after a power loss
-            # without its data file reads as nothing there.
-            if staged.infoOnDisk:
-                self._unlinkInfo(staged.key)
             return st is not None
         finally:
             staged.close()
@@ -665,11 +766,12 @@ class FileStore:
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             os.close(parentFD)
-        self._lock(key)
+        lock = self._lock(key)
         try:
-            return self._discard(key)
+            with self._stateLock(key):
+                return self._discard(key)
         finally:
-            self._unlock(key)
+            lock.release()
 
     def discard(self, staged: StagedFile) -> None:
         """
@@ -677,7 +779,8 @@ class FileStore:
         close it.
         """
         try:
-            self._discard(staged.key)
+            with self._stateLock(staged.key):
+                self._discard(staged.key)
         finally:
             staged.close()
 
@@ -721,6 +824,162 @@ class FileStore:
     def freeBytes(self) -> int:
         st = os.statvfs(self._rootFD)
         return st.f_bavail * st.f_frsize
+
+    def recover(self, allowOverwrite: bool) -> list[tuple[str, str]]:
+        """
+        Finish the uploads that are fully staged but were never moved into
+        place (a crash, or a failed rename, between the last write and the
+        rename): those whose recorded total is their staged size. Run at
+        service start; blocking.
+
+        Each is taken like a writer would (its writer lock, without waiting
+        or asking anyone to let go: one that a request of any process holds
+        is left to that request), its recorded C{Repr-Digest}s are checked
+        (a mismatch discards it, as at completion), and it is renamed into
+        place atomically and durably. Those whose destination is taken
+        (overwrite off) stay staged: a client still sees them with C{HEAD}.
+
+        @return: C{(path, what happened)} for each upload it acted on.
+        """
+        done = []
+        self._fresh()
+        for shard in sorted(os.listdir(self._stateDir.uploadsFD)):
+            try:
+                folder = self._stateDir.shard(shard, create=False)
+            except UploadError:
+                continue  # a link or a file: left for the operator
+            if folder is None:
+                continue
+            try:
+                names = sorted(os.listdir(folder))
+            finally:
+                os.close(folder)
+            for name in names:
+                if name.startswith("p-") and name.endswith(".data"):
+                    outcome = self._recoverOne(name[: -len(".data")], allowOverwrite)
+                    if outcome is not None:
+                        done.append(outcome)
+        return done
+
+    def _recoverOne(self, key: str, allowOverwrite: bool) -> tuple[str, str] | None:
+        lock = self._locks.tryLock(key)
+        if lock is None:
+            return None
+        try:
+            with self._stateLock(key):
+                info = self._readInfo(key)
+                path = parseRelativePath(info["path"]) if info else None
+                if info is None or path is None or self.keyFor(path) != key:
+                    lock.release()
+                    return None
+                fd = self._openData(key, create=False)
+                if fd is None:
+                    lock.release()
+                    return None
+        except (OSError, ValueError, TypeError, KeyError, UploadError):
+            lock.release()  # not ours to judge here: left as it is
+            return None
+        size = os.fstat(fd).st_size
+        staged = StagedFile(self, key, fd, size, None, info, False, lock)
+        staged.infoOnDisk = True
+        try:
+            if info.get("total") != size:
+                staged.close()
+                return None
+            wanted = {
+                alg: base64.b64decode(value)
+                for alg, value in dict(info.get("digests", {})).items()
+            }
+            computed = self.hashStaged(staged, set(wanted) | {"sha-256"})
+            if any(computed[alg] != value for alg, value in wanted.items()):
+                self.discard(staged)
+                return path.relative, "discarded: its Repr-Digest does not match"
+            self.complete(path, staged, allowOverwrite)
+            return path.relative, "completed"
+        except UploadError as e:
+            return path.relative, f"left staged: {e.reason}"
+        except OSError as e:
+            return path.relative, f"left staged: {e}"
+        finally:
+            staged.close()
+
+
+def _newGeneration() -> str:
+    return secrets.token_hex(16)
+
+
+def _newInfo(path: UploadPath) -> dict[str, Any]:
+    """
+    Metadata of an upload (re)started now, with a generation of its own.
+    """
+    return {"path": path.relative, "created": time.time(), "generation": _newGeneration()}
+
+
+def _usableHashState(
+    hashState: tuple[str, int, Any] | None, onDisk: dict[str, Any], offset: int
+) -> bool:
+    """
+    Whether a sha-256 state remembered by this process still covers exactly
+    the staged bytes, C{0..offset}.
+
+    The staged bytes change only by: an append at C{offset = size} (bytes
+    below the size are never rewritten); a rollback to the start of the
+    request that appended (which was at or above any size remembered
+    before it); a start over, truncate to 0; or a cancel or discard. Each of
+    the last two removes the C{.json} first, under the writer and state
+    locks, and a new C{.json} gets a new random generation. A state is
+    remembered only after the C{.json} naming its generation was written.
+    So while the C{.json} carries that same generation, the size never went
+    below the remembered offset, and the first C{offset} bytes are the ones
+    hashed: if the size equals the offset too, the state covers the file. In
+    any other case (no C{.json}, another generation, another size; as when
+    another process deleted and rewrote the upload) it is not used and
+    completion re-reads the file.
+
+    @param hashState: C{(generation, offset, hasher)}.
+    @param onDisk: the C{.json} read under the writer lock (empty if none).
+    """
+    if hashState is None:
+        return False
+    generation, stateOffset, _ = hashState
+    return onDisk.get("generation") == generation and stateOffset == offset
+
+
+def _mergeInfo(
+    mine: dict[str, Any],
+    base: dict[str, Any],
+    onDisk: dict[str, Any] | None,
+    offset: int,
+) -> dict[str, Any]:
+    """
+    The metadata a writer records: its own, plus what status queries
+    recorded while it ran.
+
+    A writer holds the writer lock, so nobody else changed its bytes or
+    started them over: a C{.json} on disk now describes them, whatever its
+    generation. What in it differs from what the writer found at its start
+    (C{base}) was recorded by a query since, which is newer than the
+    writer's headers: such C{Repr-Digest}s win (latest wins). A total from
+    the writer's own headers wins (its bytes obey it); a recorded total is
+    adopted only if the writer has none, and never when it is below the
+    offset (an upload must be able to finish).
+
+    @param offset: the writer's staged size now.
+    """
+    if not onDisk:
+        return mine
+    merged = dict(mine)
+    total = onDisk.get("total")
+    if merged.get("total") is None and isinstance(total, int) and total >= offset:
+        merged["total"] = total
+    before = base.get("digests", {})
+    newer = {
+        alg: value for alg, value in dict(onDisk.get("digests", {})).items()
+        if before.get(alg) != value
+    }
+    if newer:
+        merged["digests"] = {**merged.get("digests", {}), **newer}
+    return merged
 
 
 def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:

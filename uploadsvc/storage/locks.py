@@ -2,13 +2,20 @@
 One writer per upload across processes and hosts: byte-range locks on a
 single file.
 
-Each upload owns one byte of C{<root>/.uploadsvc/lock}, at an offset derived
-from its key, and its writer holds an open-file-description (OFD) write lock
-on that byte. Unlike one lock file per upload there is nothing to create or
-delete per upload, and unlike classic POSIX record locks an OFD lock belongs to
-the descriptor, so closing some other descriptor of the file never drops it,
-and two L{RegionLocks} on one file conflict even inside one process. Locks
-are taken with F_OFD_SETLK (Linux 3.15+); NFSv4 carries them between hosts.
+Each upload owns two bytes of C{<root>/.uploadsvc/lock}, at offsets derived
+from its key: the I{writer} byte, held by the one request that writes the
+upload's data for as long as it runs, and the I{state} byte, held for a few
+milliseconds by whoever rewrites the upload's metadata (a status query, a
+writer's sync, a start-over, a cancel, a completion). Unlike one lock file per
+upload there is nothing to create or delete per upload.
+
+Every lock taken is an open-file-description (OFD) lock on a file description
+of its own, returned as a L{HeldLock}: only that handle can release it (by
+closing its description). So two holders in one process conflict exactly like
+two processes do, and no other request of any process can drop a writer's
+lock by taking and releasing "its own" lock on the same byte (which is what a
+single shared descriptor per process allowed). Locks are taken with
+F_OFD_SETLK (Linux 3.15+); NFSv4 carries them between hosts.
 """
 
 from __future__ import annotations
@@ -22,33 +29,78 @@ _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 #: struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (+ padding)
 _FLOCK = "hhqqi4x"
 
+#: The lock a request holds while it writes an upload's data.
+WRITER = 0
+#: The lock held while an upload's metadata is read, changed and rewritten.
+STATE = 1 << 56
+
 
 def _region(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:7], "big")
 
 
+class HeldLock:
+    """
+    One lock held on its own open file description; L{release} (or process
+    exit) drops it, nothing else does.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """
+        Let go (closing the description drops its lock); idempotent.
+        """
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class RegionLocks:
     """
-    Non-blocking exclusive locks, one per key, on one shared file.
+    Non-blocking exclusive locks, per key and kind, on one shared file.
     """
 
     def __init__(self, path: str) -> None:
+        # Kept open to reopen the same file (not whatever the path names
+        # now) for each lock: /proc/self/fd/N makes a new open file
+        # description. Without /proc, the path is opened again.
+        self._path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def tryLock(self, key: str) -> bool:
-        """
-        Lock C{key}'s byte; false if another descriptor holds it.
-        """
-        arg = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _region(key), 1, 0)
+    def _reopen(self) -> int:
         try:
-            fcntl.fcntl(self._fd, _F_OFD_SETLK, arg)
-        except (BlockingIOError, PermissionError):
-            return False
-        return True
+            return os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return os.open(self._path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
 
-    def unlock(self, key: str) -> None:
-        arg = struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, _region(key), 1, 0)
-        fcntl.fcntl(self._fd, _F_OFD_SETLK, arg)
+    def tryLock(self, key: str, kind: int = WRITER) -> HeldLock | None:
+        """
+        Lock C{key}'s byte of C{kind} (L{WRITER} or L{STATE}).
+
+        @return: the held lock, or L{None} if anyone else, in this process
+            or another, holds it.
+        """
+        fd = self._reopen()
+        arg = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, kind + _region(key), 1, 0)
+        try:
+            fcntl.fcntl(fd, _F_OFD_SETLK, arg)
+        except (BlockingIOError, PermissionError):
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return HeldLock(fd)
 
     def close(self) -> None:
+        """
+        Close the base descriptor (locks still held stay held until their
+        own L{HeldLock.release}).
+        """
         os.close(self._fd)

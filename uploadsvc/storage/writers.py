@@ -36,13 +36,15 @@ class WriterRegistry:
     Who writes each upload now, and the in-memory hash state kept between
     requests of this process.
 
-    @ivar hashStates: upload key to C{(offset, sha256 hasher)}.
+    @ivar hashStates: upload key to C{(generation, offset, sha256 hasher)}:
+        the hash of the first C{offset} bytes of the upload generation named
+        in its C{.json} (see L{uploadsvc.storage.filestore}).
     """
 
     def __init__(self) -> None:
         self._holders: dict[str, _Slot] = {}
         self._waiting: dict[str, _Slot] = {}
-        self.hashStates: dict[str, tuple[int, Any]] = {}
+        self.hashStates: dict[str, tuple[str, int, Any]] = {}
 
     def interrupt(self, key: str) -> None:
         """

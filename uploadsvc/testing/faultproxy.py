@@ -552,8 +552,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet.task import react
     from twisted.python import usage
 
-    class Options(usage.Options):
+    from uploadsvc import commandline
+
+    class Options(commandline.Options):
         synopsis = "Usage: python -m uploadsvc.testing.faultproxy --target HOST:PORT [options]"
+        longdesc = (
+            "A TCP proxy on 127.0.0.1 that makes a link bad on purpose: it cuts "
+            "connections after a random number of client bytes, stalls them "
+            "(stops forwarding without closing), resets them, adds latency and "
+            "caps bandwidth. Each connection draws its fate from one random "
+            "generator seeded with --seed, so a run can be replayed. It prints "
+            "the bytes carried when it stops. Example: python -m "
+            "uploadsvc.testing.faultproxy --target 127.0.0.1:8080 --port 9090 "
+            "--cut 256K-4M --stall 0.1 --seed 7"
+        )
         optParameters = [
             ["target", "t", None, "Where to forward to, HOST:PORT."],
             ["port", "p", 0, "Port to listen on (127.0.0.1; 0: any free one).", int],

@@ -1,6 +1,6 @@
 """
 How uploadsvc answers: refusals, status answers and completions, each written
-onto a twisted.web request in one place (PROTOCOL.md sections 2, 3 and 6).
+onto a twisted.web request in one place (docs/protocol.md sections 2, 3 and 6).
 """
 
 from __future__ import annotations

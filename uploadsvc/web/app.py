@@ -1,5 +1,5 @@
 """
-The upload HTTP interface (PROTOCOL.md) as a Klein app.
+The upload HTTP interface (docs/protocol.md) as a Klein app.
 
 The handlers run when a request's headers are complete (see
 L{uploadsvc.web.streaming}): they refuse from the headers, or accept and stream
@@ -39,7 +39,9 @@ from uploadsvc.protocol.decisions import (
     Stored,
     checkQuery,
     offsetHeaders,
+    planFinish,
     planWrite,
+    queryCompletes,
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
@@ -154,6 +156,9 @@ class UploadApp:
         self.config = config
         self.writers = writers if writers is not None else WriterRegistry()
         self._staging: dict[str, StagedFile] = {}
+        #: Totals told by the headers of requests that hold an upload here
+        #: but whose staged file is not open yet (see L{_writerTotal}).
+        self._announced: dict[str, int] = {}
         self.auth = auth
 
     def resource(self) -> Resource:
@@ -162,7 +167,7 @@ class UploadApp:
     def checkTakeovers(self) -> Deferred | None:
         """
         End this process's requests for uploads that a writer in another
-        process waits for (PROTOCOL.md section 5 across workers and hosts).
+        process waits for (docs/protocol.md section 5 across workers and hosts).
         Called every half second by the service.
         """
         if not self._staging:
@@ -179,13 +184,28 @@ class UploadApp:
         # A failed look must not stop the timer that calls this.
         return d.addErrback(lambda f: log.failure("looking for takeovers", f))
 
+    def recoverStaged(self) -> Deferred:
+        """
+        At service start: finish the uploads that a crash left fully staged
+        but not moved into place (L{FileStore.recover}), and log each.
+        """
+
+        def report(done: list[tuple[str, str]]) -> None:
+            for relative, what in done:
+                log.info("staged upload {path}: {what}", path=relative, what=what)
+
+        d = self.runner.run(self.store.recover, self.config.allowOverwrite)
+        return d.addCallback(report).addErrback(
+            lambda f: log.failure("recovering staged uploads", f)
+        )
+
     # --- routing --------------------------------------------------------
 
     # Every method reaches dispatch (Klein's own refusal of a method would be
     # a 500 here, and would come before the credentials check).
     @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
-        # PROTOCOL.md's order: credentials before the path.
+        # docs/protocol.md's order: credentials before the path.
         if self.auth is not None:
             self.auth.check(request)
         path = self._path(request)
@@ -239,10 +259,25 @@ class UploadApp:
     # --- status ---------------------------------------------------------
 
     async def _head(self, request: Any, path: UploadPath) -> bytes:
-        writing = self._staging.get(self.store.keyFor(path))
+        key = self.store.keyFor(path)
+        before = self._writerTotal(key)
         # strict: a link (or FIFO) at the path is no complete upload (409).
         stored = await self.runner.run(self.store.inspect, path, True, True)
-        return status(request, checkQuery(_known(writing, stored), None), forPut=False)
+        # A writer may have made the data file while the disk was read.
+        total = before if before is not None else self._writerTotal(key)
+        return status(request, checkQuery(_known(total, stored), None), forPut=False)
+
+    def _writerTotal(self, key: str) -> int | None:
+        """
+        The total that a request of this process writing C{key} knows but
+        may not have written down yet: the store records it only when a
+        request ends without completing the upload, and the data file exists
+        from the moment the request opens it.
+        """
+        staged = self._staging.get(key)
+        if staged is not None:
+            return staged.info.get("total")  # type: ignore[no-any-return]
+        return self._announced.get(key)
 
     # --- cancel ---------------------------------------------------------
 
@@ -281,8 +316,10 @@ class UploadApp:
         rng: ContentRange | RangeQuery | None = None
         rangeValue = headers.getRawHeaders(b"Content-Range")
         try:
+            if rangeValue and len(rangeValue) > 1:
+                raise BadRequest("content-range", "the request has more than one Content-Range")
             if rangeValue:
-                rng = parseContentRange(rangeValue[-1])
+                rng = parseContentRange(rangeValue[0])
                 if isinstance(rng, ContentRange):
                     checkRangeLength(rng, length)
                 elif length:
@@ -297,7 +334,7 @@ class UploadApp:
             malformed = e
             digests = contentDigests = DigestSet()
 
-        # Refusals in PROTOCOL.md's order: path, size, space, busy, range, state.
+        # Refusals in docs/protocol.md's order: path, size, space, busy, range, state.
         query = isinstance(rng, RangeQuery)
         end = declaredEnd(rng, length)
         if end is not None and end > self.config.maxUploadSize:
@@ -312,10 +349,12 @@ class UploadApp:
             allowOverwrite=self.config.allowOverwrite,
         )
         busy = bool(self.config.maxUploads and self.writers.busy() >= self.config.maxUploads)
+        if busy:
+            decide = partial(_unlessBusy, decide)
         if not query and not self.writers.isHeld(key):
             # The common case, nobody here writes this upload: take it now and
             # check, lock and open in one trip to the disk pool.
-            release = await self._acquire(request, path)
+            release = self._announce(key, rng, length, await self._acquire(request, path))
             try:
                 began = await self.runner.run(
                     self._checkAndBegin, path, end, busy, rangeError or malformed,
@@ -325,8 +364,8 @@ class UploadApp:
                 release()
                 raise
             return await self._write(request, path, key, rng, digests, contentDigests, release, began)
-        writing = self._staging.get(key)
-        stored, stateError, free = await self.runner.run(self._precheck, path, query)
+        writerTotal = self._writerTotal(key)
+        stored, stateError, free = await self.runner.run(self._precheck, path, False)
         # A body of unknown length must at least find the floor free.
         if not query and free - (end or 0) < self.config.minFreeBytes:
             raise InsufficientStorage("no-space", "not enough free disk space")
@@ -335,19 +374,23 @@ class UploadApp:
                 raise malformed
             if stateError is not None:
                 raise stateError
-            stored = checkQuery(_known(writing, stored), rng.total)
-            if stored.incomplete and (rng.total is not None or digests):
-                await self.runner.run(
-                    self.store.record, path, rng.total, digestsB64(digests)
-                )
+            # Decided and recorded under the upload's state lock, never its
+            # writer lock: a query neither waits for a writer nor ends one.
+            total = rng.total
+            stored = await self.runner.run(
+                self.store.record, path, total, digestsB64(digests),
+                lambda stored: checkQuery(_known(writerTotal, stored), total),
+            )
+            if queryCompletes(stored) and not self.writers.isHeld(key):
+                return await self._finishStaged(request, path, key, digests)
             return status(request, stored, forPut=True)
-        if busy:
-            raise Busy("busy", "too many uploads in progress")
+        if busy and (rangeError or malformed):
+            raise _busy()
         if rangeError is not None:
             raise rangeError
         if malformed is not None:
             raise malformed
-        release = await self._acquire(request, path)
+        release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
             began = await self.runner.run(
                 self.store.begin, path, decide, digestsB64(digests),
@@ -357,6 +400,72 @@ class UploadApp:
             release()
             raise
         return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+
+    def _announce(
+        self,
+        key: str,
+        rng: ContentRange | RangeQuery | None,
+        length: int | None,
+        release: Callable[[], None],
+    ) -> Callable[[], None]:
+        """
+        Note the total that the headers of the request now holding C{key}
+        tell (a range's C{T}, a plain PUT's length), for status queries that
+        find its data file before it is registered as writing; return
+        C{release} extended to forget it.
+        """
+        if isinstance(rng, ContentRange):
+            total = rng.total
+        else:
+            total = length if rng is None else None
+        if total is not None:
+            self._announced[key] = total
+
+        def releaseAndForget() -> None:
+            self._announced.pop(key, None)
+            release()
+
+        return releaseAndForget
+
+    async def _finishStaged(
+        self, request: Any, path: UploadPath, key: str, digests: DigestSet
+    ) -> bytes:
+        """
+        Complete an upload that a status query found fully staged (see
+        L{queryCompletes}), as its last write would have: digests checked,
+        atomic rename, answered like section 2. Nobody here writes it (the
+        caller checked); if a request of another process does, that request
+        finishes it, and this one answers the status.
+        """
+        release = await self._acquire(request, path)  # granted at once
+
+        def decide(stored: Stored) -> Plan:
+            plan = planFinish(stored)
+            if plan is None:
+                raise _StateChanged(stored)
+            return plan
+
+        try:
+            stored, _, staged = await self.runner.run(
+                self.store.begin, path, decide, {}, self.writers.hashStates.pop(key, None),
+                False,
+            )
+        except (Busy, _StateChanged) as e:
+            release()
+            if isinstance(e, _StateChanged):
+                now = e.stored
+            else:
+                now = await self.runner.run(self.store.inspect, path)
+            return status(request, checkQuery(now, None), forPut=True)
+        except BaseException:
+            release()
+            raise
+        assert staged is not None
+        try:
+            return await self._complete(request, path, staged, stored, digests)
+        finally:
+            staged.close()
+            release()
 
     def _checkAndBegin(
         self,
@@ -369,15 +478,16 @@ class UploadApp:
         hashState: Any,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
-        Blocking: the refusals that need the disk, in PROTOCOL.md's order
+        Blocking: the refusals that need the disk, in docs/protocol.md's order
         (403 path, 507 space, then 503 and the header errors found earlier),
-        and then L{FileStore.begin} (whose decision gives the 409s).
+        and then L{FileStore.begin} (whose decision gives the 409s, or 503
+        through L{_unlessBusy}).
         """
         _, _, free = self._precheck(path, False)
         if free - (end or 0) < self.config.minFreeBytes:
             raise InsufficientStorage("no-space", "not enough free disk space")
-        if busy:
-            raise Busy("busy", "too many uploads in progress")
+        if busy and headerError is not None:
+            raise _busy()
         if headerError is not None:
             raise headerError
         return self.store.begin(path, decide, digests, hashState)
@@ -428,8 +538,14 @@ class UploadApp:
                     {alg: h.digest() for alg, h in streamed.items()},
                 )
             await self.runner.run(staged.sync)
+            if total is None:
+                total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
-                self.writers.hashStates[key] = (offset, staged.hasher)
+                # Only with the generation of the .json just made durable:
+                # see filestore._usableHashState.
+                self.writers.hashStates[key] = (
+                    staged.info["generation"], offset, staged.hasher
+                )
             if outcome == LOST:
                 return None
             if isinstance(outcome, UploadError):
@@ -459,7 +575,7 @@ class UploadApp:
         self, path: UploadPath, durable: bool
     ) -> tuple[Stored, UploadError | None, int]:
         """
-        Blocking: what is stored, a state refusal kept for later (PROTOCOL.md
+        Blocking: what is stored, a state refusal kept for later (docs/protocol.md
         puts 409 last), and the free space. A path through a link (403)
         raises at once.
         """
@@ -578,17 +694,46 @@ def _loggable(uri: bytes) -> str:
     return uri.split(b"?", 1)[0].decode("latin-1")
 
 
-def _known(writing: StagedFile | None, stored: Stored) -> Stored:
+class _StateChanged(Exception):
     """
-    Add to C{stored} what the request of this process that was writing the
-    upload when the query arrived knows but may not have written down yet:
-    the store records the total only when a request ends without completing
-    the upload, which can be just after the query read the disk. (The staged
-    file's metadata stays readable after it is closed.)
+    The upload changed between a status query and its completion.
     """
-    if writing is None or not stored.incomplete or stored.total is not None:
+
+    def __init__(self, stored: Stored) -> None:
+        super().__init__(stored)
+        self.stored = stored
+
+
+def _busy() -> Busy:
+    return Busy("busy", "too many uploads in progress")
+
+
+def _unlessBusy(
+    decide: Callable[[Stored], Plan | AlreadyComplete], stored: Stored
+) -> Plan | AlreadyComplete:
+    """
+    The decision of a request that arrives while too many uploads are being
+    written: 503, unless it is a retried final request (the file is complete
+    already, nothing to write), which is answered as usual. 503 comes before
+    the decision's own 400s and 409s (docs/protocol.md section 6).
+    """
+    try:
+        plan = decide(stored)
+    except UploadError:
+        raise _busy() from None
+    if isinstance(plan, AlreadyComplete):
+        return plan
+    raise _busy()
+
+
+def _known(writerTotal: int | None, stored: Stored) -> Stored:
+    """
+    Add to C{stored} the total that a writer of this process knows but may
+    not have written down yet (L{UploadApp._writerTotal}).
+    """
+    if writerTotal is None or not stored.incomplete or stored.total is not None:
         return stored
-    return attrs.evolve(stored, total=writing.info.get("total"))
+    return attrs.evolve(stored, total=writerTotal)
 
 
 def _hashLane(

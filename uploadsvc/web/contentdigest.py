@@ -1,6 +1,6 @@
 """
 C{Content-Digest} (RFC 9530) of one request's body, checked without holding
-the body (PROTOCOL.md section 4).
+the body (docs/protocol.md section 4).
 
 The digest covers the whole body as sent, including the leading bytes that
 an overlapping retry repeats (which are not written). Those come first and

@@ -1,5 +1,5 @@
 """
-Connection-level limits against slow and greedy clients (PROTOCOL.md section
+Connection-level limits against slow and greedy clients (docs/protocol.md section
 6): open connections per client address, and the time a client may take to
 send a request's header block.
 

@@ -1,0 +1,153 @@
+"""
+What the project's command lines share: sizes with units, option errors in
+plain words, and a C{--help} that lists only public options and wraps
+between words (Twisted's own wrapping splits an endpoint string or a
+hyphenated word at the margin, and lists every option).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from typing import Any, Callable
+
+from twisted.python import usage
+
+#: A byte count: digits, then maybe K, M, G or T (powers of 1024), maybe
+#: followed by B or iB (C{10G}, C{10GB} and C{10GiB} are the same).
+_SIZE = re.compile(r"([0-9]{1,20})(?:([KMGT])(?:I?B)?)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parseSize(text: str) -> int:
+    """
+    A byte count such as C{1048576}, C{256K}, C{10G} or C{2TiB}: K, M, G and
+    T are powers of 1024, as in the client's C{--chunk-size}.
+
+    @raise ValueError: for anything else.
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").upper()]
+
+
+def formatSize(size: int) -> str:
+    """
+    C{size} in the largest unit of L{parseSize} that writes it exactly.
+    """
+    for unit in ("T", "G", "M", "K"):
+        if size and size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def sizeOption(name: str) -> Callable[[str], int]:
+    """
+    The coerce function of a size option C{--name}, whose error names it.
+    """
+
+    def coerce(text: str) -> int:
+        try:
+            return parseSize(text)
+        except ValueError:
+            raise usage.UsageError(
+                f"--{name} {text}: not a size; give bytes, or a number with K, M, "
+                "G or T (powers of 1024), e.g. 10G"
+            ) from None
+
+    coerce.coerceDoc = "Bytes, or K, M, G or T (powers of 1024), e.g. 10G."  # type: ignore[attr-defined]
+    return coerce
+
+
+def countOption(name: str, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """
+    The coerce function of option C{--name}: a finite number of C{kind}, 0
+    or more, whose error names the option.
+    """
+
+    def coerce(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value < float("inf"):
+            raise usage.UsageError(f"--{name} {text}: give a number of 0 or more")
+        return value
+
+    return coerce
+
+
+#: getopt's words for a mistake, and ours.
+_GETOPT_ERRORS = [
+    (re.compile(r"option (-+\S+) not recognized"), r"unknown option \1"),
+    (re.compile(r"option (-+\S+) requires argument"), r"\1 needs a value"),
+    (re.compile(r"option (-+\S+) must not have an argument"), r"\1 takes no value"),
+    (re.compile(r"option (-+\S+) not a unique prefix"),
+     r"\1 is ambiguous (the start of several options)"),
+]
+
+
+def plainError(message: str) -> str:
+    """
+    An option parser's error C{message} in the words of our other errors.
+    """
+    for pattern, words in _GETOPT_ERRORS:
+        if pattern.fullmatch(message):
+            return pattern.sub(words, message)
+    return message
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """
+    C{text} in lines of at most C{width}, broken between words only (a word
+    longer than a line gets a line of its own).
+    """
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+class Options(usage.Options):
+    """
+    L{usage.Options} whose C{--help} leaves out the L{hidden} options and
+    wraps between words, and whose C{longdesc} is plain text (Twisted falls
+    back on the C{__main__} module's docstring, epytext markup and all).
+
+    @cvar hidden: long names of options that work but are not listed.
+    """
+
+    hidden: frozenset[str] = frozenset()
+    longdesc = ""
+
+    def getUsage(self, width: int | None = None) -> str:
+        width = width or int(os.environ.get("COLUMNS", "80"))
+        shortOf = {long: short for short, long in self.synonyms.items() if len(short) == 1}
+        parameters: list[Any] = getattr(self, "optParameters", [])
+        coerceDocs = {
+            p[0]: getattr(p[4], "coerceDoc", "") for p in parameters if len(p) > 4
+        }
+        rows = []
+        for spelled in self.longOpt:
+            name = spelled.rstrip("=")
+            if name in self.hidden:
+                continue
+            doc = " ".join((self.docs.get(name) or "").split())
+            coerceDoc = coerceDocs.get(name)
+            if coerceDoc:
+                doc = f"{doc} {coerceDoc}"
+            default = self.defaults.get(name)
+            if spelled.endswith("=") and default not in (None, ""):
+                doc = f"{doc} [default: {default}]"
+            rows.append((shortOf.get(name), spelled, doc))
+        rows.sort(key=lambda row: row[0] or row[1])
+        nameWidth = max(len(spelled) for _, spelled, _ in rows)
+        indent = nameWidth + len("  -s, --  ")
+        lines = ["Options:"]
+        for short, spelled, doc in rows:
+            head = f"  {'-' + short + ',' if short else '   '} --{spelled:<{nameWidth}}  "
+            wrapped = wrap(doc, max(width - indent, 30)) or [""]
+            lines.append(head + wrapped[0])
+            lines += [" " * indent + line for line in wrapped[1:]]
+        if self.longdesc:
+            lines += ["", *wrap(self.longdesc, width)]
+        return "\n".join([*lines, ""])
