@@ -287,7 +287,7 @@ class FileStore:
         @return: the descriptor, or L{None} when there is no data file and
             C{create} is false.
         """
-        folder = self._stateDir.shard(self._shardName(key), create)
+        folder = self._stateDir.shard(self._shardName(key), create, self.fsync)
         if folder is None:
             return None
         try:
@@ -489,7 +489,7 @@ class FileStore:
         Replace the upload's C{.json} atomically (see L{statedir.writeJSON}:
         a temp file of its own, so that writers running at once never mix).
         """
-        folder = self._stateDir.shard(self._shardName(key), create=True)
+        folder = self._stateDir.shard(self._shardName(key), True, self.fsync)
         assert folder is not None
         try:
             statedir.writeJSON(folder, key + ".json", info, self.fsync)
