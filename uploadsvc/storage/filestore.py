@@ -641,8 +641,8 @@ class FileStore:
             os.close(folder)
         # Swapped in the instant between the check and the rename: take it
         # out of the destination again (unlinking never follows a link).
-        moved = os.lstat(name, dir_fd=parentFD)
-        if (moved.st_dev, moved.st_ino) != (os.fstat(staged.fd).st_dev, os.fstat(staged.fd).st_ino):
+        moved, mine = os.lstat(name, dir_fd=parentFD), os.fstat(staged.fd)
+        if (moved.st_dev, moved.st_ino) != (mine.st_dev, mine.st_ino):
             os.unlink(name, dir_fd=parentFD)
             raise UnsafeState(f"{where} was replaced while being moved into place")
 
