@@ -584,6 +584,19 @@ class AppAnswerTests(_Planted, SynchronousTestCase):
             self.assertEqual(response.code, 403, method)
         self.assertEqual(self.readFile(self.dataFile(parseRelativePath("dir/f.bin"))), b"abc")
 
+    def test_deleteThroughLinkedFolderEndsNoWriter(self) -> None:
+        """
+        A DELETE refused for a linked folder does not end the request that
+        writes the upload.
+        """
+        ended: list[str] = []
+        key = FileStore.keyFor(parseRelativePath("dir/f.bin"))
+        self.app.writers.acquire(key, lambda: ended.append(key))
+        os.symlink(self.outside, os.path.join(self.root, "dir"))
+        response, _ = self.request("DELETE", "/dir/f.bin")
+        self.assertEqual(response.code, 403)
+        self.assertEqual(ended, [])
+
     def test_finalRetryOnLinkDestination(self) -> None:
         """
         A retried final range on a path that is now a link (of the upload's

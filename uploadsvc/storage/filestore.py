@@ -318,7 +318,7 @@ class FileStore:
         @return: the descriptor, or L{None} when there is no data file and
             C{create} is false.
         """
-        folder = self._stateDir.shard(self._shardName(key), create)
+        folder = self._stateDir.shard(self._shardName(key), create, self.fsync)
         if folder is None:
             return None
         try:
@@ -562,7 +562,7 @@ class FileStore:
         Replace the upload's C{.json} atomically (see L{statedir.writeJSON}:
         a temp file of its own, so that writers running at once never mix).
         """
-        folder = self._stateDir.shard(self._shardName(key), create=True)
+        folder = self._stateDir.shard(self._shardName(key), True, self.fsync)
         assert folder is not None
         try:
             statedir.writeJSON(folder, key + ".json", info, self.fsync)
@@ -742,8 +742,8 @@ class FileStore:
             os.close(folder)
         # Swapped in the instant between the check and the rename: take it
         # out of the destination again (unlinking never follows a link).
-        moved = os.lstat(name, dir_fd=parentFD)
-        if (moved.st_dev, moved.st_ino) != (os.fstat(staged.fd).st_dev, os.fstat(staged.fd).st_ino):
+        moved, mine = os.lstat(name, dir_fd=parentFD), os.fstat(staged.fd)
+        if (moved.st_dev, moved.st_ino) != (mine.st_dev, mine.st_ino):
             os.unlink(name, dir_fd=parentFD)
             raise UnsafeState(f"{where} was replaced while being moved into place")
 

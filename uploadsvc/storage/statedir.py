@@ -109,12 +109,13 @@ class StateDir:
         viaProc = f"/proc/self/fd/{self.lockFD}"
         return viaProc if os.path.exists(viaProc) else fallback
 
-    def shard(self, name: str, create: bool) -> int | None:
+    def shard(self, name: str, create: bool, durable: bool = True) -> int | None:
         """
         Open the folder C{uploads/<name>}; the caller closes it.
 
-        @param create: make it when missing (and fsync C{uploads}, so that
-            the files it will hold keep their path after a power loss).
+        @param create: make it when missing.
+        @param durable: fsync C{uploads} after making it, so that the files
+            it will hold keep their path after a power loss.
         @return: L{None} when it is missing and C{create} is false.
         """
         try:
@@ -127,7 +128,8 @@ class StateDir:
         except FileExistsError:
             pass  # made by another upload meanwhile
         else:
-            os.fsync(self.uploadsFD)
+            if durable:
+                os.fsync(self.uploadsFD)
         return _folder(self.uploadsFD, name, f"{STATE_DIR}/uploads/{name}", False)
 
     def touchMarker(self, name: str) -> None:

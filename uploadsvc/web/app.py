@@ -282,6 +282,9 @@ class UploadApp:
     # --- cancel ---------------------------------------------------------
 
     async def _delete(self, request: Any, path: UploadPath) -> bytes:
+        # The path rules first (403 through a link, 409 under a file), before
+        # a writer of the upload is asked to let go for a refused request.
+        await self.runner.run(self.store.inspect, path, False)
         release = await self._acquire(request, path)
         try:
             if await self.runner.run(self.store.cancel, path):
