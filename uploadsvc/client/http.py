@@ -12,7 +12,9 @@ from typing import Any, Mapping
 import attrs
 from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from uploadsvc.client.tls import StrictPolicyForHTTPS
 
 #: The environment variable that may hold the bearer token.
 TOKEN_ENV = "UPLOADSVC_TOKEN"
@@ -99,8 +101,9 @@ def makeHTTPClient(
 ) -> ClientConnection:
     """
     Build the treq client: persistent connections, at most C{maxPerHost}
-    idle ones per host, and https verified (host name included, by
-    service-identity) against C{caFile} or the system trust store.
+    idle ones per host, and https verified (host name included, failing
+    closed: L{StrictPolicyForHTTPS}) against C{caFile} or the system trust
+    store. There is no option to turn verification off.
 
     @raise ConfigError: when C{caFile} is unusable.
     """
@@ -110,9 +113,9 @@ def makeHTTPClient(
                 pem = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read the CA file {caFile}: {e.strerror or e}") from None
-        policy = BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(pem))
+        policy = StrictPolicyForHTTPS(trustRoot=loadTrustRoot(pem))
     else:
-        policy = BrowserLikePolicyForHTTPS()
+        policy = StrictPolicyForHTTPS()
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = maxPerHost
     # The uploader does its own retrying, with back-off.
