@@ -271,3 +271,221 @@ class BadCertificateTests(TestCase):
             self.assertNotIn("Traceback", output)
             self.assertIn(f"uploadsvc-upload: option {option} not recognized", output)
         self.assertEqual(storedFiles(server.root), [])
+
+
+#: Response headers that belong to one connection, not to the answer.
+_HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"host",
+    b"content-length",
+    b"date",
+    b"server",
+}
+
+
+class BasicAuthFrontEnd(Resource):
+    """
+    A front end like nginx with C{auth_basic}: a request without the right
+    C{Authorization: Basic} is answered 401 (as nginx does, in HTML); with
+    it, the request is forwarded to the backend. Every request is counted.
+
+    @ivar seen: C{(method, path, Authorization)} of every request.
+    @ivar forbid: answer 403 to authenticated requests instead of
+        forwarding them.
+    """
+
+    isLeaf = True
+
+    def __init__(self, backend: str, user: str, password: str) -> None:
+        super().__init__()
+        self._backend = backend
+        self._expected = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self._agent = Agent(reactor, pool=self.pool)
+        self.seen: list[tuple[bytes, bytes, bytes | None]] = []
+        self.forbid = False
+
+    def render(self, request: Any) -> Any:
+        authorization = request.getHeader(b"authorization")
+        self.seen.append((request.method, request.uri, authorization))
+        if authorization != self._expected:
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="uploads"')
+            request.setHeader(b"Content-Type", b"text/html")
+            return (
+                b"<html>\r\n<head><title>401 Authorization Required</title></head>\r\n"
+                b"<body>\r\n<center><h1>401 Authorization Required</h1></center>\r\n"
+                b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            )
+        if self.forbid:
+            request.setResponseCode(403)
+            request.setHeader(b"Content-Type", b"text/html")
+            return b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n</html>\r\n"
+        Deferred.fromCoroutine(self._forward(request))
+        return NOT_DONE_YET
+
+    async def _forward(self, request: Any) -> None:
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() not in _HOP_BY_HOP:
+                headers.setRawHeaders(name, values)
+        request.content.seek(0)
+        body = None
+        if request.method == b"PUT":
+            body = FileBodyProducer(request.content)
+        response = await self._agent.request(
+            request.method, self._backend.encode() + request.uri, headers, body
+        )
+        data = await readBody(response)
+        request.setResponseCode(response.code)
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in _HOP_BY_HOP:
+                request.responseHeaders.setRawHeaders(name, values)
+        if request.method == b"HEAD":
+            length = response.headers.getRawHeaders(b"content-length")
+            if length:
+                request.responseHeaders.setRawHeaders(b"content-length", length)
+        else:
+            request.setHeader(b"content-length", b"%d" % len(data))
+            request.write(data)
+        request.finish()
+
+
+class CredentialsInURLTests(TestCase):
+    """
+    C{https://user:password@host/} through a Basic-auth front end in front
+    of the real server.
+    """
+
+    timeout = 120
+
+    #: Percent-encoded in the URL: C{p@ss:w%rd/secret}.
+    password = "p@ss:w%rd/secret"
+    passwordInURL = "p%40ss:w%25rd%2Fsecret"
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.server = startServer(self, os.path.join(self.base, "root"), "--no-fsync")
+        self.front = BasicAuthFrontEnd(self.server.url("").rstrip("/"), "alice", self.password)
+        port = reactor.listenTCP(0, Site(self.front), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(self.front.pool.closeCachedConnections)
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+        self.source = os.path.join(self.base, "notes.bin")
+        writeRandomFile(self.source, MiB, 3)
+
+    def url(self, userinfo: str, path: str = "/in/") -> str:
+        return f"http://{userinfo}@127.0.0.1:{self.port}{path}"
+
+    def assertNoSecret(self, output: str) -> None:
+        """
+        Neither form of the password shows in C{output}.
+        """
+        self.assertNotIn("secret", output)
+        self.assertNotIn(self.passwordInURL, output)
+
+    async def test_basicThroughFrontEnd(self) -> None:
+        """
+        The credentials go as C{Authorization: Basic} with every request
+        (decoded from the URL's percent-encoding), the URL sent has no user
+        information, the file arrives whole, and the password is printed
+        nowhere.
+        """
+        output, code = await runClient(
+            self.base,
+            "--chunk-size",
+            "256K",
+            self.source,
+            self.url(f"alice:{self.passwordInURL}"),
+        )
+        self.assertEqual(code, 0, output)
+        self.assertIn("1 of 1 files uploaded", output)
+        self.assertNoSecret(output)
+        self.assertEqual(
+            sha256File(os.path.join(self.server.root, "in", "notes.bin")), sha256File(self.source)
+        )
+        expected = b"Basic " + base64.b64encode(f"alice:{self.password}".encode())
+        self.assertGreaterEqual(len(self.front.seen), 5)
+        self.assertEqual({auth for _, _, auth in self.front.seen}, {expected})
+        self.assertEqual({uri for _, uri, _ in self.front.seen}, {b"/in/notes.bin"})
+
+    async def test_wrongPasswordNotRetried(self) -> None:
+        """
+        A 401 from the front end ends the upload after one request: exit
+        status 1, one line that says so, no retry, no password printed.
+        """
+        output, code = await runClient(
+            self.base, *RETRY_FAST, self.source, self.url("alice:wrong-secret")
+        )
+        self.assertEqual(code, 1, output)
+        self.assertEqual(len(self.front.seen), 1)
+        self.assertNotIn("retrying", output)
+        self.assertNotIn("Traceback", output)
+        self.assertIn("FAILED  notes.bin: HTTP 401: the server refused the credentials", output)
+        self.assertNoSecret(output)
+        self.assertEqual(storedFiles(os.path.join(self.server.root)), [])
+
+    async def test_noCredentialsNotRetried(self) -> None:
+        """
+        Without credentials the 401 says that some are needed; one request,
+        no retry.
+        """
+        output, code = await runClient(
+            self.base, *RETRY_FAST, self.source, f"http://127.0.0.1:{self.port}/in/"
+        )
+        self.assertEqual(code, 1, output)
+        self.assertEqual(len(self.front.seen), 1)
+        self.assertNotIn("retrying", output)
+        self.assertIn("HTTP 401: the server asks for credentials", output)
+
+    async def test_forbiddenNotRetried(self) -> None:
+        """
+        A 403 ends the upload after one request, saying so, with no retry.
+        """
+        self.front.forbid = True
+        output, code = await runClient(
+            self.base, *RETRY_FAST, self.source, self.url(f"alice:{self.passwordInURL}")
+        )
+        self.assertEqual(code, 1, output)
+        self.assertEqual(len(self.front.seen), 1)
+        self.assertNotIn("retrying", output)
+        self.assertIn("FAILED  notes.bin: HTTP 403: forbidden", output)
+        self.assertNoSecret(output)
+
+    async def test_secretNotInRetryLines(self) -> None:
+        """
+        When the host does not answer, the retry lines and the final error
+        name the URL without its credentials.
+        """
+        url = f"http://alice:{self.passwordInURL}@127.0.0.1:1/in/"
+        output, code = await runClient(self.base, *RETRY_FAST, self.source, url)
+        self.assertEqual(code, 1, output)
+        self.assertIn("retrying", output)
+        self.assertIn("connection refused", output)
+        self.assertNoSecret(output)
+
+    async def test_credentialsAndTokenRefused(self) -> None:
+        """
+        Credentials in the URL and a bearer token cannot both be sent (one
+        C{Authorization} header): refused at once, exit status 2, nothing
+        sent.
+        """
+        tokenFile = os.path.join(self.base, "token")
+        with open(tokenFile, "w") as f:
+            f.write("0123456789abcdef0123\n")
+        output, code = await runClient(
+            self.base, "--token-file", tokenFile, self.source, self.url(f"alice:{self.passwordInURL}")
+        )
+        self.assertEqual(code, 2, output)
+        self.assertIn("uploadsvc-upload: credentials in the URL and a bearer token", output)
+        self.assertEqual(self.front.seen, [])
+        self.assertNoSecret(output)

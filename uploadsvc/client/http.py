@@ -1,13 +1,16 @@
 """
 The treq client the uploader talks through: a connection pool, TLS verified
-against the system trust store or a given CA file, and the bearer token.
+against the system trust store or a given CA file, the bearer token, and
+credentials given in the URL (sent as HTTP Basic).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 from treq.client import HTTPClient
@@ -72,6 +75,42 @@ def authorizationHeaders(
     if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
         raise ConfigError("the token has characters not allowed in a header")
     return {"Authorization": f"Bearer {token}"}
+
+
+def splitCredentials(url: str) -> tuple[str, dict[str, str]]:
+    """
+    Take C{user:password@} out of C{url}: what goes on the wire is the URL
+    without it and an C{Authorization: Basic} header (RFC 7617, UTF-8, the
+    URL's percent-encoding undone), as a front end with C{auth_basic}
+    expects. Messages then name the URL without the password.
+
+    @return: the URL without credentials, and the header (none when the
+        URL has no credentials).
+    @raise ConfigError: for credentials that cannot be sent; the message
+        never repeats them.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError("the URL cannot be parsed") from None
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, _, hostPort = parts.netloc.rpartition("@")
+    clean = urlunsplit(parts._replace(netloc=hostPort))
+    rawUser, colon, rawPassword = userinfo.partition(":")
+    if not rawUser and not colon:
+        return clean, {}
+    try:
+        user = unquote(rawUser, errors="strict")
+        password = unquote(rawPassword, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigError("the credentials in the URL are not UTF-8 once percent-decoded") from None
+    if ":" in user:
+        raise ConfigError("the user name in the URL must not contain ':'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in user + password):
+        raise ConfigError("the credentials in the URL hold control characters")
+    token = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return clean, {"Authorization": f"Basic {token}"}
 
 
 @attrs.define
