@@ -19,7 +19,12 @@ from twisted.web._newclient import ResponseNeverReceived
 
 from uploadsvc.client.cli import Options, parseSize
 from uploadsvc.client.errors import Fatal, Retryable, classifyFailure
-from uploadsvc.client.http import ConfigError, authorizationHeaders, splitCredentials
+from uploadsvc.client.http import (
+    ConfigError,
+    authorizationHeaders,
+    checkSendable,
+    splitCredentials,
+)
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
 from uploadsvc.client.uploader import UploadJob, UploadResult
 
@@ -156,6 +161,16 @@ class SplitCredentialsTests(SynchronousTestCase):
         ):
             error = self.assertRaises(ConfigError, splitCredentials, url)
             self.assertNotIn("hunter2", str(error))
+
+    def test_sendable(self) -> None:
+        """
+        L{checkSendable} refuses what treq cannot encode and lets ordinary
+        and internationalised host names through.
+        """
+        for url in ("https://h:8443/in/a%20b", "https://b\u00fccher.example/x", "http://127.0.0.1/"):
+            checkSendable(url)
+        for url in ("http://[::1]/", "http://bad_host.example/", "http://-x-.example/"):
+            self.assertRaises(ConfigError, checkSendable, url)
 
 
 class ClassifyTests(SynchronousTestCase):

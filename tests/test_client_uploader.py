@@ -234,6 +234,22 @@ class CleanUploadTests(UploaderTestsMixin, SynchronousTestCase):
         self.assertNotIn("hunter2", result.error)
         self.assertEqual(self.server.log, [])
 
+    def test_unsendableURL(self) -> None:
+        """
+        A URL the HTTP library cannot encode (an IPv6 address, a host name
+        IDNA refuses) fails at once, before any request, instead of being
+        retried until the attempts run out.
+        """
+        for url, words in [
+            ("http://[::1]:8080/a/b.bin", "IPv6 address URLs are not supported"),
+            ("http://bad_host.example/a/b.bin", "the URL cannot be sent: InvalidCodepoint"),
+        ]:
+            result = self.upload(url=url)
+            self.assertFalse(result.ok)
+            self.assertIn(words, result.error)
+        self.assertEqual(self.server.log, [])
+        self.assertEqual(self.observer.of("retrying"), [])
+
     def test_events(self) -> None:
         """
         The observer hears of the start and the successful end.

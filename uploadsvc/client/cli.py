@@ -20,6 +20,7 @@ from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import (
     ConfigError,
     authorizationHeaders,
+    checkSendable,
     makeHTTPClient,
     splitCredentials,
 )
@@ -126,6 +127,7 @@ async def run(
         options.parseOptions(list(argv))
         # From here on only the URL without its password is used.
         url, basic = splitCredentials(options["url"])
+        checkSendable(url)
         plan = planUploads(options["sources"], url)
         headers = authorizationHeaders(
             options["token-file"], os.environ if environ is None else environ

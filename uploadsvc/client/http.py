@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -111,6 +112,29 @@ def splitCredentials(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError("the credentials in the URL hold control characters")
     token = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
     return clean, {"Authorization": f"Basic {token}"}
+
+
+def checkSendable(url: str) -> None:
+    """
+    Check that treq can send a request to C{url}: it encodes the host with
+    IDNA, which fails for an IPv6 address and some names, and would fail
+    the same way on every attempt.
+
+    @raise ConfigError: when it cannot.
+    """
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        raise ConfigError("the URL cannot be parsed") from None
+    if ":" in host:
+        raise ConfigError(
+            f"IPv6 address URLs are not supported (the HTTP library cannot send to [{host}]);"
+            " use a host name"
+        )
+    try:
+        EncodedURL.from_text(url).to_uri()
+    except Exception as e:
+        raise ConfigError(f"the URL cannot be sent: {type(e).__name__}: {e}") from None
 
 
 @attrs.define

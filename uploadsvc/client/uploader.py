@@ -51,7 +51,7 @@ from twisted.web.http_headers import Headers
 
 from uploadsvc.client.backoff import RetryPolicy, RetryState
 from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable, classifyFailure
-from uploadsvc.client.http import ConfigError, splitCredentials
+from uploadsvc.client.http import ConfigError, checkSendable, splitCredentials
 from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
 from uploadsvc.protocol.digests import formatDigest, parseDigestHeader
@@ -450,16 +450,17 @@ class _FileUpload:
             alreadyComplete=self._alreadyComplete,
         )
 
-    def _takeCredentials(self) -> None:
+    def _prepareURL(self) -> None:
         """
         Move C{user:password@} from the job's URL to an C{Authorization:
         Basic} header, so that no request, message or retry line carries the
-        password.
+        password, and refuse a URL that no attempt could send to.
 
-        @raise Fatal: when they cannot be sent.
+        @raise Fatal: when the URL or its credentials cannot be sent.
         """
         try:
             url, basic = splitCredentials(self._job.url)
+            checkSendable(url)
         except ConfigError as e:
             raise Fatal(str(e)) from None
         if basic and any(name.lower() == "authorization" for name in self._u._headers):
@@ -473,7 +474,7 @@ class _FileUpload:
     async def run(self) -> UploadResult:
         observer = self._u._observer
         try:
-            self._takeCredentials()
+            self._prepareURL()
         except Fatal as e:
             result = self._result(False, e.reason)
             observer.finished(result)
