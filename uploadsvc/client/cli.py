@@ -142,7 +142,11 @@ async def run(
             reactor, caFile=options["cacert"], maxPerHost=options["parallel"]
         )
     except usage.UsageError as e:
-        err.write(f"{options}\nuploadsvc-upload: {e}\n")
+        # The reason first, not after a screen of help.
+        err.write(
+            f"uploadsvc-upload: {e}\n{Options.synopsis}\n"
+            "Run 'uploadsvc-upload --help' for the options.\n"
+        )
         return 2
     except (PlanError, ConfigError) as e:
         err.write(f"uploadsvc-upload: {e}\n")
