@@ -104,10 +104,13 @@ class _StrictClientTLS:
         connection = self._options.clientConnectionForTLS(tlsProtocol)
         host = self._host
 
-        def verify(conn: SSL.Connection, cert: X509, errno: int, depth: int, ok: int) -> bool:
+        def verify(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
+            # Called by OpenSSL for each certificate of the chain, the
+            # server's own last (depth 0). Anything but a clean pass,
+            # exceptions included, refuses the handshake.
             try:
                 if not ok:
-                    raise CertificateRefused(f"certificate verify failed: {describeVerifyError(errno)}")
+                    raise CertificateRefused(f"certificate verify failed: {describeVerifyError(code)}")
                 if depth == 0:
                     checkHostName(cert, host)
                 return True

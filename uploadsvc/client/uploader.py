@@ -67,6 +67,7 @@ _MAX_ANSWER = 64 * 1024
 #: The longest C{Retry-After} honoured, in seconds.
 _MAX_RETRY_AFTER = 600.0
 
+#: The title of an HTML error page (nginx sends those), used as its reason.
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
