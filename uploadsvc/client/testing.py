@@ -230,7 +230,7 @@ def b64digest(data: bytes) -> bytes:
 @implementer(IAgent)
 class FakeServer:
     """
-    An in-memory uploadsvc (PROTOCOL.md sections 2-4, no overwrite) with
+    An in-memory uploadsvc (docs/protocol.md sections 2-4, no overwrite) with
     scripted faults.
 
     @ivar uploads: path -> L{StoredUpload}.

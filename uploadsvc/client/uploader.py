@@ -3,7 +3,7 @@ The resuming upload client: send a file, and when the link fails, ask the
 server how much it kept and go on from there, until the file is complete and
 its digest checked.
 
-One file's upload is a loop of requests (PROTOCOL.md sections 2-4):
+One file's upload is a loop of requests (docs/protocol.md sections 2-4):
   1. C{HEAD} the URL for the stored offset (404: nothing yet);
   2. send from the offset with C{Content-Range: bytes S-E/T}: one long
      request up to the closing piece, or C{chunkSize} pieces;
