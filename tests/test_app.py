@@ -20,6 +20,7 @@ from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
+from uploadsvc.testing.staging import stageFully
 from uploadsvc.web.app import Config, UploadApp
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
@@ -298,20 +299,7 @@ class StateTests(SynchronousTestCase):
             self.treq = mine
 
     def stageFull(self, relative: str, data: bytes, total: int | None, digests: dict[str, str] | None = None) -> None:
-        """
-        Leave C{data} fully staged for C{relative}, as a crash between the
-        last write and the rename would (with a C{.json} only when the total
-        is known).
-        """
-        path = parseRelativePath(relative)
-        _, _, staged = self.store.begin(
-            path, lambda stored: Plan(True, 0, 0, None, total), digests or {}, None
-        )
-        assert staged is not None
-        staged.writeChunks([data])
-        if total is not None:
-            staged.sync()
-        staged.close()
+        stageFully(self.store, relative, data, total, digests)
 
     def rewrittenElsewhere(self, path: str, half: int) -> UploadApp:
         """

@@ -6,6 +6,7 @@ and the sorting of failures (L{uploadsvc.client.errors}).
 
 from __future__ import annotations
 
+import base64
 import io
 
 from OpenSSL import SSL
@@ -18,7 +19,12 @@ from twisted.web._newclient import ResponseNeverReceived
 
 from uploadsvc.client.cli import Options, parseSize
 from uploadsvc.client.errors import Fatal, Retryable, classifyFailure
-from uploadsvc.client.http import ConfigError, authorizationHeaders
+from uploadsvc.client.http import (
+    ConfigError,
+    authorizationHeaders,
+    checkSendable,
+    splitCredentials,
+)
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
 from uploadsvc.client.uploader import UploadJob, UploadResult
 
@@ -110,6 +116,61 @@ class AuthorizationTests(SynchronousTestCase):
         self.assertRaises(ConfigError, authorizationHeaders, self.tokenFile(b"\n"), {})
         self.assertRaises(ConfigError, authorizationHeaders, self.tokenFile(b"a b\n"), {})
         self.assertRaises(ConfigError, authorizationHeaders, None, {"UPLOADSVC_TOKEN": "a\rb"})
+
+
+class SplitCredentialsTests(SynchronousTestCase):
+    """
+    L{splitCredentials}: C{user:password@} in a URL becomes HTTP Basic.
+    """
+
+    def test_none(self) -> None:
+        """
+        A URL without credentials is unchanged and adds no header.
+        """
+        for url in ("https://h/x", "http://h:8080/a@b", "https://[::1]:8443/"):
+            self.assertEqual(splitCredentials(url), (url, {}))
+        self.assertEqual(splitCredentials("https://@h/x"), ("https://h/x", {}))
+
+    def test_basic(self) -> None:
+        """
+        The user information leaves the URL and is sent as Basic, its
+        percent-encoding undone and encoded as UTF-8; a raw C{@} in the
+        password is tolerated, and a missing password is empty.
+        """
+        cases = [
+            ("https://alice:pw@h:8443/in/", "https://h:8443/in/", "alice:pw"),
+            ("https://alice:p%40ss%3Aw%2F@h/", "https://h/", "alice:p@ss:w/"),
+            ("https://alice:p@ss@h/", "https://h/", "alice:p@ss"),
+            ("https://%C3%A9l%C3%A8ve:%E2%82%AC@h/", "https://h/", "\u00e9l\u00e8ve:\u20ac"),
+            ("https://alice@h/", "https://h/", "alice:"),
+        ]
+        for url, clean, pair in cases:
+            token = base64.b64encode(pair.encode("utf-8")).decode()
+            self.assertEqual(splitCredentials(url), (clean, {"Authorization": f"Basic {token}"}), url)
+
+    def test_refused(self) -> None:
+        """
+        Credentials that Basic cannot carry are refused, and the message
+        does not repeat the password.
+        """
+        for url in (
+            "https://a%3Ab:hunter2@h/",
+            "https://alice:hunter2%0A@h/",
+            "https://alice:hunter2%FF@h/",
+            "https://alice:hunter2@[::1/",
+        ):
+            error = self.assertRaises(ConfigError, splitCredentials, url)
+            self.assertNotIn("hunter2", str(error))
+
+    def test_sendable(self) -> None:
+        """
+        L{checkSendable} refuses what treq cannot encode and lets ordinary
+        and internationalised host names through.
+        """
+        for url in ("https://h:8443/in/a%20b", "https://b\u00fccher.example/x", "http://127.0.0.1/"):
+            checkSendable(url)
+        for url in ("http://[::1]/", "http://bad_host.example/", "http://-x-.example/"):
+            self.assertRaises(ConfigError, checkSendable, url)
 
 
 class ClassifyTests(SynchronousTestCase):

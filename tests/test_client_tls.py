@@ -24,12 +24,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorSSL
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Cooperator
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import ConfigError, makeHTTPClient
+from uploadsvc.client.tls import CertificateRefused, checkHostName
 from uploadsvc.client.uploader import Uploader, UploadJob
 
 
@@ -80,30 +81,71 @@ class TemporaryCA:
         )
         self.certPem = _pem(self._cert)
 
-    def issue(self, dnsNames: list[str], ips: list[str] = []) -> tuple[bytes, bytes]:
+    def issue(
+        self,
+        dnsNames: list[str],
+        ips: list[str] = [],
+        *,
+        commonName: str | None = None,
+        subjectAltName: bool = True,
+        notBefore: datetime.timedelta = datetime.timedelta(days=-1),
+        notAfter: datetime.timedelta = datetime.timedelta(days=1),
+    ) -> tuple[bytes, bytes]:
         """
         A server certificate for C{dnsNames} and C{ips}.
 
+        @param commonName: the subject's CN (by default the first name).
+        @param subjectAltName: whether to write the names as a subjectAltName
+            (without it the certificate names its host by CN only).
+        @param notBefore: the start of its validity, from now.
+        @param notAfter: the end of its validity, from now.
         @return: C{(key PEM, certificate PEM)}.
         """
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dnsNames]
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        cert = (
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(dnsNames[0] if dnsNames else ips[0]))
+            .subject_name(_name(commonName or (dnsNames[0] if dnsNames else ips[0])))
             .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .not_valid_before(now + notBefore)
+            .not_valid_after(now + notAfter)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(self._key, hashes.SHA256())
         )
-        return _keyPem(key), _pem(cert)
+        if subjectAltName:
+            builder = builder.add_extension(x509.SubjectAlternativeName(_altNames(dnsNames, ips)), critical=False)
+        return _keyPem(key), _pem(builder.sign(self._key, hashes.SHA256()))
+
+
+def _altNames(dnsNames: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dnsNames]
+    return names + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+
+
+def selfSigned(commonName: str, dnsNames: list[str] = [], ips: list[str] = []) -> tuple[bytes, bytes]:
+    """
+    A self-signed server certificate, as C{openssl req -x509} makes one
+    (C{CA:TRUE}); a subjectAltName only when names are given.
+
+    @return: C{(key PEM, certificate PEM)}.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(commonName))
+        .issuer_name(_name(commonName))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if dnsNames or ips:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_altNames(dnsNames, ips)), critical=False)
+    return _keyPem(key), _pem(builder.sign(key, hashes.SHA256()))
 
 
 class WholeFileResource(Resource):
@@ -245,9 +287,93 @@ class TLSTests(TestCase):
         self.assertEqual(self.resource.stored, {})
         self.assertEqual(self.resource.authorizations, [])
 
+    async def test_noSubjectAltName(self) -> None:
+        """
+        A certificate from the trusted CA whose common name is the host but
+        that has no subjectAltName is refused, before any request is sent:
+        service-identity raises C{CertificateError} for it, which Twisted's
+        own check logs and lets through.
+        """
+        port = self.serve(*self.ca.issue(["localhost"], subjectAltName=False))
+        result = await self.upload(f"https://localhost:{port}/a.bin", self.caFile(self.ca.certPem))
+        self.assertFalse(result.ok)
+        self.assertIn("TLS certificate verification failed", result.error)
+        self.assertIn("subjectAltName", result.error)
+        self.assertEqual(result.resumes, 0)
+        self.assertEqual(self.resource.stored, {})
+        self.assertEqual(self.resource.authorizations, [])
+
+    async def test_selfSignedNoSubjectAltNameTrusted(self) -> None:
+        """
+        The issue's case: a self-signed certificate for another common name,
+        no subjectAltName, given as the CA file: refused.
+        """
+        key, cert = selfSigned("somethingelse.example")
+        port = self.serve(key, cert)
+        result = await self.upload(f"https://localhost:{port}/a.bin", self.caFile(cert))
+        self.assertFalse(result.ok)
+        self.assertIn("cannot be checked against the host name 'localhost'", result.error)
+        self.assertEqual(self.resource.authorizations, [])
+
+    async def test_errorWhileCheckingRefuses(self) -> None:
+        """
+        Any unexpected error while checking the host name refuses the
+        connection (fail closed) instead of letting it through.
+        """
+        from uploadsvc.client import tls
+
+        def broken(cert: Any, host: str) -> None:
+            raise RuntimeError("checker broke")
+
+        self.patch(tls, "checkHostName", broken)
+        port = self.serve(*self.ca.issue(["localhost"], ["127.0.0.1"]))
+        result = await self.upload(f"https://localhost:{port}/a.bin", self.caFile(self.ca.certPem))
+        self.assertFalse(result.ok)
+        self.assertIn("TLS certificate verification failed", result.error)
+        self.assertIn("checker broke", result.error)
+        self.assertEqual(result.resumes, 0)
+        self.assertEqual(self.resource.authorizations, [])
+
     def test_badCAFile(self) -> None:
         """
         A CA file without a certificate is a configuration error.
         """
         self.assertRaises(ConfigError, makeHTTPClient, reactor, caFile=self.caFile(b"nothing here"))
         self.assertRaises(ConfigError, makeHTTPClient, reactor, caFile=self.mktemp())
+
+
+class CheckHostNameTests(SynchronousTestCase):
+    """
+    L{checkHostName}: the certificate must name the host in its
+    subjectAltName, and anything else is a L{CertificateRefused}.
+    """
+
+    def cert(self, pem: bytes) -> Any:
+        from OpenSSL.crypto import X509
+
+        return X509.from_cryptography(x509.load_pem_x509_certificate(pem))
+
+    def test_matches(self) -> None:
+        """
+        A DNS name entry matches a name, an IP address entry an address.
+        """
+        _, pem = TemporaryCA().issue(["localhost"], ["127.0.0.1", "::1"])
+        for host in ("localhost", "LOCALHOST", "127.0.0.1", "::1"):
+            checkHostName(self.cert(pem), host)
+
+    def test_refusals(self) -> None:
+        """
+        Another name, an address given only as a DNS name, and a
+        certificate without subjectAltName are all refused.
+        """
+        ca = TemporaryCA()
+        cases = [
+            (ca.issue(["localhost"])[1], "127.0.0.1", "does not match"),
+            (ca.issue(["localhost"])[1], "other.example", "does not match"),
+            (ca.issue(["127.0.0.1"], subjectAltName=False)[1], "127.0.0.1", "subjectAltName"),
+            (ca.issue(["localhost"], subjectAltName=False)[1], "localhost", "subjectAltName"),
+        ]
+        for pem, host, words in cases:
+            error = self.assertRaises(CertificateRefused, checkHostName, self.cert(pem), host)
+            self.assertIn(words, error.reason)
+            self.assertIn(repr(host), error.reason)

@@ -5,6 +5,7 @@ in-memory server, with deterministic time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 from typing import TYPE_CHECKING
@@ -197,6 +198,57 @@ class CleanUploadTests(UploaderTestsMixin, SynchronousTestCase):
         self.assertEqual(
             [r.header(b"Authorization") for r in self.server.log], [b"Bearer s3cret"] * 3
         )
+
+    def test_credentialsInURL(self) -> None:
+        """
+        C{user:password@} in the URL goes as C{Authorization: Basic} with
+        every request (percent-encoding undone, UTF-8), and no request URI
+        carries it.
+        """
+        result = self.upload(url="http://al%C3%AFce:p%40ss:w@upload.example/a/b.bin")
+        self.assertStoredWhole(result)
+        basic = b"Basic " + base64.b64encode("al\u00efce:p@ss:w".encode())
+        self.assertEqual([r.header(b"Authorization") for r in self.server.log], [basic] * 3)
+        self.assertEqual({r.uri for r in self.server.log}, {URL.encode()})
+
+    def test_credentialsInURLAndHeader(self) -> None:
+        """
+        Credentials in the URL with an C{Authorization} header already set
+        are refused before any request: only one can be sent.
+        """
+        result = self.upload(
+            url="http://alice:pw@upload.example/a/b.bin", headers={"authorization": "Bearer t"}
+        )
+        self.assertFalse(result.ok)
+        self.assertIn("cannot both be sent", result.error)
+        self.assertEqual(self.server.log, [])
+
+    def test_unsendableCredentials(self) -> None:
+        """
+        A user name with a colon cannot be sent as Basic: refused before any
+        request, and the message does not repeat the password.
+        """
+        result = self.upload(url="http://a%3Ab:hunter2@upload.example/a/b.bin")
+        self.assertFalse(result.ok)
+        self.assertIn("must not contain ':'", result.error)
+        self.assertNotIn("hunter2", result.error)
+        self.assertEqual(self.server.log, [])
+
+    def test_unsendableURL(self) -> None:
+        """
+        A URL the HTTP library cannot encode (an IPv6 address, a host name
+        IDNA refuses) fails at once, before any request, instead of being
+        retried until the attempts run out.
+        """
+        for url, words in [
+            ("http://[::1]:8080/a/b.bin", "IPv6 address URLs are not supported"),
+            ("http://bad_host.example/a/b.bin", "the URL cannot be sent: InvalidCodepoint"),
+        ]:
+            result = self.upload(url=url)
+            self.assertFalse(result.ok)
+            self.assertIn(words, result.error)
+        self.assertEqual(self.server.log, [])
+        self.assertEqual(self.observer.of("retrying"), [])
 
     def test_events(self) -> None:
         """
@@ -499,6 +551,36 @@ class BackoffTests(UploaderTestsMixin, SynchronousTestCase):
         self.assertFalse(result.ok)
         self.assertEqual(result.error, "HTTP 403: crosses a symbolic link")
         self.assertEqual(len(self.server.log), 1)
+
+    def test_unauthorizedNotRetried(self) -> None:
+        """
+        A 401 ends the upload after one request, saying whether credentials
+        were sent (and the server's reason, the title of an HTML page).
+        """
+        page = b"<html>\r\n<head><title>401 Authorization Required</title></head></html>"
+        self.server.faults[0] = Answer(401, {b"Content-Type": b"text/html"}, page)
+        result = self.upload()
+        self.assertEqual(
+            result.error,
+            "HTTP 401: the server asks for credentials (none were sent)"
+            " (401 Authorization Required)",
+        )
+        self.assertEqual(len(self.server.log), 1)
+        self.server.faults[1] = Answer(401)
+        result = self.upload(headers={"Authorization": "Bearer s3cret"})
+        self.assertEqual(result.error, "HTTP 401: the server refused the credentials")
+        self.assertEqual(len(self.server.log), 2)
+        self.assertEqual(self.observer.of("retrying"), [])
+
+    def test_forbiddenNotRetried(self) -> None:
+        """
+        A 403 on a data request ends the upload after it, without a retry.
+        """
+        self.server.faults[1] = Answer(403)
+        result = self.upload()
+        self.assertEqual(result.error, "HTTP 403: forbidden")
+        self.assertEqual(len(self.server.log), 2)
+        self.assertEqual(self.observer.of("retrying"), [])
 
     def test_missingFile(self) -> None:
         """

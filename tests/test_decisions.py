@@ -1,6 +1,6 @@
 """
 Tests for L{uploadsvc.protocol.decisions}: the offset decision of
-PROTOCOL.md sections 2 and 3, as tables of cases and as properties.
+docs/protocol.md sections 2 and 3, as tables of cases and as properties.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-C{Content-Digest} per request and C{Repr-Digest} with sha-512 (PROTOCOL.md
+C{Content-Digest} per request and C{Repr-Digest} with sha-512 (docs/protocol.md
 section 4), through L{uploadsvc.web.app.UploadApp} in memory (treq's
 StubTreq, a real store on a temp folder, disk calls run inline).
 """

@@ -1,5 +1,5 @@
 """
-Integrity end to end (PROTOCOL.md section 4) against a real C{twistd
+Integrity end to end (docs/protocol.md section 4) against a real C{twistd
 uploadsvc}: C{Content-Digest} per request, checked while the body streams
 (a failed piece is cut off the staged file, the offset stays), and
 C{Repr-Digest} with sha-512 for the whole file.

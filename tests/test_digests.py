@@ -1,6 +1,6 @@
 """
 Tests for L{uploadsvc.protocol.digests}: C{Content-Digest} and
-C{Repr-Digest} (RFC 9530), PROTOCOL.md section 4.
+C{Repr-Digest} (RFC 9530), docs/protocol.md section 4.
 """
 
 from __future__ import annotations

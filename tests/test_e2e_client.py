@@ -182,7 +182,7 @@ class FlakyLinkTests(ClientE2EMixin, TestCase):
 
 class TakeoverTests(ClientE2EMixin, TestCase):
     """
-    PROTOCOL.md section 5 seen from the client.
+    docs/protocol.md section 5 seen from the client.
     """
 
     timeout = 120

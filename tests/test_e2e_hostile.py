@@ -1,6 +1,6 @@
 """
-Hostile request paths against a real C{twistd uploadsvc} (PROTOCOL.md
-section 1): each gets the status PROTOCOL.md gives (400 for a path that
+Hostile request paths against a real C{twistd uploadsvc} (docs/protocol.md
+section 1): each gets the status docs/protocol.md gives (400 for a path that
 breaks a rule, 403 for a path through a symbolic link, 409 for a link at the
 destination, 201 for names that only look dangerous), and nothing is ever
 written outside the storage root.

@@ -1,5 +1,5 @@
 """
-Limits of PROTOCOL.md section 6 end to end, against a real C{twistd
+Limits of docs/protocol.md section 6 end to end, against a real C{twistd
 uploadsvc}: connections per client, header size, the header deadline, the
 body's idle timeout, the free-space floor (507), the size limit in the middle
 of a chunked body (413) and uploads in progress (503). Each refusal is early

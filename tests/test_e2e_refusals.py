@@ -1,5 +1,5 @@
 """
-End-to-end tests of refusals decided from the headers (PROTOCOL.md section
+End-to-end tests of refusals decided from the headers (docs/protocol.md section
 6), against a real C{twistd uploadsvc} process: the client sends headers
 only, announcing a body it never sends, and must get the final status at
 once, with a one-line plain-text reason, C{Connection: close}, no C{100
@@ -71,7 +71,7 @@ class HeaderRefusalTests(ServerTestMixin, TestCase):
 
     def test_badPaths(self) -> None:
         """
-        Paths that break the rules of PROTOCOL.md section 1 are refused 400
+        Paths that break the rules of docs/protocol.md section 1 are refused 400
         before the body.
         """
         for path in [

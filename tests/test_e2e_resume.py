@@ -1,5 +1,5 @@
 """
-End-to-end tests of interrupted and resumed uploads (PROTOCOL.md sections 2,
+End-to-end tests of interrupted and resumed uploads (docs/protocol.md sections 2,
 3, 5 and 7), against a real C{twistd uploadsvc} process on a loopback port:
 dropped connections, C{kill -9}, status queries, Content-Range appends,
 DELETE and takeover.
@@ -405,7 +405,7 @@ class CrashTests(ServerTestMixin, TestCase):
 
 class TakeoverTests(ServerTestMixin, TestCase):
     """
-    PROTOCOL.md section 5: a new writer takes an upload over from a stalled
+    docs/protocol.md section 5: a new writer takes an upload over from a stalled
     one.
     """
 

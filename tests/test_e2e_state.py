@@ -22,11 +22,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.protocol.decisions import Plan
-from uploadsvc.protocol.paths import parseRelativePath
-from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing import rawhttp
 from uploadsvc.testing.rawhttp import exchange, fileSha256, patternBytes
+from uploadsvc.testing.staging import stageFullyAt
 from uploadsvc.testing.server import ServerProcess, reprDigestSha256, startServer
 
 
@@ -241,23 +239,7 @@ class FullyStagedTests(TestCase):
         self.root = os.path.join(base, "root")
 
     def stage(self, relative: str, data: bytes, total: int | None) -> None:
-        """
-        Leave C{data} staged as a crash before the rename would: with its
-        C{.json} (total recorded) when C{total} is given, else data only (a
-        plain PUT's first request never writes one).
-        """
-        store = FileStore(self.root, fsync=False)
-        try:
-            _, _, staged = store.begin(
-                parseRelativePath(relative), lambda s: Plan(True, 0, 0, None, total), {}, None
-            )
-            assert staged is not None
-            staged.writeChunks([data])
-            if total is not None:
-                staged.sync()
-            staged.close()
-        finally:
-            store.close()
+        stageFullyAt(self.root, relative, data, total)
 
     def test_recoveredAtStart(self) -> None:
         """

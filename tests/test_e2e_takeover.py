@@ -1,5 +1,5 @@
 """
-PROTOCOL.md section 5 across processes: a writer on one server takes an upload
+docs/protocol.md section 5 across processes: a writer on one server takes an upload
 over from a stalled request held by another server process sharing the same
 storage folder, through the byte-range lock and the takeover marker.
 """

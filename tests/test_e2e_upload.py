@@ -1,5 +1,5 @@
 """
-End-to-end tests of whole-file uploads (PROTOCOL.md sections 1, 2 and 6),
+End-to-end tests of whole-file uploads (docs/protocol.md sections 1, 2 and 6),
 against a real C{twistd uploadsvc} process on a loopback port, with treq,
 curl and raw sockets as clients.
 """

@@ -2,7 +2,7 @@
 Tests for L{uploadsvc.storage.filestore}: staging in the
 C{uploads/<xx>/<key>.data} and C{<key>.json} layout, metadata written only
 when a request ends incomplete, restart, rollback, discard, completion, the
-symbolic-link rules of PROTOCOL.md section 1, and the cross-process lock (one
+symbolic-link rules of docs/protocol.md section 1, and the cross-process lock (one
 byte of C{.uploadsvc/lock} per upload). Real files in a temporary folder;
 nothing else.
 """

@@ -1,5 +1,5 @@
 """
-Tests for L{uploadsvc.protocol.paths}: the addressing rules of PROTOCOL.md
+Tests for L{uploadsvc.protocol.paths}: the addressing rules of docs/protocol.md
 section 1.
 """
 

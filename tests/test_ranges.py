@@ -1,6 +1,6 @@
 """
 Tests for L{uploadsvc.protocol.ranges}: the C{Content-Range} request header
-of PROTOCOL.md section 3.
+of docs/protocol.md section 3.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.testing.rawhttp import exchange, patternBytes
 from uploadsvc.testing.server import REPO_ROOT, freePort, startServer
+from uploadsvc.testing.staging import stageFullyAt
 from uploadsvc.testing.tools import requireTool
 
 SERVE = os.path.join(REPO_ROOT, "scripts", "serve")
@@ -130,20 +131,34 @@ class ReadmeRecipeTests(SynchronousTestCase):
         The README's resume recipe (offset from HEAD, the rest as a chunked
         Content-Range body) completes an interrupted upload.
         """
-        curl = requireTool("curl")
+        self.runResumeRecipe(3000000, 1234567)
+
+    def test_resumeRecipeFullyStaged(self) -> None:
+        """
+        The same recipe finishes an upload whose every byte arrived but
+        which was never moved into place (a status query naming the total).
+        """
+        self.runResumeRecipe(3000000, 3000000, stageOnly=True)
+
+    def runResumeRecipe(self, total: int, cut: int, stageOnly: bool = False) -> None:
+        requireTool("curl")
         server = startServer(self, self.mktemp(), "--no-fsync")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
-        total, cut = 3000000, 1234567
         data = patternBytes(3, 0, total)
         with open(os.path.join(folder, "big.iso"), "wb") as f:
             f.write(data)
-        _, answer = exchange(
-            server.port, "PUT", "/isos/big.iso",
-            [("Content-Range", f"bytes 0-{cut - 1}/{total}"), ("Content-Length", str(cut))],
-            data[:cut], timeout=STEP,
-        )
-        self.assertEqual(answer.status, 204, answer.raw)
+        if stageOnly:
+            server.stop()
+            stageFullyAt(server.root, "isos/big.iso", data, None)
+            server.start()
+        else:
+            _, answer = exchange(
+                server.port, "PUT", "/isos/big.iso",
+                [("Content-Range", f"bytes 0-{cut - 1}/{total}"), ("Content-Length", str(cut))],
+                data[:cut], timeout=STEP,
+            )
+            self.assertEqual(answer.status, 204, answer.raw)
         recipe = readmeBlock("tail -c +$((N + 1))")
         self.assertIn("http://127.0.0.1:8080/", recipe)
         recipe = recipe.replace("http://127.0.0.1:8080/", server.url("/"))
@@ -160,8 +175,8 @@ class ReadmeRecipeTests(SynchronousTestCase):
 #: The documents a user reads, and the code comments that cite the protocol.
 DOCUMENTS = [os.path.join(REPO_ROOT, "README.md"), *glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))]
 CITING = [
-    *glob.glob(os.path.join(REPO_ROOT, "uploadsvc", "web", "*.py")),
-    *glob.glob(os.path.join(REPO_ROOT, "uploadsvc", "protocol", "*.py")),
+    *glob.glob(os.path.join(REPO_ROOT, "uploadsvc", "**", "*.py"), recursive=True),
+    *glob.glob(os.path.join(REPO_ROOT, "bench", "*.md")),
 ]
 
 

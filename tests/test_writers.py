@@ -1,6 +1,6 @@
 """
 Tests for L{uploadsvc.storage.writers}: one writer per upload, and the
-newest writer wins (PROTOCOL.md section 5).
+newest writer wins (docs/protocol.md section 5).
 """
 
 from __future__ import annotations

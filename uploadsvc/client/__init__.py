@@ -9,8 +9,9 @@ The resuming upload client (issue 3), on treq.
 
 Modules: L{uploader} (the resume loop), L{backoff} (the pure retry
 schedule), L{producer} (file-range bodies and the running digest),
-L{errors} (retry or stop), L{http} (treq client, TLS, token), L{plan} (files
-to URLs), L{progress} (tqdm display and summary), L{cli} (the
+L{errors} (retry or stop), L{http} (treq client, token, credentials in the
+URL), L{tls} (certificate and host name checks that fail closed), L{plan}
+(files to URLs), L{progress} (tqdm display and summary), L{cli} (the
 C{uploadsvc-upload} script).
 """
 

@@ -17,7 +17,13 @@ from twisted.internet.task import Cooperator, react
 from twisted.python import usage
 
 from uploadsvc.client.backoff import RetryPolicy
-from uploadsvc.client.http import ConfigError, authorizationHeaders, makeHTTPClient
+from uploadsvc.client.http import (
+    ConfigError,
+    authorizationHeaders,
+    checkSendable,
+    makeHTTPClient,
+    splitCredentials,
+)
 from uploadsvc.client.plan import PlanError, planUploads
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
 from uploadsvc.client.uploader import Uploader
@@ -61,7 +67,9 @@ class Options(usage.Options):
         "Upload files (or directory trees) to an uploadsvc server, resuming "
         "after every dropped, stalled or reset connection. When URL ends with /, "
         "each FILE goes to URL + its name and a directory goes with its tree. "
-        "The bearer token is read from --token-file or $UPLOADSVC_TOKEN."
+        "The bearer token is read from --token-file or $UPLOADSVC_TOKEN; "
+        "credentials in the URL (https://user:password@host/...) are sent as "
+        "HTTP Basic instead. Certificates are always verified."
     )
     optFlags = [["quiet", "q", "No progress display (the summary is still printed)."]]
     optParameters = [
@@ -117,15 +125,28 @@ async def run(
     options = Options()
     try:
         options.parseOptions(list(argv))
-        plan = planUploads(options["sources"], options["url"])
+        # From here on only the URL without its password is used.
+        url, basic = splitCredentials(options["url"])
+        checkSendable(url)
+        plan = planUploads(options["sources"], url)
         headers = authorizationHeaders(
             options["token-file"], os.environ if environ is None else environ
         )
+        if basic and headers:
+            raise ConfigError(
+                "credentials in the URL and a bearer token (--token-file or"
+                " $UPLOADSVC_TOKEN) cannot both be sent; give one of them"
+            )
+        headers.update(basic)
         connection = makeHTTPClient(
             reactor, caFile=options["cacert"], maxPerHost=options["parallel"]
         )
     except usage.UsageError as e:
-        err.write(f"{options}\nuploadsvc-upload: {e}\n")
+        # The reason first, not after a screen of help.
+        err.write(
+            f"uploadsvc-upload: {e}\n{Options.synopsis}\n"
+            "Run 'uploadsvc-upload --help' for the options.\n"
+        )
         return 2
     except (PlanError, ConfigError) as e:
         err.write(f"uploadsvc-upload: {e}\n")

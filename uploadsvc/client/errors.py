@@ -84,7 +84,11 @@ def _tlsProblem(failure: Failure, host: str) -> str | None:
     from OpenSSL import SSL
     from service_identity import CertificateError, VerificationError
 
+    from uploadsvc.client.tls import CertificateRefused
+
     value = failure.value
+    if isinstance(value, CertificateRefused):
+        return value.reason
     if isinstance(value, (VerificationError, CertificateError)):
         return f"the certificate does not match the host name {host!r}"
     if isinstance(value, SSL.Error):

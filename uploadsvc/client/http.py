@@ -1,18 +1,24 @@
 """
 The treq client the uploader talks through: a connection pool, TLS verified
-against the system trust store or a given CA file, and the bearer token.
+against the system trust store or a given CA file, the bearer token, and
+credentials given in the URL (sent as HTTP Basic).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from uploadsvc.client.tls import StrictPolicyForHTTPS
 
 #: The environment variable that may hold the bearer token.
 TOKEN_ENV = "UPLOADSVC_TOKEN"
@@ -72,6 +78,65 @@ def authorizationHeaders(
     return {"Authorization": f"Bearer {token}"}
 
 
+def splitCredentials(url: str) -> tuple[str, dict[str, str]]:
+    """
+    Take C{user:password@} out of C{url}: what goes on the wire is the URL
+    without it and an C{Authorization: Basic} header (RFC 7617, UTF-8, the
+    URL's percent-encoding undone), as a front end with C{auth_basic}
+    expects. Messages then name the URL without the password.
+
+    @return: the URL without credentials, and the header (none when the
+        URL has no credentials).
+    @raise ConfigError: for credentials that cannot be sent; the message
+        never repeats them.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError("the URL cannot be parsed") from None
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, _, hostPort = parts.netloc.rpartition("@")
+    clean = urlunsplit(parts._replace(netloc=hostPort))
+    rawUser, colon, rawPassword = userinfo.partition(":")
+    if not rawUser and not colon:
+        return clean, {}
+    try:
+        user = unquote(rawUser, errors="strict")
+        password = unquote(rawPassword, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigError("the credentials in the URL are not UTF-8 once percent-decoded") from None
+    if ":" in user:
+        raise ConfigError("the user name in the URL must not contain ':'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in user + password):
+        raise ConfigError("the credentials in the URL hold control characters")
+    token = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return clean, {"Authorization": f"Basic {token}"}
+
+
+def checkSendable(url: str) -> None:
+    """
+    Check that treq can send a request to C{url}: it encodes the host with
+    IDNA, which fails for an IPv6 address and some names, and would fail
+    the same way on every attempt.
+
+    @raise ConfigError: when it cannot.
+    """
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        raise ConfigError("the URL cannot be parsed") from None
+    if ":" in host:
+        raise ConfigError(
+            f"IPv6 address URLs are not supported (the HTTP library cannot send to [{host}]);"
+            " use a host name"
+        )
+    try:
+        EncodedURL.from_text(url).to_uri()
+    except Exception as e:
+        raise ConfigError(f"the URL cannot be sent: {type(e).__name__}: {e}") from None
+
+
 @attrs.define
 class ClientConnection:
     """
@@ -99,8 +164,9 @@ def makeHTTPClient(
 ) -> ClientConnection:
     """
     Build the treq client: persistent connections, at most C{maxPerHost}
-    idle ones per host, and https verified (host name included, by
-    service-identity) against C{caFile} or the system trust store.
+    idle ones per host, and https verified (host name included, failing
+    closed: L{StrictPolicyForHTTPS}) against C{caFile} or the system trust
+    store. There is no option to turn verification off.
 
     @raise ConfigError: when C{caFile} is unusable.
     """
@@ -110,9 +176,9 @@ def makeHTTPClient(
                 pem = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read the CA file {caFile}: {e.strerror or e}") from None
-        policy = BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(pem))
+        policy = StrictPolicyForHTTPS(trustRoot=loadTrustRoot(pem))
     else:
-        policy = BrowserLikePolicyForHTTPS()
+        policy = StrictPolicyForHTTPS()
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = maxPerHost
     # The uploader does its own retrying, with back-off.

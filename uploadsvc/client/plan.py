@@ -5,7 +5,7 @@ C{FILE... URL}: when C{URL} ends with C{/}, each file goes to C{URL} plus its
 base name, and a directory goes with its tree (C{photos/2026/a.jpg} for
 C{photos} holding C{2026/a.jpg}); otherwise there must be exactly one file,
 and C{URL} names it. Names are put in Unicode NFC and percent-encoded one
-component at a time, as PROTOCOL.md section 1 expects. Names that start with
+component at a time, as docs/protocol.md section 1 expects. Names that start with
 a dot are reserved by the server, so such files and folders are skipped (and
 listed as skipped).
 """

@@ -198,6 +198,7 @@ class RequestRecord:
     time: float
     bodyLength: int | None
     received: int = 0
+    uri: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
         values = self.headers.getRawHeaders(name)
@@ -229,7 +230,7 @@ def b64digest(data: bytes) -> bytes:
 @implementer(IAgent)
 class FakeServer:
     """
-    An in-memory uploadsvc (PROTOCOL.md sections 2-4, no overwrite) with
+    An in-memory uploadsvc (docs/protocol.md sections 2-4, no overwrite) with
     scripted faults.
 
     @ivar uploads: path -> L{StoredUpload}.
@@ -283,6 +284,7 @@ class FakeServer:
             headers or Headers(),
             self.sim.clock.seconds(),
             None if bodyProducer is None else bodyProducer.length,
+            uri=uri,
         )
         index = len(self.log)
         self.log.append(record)

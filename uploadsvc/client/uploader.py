@@ -3,7 +3,7 @@ The resuming upload client: send a file, and when the link fails, ask the
 server how much it kept and go on from there, until the file is complete and
 its digest checked.
 
-One file's upload is a loop of requests (PROTOCOL.md sections 2-4):
+One file's upload is a loop of requests (docs/protocol.md sections 2-4):
   1. C{HEAD} the URL for the stored offset (404: nothing yet);
   2. send from the offset with C{Content-Range: bytes S-E/T}: one long
      request up to the closing piece, or C{chunkSize} pieces;
@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import re
 from typing import IO, Any, Iterable, Mapping, Protocol, cast
 
 import attrs
@@ -50,6 +51,7 @@ from twisted.web.http_headers import Headers
 
 from uploadsvc.client.backoff import RetryPolicy, RetryState
 from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable, classifyFailure
+from uploadsvc.client.http import ConfigError, checkSendable, splitCredentials
 from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
 from uploadsvc.protocol.digests import formatDigest, parseDigestHeader
@@ -64,6 +66,9 @@ _MAX_ANSWER = 64 * 1024
 
 #: The longest C{Retry-After} honoured, in seconds.
 _MAX_RETRY_AFTER = 600.0
+
+#: The title of an HTML error page (nginx sends those), used as its reason.
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 class IHTTPClient(Protocol):
@@ -91,7 +96,8 @@ class UploadJob:
     One file to upload.
 
     @ivar path: the local file.
-    @ivar url: the destination URL (already percent-encoded).
+    @ivar url: the destination URL (already percent-encoded); a
+        C{user:password@} in it is sent as HTTP Basic, never in the URL.
     @ivar name: what to call it in messages (by default the path).
     """
 
@@ -161,9 +167,23 @@ class _Answer:
             raise Retryable(f"server sent a malformed {name.decode()} header")
         return int(value)
 
+    def detail(self) -> str:
+        """
+        The server's reason: the first line of a text body, the title of an
+        HTML page (as nginx sends), or nothing.
+        """
+        text = self.body.decode("utf-8", "replace").strip()
+        if text.startswith("<"):
+            title = _TITLE.search(text)
+            line = " ".join(title.group(1).split()) if title else ""
+        else:
+            lines = text.splitlines()
+            line = lines[0] if lines else ""
+        return "".join(c if c.isprintable() else "?" for c in line[:200])
+
     def reason(self) -> str:
-        text = self.body.decode("utf-8", "replace").strip().splitlines()
-        return f"HTTP {self.code}" + (f": {text[0][:200]}" if text else "")
+        detail = self.detail()
+        return f"HTTP {self.code}" + (f": {detail}" if detail else "")
 
 
 class _BodyCollector(TwistedProtocol):
@@ -413,6 +433,8 @@ class _FileUpload:
         self._bytesSent = 0
         self._alreadyComplete = False
         self._started = self._clock.seconds()
+        self._url = job.url
+        self._auth: dict[bytes, bytes] = {}
 
     def _result(self, ok: bool, error: str | None = None) -> UploadResult:
         return UploadResult(
@@ -429,8 +451,35 @@ class _FileUpload:
             alreadyComplete=self._alreadyComplete,
         )
 
+    def _prepareURL(self) -> None:
+        """
+        Move C{user:password@} from the job's URL to an C{Authorization:
+        Basic} header, so that no request, message or retry line carries the
+        password, and refuse a URL that no attempt could send to.
+
+        @raise Fatal: when the URL or its credentials cannot be sent.
+        """
+        try:
+            url, basic = splitCredentials(self._job.url)
+            checkSendable(url)
+        except ConfigError as e:
+            raise Fatal(str(e)) from None
+        if basic and any(name.lower() == "authorization" for name in self._u._headers):
+            raise Fatal("credentials in the URL and an Authorization header cannot both be sent")
+        self._url = url
+        self._auth = {k.encode("ascii"): v.encode("ascii") for k, v in basic.items()}
+
+    def _sendsCredentials(self) -> bool:
+        return bool(self._auth) or any(name.lower() == "authorization" for name in self._u._headers)
+
     async def run(self) -> UploadResult:
         observer = self._u._observer
+        try:
+            self._prepareURL()
+        except Fatal as e:
+            result = self._result(False, e.reason)
+            observer.finished(result)
+            return result
         try:
             self._file = open(self._job.path, "rb")
         except OSError as e:
@@ -511,7 +560,7 @@ class _FileUpload:
         """
         C{HEAD} the URL: how many bytes does the server hold?
         """
-        answer = await self._u._request("HEAD", self._job.url, {})
+        answer = await self._u._request("HEAD", self._url, self._auth)
         if answer.code == 404:
             return 0
         if answer.code == 204:
@@ -549,6 +598,17 @@ class _FileUpload:
         """
         if answer.code in (408, 429) or 500 <= answer.code <= 599:
             raise Retryable(answer.reason(), _retryAfter(answer))
+        if answer.code == 401:
+            # Never retried: the same credentials get the same answer.
+            detail = answer.detail()
+            what = (
+                "the server refused the credentials"
+                if self._sendsCredentials()
+                else "the server asks for credentials (none were sent)"
+            )
+            raise Fatal(f"HTTP 401: {what}" + (f" ({detail})" if detail else ""))
+        if answer.code == 403:
+            raise Fatal(f"HTTP 403: {answer.detail() or 'forbidden'}")
         if answer.code == 409:
             recorded = answer.intHeader(b"Upload-Length")
             if recorded is not None and recorded != self._size:
@@ -610,7 +670,9 @@ class _FileUpload:
         self._startOffsets.append(start)
         observer.progress(self._job, start)
         try:
-            return await self._u._request("PUT", self._job.url, extra, producer, listeners)
+            return await self._u._request(
+                "PUT", self._url, {**self._auth, **extra}, producer, listeners
+            )
         finally:
             self._bytesSent += producer.written
 
@@ -625,7 +687,7 @@ class _FileUpload:
         self._requests += 1
         self._startOffsets.append(0)
         answer = await self._u._request(
-            "PUT", self._job.url, {b"Repr-Digest": _digestHeader(self._hash.digest())}
+            "PUT", self._url, {**self._auth, b"Repr-Digest": _digestHeader(self._hash.digest())}
         )
         return await self._handle(answer, 0)
 

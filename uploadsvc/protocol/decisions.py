@@ -84,7 +84,7 @@ def _checkTotal(stored: Stored, total: int | None) -> None:
 def _checkReachable(stored: Stored, total: int | None) -> None:
     """
     Refuse a total below what is already stored: the upload could never
-    end at it (PROTOCOL.md section 3, a 409 about the state, like a total
+    end at it (docs/protocol.md section 3, a 409 about the state, like a total
     that differs from the recorded one).
     """
     if total is not None and total < stored.offset:

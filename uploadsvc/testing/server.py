@@ -575,7 +575,7 @@ class ServerTestMixin:
             err,
         )
 
-    # -- PROTOCOL.md assertions ----------------------------------------------
+    # -- docs/protocol.md assertions ----------------------------------------------
 
     def assertCompleted(
         self,
@@ -588,7 +588,7 @@ class ServerTestMixin:
     ) -> None:
         """
         Assert that C{answer} reports the completion of C{relpath} the way
-        PROTOCOL.md section 2 says, and that the stored file has that digest.
+        docs/protocol.md section 2 says, and that the stored file has that digest.
 
         @param answer: an L{Answer}, L{CurlResult} or C{RawResponse}.
         @param jsonBody: whether to check the JSON body too.
@@ -614,7 +614,7 @@ class ServerTestMixin:
     ) -> None:
         """
         Assert that C{answer} is the C{204} of an incomplete upload at
-        C{offset} (PROTOCOL.md section 3).
+        C{offset} (docs/protocol.md section 3).
 
         @param total: the C{Upload-Length} a status answer must carry.
         @param head: whether this answers a status query (HEAD or

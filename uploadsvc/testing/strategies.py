@@ -2,7 +2,7 @@
 Hypothesis strategies for uploadsvc's wire formats: request paths,
 C{Content-Range} values and digest fields, both well-formed and hostile.
 
-They state the rules of PROTOCOL.md independently of the parsers in
+They state the rules of docs/protocol.md independently of the parsers in
 L{uploadsvc.protocol} (they never call them), so that properties checked
 with them can fail. Import this module only where hypothesis is installed
 (tests, benchmarks).
@@ -53,7 +53,7 @@ _TRICKY_VALID = [
 
 def isValidComponent(text: str) -> bool:
     """
-    The per-component rules of PROTOCOL.md section 1, restated for the
+    The per-component rules of docs/protocol.md section 1, restated for the
     generators (not the code under test).
     """
     return (
