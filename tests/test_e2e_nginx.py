@@ -31,6 +31,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.testing.rawhttp import patternBytes
+from uploadsvc.testing.programs import startProgram
 from uploadsvc.testing.server import TWISTD, ServerProcess, freePort
 from uploadsvc.testing.tools import requireTool
 
@@ -198,31 +199,7 @@ class NginxInFrontTests(SynchronousTestCase):
                 f"http {{\naccess_log {tmp}/access.log;\n{temps}{site}\n}}\n"
             )
         self.errorLog = os.path.join(tmp, "error.log")
-        process = subprocess.Popen(
-            [nginx, "-p", tmp, "-c", conf, "-e", self.errorLog],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-        def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(STEP)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STEP)
-
-        self.addCleanup(stop)
-        deadline = time.monotonic() + STEP
-        for _ in range(1000):
-            if process.poll() is not None:
-                self.fail(f"nginx exited with {process.returncode}:\n{self._errors()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.fail(f"nginx is not listening after {STEP} s:\n{self._errors()}")
-                time.sleep(0.05)
+        startProgram(self, [nginx, "-p", tmp, "-c", conf, "-e", self.errorLog], self.port, self._errors, STEP)
         return cert
 
     def _errors(self) -> str:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import socket
 import subprocess
-import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.testing.rawhttp import exchange, patternBytes
+from uploadsvc.testing.programs import startProgram
 from uploadsvc.testing.server import REPO_ROOT, freePort, startServer
 from uploadsvc.testing.staging import stageFullyAt
 from uploadsvc.testing.tools import requireTool
@@ -44,33 +43,16 @@ class ServeTests(SynchronousTestCase):
         port = freePort()
         output = open(os.path.join(caller, "..", os.path.basename(caller) + ".out"), "wb")
         self.addCleanup(output.close)
-        process = subprocess.Popen(
-            [SERVE, *args, "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-fsync"],
-            cwd=caller, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+
+        def log() -> str:
+            with open(output.name, "rb") as f:
+                return repr(f.read()[-3000:])
+
+        startProgram(
+            self, [SERVE, *args, "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-fsync"],
+            port, log, STEP, cwd=caller, stdout=output, stderr=subprocess.STDOUT,
         )
-
-        def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(STEP)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STEP)
-
-        self.addCleanup(stop)
-        deadline = time.monotonic() + STEP
-        for _ in range(3000):
-            if process.poll() is not None:
-                with open(output.name, "rb") as f:
-                    self.fail(f"scripts/serve exited with {process.returncode}: {f.read()[-3000:]!r}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return caller, port
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-        self.fail(f"scripts/serve is not listening after {STEP} s")
+        return caller, port
 
     def upload(self, port: int, path: str, body: bytes) -> None:
         _, answer = exchange(port, "PUT", path, [("Content-Length", str(len(body)))], body, timeout=STEP)
