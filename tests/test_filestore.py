@@ -34,6 +34,18 @@ def shardOf(key: str) -> str:
     return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)
 
 
+def d256(label: str) -> str:
+    """
+    A well-formed base64 sha-256 value standing for C{label} (metadata of
+    another shape is set aside as damaged).
+    """
+    return base64.b64encode(hashlib.sha256(label.encode()).digest()).decode()
+
+
+def d512(label: str) -> str:
+    return base64.b64encode(hashlib.sha512(label.encode()).digest()).decode()
+
+
 class FileStoreTestsMixin:
     """
     A fresh root and helpers to open stores on it.
@@ -173,14 +185,14 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         at that offset.
         """
         path = parseRelativePath("x/y/z.bin")
-        staged = self.openUpload(path, total=100, digests={"sha-256": "AAAA"})
+        staged = self.openUpload(path, total=100, digests={"sha-256": d256("AAAA")})
         staged.writeChunks([b"0123456789"])
         self.assertEqual(staged.syncAndClose(), 10)
         self.assertTrue(staged.closed)
         again = self.makeStore()
         self.assertEqual(
             again.inspect(path),
-            Stored(offset=10, total=100, incomplete=True, digests={"sha-256": "AAAA"}),
+            Stored(offset=10, total=100, incomplete=True, digests={"sha-256": d256("AAAA")}),
         )
         resumed = self.openUpload(path, store=again)
         self.assertEqual(resumed.offset, 10)
@@ -264,23 +276,23 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         file is left behind by C{sync} or C{record}.
         """
         path = parseRelativePath("dir/f.bin")
-        staged = self.openUpload(path, total=5, digests={"sha-256": "one"})
+        staged = self.openUpload(path, total=5, digests={"sha-256": d256("one")})
         staged.syncAndClose()
-        self.openUpload(path, digests={"sha-512": "two"}).syncAndClose()
-        self.store.record(path, 5, {"sha-256": "three"})
+        self.openUpload(path, digests={"sha-512": d512("two")}).syncAndClose()
+        self.store.record(path, 5, {"sha-256": d256("three")})
         key = FileStore.keyFor(path)
         self.assertEqual(self.uploadsEntries(), [key + ".data", key + ".json"])
         info = self.readInfo(path)
         self.assertEqual(info["path"], "dir/f.bin")
         self.assertEqual(info["total"], 5)
-        self.assertEqual(info["digests"], {"sha-256": "three", "sha-512": "two"})
+        self.assertEqual(info["digests"], {"sha-256": d256("three"), "sha-512": d512("two")})
 
     def test_recordWithoutUpload(self) -> None:
         """
         C{record} for a path with no upload creates nothing.
         """
         path = parseRelativePath("none.bin")
-        self.store.record(path, 5, {"sha-256": "x"})
+        self.store.record(path, 5, {"sha-256": d256("x")})
         self.assertEqual(self.uploadsEntries(), [])
         self.assertEqual(self.store.inspect(path), Stored())
 
@@ -292,7 +304,7 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         total.
         """
         path = parseRelativePath("s.bin")
-        staged = self.openUpload(path, total=100, digests={"sha-256": "old"})
+        staged = self.openUpload(path, total=100, digests={"sha-256": d256("old")})
         staged.writeChunks([b"x" * 50])
         staged.syncAndClose()
         fresh = self.openUpload(path, startOver=True, total=7)
@@ -751,7 +763,7 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         """
         replaced = self.recordReplaces()
         path = parseRelativePath("once/f.bin")
-        staged = self.openUpload(path, total=4, digests={"sha-256": "d"})
+        staged = self.openUpload(path, total=4, digests={"sha-256": d256("d")})
         key = FileStore.keyFor(path)
         self.assertEqual(self.uploadsEntries(), [key + ".data"])
         staged.writeChunks([b"once"])
@@ -806,11 +818,11 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         lets go of the upload.
         """
         path = parseRelativePath("sc.bin")
-        staged = self.openUpload(path, digests={"sha-256": "AAAA"})
+        staged = self.openUpload(path, digests={"sha-256": d256("AAAA")})
         staged.writeChunks([b"abc"])
         self.assertEqual(staged.syncAndClose(), 3)
         self.assertTrue(staged.closed)
-        self.assertEqual(self.readInfo(path)["digests"], {"sha-256": "AAAA"})
+        self.assertEqual(self.readInfo(path)["digests"], {"sha-256": d256("AAAA")})
         other = self.makeStore(lockWait=0.2)
         self.assertEqual(self.openUpload(path, store=other).offset, 3)
 
@@ -821,7 +833,7 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         the total not known, and the next writer resumes it there.
         """
         path = parseRelativePath("first.bin")
-        staged = self.openUpload(path, total=9, digests={"sha-256": "d"})
+        staged = self.openUpload(path, total=9, digests={"sha-256": d256("d")})
         staged.writeChunks([b"unacked"])
         staged.close()
         self.assertEqual(self.readFile(self.dataFile(path)), b"unacked")
@@ -857,14 +869,14 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         staged = self.openUpload(path)
         staged.writeChunks([b"abc"])
         staged.close()
-        self.store.record(path, 10, {"sha-256": "r"})
+        self.store.record(path, 10, {"sha-256": d256("r")})
         info = self.readInfo(path)
         self.assertEqual(
-            (info["path"], info["total"], info["digests"]), ("rec.bin", 10, {"sha-256": "r"})
+            (info["path"], info["total"], info["digests"]), ("rec.bin", 10, {"sha-256": d256("r")})
         )
         self.assertEqual(
             self.store.inspect(path),
-            Stored(offset=3, total=10, incomplete=True, digests={"sha-256": "r"}),
+            Stored(offset=3, total=10, incomplete=True, digests={"sha-256": d256("r")}),
         )
 
     def test_inspectDataOnlyDurable(self) -> None:
@@ -902,7 +914,7 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         with no digests, not the old ones.
         """
         path = parseRelativePath("crash.bin")
-        staged = self.openUpload(path, total=100, digests={"sha-256": "OLD"})
+        staged = self.openUpload(path, total=100, digests={"sha-256": d256("OLD")})
         staged.writeChunks([b"x" * 10])
         staged.sync()
         # The crash: the data was renamed into place, the .json not removed.
@@ -1081,6 +1093,18 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.close()
         self.assertEqual(self.openUpload(path, store=other).offset, 1000)
 
+    def test_failedCloseReleasesLock(self) -> None:
+        """
+        A close of the data file that fails (NFS reports deferred write
+        errors there) still lets go of the upload's lock.
+        """
+        path = parseRelativePath("q/close.bin")
+        staged = self.openUpload(path)
+        os.close(staged.fd)  # the close below fails with EBADF
+        self.assertRaises(OSError, staged.close)
+        other = self.makeStore(lockWait=0.2)
+        self.assertEqual(self.openUpload(path, store=other).offset, 0)
+
     def test_queryFromOtherProcess(self) -> None:
         """
         A status query in another store (another process) while a writer
@@ -1149,7 +1173,7 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         first = threading.Thread(target=run, args=(100, {}))
         first.start()
         self.assertTrue(paused.wait(10))
-        second = threading.Thread(target=run, args=(None, {"sha-256": "late"}))
+        second = threading.Thread(target=run, args=(None, {"sha-256": d256("late")}))
         second.start()
         second.join(0.5)  # without the lock it would be done by now
         go.set()
@@ -1158,7 +1182,7 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertFalse(first.is_alive() or second.is_alive())
         self.assertEqual(errors, [])
         info = self.readInfo(path)
-        self.assertEqual((info["total"], info["digests"]), (100, {"sha-256": "late"}))
+        self.assertEqual((info["total"], info["digests"]), (100, {"sha-256": d256("late")}))
 
     def test_writerKeepsQueryRecord(self) -> None:
         """
@@ -1168,15 +1192,15 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("q/merge.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"abc"])
-        self.store.record(path, 10, {"sha-256": "q"})
+        self.store.record(path, 10, {"sha-256": d256("q")})
         staged.writeChunks([b"de"])
         staged.sync()
         info = self.readInfo(path)
-        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": "q"}))
+        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": d256("q")}))
         self.assertEqual(info["generation"], staged.info["generation"])
         self.assertEqual(
             self.makeStore().inspect(path),
-            Stored(offset=5, total=10, incomplete=True, digests={"sha-256": "q"}),
+            Stored(offset=5, total=10, incomplete=True, digests={"sha-256": d256("q")}),
         )
 
     def test_writerDigestsOlderThanQuery(self) -> None:
@@ -1185,12 +1209,12 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         the one in the writer's headers, and wins (the latest sent wins).
         """
         path = parseRelativePath("q/latest.bin")
-        staged = self.openUpload(path, total=10, digests={"sha-256": "writer"})
+        staged = self.openUpload(path, total=10, digests={"sha-256": d256("writer")})
         staged.writeChunks([b"abc"])
-        self.store.record(path, None, {"sha-256": "query"})
+        self.store.record(path, None, {"sha-256": d256("query")})
         staged.sync()
         info = self.readInfo(path)
-        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": "query"}))
+        self.assertEqual((info["total"], info["digests"]), (10, {"sha-256": d256("query")}))
 
     def test_writerDropsTotalBelowOffset(self) -> None:
         """
@@ -1238,6 +1262,27 @@ class RecoverTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.store.recover(False), [("r/full.bin", "completed")])
         self.assertEqual(self.readFile(self.root, "r", "full.bin"), data)
         self.assertEqual(self.uploadsEntries(), [])
+
+    def test_oneFailureRecoversTheRest(self) -> None:
+        """
+        An upload whose recovery fails unexpectedly is logged and left
+        staged; every other fully staged upload is still completed.
+        """
+        self.stageFull("r/a.bin", b"aaaa", 4)
+        self.stageFull("r/b.bin", b"bbbb", 4)
+        broken = FileStore.keyFor(parseRelativePath("r/a.bin"))
+        recoverOne = self.store._recoverOne
+
+        def failOnce(key: str, allowOverwrite: bool) -> tuple[str, str] | None:
+            if key == broken:
+                raise ValueError("unexpected")
+            return recoverOne(key, allowOverwrite)
+
+        self.store._recoverOne = failOnce  # type: ignore[method-assign]
+        self.assertEqual(self.store.recover(False), [("r/b.bin", "completed")])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.readFile(self.root, "r", "b.bin"), b"bbbb")
+        self.assertEqual(self.uploadsEntries(), [broken + ".data", broken + ".json"])
 
     def test_digestMismatchDiscards(self) -> None:
         """

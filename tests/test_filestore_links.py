@@ -626,6 +626,33 @@ class AppAnswerTests(_Planted, SynchronousTestCase):
         self.assertEqual(response.code, 201)
         self.assertEqual(self.readFile(self.root, "c.bin"), b"abcdef")
 
+    def test_misshapenInfoNoPermanent500(self) -> None:
+        """
+        A C{.json} that is JSON but not of the shape the server writes (a
+        total that is not a count, digests that are not base64 of the
+        right length, fields of the wrong type) is set aside like a
+        corrupt one: HEAD, a status query, a resume and a plain PUT all
+        work, and no impossible digest discards the upload.
+        """
+        shapes = [
+            b"", b"[]", b'{"total": "abc"}', b'{"total": -5}', b'{"total": 2.5}',
+            b'{"digests": [1]}', b'{"digests": {"sha-256": "!!!"}}',
+            b'{"digests": {"sha-256": "AAAA"}}', b'{"generation": 5}', b'{"path": 1}',
+        ]
+        for i, shape in enumerate(shapes):
+            name = f"m{i}.bin"
+            response, _ = self.request("PUT", "/" + name, b"abc", Content_Range="bytes 0-2/6")
+            self.assertEqual(response.code, 204, shape)
+            with open(self.infoFile(parseRelativePath(name)), "wb") as f:
+                f.write(shape)
+            response, _ = self.request("HEAD", "/" + name)
+            self.assertEqual((response.code, self.header(response, "Upload-Offset")), (204, "3"), shape)
+            response, _ = self.request("PUT", "/" + name, Content_Range="bytes */6")
+            self.assertEqual(response.code, 204, shape)
+            response, _ = self.request("PUT", "/" + name, b"def", Content_Range="bytes 3-5/6")
+            self.assertEqual(response.code, 201, shape)
+            self.assertEqual(self.readFile(self.root, name), b"abcdef")
+
     def test_noInodes(self) -> None:
         """
         With no inode left, a new upload is a 507 with a reason (and one

@@ -95,6 +95,15 @@ def newHasher(alg: str) -> Hasher:
     return factory()
 
 
+def digestLength(alg: str) -> int | None:
+    """
+    How many bytes a digest of C{alg} has; L{None} for an algorithm not in
+    L{SUPPORTED}.
+    """
+    known = _ALGORITHMS.get(alg)
+    return None if known is None else known[1]
+
+
 def formatDigest(alg: str, digest: bytes) -> bytes:
     """
     Format one member of a digest field: C{b"sha-256=:<base64>:"}.

@@ -59,6 +59,7 @@ from uploadsvc.errors import (
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import statedir
+from uploadsvc.storage.metadata import checkInfo
 from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
@@ -173,9 +174,11 @@ class StagedFile:
         """
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
-            if self.lock is not None:
-                self.lock.release()
+            try:
+                os.close(self.fd)  # NFS reports deferred write errors here
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
 
 
 class FileStore:
@@ -300,8 +303,12 @@ class FileStore:
         folder = self._stateDir.shard(self._shardName(key), create=False)
         if folder is None:
             return None
+        where = self._where(key, ".json")
         try:
-            return statedir.readJSON(folder, key + ".json", self._where(key, ".json"))
+            info = statedir.readJSON(folder, key + ".json", where)
+            if info is not None:
+                checkInfo(info, where)
+            return info
         except CorruptState as e:
             log.warn("ignoring the unreadable metadata of an upload: {why}", why=e.args[0])
             return None
@@ -856,7 +863,13 @@ class FileStore:
                 os.close(folder)
             for name in names:
                 if name.startswith("p-") and name.endswith(".data"):
-                    outcome = self._recoverOne(name[: -len(".data")], allowOverwrite)
+                    try:
+                        outcome = self._recoverOne(name[: -len(".data")], allowOverwrite)
+                    except Exception:
+                        # One upload that cannot be recovered must not keep
+                        # the others staged.
+                        log.failure("recovering the staged upload {name}", name=name)
+                        continue
                     if outcome is not None:
                         done.append(outcome)
         return done

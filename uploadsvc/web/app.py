@@ -467,8 +467,10 @@ class UploadApp:
         try:
             return await self._complete(request, path, staged, stored, digests)
         finally:
-            staged.close()
-            release()
+            try:
+                await self._close(staged)
+            finally:
+                release()
 
     def _checkAndBegin(
         self,
@@ -540,7 +542,7 @@ class UploadApp:
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
                 )
-            await self.runner.run(staged.sync)
+            await self.runner.run(staged.syncAndClose)
             if total is None:
                 total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
@@ -555,10 +557,20 @@ class UploadApp:
                 raise outcome
             return progress(request, offset, total)
         finally:
-            if staged is not None:
-                self._staging.pop(key, None)
-                staged.close()
-            release()
+            try:
+                if staged is not None:
+                    self._staging.pop(key, None)
+                    await self._close(staged)
+            finally:
+                release()
+
+    async def _close(self, staged: StagedFile) -> None:
+        """
+        Close a staged file still open after an error: in the disk pool,
+        since closing a file on NFS flushes it and may block.
+        """
+        if not staged.closed:
+            await self.runner.run(staged.close)
 
     def _streamedReprHashers(
         self, staged: StagedFile, stored: Stored, digests: DigestSet
