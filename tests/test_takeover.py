@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
+from types import SimpleNamespace
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -59,6 +61,39 @@ class MarkerTests(SynchronousTestCase):
         self.assertEqual(error.status, 503)
         self.assertEqual(self.holder.pendingTakeovers(), [])
 
+    def test_takeoverFolderRemoved(self) -> None:
+        """
+        A takeover folder removed while both run (a clean-up of empty
+        folders) is made again: the waiter's marker still reaches the
+        holder, and nobody answers 500.
+        """
+        _, _, staged = self.holder.begin(self.path, decide, {}, None)
+        os.rmdir(os.path.join(self.root, ".uploadsvc", "takeover"))
+        result: list[object] = []
+        thread = threading.Thread(
+            target=lambda: result.append(self.waiter.begin(self.path, decide, {}, None))
+        )
+        thread.start()
+        for _ in range(200):
+            if self.holder.pendingTakeovers():
+                break
+            threading.Event().wait(0.01)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        staged.close()
+        thread.join(10)
+        self.assertEqual(len(result), 1)
+        result[0][2].close()  # type: ignore[index]
+
+    def test_lockFileKeptRecent(self) -> None:
+        """
+        While uploads are written, the look keeps the lock file's
+        modification time recent (an age-based clean-up passes it by).
+        """
+        lockFile = os.path.join(self.root, ".uploadsvc", "lock")
+        os.utime(lockFile, (0, 0))
+        self.holder.pendingTakeovers()
+        self.assertGreater(os.stat(lockFile).st_mtime, time.time() - 3600)
+
     def test_staleMarkerCleared(self) -> None:
         """Taking an uncontended lock removes a marker left by a writer that went away."""
         open(os.path.join(self.root, ".uploadsvc", "takeover", self.key), "w").close()
@@ -78,12 +113,45 @@ class CheckTakeoversTests(SynchronousTestCase):
         for key in ("p-wanted", "p-other", "p-waiting"):
             app.writers.acquire(key, lambda key=key: interrupted.append(key))
         # Two of them hold the store's lock; p-waiting is still waiting for it.
-        app._staging["p-wanted"] = app._staging["p-other"] = object()  # type: ignore[assignment]
+        app._staging["p-wanted"] = app._staging["p-other"] = SimpleNamespace(lock=None)  # type: ignore[assignment]
         for key in ("p-wanted", "p-waiting"):
             open(os.path.join(root, ".uploadsvc", "takeover", key), "w").close()
         app.checkTakeovers()
         app.checkTakeovers()
         self.assertEqual(interrupted, ["p-wanted"])
+
+    def test_replacedLockFileEndsWriters(self) -> None:
+        """
+        When the lock file is removed or replaced, a process that starts
+        later locks another file, so the look ends this process's writers
+        still holding locks in the old one (their bytes are kept); writers
+        that begin afterwards lock the new file.
+        """
+        root = os.path.abspath(self.mktemp())
+        store = FileStore(root, fsync=False)
+        self.addCleanup(store.close)
+        app = UploadApp(store, ImmediateRunner())
+        path = parseRelativePath("l.bin")
+        key = FileStore.keyFor(path)
+        interrupted: list[str] = []
+        app.writers.acquire(key, lambda: interrupted.append(key))
+        _, _, staged = store.begin(path, decide, {}, None)
+        assert staged is not None
+        self.addCleanup(staged.close)
+        app._staging[key] = staged
+        app.checkTakeovers()
+        self.assertEqual(interrupted, [])
+        os.unlink(os.path.join(root, ".uploadsvc", "lock"))
+        later = FileStore(root, fsync=False, lockWait=0.2)  # another process, started now
+        self.addCleanup(later.close)
+        app.checkTakeovers()
+        self.assertEqual(interrupted, [key])
+        staged.close()
+        _, _, again = store.begin(path, decide, {}, None)
+        assert again is not None
+        self.addCleanup(again.close)
+        self.assertTrue(store.holdsCurrentLock(again))
+        self.assertRaises(Busy, later.begin, path, decide, {}, None)
 
     def test_nothingHeldNoLook(self) -> None:
         """With no upload in progress, the look does not touch the disk."""

@@ -71,6 +71,9 @@ log = Logger()
 _READ_SIZE = 1024 * 1024
 #: How often a request waiting for another's lock looks again.
 _STATE_POLL = 0.005
+#: Seconds between updates of the lock file's modification time while
+#: uploads are written (see L{FileStore.pendingTakeovers}).
+LOCK_TOUCH_INTERVAL = 60.0
 
 
 class StagedFile:
@@ -209,6 +212,7 @@ class FileStore:
         os.makedirs(self.root, exist_ok=True)
         self._reopening = threading.Lock()
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
+        self._lockTouched = float("-inf")
         self._openRoot()
 
     def _openRoot(self) -> None:
@@ -642,8 +646,28 @@ class FileStore:
         """
         Keys of uploads that a writer in another process (or host) waits for:
         whoever holds one of them here should end its request.
+
+        Called twice a second while uploads are written, it also notices a
+        lock file that was removed or replaced (see L{holdsCurrentLock}),
+        and keeps the lock file's modification time recent, so that a
+        clean-up of old files under the state folder passes it by.
         """
+        self._fresh()
+        now = time.monotonic()
+        if now - self._lockTouched >= LOCK_TOUCH_INTERVAL:
+            self._lockTouched = now
+            os.utime(self._stateDir.lockFD)
         return self._stateDir.markers()
+
+    def holdsCurrentLock(self, staged: StagedFile) -> bool:
+        """
+        Whether C{staged}'s writer lock is in the lock file that new
+        writers lock now. After the lock file was removed or replaced,
+        processes that open it later lock another file, so a writer still
+        holding a lock in the old one no longer keeps them out: it must end
+        (its bytes are kept) before one of them writes the same upload.
+        """
+        return staged.lock is None or staged.lock.source is self._locks
 
     def hashStaged(self, staged: StagedFile, algorithms: Iterable[str]) -> dict[str, bytes]:
         """

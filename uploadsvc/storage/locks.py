@@ -43,10 +43,13 @@ class HeldLock:
     """
     One lock held on its own open file description; L{release} (or process
     exit) drops it, nothing else does.
+
+    @ivar source: the L{RegionLocks} (the lock file) it was taken in.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, source: RegionLocks | None = None) -> None:
         self._fd: int | None = fd
+        self.source = source
 
     @property
     def held(self) -> bool:
@@ -96,7 +99,7 @@ class RegionLocks:
         except BaseException:
             os.close(fd)
             raise
-        return HeldLock(fd)
+        return HeldLock(fd, self)
 
     def close(self) -> None:
         """

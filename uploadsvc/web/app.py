@@ -174,9 +174,20 @@ class UploadApp:
             return None
 
         def interrupt(keys: list[str]) -> None:
+            stale = [
+                key for key, staged in self._staging.items()
+                if not self.store.holdsCurrentLock(staged)
+            ]
+            if stale:
+                log.error(
+                    "the lock file under {root}/.uploadsvc was removed or replaced while "
+                    "{count} uploads were being written: ending them (their bytes are "
+                    "kept) so that every process locks the same file again",
+                    root=self.store.root, count=len(stale),
+                )
             # Only requests that hold the store's lock: a request of ours
             # that is itself waiting for another process made that marker.
-            for key in keys:
+            for key in [*keys, *stale]:
                 if key in self._staging:
                     self.writers.interrupt(key)
 
