@@ -189,6 +189,27 @@ class HeaderRefusalTests(ServerTestMixin, TestCase):
             self.refuse("/m.bin", [("Content-Range", value), ("Content-Length", length)], 400)
         self.assertEqual(self.headRaw("/m.bin").status, 404)
 
+    def test_queryWithBody(self) -> None:
+        """
+        A C{bytes */T} status query that carries a body, with a length or
+        chunked, is refused 400 from its headers and records nothing.
+        """
+        rawhttp.exchange(
+            self.server.port, "PUT", "/q.bin",
+            [("Content-Range", "bytes 0-2/6"), ("Content-Length", "3")], b"abc",
+        )
+        for headers, body in [
+            ([("Content-Length", "5")], b"hello"),
+            ([("Transfer-Encoding", "chunked")], b"5\r\nhello\r\n0\r\n\r\n"),
+        ]:
+            _, answer = rawhttp.exchange(
+                self.server.port, "PUT", "/q.bin",
+                [("Content-Range", "bytes */9"), *headers], body,
+            )
+            self.assertEqual(answer.status, 400, answer.raw)
+            self.assertIn(b"carries no body", answer.body)
+        self.assertEqual(self.headRaw("/q.bin").header("upload-length"), "6")
+
     def test_precedence(self) -> None:
         """
         When several refusals apply, the path comes before the size, and the

@@ -13,6 +13,7 @@ that need a small or read-only file system mount one (as root).
 from __future__ import annotations
 
 import errno
+import resource
 import json
 import os
 import shutil
@@ -101,6 +102,32 @@ def failingDisk(testCase: Any, path: str) -> Callable[[], None]:
 
 def appendPlan(stored: Stored) -> Plan:
     return Plan(False, stored.offset, 0, None, None)
+
+
+def exhaustDescriptors(testCase: Any) -> Callable[[], None]:
+    """
+    Leave this process no free file descriptor: the soft limit is lowered
+    to just above the highest descriptor in use and the gaps below it are
+    filled. Undone by the returned function, or when C{testCase} cleans up.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 1, hard))
+    held: list[int] = []
+
+    def release() -> None:
+        while held:
+            os.close(held.pop())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    testCase.addCleanup(release)
+    try:
+        for _ in range(100000):
+            held.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as e:
+        if e.errno != errno.EMFILE:
+            release()
+            raise
+    return release
 
 
 class _Planted(FileStoreTestsMixin):
@@ -625,6 +652,29 @@ class AppAnswerTests(_Planted, SynchronousTestCase):
         response, _ = self.request("PUT", "/c.bin", b"def", Content_Range="bytes 3-5/6")
         self.assertEqual(response.code, 201)
         self.assertEqual(self.readFile(self.root, "c.bin"), b"abcdef")
+
+    def test_tooManyOpenFiles(self) -> None:
+        """
+        With no file descriptor left (every upload in progress holds
+        three), a write and a status query are 503 with Retry-After and a
+        one-line reason, one error line and no traceback; once descriptors
+        are free again the same upload goes on.
+        """
+        response, _ = self.request("PUT", "/fd.bin", b"abc", Content_Range="bytes 0-2/6")
+        self.assertEqual(response.code, 204)
+        release = exhaustDescriptors(self)
+        for method, body, headers in [
+            ("PUT", b"def", {"Content_Range": "bytes 3-5/6"}),
+            ("PUT", b"", {"Content_Range": "bytes */6"}),
+        ]:
+            response, content = self.request(method, "/fd.bin", body, **headers)
+            self.assertRefused(response, content, 503)
+            self.assertEqual(self.header(response, "Retry-After"), "1")
+        self.assertEqual(self.tracebacks(), [])
+        self.assertEqual(len(self.errorLines()), 2)
+        release()
+        response, _ = self.request("PUT", "/fd.bin", b"def", Content_Range="bytes 3-5/6")
+        self.assertEqual(response.code, 201)
 
     def test_misshapenInfoNoPermanent500(self) -> None:
         """

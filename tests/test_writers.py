@@ -181,3 +181,16 @@ class WriterRegistryTests(SynchronousTestCase):
         """
         self.acquired(self.registry.acquire("a", never))
         self.acquired(self.registry.acquire("b", never))
+
+
+class HashStateTests(SynchronousTestCase):
+    def test_bounded(self) -> None:
+        """
+        Only the most recently kept hash states are remembered: an upload
+        abandoned long ago does not hold memory for ever.
+        """
+        registry = WriterRegistry(maxHashStates=2)
+        for key in ("a", "b", "a", "c"):
+            registry.hashStates[key] = ("generation", 1, key)
+        self.assertEqual(list(registry.hashStates), ["a", "c"])
+        self.assertEqual(registry.hashStates.pop("a", None), ("generation", 1, "a"))

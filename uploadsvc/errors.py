@@ -132,7 +132,7 @@ def storageRefusal(error: BaseException) -> UploadError | None:
     """
     The refusal due for an error of the storage that is no fault of the
     server's code: a full disk or inode table (C{507}), a read-only or
-    forbidden folder (C{503}). L{None} for anything else (a bug: 500 with a
+    forbidden folder, too many open files (C{503}). L{None} for anything else (a bug: 500 with a
     traceback).
     """
     if not isinstance(error, OSError) or error.errno is None:
@@ -142,6 +142,14 @@ def storageRefusal(error: BaseException) -> UploadError | None:
         return InsufficientStorage("no-space", "the disk is full (no space or no free inodes)")
     if error.errno == errno.EROFS:
         return StorageUnavailable("read-only", "the storage is read-only", detail)
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        # Every upload in progress holds a socket, its data file and its
+        # lock: the descriptor limit is a load limit like --max-uploads.
+        refusal = StorageUnavailable(
+            "too-many-open-files", "the server has too many files open", detail
+        )
+        refusal.headers[b"Retry-After"] = b"1"
+        return refusal
     if error.errno in (errno.EACCES, errno.EPERM):
         return StorageUnavailable(
             "not-permitted", "the server is not permitted to write to its storage", detail

@@ -10,7 +10,8 @@ byte-range lock and takeover markers of L{uploadsvc.storage.filestore} do it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections import OrderedDict
+from typing import Any, Callable, MutableMapping
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -31,6 +32,28 @@ class _Slot:
     interrupted: bool = False
 
 
+#: Hash states remembered at most (about 600 bytes each). Incomplete uploads
+#: are bounded only by the disk; one whose state was dropped has its digest
+#: computed from the staged file at completion, which is only slower.
+MAX_HASH_STATES = 10_000
+
+
+class _Newest(OrderedDict):  # type: ignore[type-arg]
+    """
+    A mapping that keeps only its C{limit} most recently set items.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 class WriterRegistry:
     """
     Who writes each upload now, and the in-memory hash state kept between
@@ -38,13 +61,14 @@ class WriterRegistry:
 
     @ivar hashStates: upload key to C{(generation, offset, sha256 hasher)}:
         the hash of the first C{offset} bytes of the upload generation named
-        in its C{.json} (see L{uploadsvc.storage.filestore}).
+        in its C{.json} (see L{uploadsvc.storage.filestore}); at most
+        C{maxHashStates} of them, the most recently kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, maxHashStates: int = MAX_HASH_STATES) -> None:
         self._holders: dict[str, _Slot] = {}
         self._waiting: dict[str, _Slot] = {}
-        self.hashStates: dict[str, tuple[str, int, Any]] = {}
+        self.hashStates: MutableMapping[str, tuple[str, int, Any]] = _Newest(maxHashStates)
 
     def interrupt(self, key: str) -> None:
         """

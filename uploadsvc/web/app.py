@@ -336,7 +336,9 @@ class UploadApp:
                 rng = parseContentRange(rangeValue[0])
                 if isinstance(rng, ContentRange):
                     checkRangeLength(rng, length)
-                elif length:
+                elif length or (length is None and headers.hasHeader(b"Transfer-Encoding")):
+                    # A chunked body may turn out empty, but only after the
+                    # answer: refused from the headers like any other body.
                     raise BadRequest("query-with-body", "a bytes */T query carries no body")
         except UploadError as e:
             rangeError = e
