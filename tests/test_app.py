@@ -22,6 +22,7 @@ from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.testing.staging import stageFully
 from uploadsvc.web.app import Config, UploadApp
+from tests.support.stubapp import StubRequests
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
 
@@ -30,7 +31,7 @@ def reprDigest(data: bytes) -> bytes:
     return b"sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()) + b":"
 
 
-class AppTests(SynchronousTestCase):
+class AppTests(StubRequests, SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
         self.build(Config(maxUploadSize=1_000_000))
@@ -40,23 +41,6 @@ class AppTests(SynchronousTestCase):
         self.addCleanup(self.store.close)
         self.app = UploadApp(self.store, ImmediateRunner(), config)
         self.treq = StubTreq(self.app.resource())
-
-    def request(self, method: str, path: str, body: bytes = b"", **headers: str | list[str]) -> tuple[Any, bytes]:
-        hdrs = {
-            k.replace("_", "-"): v if isinstance(v, list) else [v] for k, v in headers.items()
-        }
-        response = self.successResultOf(
-            self.treq.request(method, "http://example" + path, data=body or None, headers=hdrs)
-        )
-        content = self.successResultOf(self.treq.content(response))
-        return response, content
-
-    def header(self, response: Any, name: str) -> str | None:
-        values = response.headers.getRawHeaders(name)
-        if not values:
-            return None
-        value = values[0]
-        return value.decode() if isinstance(value, bytes) else value
 
     def stored(self, rel: str) -> bytes:
         with open(os.path.join(self.root, rel), "rb") as f:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Any
 
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
+from tests.support.stubapp import StubRequests
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
 TOTAL = len(BODY)
@@ -37,24 +37,13 @@ def rng(first: int, last: int, total: int | str = TOTAL) -> str:
     return f"bytes {first}-{last}/{total}"
 
 
-class DigestTestCase(SynchronousTestCase):
+class DigestTestCase(StubRequests, SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
         self.store = FileStore(self.root, fsync=False)
         self.addCleanup(self.store.close)
         self.app = UploadApp(self.store, ImmediateRunner(), Config())
         self.treq = StubTreq(self.app.resource())
-
-    def request(self, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[Any, bytes]:
-        hdrs = {k.replace("_", "-"): [v] for k, v in headers.items()}
-        response = self.successResultOf(
-            self.treq.request(method, "http://example" + path, data=body or None, headers=hdrs)
-        )
-        return response, self.successResultOf(self.treq.content(response))
-
-    def header(self, response: Any, name: str) -> str | None:
-        values = response.headers.getRawHeaders(name)
-        return None if not values else str(values[0])
 
     def offset(self, path: str) -> str | None:
         response, _ = self.request("HEAD", path)

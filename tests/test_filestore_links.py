@@ -31,6 +31,7 @@ from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import STATE_DIR, FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
+from tests.support.stubapp import StubRequests
 
 
 def mount(testCase: Any, *args: str) -> None:
@@ -510,7 +511,7 @@ class RootReplacedTests(_Planted, SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(self.root)), [STATE_DIR])
 
 
-class AppAnswerTests(_Planted, SynchronousTestCase):
+class AppAnswerTests(StubRequests, _Planted, SynchronousTestCase):
     """
     What a client gets (StubTreq, disk calls inline).
     """
@@ -528,17 +529,6 @@ class AppAnswerTests(_Planted, SynchronousTestCase):
             self.addCleanup(self.store.close)
         self.app = UploadApp(self.store, ImmediateRunner(), config)
         self.treq = StubTreq(self.app.resource())
-
-    def request(self, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[Any, bytes]:
-        hdrs = {k.replace("_", "-"): [v] for k, v in headers.items()}
-        response = self.successResultOf(
-            self.treq.request(method, "http://example" + path, data=body or None, headers=hdrs)
-        )
-        return response, self.successResultOf(self.treq.content(response))
-
-    def header(self, response: Any, name: str) -> str | None:
-        values = response.headers.getRawHeaders(name)
-        return None if not values else str(values[0])
 
     def assertRefused(self, response: Any, content: bytes, status: int) -> None:
         self.assertEqual(response.code, status, content)

@@ -33,9 +33,12 @@ class MarkerTests(SynchronousTestCase):
         self.path = parseRelativePath("m.bin")
         self.key = FileStore.keyFor(self.path)
 
-    def test_blockedWriterAsks(self) -> None:
-        """A writer blocked by another store's lock leaves a marker, which goes once it gets the lock."""
-        _, _, staged = self.holder.begin(self.path, decide, {}, None)
+    def waiterAsks(self) -> tuple[threading.Thread, list[object]]:
+        """
+        Start the waiter's C{begin} in a thread and return once its
+        takeover marker reaches the holder (the thread, and where its
+        result goes).
+        """
         result: list[object] = []
         thread = threading.Thread(
             target=lambda: result.append(self.waiter.begin(self.path, decide, {}, None))
@@ -46,6 +49,12 @@ class MarkerTests(SynchronousTestCase):
                 break
             threading.Event().wait(0.01)
         self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        return thread, result
+
+    def test_blockedWriterAsks(self) -> None:
+        """A writer blocked by another store's lock leaves a marker, which goes once it gets the lock."""
+        _, _, staged = self.holder.begin(self.path, decide, {}, None)
+        thread, result = self.waiterAsks()
         staged.close()  # the holder lets go
         thread.join(10)
         self.assertEqual(len(result), 1)
@@ -69,16 +78,7 @@ class MarkerTests(SynchronousTestCase):
         """
         _, _, staged = self.holder.begin(self.path, decide, {}, None)
         os.rmdir(os.path.join(self.root, ".uploadsvc", "takeover"))
-        result: list[object] = []
-        thread = threading.Thread(
-            target=lambda: result.append(self.waiter.begin(self.path, decide, {}, None))
-        )
-        thread.start()
-        for _ in range(200):
-            if self.holder.pendingTakeovers():
-                break
-            threading.Event().wait(0.01)
-        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        thread, result = self.waiterAsks()
         staged.close()
         thread.join(10)
         self.assertEqual(len(result), 1)

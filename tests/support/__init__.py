@@ -1,0 +1,3 @@
+"""
+Helpers for this project's own tests (not shipped in the package).
+"""
