@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_e2e_takeover import takeOver
+from uploadsvc.endpoints import parseEndpoint
 from uploadsvc.tap import Options, makeService
 from uploadsvc.testing.rawhttp import exchange, patternBytes
 from uploadsvc.testing.server import freePort, startServer
@@ -65,7 +66,11 @@ class WorkerPoolTests(SynchronousTestCase):
         self.spawn = Spawner()
         self.port = port = freePort()
         self.pool = WorkerPool(
-            self.reactor, 2, [f"tcp:{port}:interface=127.0.0.1"], ["python", "run"], self.spawn
+            self.reactor,
+            2,
+            [parseEndpoint(f"tcp:{port}:interface=127.0.0.1")],
+            ["python", "run"],
+            self.spawn,
         )
         self.pool.startService()
         self.addCleanup(self._stop)
