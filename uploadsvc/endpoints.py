@@ -254,7 +254,7 @@ def parseEndpoint(description: str) -> ListenEndpoint:
     @raise EndpointError: saying what is wrong.
     """
     args, kwargs = splitDescription(description)
-    if not args:
+    if not args or not args[0]:
         raise EndpointError("no endpoint type (e.g. tcp:8080)")
     name = args[0]
     # Twisted's own types are spelled in lower case; tcp6, a plugin, in any.

@@ -323,7 +323,7 @@ class Options(commandline.Options):
                 try:
                     checkSharable(endpoint)
                 except ValueError as e:
-                    raise usage.UsageError(f"--listen {endpoint.description}: {e}")
+                    raise usage.UsageError(f"--listen {endpoint.description!r}: {e}")
         if self["disk-threads"] < 1:
             raise usage.UsageError("--disk-threads must be at least 1")
         if self["read-size"] < 4096:
