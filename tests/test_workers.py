@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_e2e_takeover import takeOver
+from tests.test_e2e_tls import makePKI
 from uploadsvc.endpoints import parseEndpoint
 from uploadsvc.tap import Options, makeService
 from uploadsvc.testing.rawhttp import exchange, patternBytes
@@ -198,6 +200,65 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(len(self.spawn.calls), 2)
 
 
+class BindTests(SynchronousTestCase):
+    """
+    The supervisor binds each worker's socket as Twisted would listen on
+    the same endpoint.
+    """
+
+    def listenOn(self, description: str) -> socket.socket:
+        """
+        Start a pool of 2 on C{description} (stopped in cleanup) and return
+        the first worker's listening socket.
+        """
+        spawn = Spawner()
+        pool = WorkerPool(MemoryReactorClock(), 2, [parseEndpoint(description)], ["python"], spawn)
+        pool.startService()
+
+        def stop() -> None:
+            d = pool.stopService()
+            for i in range(len(spawn.calls)):
+                spawn.end(i, Failure(ProcessDone(0)))
+            self.successResultOf(d)
+
+        self.addCleanup(stop)
+        sock = socket.socket(fileno=os.dup(spawn.calls[0][2][3]))
+        self.addCleanup(sock.close)
+        return sock
+
+    def test_ipv6InterfaceOfTcp(self) -> None:
+        """A tcp: endpoint on an IPv6 interface gets an IPv6 socket, as Twisted's listenTCP gives it."""
+        sock = self.listenOn("tcp:0:interface=\\:\\:1")
+        self.assertEqual(sock.family, socket.AF_INET6)
+        self.assertEqual(sock.getsockname()[0], "::1")
+
+    def test_ipv4InterfaceOfTcp6(self) -> None:
+        """A tcp6: endpoint on an IPv4 interface gets an IPv4 socket, as Twisted's listenTCP gives it."""
+        sock = self.listenOn("tcp6:0:interface=127.0.0.1")
+        self.assertEqual(sock.family, socket.AF_INET)
+        self.assertEqual(sock.getsockname()[0], "127.0.0.1")
+
+    def test_unixMode(self) -> None:
+        """A unix: endpoint gets its mode; the socket file is bound where it says."""
+        path = os.path.abspath(self.mktemp())
+        sock = self.listenOn(f"unix:{path}:mode=600")
+        self.assertEqual(sock.family, socket.AF_UNIX)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_boundPortInUse(self) -> None:
+        """A port in use is a CannotListenError that names the interface and port."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            pool = WorkerPool(
+                MemoryReactorClock(), 2, [parseEndpoint(f"tcp:{port}:interface=127.0.0.1")],
+                ["python"], Spawner(),
+            )
+            error = self.assertRaises(CannotListenError, pool.privilegedStartService)
+        self.assertEqual((error.interface, error.port), ("127.0.0.1", port))
+
+
 class OptionsTests(SynchronousTestCase):
     def test_auto(self) -> None:
         """--workers auto means one per core."""
@@ -351,6 +412,30 @@ class RealWorkersTests(TestCase):
                     self.assertIn(") Z", f.read())  # reaped or a zombie of a gone parent
         with socket.socket() as s:
             self.assertNotEqual(s.connect_ex(("127.0.0.1", server.port)), 0)
+
+    def test_tlsWorkers(self) -> None:
+        """Workers serve an ssl: endpoint with its certificate and ALPN, from the settings parsed once."""
+        base = os.path.abspath(self.mktemp())
+        pki = makePKI(os.path.join(base, "pki"))
+        server = startServer(self, os.path.join(base, "root"), "--workers", "2", listen=pki.listen())
+        context = ssl.create_default_context(cafile=pki.caPath)
+        context.set_alpn_protocols(["http/1.1"])
+        for i in range(10):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    self.assertEqual(tls.selected_alpn_protocol(), "http/1.1")
+                    tls.sendall(
+                        f"HEAD /tls/{i}.bin HTTP/1.1\r\nHost: localhost\r\n"
+                        "Connection: close\r\n\r\n".encode()
+                    )
+                    answer = b""
+                    while b"\r\n" not in answer and len(answer) < 4096:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        answer += chunk
+            self.assertTrue(answer.startswith(b"HTTP/1.1 404 "), answer)
+        self.assertEqual(len(children(server.pid)), 2)
 
     def test_workersEndWithSupervisor(self) -> None:
         """When the supervisor dies by SIGKILL, its workers end too: no orphan keeps serving the port."""
