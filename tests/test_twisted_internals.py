@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import re
 from typing import Any, Iterable
 
 import twisted
@@ -298,3 +299,34 @@ class ImportsListedTests(SynchronousTestCase):
             "private Twisted imports missing from tests/test_twisted_internals.py IMPORTS "
             "(add a row, and a check of every private attribute the new code reads)",
         )
+
+
+#: A Twisted requirement of setup.py: extras, a lower and an upper bound.
+_TWISTED_REQUIREMENT = re.compile(r"twisted(?:\[[a-z0-9,]+\])?>=([0-9.]+),<([0-9]+)")
+
+
+class PinTests(SynchronousTestCase):
+    """
+    setup.py keeps Twisted below the next year's releases, whose internals
+    nobody has checked yet.
+    """
+
+    def test_twistedBounded(self) -> None:
+        """Every Twisted requirement in setup.py has an upper bound, and the Twisted under test is inside it."""
+        with open(os.path.join(_ROOT, "setup.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        requirements = [
+            node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and re.match(r"twisted(\[|[<>=~!]|$)", node.value, re.IGNORECASE)
+        ]
+        self.assertTrue(requirements, "setup.py names no twisted requirement")
+        installed = int(twisted.__version__.split(".")[0])
+        for requirement in requirements:
+            match = _TWISTED_REQUIREMENT.fullmatch(requirement)
+            self.assertIsNotNone(match, f"setup.py: {requirement!r} has no upper bound (>=X,<Y)")
+            assert match is not None
+            self.assertLess(
+                installed, int(match.group(2)),
+                f"Twisted {twisted.__version__} is above setup.py's {requirement!r}",
+            )
