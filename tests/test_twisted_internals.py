@@ -47,16 +47,14 @@ _STREAMING = "uploadsvc/web/streaming.py"
 
 #: Methods and class-level attributes: (class, name, user).
 CLASS_ATTRIBUTES = [
-    (http.HTTPChannel, "_send100Continue", f"{_STREAMING}: the request's body gate sends 100 Continue"),
+    (http.HTTPChannel, "_send100Continue", f"{_STREAMING}: the body gate sends 100 Continue"),
     (http.HTTPChannel, "_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
-    (http.HTTPChannel, "_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
+    (http.HTTPChannel, "_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel"),
     (http.Request, "_disconnected", f"{_STREAMING}: StreamingRequest.handleContentChunk"),
     (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_STREAMING}: _NegotiatingChannel"),
-    (http._GenericHTTPChannelProtocol, "_factory", f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2"),
-    (http._GenericHTTPChannelProtocol, "_requestFactory", f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2"),
-    (http._GenericHTTPChannelProtocol, "_site", f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2"),
-    (http._GenericHTTPChannelProtocol, "_timeOut", f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2"),
-    (http._GenericHTTPChannelProtocol, "_callLater", f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2"),
+] + [
+    (http._GenericHTTPChannelProtocol, name, f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2")
+    for name in ["_factory", "_requestFactory", "_site", "_timeOut", "_callLater"]
 ]
 
 #: Attributes a live HTTP/1.1 channel has once a request's headers are in:
@@ -191,7 +189,7 @@ class InternalsTests(SynchronousTestCase):
         channel.requestFactory = http.Request  # type: ignore[assignment]
         channel.makeConnection(StringTransport())
         channel.dataReceived(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
-        self.assertEqual(set(seen), {name for name, _ in CHANNEL_ATTRIBUTES}, "headers never came in")
+        self.assertEqual(set(seen), {n for n, _ in CHANNEL_ATTRIBUTES}, "headers never came in")
         assertNoneMissing(
             self,
             [
@@ -272,12 +270,15 @@ def privateImports(folder: str) -> set[tuple[str, str, str]]:
             path = os.path.join(top, fileName)
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), path)
+            where = os.path.relpath(path, _ROOT)
             for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
-                    privateModule = any(p.startswith("_") for p in node.module.split("."))  # type: ignore[union-attr]
-                    for alias in node.names:
-                        if privateModule or alias.name.startswith("_"):
-                            found.add((node.module, alias.name, os.path.relpath(path, _ROOT)))  # type: ignore[arg-type]
+                module = getattr(node, "module", None) or ""
+                if not (isinstance(node, ast.ImportFrom) and module.startswith("twisted")):
+                    continue
+                privateModule = any(part.startswith("_") for part in module.split("."))
+                for alias in node.names:
+                    if privateModule or alias.name.startswith("_"):
+                        found.add((module, alias.name, where))
     return found
 
 
