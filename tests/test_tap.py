@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc import tap
 from uploadsvc.commandline import formatSize, parseSize
+from uploadsvc.endpoints import parseEndpoint
 from uploadsvc.tap import (
     DEFAULT_BACKLOG,
     DEFAULT_LISTEN,
@@ -206,7 +207,7 @@ class OptionsTests(SynchronousTestCase):
             "--inherit", "5=tcp:8080:interface=127.0.0.1", "--bench-write-rate", "1M",
             "--restart-delay", "2.5",
         )
-        self.assertEqual(options["inherit"], [(5, "tcp:8080:interface=127.0.0.1")])
+        self.assertEqual(options["inherit"], [(5, parseEndpoint("tcp:8080:interface=127.0.0.1"))])
         self.assertEqual((options["bench-write-rate"], options["restart-delay"]), (1024**2, 2.5))
         usage = str(Options())
         for name in ("inherit", "bench-write-rate", "restart-delay"):

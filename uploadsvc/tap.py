@@ -5,7 +5,6 @@ The twistd plugin's options and service: C{twistd uploadsvc}.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import sys
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from uploadsvc import commandline
 from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
+from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -38,6 +38,7 @@ from uploadsvc.workers import (
     RESTART_DELAY,
     WorkerPool,
     adoptedListener,
+    checkSharable,
     followSupervisor,
     workerCommand,
     workerCount,
@@ -66,64 +67,16 @@ def withBacklog(description: str) -> str:
     return description
 
 
-def _splitEndpoint(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    The positional and keyword arguments of an endpoint string (C{\\}
-    escapes the next character, as in Twisted's own parser).
-    """
-    parts: list[str] = []
-    current: list[str] = []
-    chars = iter(description)
-    for char in chars:
-        if char == "\\":
-            current.append(next(chars, ""))
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    for part in parts:
-        name, equals, value = part.partition("=")
-        if equals:
-            kwargs[name] = value
-        else:
-            args.append(part)
-    return args, kwargs
-
-
-#: Where the interface is among an endpoint type's positional arguments
-#: (the type's name first); its keyword is C{interface}.
-_INTERFACE_POSITION = {"tcp": 2, "ssl": 5, "tcp6": 3}
-
-
 def isLoopbackEndpoint(description: str) -> bool:
     """
     Whether a listening endpoint string accepts connections from this host
-    only: a UNIX socket, or TCP on a loopback interface (127.0.0.0/8,
-    C{::1}, C{localhost}). An endpoint without an interface listens on every
-    interface; an endpoint type not known here counts as reachable from the
-    network.
+    only (see L{ListenEndpoint.isLoopback}); a string that cannot be parsed
+    counts as reachable from the network.
     """
-    args, kwargs = _splitEndpoint(description)
-    kind = args[0].lower() if args else ""
-    if kind == "unix":
-        return True
-    if kind not in _INTERFACE_POSITION:
-        return False
-    position = _INTERFACE_POSITION[kind]
-    interface = kwargs.get("interface", args[position] if len(args) > position else "")
-    if interface.lower() == "localhost":
-        return True
     try:
-        address = ipaddress.ip_address(interface.strip("[]"))
-    except ValueError:
+        return parseEndpoint(description).isLoopback
+    except EndpointError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 #: How the command line names itself in its one-line errors.
@@ -280,6 +233,8 @@ class Options(commandline.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        #: The --listen strings, parsed (L{ListenEndpoint}), in order.
+        self["endpoints"] = []
         self["inherit"] = []
         self["workers"] = 1
 
@@ -297,7 +252,12 @@ class Options(commandline.Options):
         fd, equals, description = value.partition("=")
         if not equals or not fd.isdigit():
             raise usage.UsageError(f"bad --inherit {value!r}")
-        self["inherit"].append((int(fd), description))
+        try:
+            endpoint = parseEndpoint(description)
+            checkSharable(endpoint)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --inherit {value!r}: {e}")
+        self["inherit"].append((int(fd), endpoint))
 
     def workerArguments(self) -> list[str]:
         """
@@ -319,10 +279,17 @@ class Options(commandline.Options):
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to listen on, repeatable: a Twisted endpoint string such as tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=k.pem:certKey=c.pem or unix:/run/uploadsvc.sock (default: tcp:8080:interface=127.0.0.1)."""
         try:
+            parsed = parseEndpoint(endpoint)
+        except EndpointError as e:
+            raise usage.UsageError(f"bad --listen {endpoint!r}: {e}")
+        try:
+            # Twisted's own check too: it reads the files of an ssl: endpoint
+            # and knows the endpoint types of plugins.
             serverFromString(None, endpoint)  # type: ignore[arg-type]
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except Exception as e:
             raise usage.UsageError(f"bad --listen {endpoint!r}: {e}")
         self["listen"].append(endpoint)
+        self["endpoints"].append(parsed)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -350,6 +317,13 @@ class Options(commandline.Options):
                 self[name] = parseSize(self[name])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+            self["endpoints"] = [parseEndpoint(DEFAULT_LISTEN)]
+        if self["workers"] > 1 and not self["inherit"]:
+            for endpoint in self["endpoints"]:
+                try:
+                    checkSharable(endpoint)
+                except ValueError as e:
+                    raise usage.UsageError(f"--listen {endpoint.description!r}: {e}")
         if self["disk-threads"] < 1:
             raise usage.UsageError("--disk-threads must be at least 1")
         if self["read-size"] < 4096:
@@ -376,10 +350,12 @@ class Options(commandline.Options):
             raise usage.UsageError(f"{' and '.join(modes)} contradict each other")
         if modes:
             return
-        exposed = [d for d in self["listen"] if not isLoopbackEndpoint(d)]
+        # A worker listens on what it inherits, not on --listen.
+        listening = [e for _, e in self["inherit"]] or self["endpoints"]
+        exposed = [e for e in listening if not e.isLoopback]
         if exposed:
             raise usage.UsageError(
-                f"--listen {exposed[0]} is reachable from the network and no "
+                f"--listen {exposed[0].description} is reachable from the network and no "
                 "authentication is configured: give --auth-tokens and/or "
                 "--signing-key-file, or --trust-front-end behind an authenticating "
                 "proxy, or --insecure-no-auth to accept uploads from anyone"
@@ -455,7 +431,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         WorkerPool(
             reactor,
             options["workers"],
-            [withBacklog(d) for d in options["listen"]],
+            [e.withDefaultBacklog(DEFAULT_BACKLOG) for e in options["endpoints"]],
             workerCommand(options.workerArguments()),
             restartDelay=options["restart-delay"],
         ).setServiceParent(top)
@@ -500,8 +476,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     takeovers.setServiceParent(top)
     if options["inherit"]:
         followSupervisor()
-        for fd, description in options["inherit"]:
-            adoptedListener(description, fd, site, reactor).setServiceParent(top)
+        for fd, endpoint in options["inherit"]:
+            try:
+                adopted = adoptedListener(endpoint, fd, site, reactor)
+            except (OSError, ValueError) as e:
+                raise StartupError(f"--listen {endpoint.description}: {e}") from None
+            adopted.setServiceParent(top)
     else:
         for description in options["listen"]:
             strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
@@ -509,7 +489,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         "uploadsvc storing into {root} (fsync {fsync}), listening on {listen}",
         root=store.root, fsync="off" if options["no-fsync"] else "on",
         listen=", ".join(
-            [f"{d} (fd {fd})" for fd, d in options["inherit"]] or options["listen"]
+            [f"{e.description} (fd {fd})" for fd, e in options["inherit"]] or options["listen"]
         ),
     )
     return top

@@ -20,8 +20,8 @@ between the death and the reaping) are reset, so their clients retry at
 once; with the sysctl C{net.ipv4.tcp_migrate_req=1} the kernel moves them
 to a live worker's socket instead.
 
-The sockets are made from the endpoint objects Twisted parses the strings
-into; reading their (private) attributes is confined to L{_bind}.
+The sockets are made from the C{--listen} strings parsed once into
+L{ListenEndpoint} values; no private attribute of a Twisted endpoint is read.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ import sys
 from typing import Any, Callable, Sequence
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+
+from uploadsvc.endpoints import TWISTED_BACKLOG, ListenEndpoint
 
 log = Logger()
 
@@ -88,79 +90,95 @@ def workerCount(value: str) -> int:
     return count
 
 
-def _bind(description: str, reactor: Any, share: bool = False) -> tuple[socket.socket, int]:
+#: The kinds of endpoint whose sockets the supervisor can make.
+SHARABLE = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def checkSharable(endpoint: ListenEndpoint) -> None:
     """
-    Make the listening socket that C{description} asks for.
+    Refuse an endpoint whose socket the supervisor cannot make.
+
+    @raise ValueError: saying which.
+    """
+    if endpoint.kind not in SHARABLE:
+        raise ValueError(
+            f"--workers cannot share a {endpoint.kind} endpoint "
+            f"(only {', '.join(sorted(SHARABLE))})"
+        )
+
+
+def _bind(
+    endpoint: ListenEndpoint, share: bool = False, port: int | None = None
+) -> socket.socket:
+    """
+    Make the listening socket that C{endpoint} asks for.
 
     @param share: set C{SO_REUSEPORT} (TCP), so that several sockets, one per
         worker, listen on one address and the kernel spreads the connections
         over them; with one shared socket, the worker that happens to be
         awake takes nearly every connection.
-    @return: the socket and its address family.
+    @param port: the TCP port instead of the endpoint's (to bind one more
+        socket on the port that an endpoint with port 0 got).
     @raise CannotListenError: when the address cannot be bound (in use,
         not ours to bind, ...).
+    @raise ValueError: for an endpoint of a kind not in L{SHARABLE}.
     """
-    endpoint = endpoints.serverFromString(reactor, description)
-    backlog = getattr(endpoint, "_backlog", 50)
-    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
-        path = endpoint._address
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)  # a leftover of an earlier run
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-        except OSError as e:
-            sock.close()
-            raise CannotListenError(None, path, e)
-        os.chmod(path, endpoint._mode)
-    elif isinstance(
-        endpoint,
-        (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint, endpoints.SSL4ServerEndpoint),
-    ):
-        family = (
-            socket.AF_INET6
-            if isinstance(endpoint, endpoints.TCP6ServerEndpoint)
-            else socket.AF_INET
-        )
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if share:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((endpoint._interface, endpoint._port))
-        except OSError as e:
-            sock.close()
-            raise CannotListenError(endpoint._interface, endpoint._port, e)
-    else:
-        raise ValueError(f"--workers cannot share a {description.split(':')[0]} endpoint")
-    sock.listen(backlog)
+    checkSharable(endpoint)
+    backlog = TWISTED_BACKLOG if endpoint.backlog is None else endpoint.backlog
+    family = endpoint.family
+    assert family is not None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_UNIX:
+            address: Any = endpoint.path
+            _removeStaleSocket(address)
+            sock.bind(address)
+            os.chmod(address, endpoint.mode)
+        else:
+            address = (endpoint.interface, endpoint.port if port is None else port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if share:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        if family == socket.AF_UNIX:
+            raise CannotListenError(None, endpoint.path, e)
+        raise CannotListenError(endpoint.interface, address[1], e)
     sock.setblocking(False)
-    return sock, sock.family
+    return sock
 
 
-def _withPort(description: str, port: int) -> str:
-    kind, rest = description.split(":", 1)
-    _, _, tail = rest.partition(":")
-    return f"{kind}:{port}" + (f":{tail}" if tail else "")
+def _removeStaleSocket(path: str) -> None:
+    """
+    Remove the socket file a former run left at C{path} (anything else there
+    is left alone, and binding fails).
+    """
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def adoptedListener(
-    description: str, fd: int, factory: Any, reactor: Any
+    endpoint: ListenEndpoint, fd: int, factory: Any, reactor: Any
 ) -> service.Service:
     """
     A service that serves C{factory} on the inherited listening socket C{fd},
-    made by the parent from C{description} (TLS is added here, in the
-    worker, for C{ssl:} endpoints).
+    made by the parent from C{endpoint} (TLS is added here, in the worker,
+    for C{ssl:} endpoints, with the context C{serverFromString} would make).
+
+    @raise OSError: when the files of an C{ssl:} endpoint cannot be read.
+    @raise ValueError: when they hold no usable key or certificate, or for
+        an endpoint of a kind not in L{SHARABLE}.
     """
-    endpoint = endpoints.serverFromString(reactor, description)
-    if isinstance(endpoint, endpoints.SSL4ServerEndpoint):
-        factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
-    family = socket.AF_UNIX if isinstance(endpoint, endpoints.UNIXServerEndpoint) else (
-        socket.AF_INET6 if isinstance(endpoint, endpoints.TCP6ServerEndpoint) else socket.AF_INET
-    )
+    checkSharable(endpoint)
+    if endpoint.tls is not None:
+        factory = TLSMemoryBIOFactory(endpoint.tls.contextFactory(), False, factory)
+    family = endpoint.family
+    assert family is not None
     return _Adopted(fd, family, factory, reactor)
 
 
@@ -201,6 +219,8 @@ class WorkerPool(service.Service):
     Starts C{count} workers on the listening sockets of C{listen} and keeps
     them running.
 
+    @param listen: the endpoints to listen on, each of a kind in
+        L{SHARABLE}.
     @param command: the worker's command line before its listeners, e.g.
         C{[python, -c, run-twistd, -n, --pidfile=, uploadsvc, --root, ...]};
         each listener is added as C{--inherit FD=DESCRIPTION}.
@@ -212,7 +232,7 @@ class WorkerPool(service.Service):
         self,
         reactor: Any,
         count: int,
-        listen: Sequence[str],
+        listen: Sequence[ListenEndpoint],
         command: Sequence[str],
         spawn: Callable[..., Any] | None = None,
         restartDelay: float = RESTART_DELAY,
@@ -238,8 +258,8 @@ class WorkerPool(service.Service):
         self._sockets = []
         self._ports = []
         try:
-            for description in self._listen:
-                first = _bind(description, self._reactor, share=True)[0]
+            for endpoint in self._listen:
+                first = _bind(endpoint, share=True)
                 self._sockets.append([first])
                 if first.family == socket.AF_UNIX:
                     self._ports.append(0)
@@ -267,16 +287,16 @@ class WorkerPool(service.Service):
             )
         log.info(
             "uploadsvc: {count} workers on {listen}",
-            count=self._count, listen=", ".join(self._listen),
+            count=self._count, listen=", ".join(e.description for e in self._listen),
         )
 
     def _start(self, index: int) -> None:
         argv = list(self._command)
         childFDs: dict[int, Any] = {0: "w", 1: 1, 2: 2}
-        for offset, description in enumerate(self._listen):
+        for offset, endpoint in enumerate(self._listen):
             fd = 3 + offset
             childFDs[fd] = self._socketFor(offset, index).fileno()
-            argv += ["--inherit", f"{fd}={description}"]
+            argv += ["--inherit", f"{fd}={endpoint.description}"]
         worker = _Worker(self, index)
         worker.started = self._reactor.seconds()
         spawn = self._spawn or self._reactor.spawnProcess
@@ -313,7 +333,7 @@ class WorkerPool(service.Service):
             log.warn(
                 "uploadsvc: cannot bind {listen} again ({why}); worker {index} "
                 "shares a socket with another worker",
-                listen=self._listen[offset], why=e.socketError, index=index,
+                listen=self._listen[offset].description, why=e.socketError, index=index,
             )
         sockets[index] = fresh
         return fresh
@@ -322,8 +342,7 @@ class WorkerPool(service.Service):
         """
         One more socket for listener C{offset}, on the port all share.
         """
-        description = _withPort(self._listen[offset], self._ports[offset])
-        return _bind(description, self._reactor, share=True)[0]
+        return _bind(self._listen[offset], share=True, port=self._ports[offset])
 
     def _closeIdleSockets(self) -> None:
         """

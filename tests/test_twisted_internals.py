@@ -1,0 +1,333 @@
+"""
+Every private name of Twisted that uploadsvc touches, checked to exist on
+Twisted's own classes (never on our subclasses, which could hide a rename).
+
+twisted.web has no public hook for a request body that is still arriving
+(twisted/twisted#4688), so the streaming glue uses some of its internals.
+When a Twisted release renames or removes one, the test of its table fails
+with a message that names the attribute, the Twisted object that lost it
+and the place in uploadsvc that uses it, instead of a stray
+C{AttributeError} somewhere in the streaming tests. L{ImportsListedTests}
+keeps the tables honest: a new import of a private Twisted name that is not
+listed here fails it.
+
+Each row names its user (a file and what in it), for the message only; when
+code that uses such a name moves or stops using it, change its rows here.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import re
+from typing import Any, Iterable
+
+import twisted
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http, resource, server
+from twisted.web.http import H2_ENABLED
+
+#: Names imported from Twisted modules: (module, name, user). A private
+#: module (C{twisted.web._http2}) or a private name makes a row.
+IMPORTS = [
+    ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming.py"),
+    ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming.py (with h2)"),
+    ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming.py (with h2)"),
+    ("twisted.web._newclient", "_WrapperException", "uploadsvc/client/errors.py"),
+    ("twisted.web._newclient", "ResponseNeverReceived", "uploadsvc/client/testing.py"),
+    # The test suite's own.
+    ("twisted.web.http", "_ChunkedTransferDecoder", "tests/test_e2e_harness.py"),
+    ("twisted.web._newclient", "ResponseNeverReceived", "tests/test_client_cli.py"),
+]
+
+_STREAMING = "uploadsvc/web/streaming.py"
+
+#: Methods and class-level attributes: (class, name, user).
+CLASS_ATTRIBUTES = [
+    (http.HTTPChannel, "_send100Continue", f"{_STREAMING}: the body gate sends 100 Continue"),
+    (http.HTTPChannel, "_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
+    (http.HTTPChannel, "_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel"),
+    (http.Request, "_disconnected", f"{_STREAMING}: StreamingRequest.handleContentChunk"),
+    (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_STREAMING}: _NegotiatingChannel"),
+] + [
+    (http._GenericHTTPChannelProtocol, name, f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2")
+    for name in ["_factory", "_requestFactory", "_site", "_timeOut", "_callLater"]
+]
+
+#: Attributes a live HTTP/1.1 channel has once a request's headers are in:
+#: (name, user).
+CHANNEL_ATTRIBUTES = [
+    ("_command", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
+    ("_path", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
+    ("_version", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
+    ("_transferDecoder", f"{_STREAMING}: StreamingHTTPChannel.allContentReceived"),
+    ("_handlingRequest", f"{_STREAMING}: StreamingHTTPChannel.allContentReceived, resumeProducing"),
+    ("_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
+    ("_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
+    ("_networkProducer", f"{_STREAMING}: the body pause, _NegotiatingChannel._switchToHTTP2"),
+]
+
+#: Attributes of Twisted's protocol switch as built for a connection.
+NEGOTIATING_ATTRIBUTES = [
+    ("_channel", f"{_STREAMING}: _NegotiatingChannel"),
+]
+
+#: Methods of Twisted's HTTP/2 connection that StreamingH2Connection extends
+#: or calls.
+H2_CONNECTION_METHODS = [
+    "_requestReceived",
+    "_send100Continue",
+    "_requestDataReceived",
+    "_requestEnded",
+    "_requestAborted",
+    "_requestDone",
+    "_tryToWriteControlData",
+]
+
+#: Attributes of a live HTTP/2 connection: (name, user).
+H2_CONNECTION_ATTRIBUTES = [
+    ("_stillProducing", f"{_STREAMING}: StreamingH2Connection._requestDone, _bodyResumed"),
+    ("streams", f"{_STREAMING}: StreamingH2Connection"),
+    ("conn", f"{_STREAMING}: StreamingH2Connection (the h2 state machine)"),
+]
+
+#: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
+H2_STREAM_ATTRIBUTES = [
+    ("_request", f"{_STREAMING}: StreamingH2Connection._requestReceived"),
+    ("_inboundDataBuffer", f"{_STREAMING}: StreamingH2Connection._requestDone"),
+    ("_send100Continue", f"{_STREAMING}: _HTTP2Stream._send100Continue"),
+    ("command", f"{_STREAMING}: _HTTP2Stream"),
+    ("path", f"{_STREAMING}: _HTTP2Stream"),
+    ("streamID", f"{_STREAMING}: _HTTP2Stream"),
+]
+
+#: Attributes of a C{_newclient._WrapperException}: (name, user).
+WRAPPER_ATTRIBUTES = [
+    ("reasons", "uploadsvc/client/errors.py: _causes"),
+]
+
+
+def _where(owner: Any) -> str:
+    if isinstance(owner, type):
+        return f"{owner.__module__}.{owner.__qualname__}"
+    return f"a {type(owner).__module__}.{type(owner).__qualname__}"
+
+
+def missing(owner: Any, rows: Iterable[tuple[str, str]]) -> list[str]:
+    """
+    One line for each name of C{rows} that C{owner} lacks, naming it, the
+    owner and the user.
+    """
+    return [
+        f"{_where(owner)} has no {name!r} in Twisted {twisted.__version__} "
+        f"(used by {user})"
+        for name, user in rows
+        if not hasattr(owner, name)
+    ]
+
+
+def assertNoneMissing(testCase: SynchronousTestCase, problems: list[str]) -> None:
+    """
+    Fail C{testCase} with every line of C{problems}, if there are any.
+    """
+    if problems:
+        testCase.fail(
+            "Twisted internals that uploadsvc relies on are gone:\n  " + "\n  ".join(problems)
+        )
+
+
+class _Nothing(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return b""
+
+
+class InternalsTests(SynchronousTestCase):
+    """
+    Each private Twisted name that uploadsvc uses exists.
+    """
+
+    def test_imports(self) -> None:
+        """Every private module and name imported from Twisted can be imported."""
+        problems = []
+        for module, name, user in IMPORTS:
+            if module == "twisted.web._http2" and not H2_ENABLED:
+                continue
+            try:
+                imported = importlib.import_module(module)
+            except ImportError as e:
+                problems.append(f"{module} cannot be imported ({e}; used by {user})")
+                continue
+            if not hasattr(imported, name):
+                problems.append(
+                    f"{module} has no {name!r} in Twisted {twisted.__version__} (used by {user})"
+                )
+        assertNoneMissing(self, problems)
+
+    def test_classAttributes(self) -> None:
+        """Every private method and class attribute used exists on Twisted's class."""
+        problems: list[str] = []
+        for owner, name, user in CLASS_ATTRIBUTES:
+            problems += missing(owner, [(name, user)])
+        assertNoneMissing(self, problems)
+
+    def test_httpChannel(self) -> None:
+        """An HTTPChannel has the parser state that the streaming channel reads when a request's headers are in."""
+        seen: dict[str, bool] = {}
+
+        class Probe(http.HTTPChannel):
+            def allHeadersReceived(self) -> None:
+                for name, _ in CHANNEL_ATTRIBUTES:
+                    seen[name] = hasattr(self, name)
+                super().allHeadersReceived()
+
+        channel = Probe()
+        channel.requestFactory = http.Request  # type: ignore[assignment]
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        self.assertEqual(set(seen), {n for n, _ in CHANNEL_ATTRIBUTES}, "headers never came in")
+        assertNoneMissing(
+            self,
+            [
+                f"twisted.web.http.HTTPChannel has no {name!r} when a request's headers "
+                f"are in, in Twisted {twisted.__version__} (used by {user})"
+                for name, user in CHANNEL_ATTRIBUTES
+                if not seen[name]
+            ],
+        )
+        channel.connectionLost(None)  # type: ignore[arg-type]
+
+    def test_negotiatingChannel(self) -> None:
+        """Twisted's protocol switch keeps the HTTP/1.1 channel where the streaming switch looks for it."""
+        site = server.Site(_Nothing())
+        switch = site.buildProtocol(None)
+        self.assertIsInstance(switch, http._GenericHTTPChannelProtocol)
+        assertNoneMissing(self, missing(switch, NEGOTIATING_ATTRIBUTES))
+
+    def test_wrapperException(self) -> None:
+        """_newclient's wrapper exceptions carry their causes where the client digs for them."""
+        from twisted.web._newclient import _WrapperException
+
+        assertNoneMissing(self, missing(_WrapperException([]), WRAPPER_ATTRIBUTES))
+
+
+class HTTP2InternalsTests(SynchronousTestCase):
+    """
+    Each private name of Twisted's HTTP/2 code that uploadsvc uses exists.
+    """
+
+    skip = None if H2_ENABLED else "the h2 package is not installed"
+
+    def test_connectionMethods(self) -> None:
+        """H2Connection has every method that StreamingH2Connection extends or calls."""
+        from twisted.web._http2 import H2Connection
+
+        assertNoneMissing(
+            self, missing(H2Connection, [(name, _STREAMING) for name in H2_CONNECTION_METHODS])
+        )
+
+    def test_liveConnectionAndStream(self) -> None:
+        """A Twisted HTTP/2 connection and a stream whose headers are in have the attributes the streaming glue reads."""
+        from tests.test_streaming_h2 import H2Client
+        from twisted.web._http2 import H2Connection
+
+        clock = Clock()
+        site = server.Site(_Nothing(), reactor=clock)
+        switch = site.buildProtocol(None)
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        switch.makeConnection(transport)
+        client = H2Client(switch, transport, clock)
+        client.exchange()
+        connection = switch._channel
+        self.assertIsInstance(connection, H2Connection)
+        streamID = client.request(b"PUT", b"/a", (b"content-length", b"3"))
+        problems = missing(connection, H2_CONNECTION_ATTRIBUTES)
+        streams = getattr(connection, "streams", {})
+        self.assertIn(streamID, streams, "the stream was not opened")
+        problems += missing(streams[streamID], H2_STREAM_ATTRIBUTES)
+        assertNoneMissing(self, problems)
+        switch.connectionLost(None)  # type: ignore[arg-type]
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def privateImports(folder: str) -> set[tuple[str, str, str]]:
+    """
+    Every C{from twisted... import name} under C{folder} where the module
+    or the name is private: (module, name, file relative to the repository).
+    """
+    found = set()
+    for top, _, files in os.walk(os.path.join(_ROOT, folder)):
+        for fileName in files:
+            if not fileName.endswith(".py"):
+                continue
+            path = os.path.join(top, fileName)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            where = os.path.relpath(path, _ROOT)
+            for node in ast.walk(tree):
+                module = getattr(node, "module", None) or ""
+                if not (isinstance(node, ast.ImportFrom) and module.startswith("twisted")):
+                    continue
+                privateModule = any(part.startswith("_") for part in module.split("."))
+                for alias in node.names:
+                    if privateModule or alias.name.startswith("_"):
+                        found.add((module, alias.name, where))
+    return found
+
+
+class ImportsListedTests(SynchronousTestCase):
+    """
+    The tables above list every private Twisted import of the project.
+    """
+
+    def test_everyPrivateImportListed(self) -> None:
+        """Each import of a private Twisted module or name in uploadsvc/ and tests/ has its row in IMPORTS."""
+        listed = {(module, name) for module, name, _ in IMPORTS}
+        found = privateImports("uploadsvc") | privateImports("tests")
+        unlisted = sorted(
+            row for row in found
+            if row[:2] not in listed and row[2] != "tests/test_twisted_internals.py"
+        )
+        self.assertEqual(
+            unlisted, [],
+            "private Twisted imports missing from tests/test_twisted_internals.py IMPORTS "
+            "(add a row, and a check of every private attribute the new code reads)",
+        )
+
+
+#: A Twisted requirement of setup.py: extras, a lower and an upper bound.
+_TWISTED_REQUIREMENT = re.compile(r"twisted(?:\[[a-z0-9,]+\])?>=([0-9.]+),<([0-9]+)")
+
+
+class PinTests(SynchronousTestCase):
+    """
+    setup.py keeps Twisted below the next year's releases, whose internals
+    nobody has checked yet.
+    """
+
+    def test_twistedBounded(self) -> None:
+        """Every Twisted requirement in setup.py has an upper bound, and the Twisted under test is inside it."""
+        with open(os.path.join(_ROOT, "setup.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        requirements = [
+            node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and re.match(r"twisted(\[|[<>=~!]|$)", node.value, re.IGNORECASE)
+        ]
+        self.assertTrue(requirements, "setup.py names no twisted requirement")
+        installed = int(twisted.__version__.split(".")[0])
+        for requirement in requirements:
+            match = _TWISTED_REQUIREMENT.fullmatch(requirement)
+            self.assertIsNotNone(match, f"setup.py: {requirement!r} has no upper bound (>=X,<Y)")
+            assert match is not None
+            self.assertLess(
+                installed, int(match.group(2)),
+                f"Twisted {twisted.__version__} is above setup.py's {requirement!r}",
+            )
