@@ -15,7 +15,7 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import ResponseNeverReceived
+from twisted.web.client import ResponseNeverReceived
 
 from uploadsvc.client.cli import Options, parseSize
 from uploadsvc.client.errors import Fatal, Retryable, classifyFailure
