@@ -26,7 +26,7 @@ from uploadsvc.client.http import (
     splitCredentials,
 )
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
-from uploadsvc.client.uploader import UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
 
 
 class ParseSizeTests(SynchronousTestCase):

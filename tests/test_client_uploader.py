@@ -27,7 +27,8 @@ from uploadsvc.client.testing import (
     WrongDigest,
     b64digest,
 )
-from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
+from uploadsvc.client.uploader import Uploader
 
 SIZE = 10_000
 FINAL = 500
