@@ -10,6 +10,7 @@ import ast
 import base64
 import hashlib
 import os
+from typing import Any, Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,7 @@ SHA = hashlib.sha256(b"the file").digest()
 SHA512_ZERO = b"sha-512=:" + base64.b64encode(bytes(64)) + b":"
 
 
-def outcome(f, *args):
+def outcome(f: Callable[..., Any], *args: Any) -> Any:
     """
     What C{f(*args)} comes to: its result, or C{(exception type, reason or
     offset, retryAfter)} for what it raised.

@@ -154,7 +154,9 @@ class TwistedContractTests(SynchronousTestCase):
         """
         from uploadsvc.client.errors import WRAPPERS
 
-        never = self.require(*RELIED_ON[1])
+        never = self.require(
+            "twisted.web.client", "ResponseNeverReceived", None, "uploadsvc.client.errors"
+        )
         self.assertTrue(
             issubclass(never, WRAPPERS),
             "twisted.web.client.ResponseNeverReceived is no longer a ResponseFailed:"
