@@ -15,7 +15,7 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import ResponseNeverReceived
+from twisted.web.client import ResponseNeverReceived
 
 from uploadsvc.client.cli import Options, parseSize
 from uploadsvc.client.errors import Fatal, Retryable, classifyFailure
@@ -26,7 +26,7 @@ from uploadsvc.client.http import (
     splitCredentials,
 )
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
-from uploadsvc.client.uploader import UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
 
 
 class ParseSizeTests(SynchronousTestCase):

@@ -31,7 +31,8 @@ from twisted.web.server import Site
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import ConfigError, makeHTTPClient
 from uploadsvc.client.tls import CertificateRefused, checkHostName
-from uploadsvc.client.uploader import Uploader, UploadJob
+from uploadsvc.client.jobs import UploadJob
+from uploadsvc.client.uploader import Uploader
 
 
 def _name(common: str) -> x509.Name:

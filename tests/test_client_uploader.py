@@ -11,10 +11,12 @@ import random
 from typing import TYPE_CHECKING
 
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from uploadsvc.client.backoff import RetryPolicy
+from uploadsvc.client.exchange import HTTPExchange
 from uploadsvc.client.observer import IUploadObserver
 from uploadsvc.client.testing import (
     Answer,
@@ -27,7 +29,8 @@ from uploadsvc.client.testing import (
     WrongDigest,
     b64digest,
 )
-from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
+from uploadsvc.client.uploader import Uploader, UploadSettings, _FileUpload
 
 SIZE = 10_000
 FINAL = 500
@@ -629,3 +632,93 @@ class ManyFilesTests(UploaderTestsMixin, SynchronousTestCase):
         results = self.sim.run(self.uploader().uploadMany(jobs, parallel=2))
         self.assertEqual([r.ok for r in results], [True, False])
         self.assertEqual(bytes(self.server.uploads["/ok"].data), self.content)
+
+
+class SettingsTests(UploaderTestsMixin, SynchronousTestCase):
+    """
+    L{UploadSettings}: what one file's upload gets of the uploader's
+    configuration.
+    """
+
+    def test_fileUploadRunsOnSettingsAlone(self) -> None:
+        """
+        A file upload needs no L{Uploader}: its settings, an exchange, the
+        clock, the cooperator, an observer and randomness are enough.
+        """
+        upload = _FileUpload(
+            UploadJob(self.path, URL),
+            UploadSettings(
+                retry=RetryPolicy(initialDelay=1.0, jitter=0.0, maxAttempts=3),
+                chunkSize=4000,
+                finalPiece=FINAL,
+                readSize=READ,
+            ),
+            HTTPExchange(HTTPClient(self.server), self.sim.clock, 10.0, {"Authorization": "Bearer t"}),
+            clock=self.sim.clock,
+            cooperator=self.sim.cooperator,
+            observer=self.observer,
+            rng=random.Random(1),
+        )
+        self.server.faults[2] = CutAfter(1000)
+        result = self.sim.run(Deferred.fromCoroutine(upload.run()))
+        self.assertStoredWhole(result)
+        self.assertEqual(result.startOffsets, (0, 4000, 5000, 9000, SIZE - FINAL))
+        self.assertEqual({r.header(b"Authorization") for r in self.server.log}, {b"Bearer t"})
+        self.assertEqual(self.observer.of("retrying"), [("retrying", "connection lost", 1.0, 1)])
+
+    def test_credentialsConflictFromSettings(self) -> None:
+        """
+        The settings say whether an C{Authorization} header is configured,
+        which credentials in the URL then conflict with.
+        """
+        upload = _FileUpload(
+            UploadJob(self.path, "http://a:b@upload.example/a/b.bin"),
+            UploadSettings(authorizationConfigured=True),
+            HTTPExchange(HTTPClient(self.server), self.sim.clock, 10.0),
+            clock=self.sim.clock,
+            cooperator=self.sim.cooperator,
+            observer=self.observer,
+            rng=random.Random(1),
+        )
+        result = self.sim.run(Deferred.fromCoroutine(upload.run()))
+        self.assertIn("cannot both be sent", result.error)
+        self.assertEqual(self.server.log, [])
+
+    def test_settingsFromUploader(self) -> None:
+        """
+        An upload gets the uploader's configuration as it is when the upload
+        starts (its public attributes may be changed in between).
+        """
+        uploader = self.uploader(chunkSize=3000, headers={"authorization": "Bearer x"})
+        self.assertEqual(
+            uploader.settings(),
+            UploadSettings(
+                retry=uploader.retry,
+                chunkSize=3000,
+                finalPiece=FINAL,
+                readSize=READ,
+                authorizationConfigured=True,
+            ),
+        )
+        uploader.chunkSize = 2000
+        result = self.sim.run(uploader.upload(UploadJob(self.path, URL)))
+        self.assertStoredWhole(result)
+        self.assertEqual(result.startOffsets, (0, 2000, 4000, 6000, 8000, SIZE - FINAL))
+
+    def test_badSettingsRefused(self) -> None:
+        """
+        A chunk size or closing piece below one byte is refused, by the
+        settings and by the uploader when it is built.
+        """
+        for kw, message in [
+            ({"chunkSize": 0}, "chunkSize must be positive"),
+            ({"finalPiece": 0}, "finalPiece must be positive"),
+        ]:
+            self.assertEqual(str(self.assertRaises(ValueError, UploadSettings, **kw)), message)
+            self.assertEqual(
+                str(self.assertRaises(
+                    ValueError, Uploader, HTTPClient(self.server), self.sim.clock,
+                    self.sim.cooperator, **kw,
+                )),
+                message,
+            )

@@ -28,7 +28,8 @@ from twisted.trial.unittest import TestCase
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.producer import FileRangeProducer
-from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
+from uploadsvc.client.uploader import Uploader
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
 from uploadsvc.testing.polling import waitUntil
 from uploadsvc.testing.server import REPO_ROOT, startServer

@@ -19,7 +19,8 @@ from tests.test_client_tls import TemporaryCA
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import makeHTTPClient
-from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
+from uploadsvc.client.uploader import Uploader
 from uploadsvc.testing.server import REPO_ROOT, ServerProcess, startServer
 
 

@@ -7,19 +7,30 @@ The resuming upload client (issue 3), on treq.
     uploader = Uploader(connection.http, reactor, Cooperator(...))
     result = await uploader.upload(UploadJob("a.bin", "https://host/a.bin"))
 
-Modules: L{uploader} (the resume loop), L{backoff} (the pure retry
-schedule), L{producer} (file-range bodies and the running digest),
-L{errors} (retry or stop), L{http} (treq client, token, credentials in the
-URL), L{tls} (certificate and host name checks that fail closed), L{plan}
-(files to URLs), L{progress} (tqdm display and summary), L{cli} (the
-C{uploadsvc-upload} script).
+Modules, the pure ones first:
+  - L{jobs}: the value types, L{UploadJob} and L{UploadResult};
+  - L{decisions}: sans IO, the next range to send and what an answer means;
+  - L{backoff}: the retry schedule;
+  - L{plan}: local files to URLs;
+  - L{errors}: retry or stop, and Twisted's failures sorted into the two;
+  - L{exchange}: the HTTP plumbing, one request and its answer read whole,
+    with the stall watchdog;
+  - L{http}: the treq client, the token, credentials in the URL;
+  - L{tls}: certificate and host name checks that fail closed;
+  - L{producer}: file-range bodies and the running digest;
+  - L{uploader}: the resume loop that ties them together;
+  - L{observer}, L{progress}: events, the tqdm display and the summary;
+  - L{cli}: the C{uploadsvc-upload} script;
+  - L{testing}: a scripted in-memory server and a step-by-step clock for
+    tests of code that uses the client.
 """
 
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import authorizationHeaders, makeHTTPClient
 from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.plan import planUploads
-from uploadsvc.client.uploader import Uploader, UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
+from uploadsvc.client.uploader import Uploader, UploadSettings
 
 __all__ = [
     "IUploadObserver",
@@ -27,6 +38,7 @@ __all__ = [
     "RetryPolicy",
     "UploadJob",
     "UploadResult",
+    "UploadSettings",
     "Uploader",
     "authorizationHeaders",
     "makeHTTPClient",

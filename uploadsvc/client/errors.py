@@ -7,6 +7,11 @@ L{Retryable}; a refusal that will not change by trying again (4xx, a bad TLS
 certificate, a local read error) is L{Fatal}. L{classifyFailure} turns
 whatever treq and Twisted raise into one of the two, digging the real cause
 out of Twisted's wrapper exceptions so the message names it.
+
+Only Twisted's public names are used: the wrappers are the exceptions
+C{twisted.web.client} exports (L{WRAPPERS}), each with its causes in
+C{.reasons}; tests/test_client_twisted.py fails, naming the attribute, if a
+Twisted release renames one.
 """
 
 from __future__ import annotations
@@ -16,7 +21,21 @@ from urllib.parse import urlsplit
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
-from twisted.web._newclient import _WrapperException
+from twisted.web.client import (
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    ResponseFailed,
+)
+
+#: Twisted's public exceptions that wrap the failures that caused them (in
+#: their C{reasons} list): L{ResponseFailed} (and its subclass
+#: C{ResponseNeverReceived}), L{RequestTransmissionFailed} and
+#: L{RequestGenerationFailed}.
+WRAPPERS: tuple[type[Exception], ...] = (
+    ResponseFailed,
+    RequestTransmissionFailed,
+    RequestGenerationFailed,
+)
 
 
 class Retryable(Exception):
@@ -59,8 +78,8 @@ class OffsetConflict(Exception):
 
 def _causes(failure: Failure) -> list[Failure]:
     """
-    The innermost failures inside Twisted's C{ResponseFailed},
-    C{ResponseNeverReceived}, C{RequestTransmissionFailed} and the like.
+    The innermost failures inside Twisted's wrapper exceptions
+    (L{WRAPPERS}), nested or not (at most 50 looked at).
     """
     found: list[Failure] = []
     pending = [failure]
@@ -69,8 +88,8 @@ def _causes(failure: Failure) -> list[Failure]:
             break
         f = pending.pop(0)
         value = f.value
-        if isinstance(value, _WrapperException) and value.reasons:
-            pending.extend(r for r in value.reasons if isinstance(r, Failure))
+        if isinstance(value, WRAPPERS) and value.reasons:  # type: ignore[attr-defined]
+            pending.extend(r for r in value.reasons if isinstance(r, Failure))  # type: ignore[attr-defined]
         else:
             found.append(f)
     return found or [failure]

@@ -4,12 +4,9 @@ What the uploader tells whoever watches it (a progress display, a test).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from zope.interface import Interface, implementer
 
-if TYPE_CHECKING:
-    from uploadsvc.client.uploader import UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
 
 
 class IUploadObserver(Interface):

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from uploadsvc.client.uploader import UploadJob
+from uploadsvc.client.jobs import UploadJob
 
 
 class PlanError(Exception):

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from zope.interface import implementer
 
 from uploadsvc.client.observer import IUploadObserver
-from uploadsvc.client.uploader import UploadJob, UploadResult
+from uploadsvc.client.jobs import UploadJob, UploadResult
 
 
 def _bytes(n: float) -> str:

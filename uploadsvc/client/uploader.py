@@ -22,246 +22,82 @@ pass). Holding back the last 64 KiB lets the client finish the digest before
 the last request starts, so that request can carry it and the server refuses
 a corrupted whole (section 4) instead of renaming it into place.
 
-The reactor (for time), the HTTP client and the cooperator are passed in;
-nothing here uses the global reactor.
+This module holds the loop and its bookkeeping only: which bytes to send
+next and what an answer means are decided in L{uploadsvc.client.decisions}
+(sans IO), a request goes through L{uploadsvc.client.exchange}, and the
+value types are in L{uploadsvc.client.jobs}. The reactor (for time), the
+HTTP client and the cooperator are passed in; nothing here uses the global
+reactor.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import random
-import re
-from typing import IO, Any, Iterable, Mapping, Protocol, cast
+from typing import IO, Any, Iterable, Mapping
 
 import attrs
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredSemaphore,
-    gatherResults,
-)
-from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator, deferLater
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
 
 from uploadsvc.client.backoff import RetryPolicy, RetryState
-from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable, classifyFailure
+from uploadsvc.client.decisions import (
+    FINAL_PIECE,
+    Answer,
+    Completed,
+    checkDigest,
+    digestField,
+    nextPiece,
+    readDataAnswer,
+    readQuery,
+)
+from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable
+from uploadsvc.client.exchange import HTTPExchange, IHTTPClient
 from uploadsvc.client.http import ConfigError, checkSendable, splitCredentials
+from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
-from uploadsvc.protocol.digests import formatDigest, parseDigestHeader
-from uploadsvc.protocol.ranges import ContentRange
 
-#: The size of the closing piece that carries C{Repr-Digest}.
-FINAL_PIECE = 64 * 1024
-
-#: Answers longer than this are cut short (they are one-line reasons or a
-#: small JSON document).
-_MAX_ANSWER = 64 * 1024
-
-#: The longest C{Retry-After} honoured, in seconds.
-_MAX_RETRY_AFTER = 600.0
-
-#: The title of an HTML error page (nginx sends those), used as its reason.
-_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+__all__ = [
+    "FINAL_PIECE",
+    "IHTTPClient",
+    "UploadJob",
+    "UploadResult",
+    "UploadSettings",
+    "Uploader",
+]
 
 
-class IHTTPClient(Protocol):
-    """
-    The part of L{treq.client.HTTPClient} the uploader uses.
-    """
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Headers | None = None,
-        data: Any = None,
-        allow_redirects: bool = True,
-        unbuffered: bool = False,
-        reactor: Any = None,
-    ) -> Deferred[Any]:
-        ...
+def _hasAuthorization(headers: Mapping[str, str]) -> bool:
+    return any(name.lower() == "authorization" for name in headers)
 
 
 @attrs.frozen
-class UploadJob:
+class UploadSettings:
     """
-    One file to upload.
+    What one file's upload needs of the uploader's configuration, taken
+    when the upload starts.
 
-    @ivar path: the local file.
-    @ivar url: the destination URL (already percent-encoded); a
-        C{user:password@} in it is sent as HTTP Basic, never in the URL.
-    @ivar name: what to call it in messages (by default the path).
-    """
-
-    path: str
-    url: str
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        """
-        The name shown to users.
-        """
-        return self.name or self.path
-
-
-@attrs.frozen
-class UploadResult:
-    """
-    How one file's upload ended.
-
-    @ivar ok: whether the file is at the server, complete and verified.
-    @ivar size: the file size (-1 when it could not be read).
-    @ivar error: why it failed, one line, or L{None}.
-    @ivar sha256: the hex sha-256 of the file when known.
-    @ivar requests: data-carrying requests sent.
-    @ivar resumes: times the upload went on after a failed attempt.
-    @ivar startOffsets: the first byte of every data-carrying request, in
-        order: after the first, a C{0} would mean a restart from zero.
-    @ivar bytesSent: body bytes handed to the network, resends included.
-    @ivar elapsed: seconds from start to end.
-    @ivar alreadyComplete: the server held the complete file before this
-        upload sent any of it.
+    @ivar retry: the back-off and give-up policy.
+    @ivar chunkSize: bytes per request below the closing piece, or L{None}.
+    @ivar finalPiece: the size of the closing piece.
+    @ivar readSize: bytes read from the file per cooperative step.
+    @ivar authorizationConfigured: the configured headers hold an
+        C{Authorization} (so credentials in the URL cannot also be sent).
     """
 
-    job: UploadJob
-    ok: bool
-    size: int
-    error: str | None = None
-    sha256: str | None = None
-    requests: int = 0
-    resumes: int = 0
-    startOffsets: tuple[int, ...] = ()
-    bytesSent: int = 0
-    elapsed: float = 0.0
-    alreadyComplete: bool = False
+    retry: RetryPolicy = RetryPolicy()
+    chunkSize: int | None = None
+    finalPiece: int = FINAL_PIECE
+    readSize: int = READ_SIZE
+    authorizationConfigured: bool = False
 
-
-@attrs.frozen
-class _Answer:
-    """
-    A response, read whole.
-    """
-
-    code: int
-    headers: Headers
-    body: bytes
-
-    def header(self, name: bytes) -> bytes | None:
-        values = self.headers.getRawHeaders(name)
-        return b", ".join(values) if values else None
-
-    def intHeader(self, name: bytes) -> int | None:
-        value = self.header(name)
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            raise Retryable(f"server sent a malformed {name.decode()} header")
-        return int(value)
-
-    def detail(self) -> str:
-        """
-        The server's reason: the first line of a text body, the title of an
-        HTML page (as nginx sends), or nothing.
-        """
-        text = self.body.decode("utf-8", "replace").strip()
-        if text.startswith("<"):
-            title = _TITLE.search(text)
-            line = " ".join(title.group(1).split()) if title else ""
-        else:
-            lines = text.splitlines()
-            line = lines[0] if lines else ""
-        return "".join(c if c.isprintable() else "?" for c in line[:200])
-
-    def reason(self) -> str:
-        detail = self.detail()
-        return f"HTTP {self.code}" + (f": {detail}" if detail else "")
-
-
-class _BodyCollector(TwistedProtocol):
-    """
-    Reads a (short) response body into memory.
-    """
-
-    def __init__(self, done: Deferred[bytes]) -> None:
-        self._done = done
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._size < _MAX_ANSWER:
-            self._chunks.append(data[: _MAX_ANSWER - self._size])
-            self._size += len(data)
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
-        if self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            cast(IPushProducer, self.transport).stopProducing()
-
-
-class _Watchdog:
-    """
-    Cancels what is in progress when nothing happened for C{timeout}
-    seconds: no byte read for the body, no answer.
-    """
-
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
-        self._clock = clock
-        self._timeout = timeout
-        self._last = clock.seconds()
-        self._call: Any = None
-        self.fired = False
-        self.current: Deferred[Any] | None = None
-
-    def start(self) -> None:
-        self._last = self._clock.seconds()
-        self._call = self._clock.callLater(self._timeout, self._check)
-
-    def touch(self) -> None:
-        self._last = self._clock.seconds()
-
-    def _check(self) -> None:
-        idle = self._clock.seconds() - self._last
-        if idle < self._timeout:
-            self._call = self._clock.callLater(self._timeout - idle, self._check)
-            return
-        self._call = None
-        self.fired = True
-        if self.current is not None:
-            # Also when it has "fired" with another Deferred it waits on
-            # (treq's chain does that): cancel() forwards to that one.
-            self.current.cancel()
-
-    def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-
-def _retryAfter(answer: _Answer) -> float | None:
-    value = answer.header(b"Retry-After")
-    if value is None or not value.strip().isdigit():
-        return None
-    return min(float(value), _MAX_RETRY_AFTER)
-
-
-def _digestHeader(digest: bytes) -> bytes:
-    return formatDigest("sha-256", digest)
+    def __attrs_post_init__(self) -> None:
+        if self.chunkSize is not None and self.chunkSize < 1:
+            raise ValueError("chunkSize must be positive")
+        if self.finalPiece < 1:
+            raise ValueError("finalPiece must be positive")
 
 
 class Uploader:
@@ -303,10 +139,6 @@ class Uploader:
         @param headers: sent with every request, e.g. C{Authorization}.
         @param rng: randomness for the jitter (seeded in tests).
         """
-        if chunkSize is not None and chunkSize < 1:
-            raise ValueError("chunkSize must be positive")
-        if finalPiece < 1:
-            raise ValueError("finalPiece must be positive")
         self._http = http
         self._reactor = reactor
         self._cooperator = cooperator
@@ -318,6 +150,22 @@ class Uploader:
         self._rng = rng or random.Random()
         self._readSize = readSize
         self._finalPiece = finalPiece
+        # Refuse bad settings now, not at the first upload.
+        self.settings()
+
+    def settings(self) -> UploadSettings:
+        """
+        The settings an upload started now gets.
+
+        @raise ValueError: when L{chunkSize} is not positive.
+        """
+        return UploadSettings(
+            retry=self.retry,
+            chunkSize=self.chunkSize,
+            finalPiece=self._finalPiece,
+            readSize=self._readSize,
+            authorizationConfigured=_hasAuthorization(self._headers),
+        )
 
     def upload(self, job: UploadJob) -> Deferred[UploadResult]:
         """
@@ -326,7 +174,16 @@ class Uploader:
         @return: a L{Deferred} that fires with the L{UploadResult}; it does
             not fail (the result says what went wrong).
         """
-        return Deferred.fromCoroutine(_FileUpload(self, job).run())
+        upload = _FileUpload(
+            job,
+            self.settings(),
+            HTTPExchange(self._http, self._reactor, self.stallTimeout, self._headers),
+            clock=self._reactor,
+            cooperator=self._cooperator,
+            observer=self._observer,
+            rng=self._rng,
+        )
+        return Deferred.fromCoroutine(upload.run())
 
     def uploadMany(self, jobs: Iterable[UploadJob], parallel: int = 4) -> Deferred[list[UploadResult]]:
         """
@@ -343,86 +200,40 @@ class Uploader:
             [semaphore.run(self.upload, job) for job in jobs], consumeErrors=True
         )
 
-    # -- one request -------------------------------------------------------
-
-    def _requestHeaders(self, extra: Mapping[bytes, bytes]) -> Headers:
-        headers = Headers()
-        for name, value in self._headers.items():
-            headers.addRawHeader(name.encode("ascii"), value.encode("latin-1"))
-        for bname, bvalue in extra.items():
-            headers.addRawHeader(bname, bvalue)
-        return headers
-
-    async def _request(
-        self,
-        method: str,
-        url: str,
-        extra: Mapping[bytes, bytes],
-        body: FileRangeProducer | None = None,
-        activityHooks: list[Any] | None = None,
-    ) -> _Answer:
-        """
-        Send one request and read its answer, abandoning it when nothing
-        moves for L{stallTimeout} seconds.
-
-        @param activityHooks: the body's reader calls every function in this
-            list on each block; the stall watchdog adds its own.
-
-        @raise Retryable: for network failures and stalls.
-        @raise Fatal: for a bad certificate.
-        """
-        watchdog = _Watchdog(self._reactor, self.stallTimeout)
-        if activityHooks is not None:
-            activityHooks.append(watchdog.touch)
-        watchdog.start()
-        try:
-            d = self._http.request(
-                method,
-                url,
-                headers=self._requestHeaders(extra),
-                data=body,
-                allow_redirects=False,
-                unbuffered=True,
-                reactor=self._reactor,
-            )
-            watchdog.current = d
-            try:
-                response = await d
-            finally:
-                if body is not None:
-                    # An early answer (e.g. a 409 sent before the body was
-                    # read): stop reading the file.
-                    body.stopProducing()
-            watchdog.touch()
-            collected: Deferred[bytes] = Deferred(lambda _: collector.abort())
-            collector = _BodyCollector(collected)
-            watchdog.current = collected
-            response.deliverBody(collector)
-            data = await collected
-            return _Answer(response.code, response.headers, data)
-        except (Retryable, Fatal):
-            raise
-        except CancelledError:
-            if watchdog.fired:
-                raise Retryable(f"stalled: no progress for {self.stallTimeout:g} s") from None
-            raise
-        except Exception:
-            if watchdog.fired:
-                raise Retryable(f"stalled: no progress for {self.stallTimeout:g} s") from None
-            raise classifyFailure(Failure(), url) from None
-        finally:
-            watchdog.stop()
-
 
 class _FileUpload:
     """
-    The state of one file's upload.
+    The state of one file's upload: the open file, its running digest, the
+    server's last acknowledged offset and the counts reported in the
+    L{UploadResult}.
     """
 
-    def __init__(self, uploader: Uploader, job: UploadJob) -> None:
-        self._u = uploader
+    def __init__(
+        self,
+        job: UploadJob,
+        settings: UploadSettings,
+        exchange: HTTPExchange,
+        *,
+        clock: IReactorTime,
+        cooperator: Cooperator,
+        observer: IUploadObserver,
+        rng: random.Random,
+    ) -> None:
+        """
+        @param settings: the uploader's configuration for this upload.
+        @param exchange: sends the requests (with the configured headers).
+        @param clock: for the back-off and the elapsed time.
+        @param cooperator: schedules file reads.
+        @param observer: told of every event.
+        @param rng: randomness for the jitter.
+        """
         self._job = job
-        self._clock = uploader._reactor
+        self._settings = settings
+        self._exchange = exchange
+        self._clock = clock
+        self._cooperator = cooperator
+        self._observer = observer
+        self._rng = rng
         self._hash = RunningHash()
         self._file: IO[bytes] | None = None
         self._size = -1
@@ -432,7 +243,7 @@ class _FileUpload:
         self._startOffsets: list[int] = []
         self._bytesSent = 0
         self._alreadyComplete = False
-        self._started = self._clock.seconds()
+        self._started = clock.seconds()
         self._url = job.url
         self._auth: dict[bytes, bytes] = {}
 
@@ -464,16 +275,16 @@ class _FileUpload:
             checkSendable(url)
         except ConfigError as e:
             raise Fatal(str(e)) from None
-        if basic and any(name.lower() == "authorization" for name in self._u._headers):
+        if basic and self._settings.authorizationConfigured:
             raise Fatal("credentials in the URL and an Authorization header cannot both be sent")
         self._url = url
         self._auth = {k.encode("ascii"): v.encode("ascii") for k, v in basic.items()}
 
     def _sendsCredentials(self) -> bool:
-        return bool(self._auth) or any(name.lower() == "authorization" for name in self._u._headers)
+        return bool(self._auth) or self._settings.authorizationConfigured
 
     async def run(self) -> UploadResult:
-        observer = self._u._observer
+        observer = self._observer
         try:
             self._prepareURL()
         except Fatal as e:
@@ -510,7 +321,7 @@ class _FileUpload:
             raise Fatal("the file changed size during the upload")
 
     async def _loop(self) -> None:
-        state = RetryState(self._u.retry, self._clock.seconds())
+        state = RetryState(self._settings.retry, self._clock.seconds())
         offset: int | None = None
         lastError = ""
         while True:
@@ -518,7 +329,7 @@ class _FileUpload:
                 if offset is None:
                     offset = await self._query()
                     if self._resumes:
-                        self._u._observer.resumed(self._job, offset)
+                        self._observer.resumed(self._job, offset)
                 self._checkUnchanged()
                 if offset > self._acked:
                     state.progressed(self._clock.seconds())
@@ -534,14 +345,12 @@ class _FileUpload:
                 # The server says where it is: go on from there at once, but
                 # count it, so a server that keeps answering 409 without
                 # moving is given up on.
-                if e.offset <= self._acked and state.failed(
-                    self._clock.seconds(), self._u._rng
-                ) is None:
+                if e.offset <= self._acked and state.failed(self._clock.seconds(), self._rng) is None:
                     raise Fatal(f"gave up: the server keeps answering 409 at offset {e.offset}")
                 offset = e.offset
             except Retryable as e:
                 lastError = e.reason
-                delay = state.failed(self._clock.seconds(), self._u._rng)
+                delay = state.failed(self._clock.seconds(), self._rng)
                 if delay is None:
                     raise Fatal(
                         f"gave up after {state.failures} failed attempts"
@@ -549,7 +358,7 @@ class _FileUpload:
                     )
                 if e.retryAfter is not None:
                     delay = max(delay, e.retryAfter)
-                self._u._observer.retrying(self._job, e.reason, delay, state.failures)
+                self._observer.retrying(self._job, e.reason, delay, state.failures)
                 await deferLater(self._clock, delay)
                 self._resumes += 1
                 offset = None
@@ -560,63 +369,11 @@ class _FileUpload:
         """
         C{HEAD} the URL: how many bytes does the server hold?
         """
-        answer = await self._u._request("HEAD", self._url, self._auth)
-        if answer.code == 404:
-            return 0
-        if answer.code == 204:
-            offset = answer.intHeader(b"Upload-Offset")
-            if offset is None:
-                raise Fatal("the server did not report an Upload-Offset")
-            total = answer.intHeader(b"Upload-Length")
-            if total is not None and total != self._size:
-                raise Fatal(
-                    f"the server holds an incomplete upload of {total} bytes"
-                    f" at this URL; the file has {self._size}"
-                )
-            if offset > self._size:
-                raise Fatal(f"the server holds {offset} bytes; the file has {self._size}")
-            return offset
-        if answer.code == 200:
-            size = answer.intHeader(b"Upload-Offset")
-            if size is None:
-                size = answer.intHeader(b"Content-Length")
-            if size != self._size:
-                raise Fatal(
-                    f"a different file ({size} bytes) already exists at this URL;"
-                    f" the file has {self._size}"
-                )
-            if self._requests == 0:
-                self._alreadyComplete = True
-            return self._size
-        self._refused(answer)
-        raise AssertionError("unreachable")
-
-    def _refused(self, answer: _Answer) -> None:
-        """
-        Raise for an answer that is neither success nor a C{409} with an
-        offset.
-        """
-        if answer.code in (408, 429) or 500 <= answer.code <= 599:
-            raise Retryable(answer.reason(), _retryAfter(answer))
-        if answer.code == 401:
-            # Never retried: the same credentials get the same answer.
-            detail = answer.detail()
-            what = (
-                "the server refused the credentials"
-                if self._sendsCredentials()
-                else "the server asks for credentials (none were sent)"
-            )
-            raise Fatal(f"HTTP 401: {what}" + (f" ({detail})" if detail else ""))
-        if answer.code == 403:
-            raise Fatal(f"HTTP 403: {answer.detail() or 'forbidden'}")
-        if answer.code == 409:
-            recorded = answer.intHeader(b"Upload-Length")
-            if recorded is not None and recorded != self._size:
-                raise Fatal(
-                    f"the server recorded a total of {recorded} bytes for this URL;"
-                    f" the file has {self._size} ({answer.reason()})"
-                )
-        raise Fatal(answer.reason())
+        answer = await self._exchange.request("HEAD", self._url, self._auth)
+        held = readQuery(answer, self._size, self._sendsCredentials())
+        if held.complete and self._requests == 0:
+            self._alreadyComplete = True
+        return held.offset
 
     async def _send(self, offset: int) -> int | None:
         """
@@ -626,35 +383,32 @@ class _FileUpload:
             complete and verified.
         """
         assert self._file is not None
-        size = self._size
-        if size == 0:
+        piece = nextPiece(offset, self._size, self._settings.chunkSize, self._settings.finalPiece)
+        if piece.total == 0:
             return await self._sendEmpty()
-        finalStart = max(0, size - self._u._finalPiece)
         if offset > self._hash.position:
             # The server holds bytes this run never read (an earlier run
             # sent them): hash them once, so the digest stays whole.
-            await self._hash.catchUp(self._file, offset, self._u._cooperator, self._u._readSize)
+            await self._catchUp(offset)
+        if piece.closing:
+            # Finish the digest first, so that the request can carry it.
+            await self._catchUp(self._size)
         extra: dict[bytes, bytes] = {}
-        if offset < finalStart:
-            end = finalStart
-            if self._u.chunkSize is not None:
-                end = min(offset + self._u.chunkSize, finalStart)
-            start = offset
-        else:
-            # The closing piece: finish the digest first, so that the
-            # request can carry it.
-            await self._hash.catchUp(self._file, size, self._u._cooperator, self._u._readSize)
-            start = offset if offset < size else finalStart
-            end = size
-        if self._hash.position == size:
-            extra[b"Repr-Digest"] = _digestHeader(self._hash.digest())
-        extra[b"Content-Range"] = ContentRange(start, end - 1, size).toHeader()
-        answer = await self._sendRange(start, end - start, extra)
-        return await self._handle(answer, start)
+        if self._hash.position == self._size:
+            extra[b"Repr-Digest"] = digestField(self._hash.digest())
+        contentRange = piece.contentRange()
+        assert contentRange is not None
+        extra[b"Content-Range"] = contentRange
+        answer = await self._sendRange(piece.start, piece.length, extra)
+        return await self._handle(answer, piece.start)
 
-    async def _sendRange(self, start: int, length: int, extra: Mapping[bytes, bytes]) -> _Answer:
+    def _catchUp(self, upTo: int) -> Deferred[None]:
         assert self._file is not None
-        observer = self._u._observer
+        return self._hash.catchUp(self._file, upTo, self._cooperator, self._settings.readSize)
+
+    async def _sendRange(self, start: int, length: int, extra: Mapping[bytes, bytes]) -> Answer:
+        assert self._file is not None
+        observer = self._observer
         listeners: list[Any] = []
 
         def onRead(offset: int, data: bytes) -> None:
@@ -664,13 +418,13 @@ class _FileUpload:
             observer.progress(self._job, offset + len(data))
 
         producer = FileRangeProducer(
-            self._file, start, length, self._u._cooperator, onRead, self._u._readSize
+            self._file, start, length, self._cooperator, onRead, self._settings.readSize
         )
         self._requests += 1
         self._startOffsets.append(start)
         observer.progress(self._job, start)
         try:
-            return await self._u._request(
+            return await self._exchange.request(
                 "PUT", self._url, {**self._auth, **extra}, producer, listeners
             )
         finally:
@@ -686,56 +440,21 @@ class _FileUpload:
             return None
         self._requests += 1
         self._startOffsets.append(0)
-        answer = await self._u._request(
-            "PUT", self._url, {**self._auth, b"Repr-Digest": _digestHeader(self._hash.digest())}
+        answer = await self._exchange.request(
+            "PUT", self._url, {**self._auth, b"Repr-Digest": digestField(self._hash.digest())}
         )
         return await self._handle(answer, 0)
 
-    async def _handle(self, answer: _Answer, start: int) -> int | None:
+    async def _handle(self, answer: Answer, start: int) -> int | None:
         """
-        Read the answer to a data request that started at C{start}.
-
-        A C{409} whose C{Upload-Offset} is below C{start} is an offset
-        conflict: go on from the server's offset. Any other C{409} (the
-        file exists with other content, a different total) is final.
+        Read the answer to a data request that started at C{start}: the
+        server's new offset, or L{None} once the completed upload's digest
+        matched the file's.
         """
-        if answer.code in (200, 201):
-            await self._verify(answer)
-            return None
-        if answer.code == 204:
-            offset = answer.intHeader(b"Upload-Offset")
-            if offset is None:
-                raise Retryable("the server did not report an Upload-Offset")
-            return offset
-        if answer.code == 409:
-            offset = answer.intHeader(b"Upload-Offset")
-            if offset is not None and offset < start:
-                raise OffsetConflict(offset)
-        self._refused(answer)
-        raise AssertionError("unreachable")
-
-    async def _verify(self, answer: _Answer) -> None:
-        """
-        Check a completion answer against the file: size and sha-256.
-        """
-        assert self._file is not None
-        size = answer.intHeader(b"Upload-Offset")
-        if size is not None and size != self._size:
-            raise Fatal(f"the server completed the upload at {size} bytes; the file has {self._size}")
-        await self._hash.catchUp(self._file, self._size, self._u._cooperator, self._u._readSize)
+        outcome = readDataAnswer(answer, start, self._size, self._sendsCredentials())
+        if not isinstance(outcome, Completed):
+            return outcome
+        await self._catchUp(self._size)
         self._checkUnchanged()
-        field = answer.header(b"Repr-Digest")
-        if field is None:
-            raise Fatal("the server did not send a Repr-Digest for the completed file")
-        try:
-            theirs = parseDigestHeader(field).get("sha-256")
-        except Exception:
-            raise Fatal("the server sent a malformed Repr-Digest") from None
-        if theirs is None:
-            raise Fatal("the server's Repr-Digest has no sha-256")
-        ours = self._hash.digest()
-        if theirs != ours:
-            raise Fatal(
-                "the stored file differs: server sha-256 "
-                f"{base64.b64encode(theirs).decode()}, local {base64.b64encode(ours).decode()}"
-            )
+        checkDigest(outcome, self._hash.digest())
+        return None
