@@ -36,11 +36,8 @@ IMPORTS = [
     ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming.py"),
     ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming.py (with h2)"),
     ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming.py (with h2)"),
-    ("twisted.web._newclient", "_WrapperException", "uploadsvc/client/errors.py"),
-    ("twisted.web._newclient", "ResponseNeverReceived", "uploadsvc/client/testing.py"),
     # The test suite's own.
     ("twisted.web.http", "_ChunkedTransferDecoder", "tests/test_e2e_harness.py"),
-    ("twisted.web._newclient", "ResponseNeverReceived", "tests/test_client_cli.py"),
 ]
 
 _STREAMING = "uploadsvc/web/streaming.py"
@@ -103,12 +100,6 @@ H2_STREAM_ATTRIBUTES = [
     ("path", f"{_STREAMING}: _HTTP2Stream"),
     ("streamID", f"{_STREAMING}: _HTTP2Stream"),
 ]
-
-#: Attributes of a C{_newclient._WrapperException}: (name, user).
-WRAPPER_ATTRIBUTES = [
-    ("reasons", "uploadsvc/client/errors.py: _causes"),
-]
-
 
 def _where(owner: Any) -> str:
     if isinstance(owner, type):
@@ -207,12 +198,6 @@ class InternalsTests(SynchronousTestCase):
         switch = site.buildProtocol(None)
         self.assertIsInstance(switch, http._GenericHTTPChannelProtocol)
         assertNoneMissing(self, missing(switch, NEGOTIATING_ATTRIBUTES))
-
-    def test_wrapperException(self) -> None:
-        """_newclient's wrapper exceptions carry their causes where the client digs for them."""
-        from twisted.web._newclient import _WrapperException
-
-        assertNoneMissing(self, missing(_WrapperException([]), WRAPPER_ATTRIBUTES))
 
 
 class HTTP2InternalsTests(SynchronousTestCase):
