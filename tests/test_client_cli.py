@@ -158,6 +158,10 @@ class SplitCredentialsTests(SynchronousTestCase):
             "https://alice:hunter2%0A@h/",
             "https://alice:hunter2%FF@h/",
             "https://alice:hunter2@[::1/",
+            "https://alice:hun/ter2@h/",
+            "https://alice:hunter2/x@h/",
+            "https://alice:hunter2?x@h/",
+            "https://alice:hunter2#x@h/",
         ):
             error = self.assertRaises(ConfigError, splitCredentials, url)
             self.assertNotIn("hunter2", str(error))

@@ -92,8 +92,13 @@ def splitCredentials(url: str) -> tuple[str, dict[str, str]]:
     """
     try:
         parts = urlsplit(url)
+        parts.port  # a ValueError for a port that is not a number
     except ValueError:
-        raise ConfigError("the URL cannot be parsed") from None
+        # Also a password holding a raw "/", "?" or "#": the host then
+        # ends there, and its "port" is part of the password.
+        raise ConfigError(
+            "the URL cannot be parsed (percent-encode / ? # @ : % in credentials)"
+        ) from None
     if "@" not in parts.netloc:
         return url, {}
     userinfo, _, hostPort = parts.netloc.rpartition("@")
