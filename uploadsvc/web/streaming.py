@@ -53,6 +53,7 @@ from uploadsvc.web.interfaces import IBodyReceiver
 if H2_ENABLED:
     from h2.errors import ErrorCodes
     from h2.exceptions import StreamClosedError
+    from h2.frame_buffer import FrameBuffer
     from h2.settings import SettingCodes
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
@@ -560,6 +561,62 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self.setTimeout(timeOut)
 
 
+#: The client's HTTP/2 connection preface (RFC 9113 section 3.4).
+_H2_PREFACE_LENGTH = 24
+_H2_FRAME_HEADER_LENGTH = 9
+_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION = 0x1, 0x5, 0x9
+_H2_END_HEADERS = 0x4
+
+
+class _HeaderBlockMeter:
+    """
+    Reads the 9-byte frame headers of an HTTP/2 byte stream as it arrives,
+    before the C{h2} library buffers anything, and measures each header
+    block (a HEADERS frame and its CONTINUATION frames): C{h2} keeps up to
+    64 CONTINUATION frames of 16 KiB before it decodes a block.
+
+    @ivar maxBlock: the most bytes one encoded header block may have.
+    """
+
+    def __init__(self, maxBlock: int) -> None:
+        self.maxBlock = maxBlock
+        self._skip = _H2_PREFACE_LENGTH
+        self._head = b""
+        self._block = 0
+
+    def feed(self, data: bytes) -> bool:
+        """
+        Account for C{data}, the next bytes the client sent.
+
+        @return: L{False} once a header block is larger than L{maxBlock}.
+        """
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = _H2_FRAME_HEADER_LENGTH - len(self._head)
+            self._head += data[pos : pos + step]
+            pos += step
+            if len(self._head) < _H2_FRAME_HEADER_LENGTH:
+                break
+            head, self._head = self._head, b""
+            length = int.from_bytes(head[:3], "big")
+            kind, flags = head[3], head[4]
+            if kind in (_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION):
+                if kind != _H2_CONTINUATION:
+                    self._block = 0
+                self._block += length
+                if self._block > self.maxBlock:
+                    return False
+                if flags & _H2_END_HEADERS:
+                    self._block = 0
+            self._skip = length
+        return True
+
+
 def _onHTTP2(request: Any) -> bool:
     """
     Whether C{request} arrived on an HTTP/2 stream.
@@ -626,8 +683,27 @@ class _HTTP2Stream:
 
 class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     """
-    Twisted's HTTP/2 connection, streaming request bodies: see the module
-    docstring.
+    Twisted's HTTP/2 connection, streaming request bodies (see the module
+    docstring), with bounded cost for a client that does not play along:
+
+      - each header block is measured as it arrives (L{_HeaderBlockMeter})
+        and the decoded field list is capped (C{SETTINGS_MAX_HEADER_LIST_SIZE},
+        enforced from the start, not only once the client acknowledged it);
+        a block over the bound closes the connection (C{ENHANCE_YOUR_CALM}:
+        a block that is not decoded leaves the HPACK state unusable), a
+        request with more than L{maxHeaderFields} fields is answered C{431};
+      - after a protocol error, a GOAWAY from either side or a reset flood,
+        the connection reads nothing more, drops what C{h2} buffered, and is
+        aborted if it has not gone within L{closeGrace} seconds (Twisted
+        would keep buffering every frame the client still sends, and over
+        TLS the connection would never close);
+      - the idle timeout counts only progress (a request's headers, body
+        bytes, a stream's end, response data sent): PING, SETTINGS,
+        WINDOW_UPDATE or PRIORITY frames do not keep a connection alive;
+      - control frames queued for a client that does not read (PING and
+        SETTINGS acknowledgements, resets) are capped by Twisted
+        (C{_maxBufferedControlFrameBytes}, 17 KiB): past it the connection
+        is aborted.
 
     @cvar streamWindow: the flow-control window each stream starts with: how
         much of a body the client may send ahead of what was handed to the
@@ -636,29 +712,155 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     @cvar connectionWindow: the window of the whole connection, larger than
         one stream's so that a paused stream cannot stall the others; it also
         bounds the body bytes held for one connection.
+    @cvar maxConcurrentStreams: streams a client may have open at once.
+    @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
+    @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
+    @cvar closeGrace: see L{CLOSE_GRACE}.
     """
 
     streamWindow = DEFAULT_READ_SIZE
     connectionWindow = 4 * DEFAULT_READ_SIZE
+    maxConcurrentStreams = 100
+    maxHeaderFields = MAX_HEADER_FIELDS
+    maxHeaderBytes = MAX_HEADER_BYTES
+    closeGrace: float | None = CLOSE_GRACE
+
+    _closing = False
+    _graceCall: Any = None
+    #: Whether the frames being handled made progress (see L{resetTimeout}).
+    _progress = False
+    _handlingFrames = False
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._heldContinues: set[int] = set()
         self._pausedBodies: set[int] = set()
         self._pausedTimeOut: int | float | None = None
+        self._meter = _HeaderBlockMeter(self.maxHeaderBytes)
+        # Enforced from the first frame; the SETTINGS below only tell the
+        # client (h2 would apply them once acknowledged).
+        self.conn.decoder.max_header_list_size = self.maxHeaderBytes
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: self.streamWindow})
+        self.conn.update_settings({
+            SettingCodes.INITIAL_WINDOW_SIZE: self.streamWindow,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.maxHeaderBytes,
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.maxConcurrentStreams,
+        })
         if self.connectionWindow > _H2_DEFAULT_WINDOW:
             self.conn.increment_flow_control_window(self.connectionWindow - _H2_DEFAULT_WINDOW)
         self._tryToWriteControlData()
 
+    # -- reading --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self._meter.feed(data):
+            self._log.info(
+                "closing {client}: an HTTP/2 header block over {limit} bytes",
+                client=self.transport.getPeer(), limit=self.maxHeaderBytes,
+            )
+            self.conn.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            self._terminate(Failure(ConnectionAborted("header block too large")))
+            return
+        self._progress = False
+        self._handlingFrames = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._handlingFrames = False
+        if self._progress:
+            self.resetTimeout()
+        if not self._stillProducing:
+            # The client's GOAWAY, or an error Twisted met: the connection
+            # is over, whatever the client still sends.
+            self._stopReading()
+            self._letGo()
+
+    def resetTimeout(self) -> None:
+        """
+        Twisted resets the idle timeout for any frame; frames that are not
+        progress (PING, SETTINGS, WINDOW_UPDATE, PRIORITY) must not keep a
+        connection alive, so while frames are handled only L{_progress} counts.
+        """
+        if self._handlingFrames:
+            return
+        super().resetTimeout()
+
+    # -- closing --------------------------------------------------------------
+
+    def _terminate(self, reason: Failure) -> None:
+        """
+        A protocol error (or a reset flood): GOAWAY goes out, then nothing
+        more is read and the connection closes.
+        """
+        self._stopReading()
+        super()._terminate(reason)
+        if not self._stillProducing:
+            self._letGo()
+
+    def timeoutConnection(self) -> None:
+        super().timeoutConnection()
+        self._stopReading()
+        self._letGo()
+
+    def _letGo(self) -> None:
+        """
+        Unregister from the transport, which Twisted never does: until then
+        a TLS transport does not even start to close.
+        """
+        if self.transport is not None:
+            try:
+                self.transport.unregisterProducer()
+            except RuntimeError:
+                pass  # (nothing was registered)
+
+    def _stopReading(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        # What h2 buffered (an unfinished frame or header block) is dropped.
+        self.conn.incoming_buffer = FrameBuffer(server=True)
+        self.conn.incoming_buffer.max_frame_size = self.conn.max_inbound_frame_size
+        transport = self.transport
+        if transport is None:
+            return
+        pause = getattr(transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+        if self.closeGrace is not None:
+            self._graceCall = self.callLater(self.closeGrace, self._abortAfterGrace)
+
+    def _abortAfterGrace(self) -> None:
+        self._graceCall = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
+        super().connectionLost(reason, _cancelTimeouts)
+        if _cancelTimeouts:
+            # The transport is really gone (not Twisted's own early call).
+            self._closing = True
+            call, self._graceCall = self._graceCall, None
+            if call is not None and call.active():
+                call.cancel()
+
     def _requestReceived(self, event: Any) -> None:
         """
         A stream's headers are in: Twisted builds its C{H2Stream} and
-        request; a request with a body to come is rendered now.
+        request; a request with a body to come is rendered now. One with
+        too many fields is answered C{431} without a request.
         """
+        self._progress = True
+        fields = sum(1 for name, _ in event.headers if not name.startswith(b":"))
+        if fields > self.maxHeaderFields:
+            self._refuseStream(
+                event.stream_id, event.stream_ended is None,
+                431, f"too many header fields (at most {self.maxHeaderFields})",
+            )
+            return
         super()._requestReceived(event)
         streamID = event.stream_id
         expectContinue = streamID in self._heldContinues
@@ -672,6 +874,22 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             )
             request._http2HeadersReceived(_HTTP2Stream(self, stream, expectContinue), hasBody)
 
+    def _refuseStream(self, streamID: int, open: bool, code: int, reason: str) -> None:
+        """
+        Answer a stream that gets no request, and reset it with C{NO_ERROR}
+        if the client is still sending on it.
+        """
+        body = reason.encode("utf-8") + b"\n"
+        self.conn.send_headers(streamID, [
+            (b":status", b"%d" % code),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ])
+        self.conn.send_data(streamID, body, end_stream=True)
+        if open:
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+
     def _send100Continue(self, streamID: int) -> None:
         if streamID not in self.streams:
             # The H2Stream asks while it is being built, before the request
@@ -682,6 +900,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _requestDataReceived(self, event: Any) -> None:
         if event.stream_id in self.streams:
+            if event.data:
+                self._progress = True
             super()._requestDataReceived(event)
         else:
             # A frame read together with the one that made us let go of its
@@ -690,6 +910,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _requestEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:
+            self._progress = True
             super()._requestEnded(event)
 
     def _requestAborted(self, event: Any) -> None:
