@@ -176,7 +176,15 @@ class NegotiationTests(SynchronousTestCase):
         self.assertEqual(h2channel.timeOut, TIMEOUT)
         self.assertIs(client.transport.producer, h2channel)
         settings = [e for e in client.events if isinstance(e, h2.events.RemoteSettingsChanged)]
-        self.assertIn(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, settings[-1].changed_settings)
+        changed = settings[-1].changed_settings
+        self.assertIn(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, changed)
+        self.assertEqual(
+            changed[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE].new_value, MAX_HEADER_BYTES
+        )
+        self.assertEqual(
+            changed[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value,
+            StreamingH2Connection.maxConcurrentStreams,
+        )
         self.assertEqual(client.conn.outbound_flow_control_window, StreamingH2Connection.connectionWindow)
 
     def test_http11StaysHTTP11(self) -> None:

@@ -712,7 +712,10 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     @cvar connectionWindow: the window of the whole connection, larger than
         one stream's so that a paused stream cannot stall the others; it also
         bounds the body bytes held for one connection.
-    @cvar maxConcurrentStreams: streams a client may have open at once.
+    @cvar maxConcurrentStreams: streams a client may have open at once (h2's
+        default is 100): each open stream holds a request with its fields
+        (up to L{maxHeaderBytes}) and, for a client that does not read, its
+        answer; this bounds what one connection can make the server hold.
     @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
     @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
     @cvar closeGrace: see L{CLOSE_GRACE}.
@@ -720,7 +723,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     streamWindow = DEFAULT_READ_SIZE
     connectionWindow = 4 * DEFAULT_READ_SIZE
-    maxConcurrentStreams = 100
+    maxConcurrentStreams = 32
     maxHeaderFields = MAX_HEADER_FIELDS
     maxHeaderBytes = MAX_HEADER_BYTES
     closeGrace: float | None = CLOSE_GRACE
