@@ -38,6 +38,7 @@ if H2_ENABLED:
     import h2.connection
     import h2.events
     from h2.errors import ErrorCodes
+    from hpack import Encoder
     from hyperframe.frame import DataFrame
 
 skip = None if H2_ENABLED else "the h2 package is not installed"
@@ -176,13 +177,11 @@ class NegotiationTests(SynchronousTestCase):
         self.assertEqual(h2channel.timeOut, TIMEOUT)
         self.assertIs(client.transport.producer, h2channel)
         settings = [e for e in client.events if isinstance(e, h2.events.RemoteSettingsChanged)]
-        changed = settings[-1].changed_settings
-        self.assertIn(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, changed)
+        self.assertIn(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, settings[-1].changed_settings)
+        first = settings[0].changed_settings
+        self.assertEqual(first[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE].new_value, MAX_HEADER_BYTES)
         self.assertEqual(
-            changed[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE].new_value, MAX_HEADER_BYTES
-        )
-        self.assertEqual(
-            changed[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value,
+            first[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value,
             StreamingH2Connection.maxConcurrentStreams,
         )
         self.assertEqual(client.conn.outbound_flow_control_window, StreamingH2Connection.connectionWindow)
@@ -650,6 +649,26 @@ class HostileClientTests(SynchronousTestCase):
         other = self.client.request(b"GET", b"/x", *fields[:MAX_HEADER_FIELDS], end=True)
         [response] = self.client.of(h2.events.ResponseReceived, other)
         self.assertEqual(status(response), b"200")
+
+    def test_streamsBoundedBeforeSettingsAcknowledged(self) -> None:
+        """
+        A client that never acknowledges the server's SETTINGS still may
+        open only maxConcurrentStreams streams: one more closes the
+        connection.
+        """
+        resource = BodyResource(lambda r: RecordingReceiver())
+        channel = StreamingSite(resource, timeout=TIMEOUT, reactor=self.clock).buildProtocol(None)
+        transport = NetworkTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        channel.makeConnection(transport)
+        encoder = Encoder()
+        block = [(b":method", b"PUT"), (b":path", b"/a"), (b":scheme", b"https"), (b":authority", b"e")]
+        channel.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(0x4, 0, 0, b""))
+        limit = StreamingH2Connection.maxConcurrentStreams
+        for i in range(limit + 1):
+            channel.dataReceived(frame(0x1, 0x4, 2 * i + 1, encoder.encode(block)))
+        self.assertEqual(len(resource.requests), limit)
+        self.assertTrue(transport.disconnecting)
 
     def test_pingsAreNotProgress(self) -> None:
         """A client that only sends PINGs is closed at the idle timeout."""

@@ -54,7 +54,7 @@ if H2_ENABLED:
     from h2.errors import ErrorCodes
     from h2.exceptions import StreamClosedError
     from h2.frame_buffer import FrameBuffer
-    from h2.settings import SettingCodes
+    from h2.settings import SettingCodes, Settings
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
 else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
@@ -740,17 +740,18 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         self._pausedBodies: set[int] = set()
         self._pausedTimeOut: int | float | None = None
         self._meter = _HeaderBlockMeter(self.maxHeaderBytes)
-        # Enforced from the first frame; the SETTINGS below only tell the
-        # client (h2 would apply them once acknowledged).
+        # The connection's first SETTINGS, in force from the first frame
+        # (settings changed later apply only once the client acknowledges
+        # them, which a hostile client never does).
+        self.conn.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.maxConcurrentStreams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.maxHeaderBytes,
+        })
         self.conn.decoder.max_header_list_size = self.maxHeaderBytes
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.conn.update_settings({
-            SettingCodes.INITIAL_WINDOW_SIZE: self.streamWindow,
-            SettingCodes.MAX_HEADER_LIST_SIZE: self.maxHeaderBytes,
-            SettingCodes.MAX_CONCURRENT_STREAMS: self.maxConcurrentStreams,
-        })
+        self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: self.streamWindow})
         if self.connectionWindow > _H2_DEFAULT_WINDOW:
             self.conn.increment_flow_control_window(self.connectionWindow - _H2_DEFAULT_WINDOW)
         self._tryToWriteControlData()
