@@ -488,6 +488,15 @@ class ClosingTests(SynchronousTestCase):
         self.clock.advance(StreamingHTTPChannel.closeGrace)  # type: ignore[arg-type]
         self.assertTrue(transport.disconnected)
 
+    def test_idleTimeoutStopsReading(self) -> None:
+        """A connection closed by the idle timeout reads nothing more."""
+        channel, transport = connect(self.resource, self.clock)
+        self.clock.advance(TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+        self.assertEqual(transport.value(), b"")
+
     def test_closedInTimeNoAbort(self) -> None:
         """A connection that goes away within the grace period is not aborted later."""
         channel, transport = connect(self.resource, self.clock)
