@@ -771,7 +771,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         if not self._meter.feed(data):
             self._log.info(
                 "closing {client}: an HTTP/2 header block over {limit} bytes",
-                client=self.transport.getPeer(), limit=self.maxHeaderBytes,
+                client=self.transport.getPeer(), limit=self.maxHeaderBytes,  # type: ignore[union-attr]
             )
             self.conn.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
             self._terminate(Failure(ConnectionAborted("header block too large")))
@@ -822,9 +822,10 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         Unregister from the transport, which Twisted never does: until then
         a TLS transport does not even start to close.
         """
-        if self.transport is not None:
+        transport: Any = self.transport
+        if transport is not None:
             try:
-                self.transport.unregisterProducer()
+                transport.unregisterProducer()
             except RuntimeError:
                 pass  # (nothing was registered)
 
@@ -846,10 +847,11 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _abortAfterGrace(self) -> None:
         self._graceCall = None
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
-    def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
+    def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:  # type: ignore[override]
         super().connectionLost(reason, _cancelTimeouts)
         if _cancelTimeouts:
             # The transport is really gone (not Twisted's own early call).
