@@ -467,13 +467,6 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._stopReading()
         super().loseConnection()
 
-    def timeoutConnection(self) -> None:
-        """
-        The idle timeout: as Twisted closes, and nothing more is read.
-        """
-        self._stopReading()
-        super().timeoutConnection()
-
     def _stopReading(self) -> None:
         if self._closing:
             return
