@@ -678,6 +678,9 @@ class HostileClientTests(SynchronousTestCase):
             self.client.exchange()
         self.assertTrue(self.client.transport.disconnecting)
         self.assertEqual(self.goAway().error_code, ErrorCodes.NO_ERROR)
+        # Closed for good: nothing more is read, and TLS may start closing.
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.assertIsNone(self.client.transport.producer)
 
     def test_requestsAreProgress(self) -> None:
         """Requests keep a connection alive past the idle timeout."""
