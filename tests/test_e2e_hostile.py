@@ -229,8 +229,9 @@ class HostilePathTests(HostileTestCase):
         self.assertNothingOutside()
 
     def test_overlongRequestLine(self) -> None:
-        """A request line over Twisted's 16 KiB limit is dropped without an answer."""
-        self.assertIsNone(self.put(b"/" + b"w" * 20_000))
+        """A request line over the 16 KiB header block limit is answered 414."""
+        answer = self.put(b"/" + b"w" * 20_000)
+        self.assertEqual(answer and answer.status, 414)
         self.assertRootUnchanged("long line")
         self.assertNothingOutside()
 

@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from uploadsvc.tap import Options, makeService
 from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT, LimitedSite
-from uploadsvc.web.streaming import deliverBody
+from uploadsvc.web.streaming import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, deliverBody
 
 from .test_streaming import RecordingReceiver
 
@@ -90,6 +90,7 @@ class HeaderDeadlineTests(LimitsTestCase):
             channel.dataReceived(bytes([byte]))
             self.clock.advance(0.5)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
         self.assertEqual(transport.value(), b"")
         self.assertEqual(self.resource.requests, [])
 
@@ -202,33 +203,84 @@ class ConnectionsPerClientTests(LimitsTestCase):
 
 class HeaderSizeTests(LimitsTestCase):
     """
-    The size of a header block (Twisted's limit, 16 KiB).
+    The size of a header block: at most 100 fields and 16 KiB, refused
+    while the block still arrives.
     """
 
+    def assertRefused(self, transport: StringTransport, code: bytes) -> None:
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 " + code + b" "), out)
+        self.assertIn(b"Connection: close\r\n", out)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.resource.requests, [])
+
     def test_overLimit(self) -> None:
-        """A header block over 16 KiB is answered 400 and the connection closed, unrendered."""
+        """A header block over 16 KiB is answered 431 and the connection closed, unrendered."""
         channel, transport = self.connect(self.site())
         channel.dataReceived(
             b"GET /a HTTP/1.1\r\nHost: x\r\n"
             + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(17))
             + b"\r\n"
         )
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(self.resource.requests, [])
+        self.assertRefused(transport, b"431")
+
+    def test_tooManyFieldsRefusedEarly(self) -> None:
+        """The 101st field is refused with 431 while the block is still unfinished."""
+        channel, transport = self.connect(self.site())
+        channel.dataReceived(b"GET /a HTTP/1.1\r\n")
+        for i in range(MAX_HEADER_FIELDS):
+            channel.dataReceived(b"X-%d: v\r\n" % (i,))
+        self.assertEqual(transport.value(), b"")
+        channel.dataReceived(b"X-last: v\r\n")
+        self.assertRefused(transport, b"431")
+
+    def test_hundredFieldsServed(self) -> None:
+        """A block of exactly 100 fields is served."""
+        channel, transport = self.connect(self.site())
+        channel.dataReceived(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: v\r\n" % (i,) for i in range(MAX_HEADER_FIELDS - 1))
+            + b"\r\n"
+        )
+        self.assertIn(b"200 OK", transport.value())
+
+    def test_unfinishedLineCounts(self) -> None:
+        """Bytes of a field line that has not ended yet count: the block is refused before its CRLF."""
+        channel, transport = self.connect(self.site())
+        channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000)
+        self.assertEqual(transport.value(), b"")
+        channel.dataReceived(b"a" * 8400)
+        self.assertRefused(transport, b"431")
 
     def test_longLine(self) -> None:
         """A single header line over 16 KiB, never ended, is refused too."""
         channel, transport = self.connect(self.site())
         channel.dataReceived(b"GET /a HTTP/1.1\r\nX-Pad: " + b"a" * 17000)
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(self.resource.requests, [])
+        self.assertRefused(transport, b"431")
+
+    def test_longRequestLine(self) -> None:
+        """A request line over 16 KiB is answered 414."""
+        channel, transport = self.connect(self.site())
+        channel.dataReceived(b"GET /" + b"a" * MAX_HEADER_BYTES)
+        self.assertRefused(transport, b"414")
 
     def test_underLimit(self) -> None:
         """A header block just under the limit is served."""
         channel, transport = self.connect(self.site())
         channel.dataReceived(b"GET /a HTTP/1.1\r\nX-Pad: " + b"a" * 15000 + b"\r\n\r\n")
         self.assertIn(b"200 OK", transport.value())
+
+    def test_countRestartsPerRequest(self) -> None:
+        """Each request of a kept-alive connection has its own budget."""
+        channel, transport = self.connect(self.site())
+        block = b"GET /a HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(90)
+        ) + b"\r\n"
+        for _ in range(3):
+            channel.dataReceived(block)
+        self.assertEqual(transport.value().count(b"200 OK"), 3)
+        self.assertFalse(transport.disconnecting)
 
 
 class LimitOptionsTests(SynchronousTestCase):

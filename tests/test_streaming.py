@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -22,7 +23,7 @@ from uploadsvc.sink import FileSink
 from uploadsvc.testing.runners import ManualRunner
 from uploadsvc.web.interfaces import IBodyReceiver
 from uploadsvc.web.receiver import COMPLETE, UploadReceiver
-from uploadsvc.web.streaming import StreamingSite, deliverBody
+from uploadsvc.web.streaming import StreamingHTTPChannel, StreamingSite, deliverBody
 
 TIMEOUT = 60
 
@@ -344,3 +345,161 @@ class FlowControlTests(SynchronousTestCase):
         self.runner.completeAll()
         self.assertIn(b"HTTP/1.1 204", self.transport.value())
         self.assertEqual(b"".join(self.written), b"abcdef")
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    Framings that could make a body be read as a second request are refused
+    with 400 before anything is rendered, and the connection closes (RFC
+    9112 sections 5.2, 6.1, 6.3).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+
+    def send(self, head: bytes, body: bytes = b"") -> tuple[Any, StringTransport]:
+        channel, transport = connect(self.resource, self.clock)
+        channel.dataReceived(head + body)
+        return channel, transport
+
+    def assertRefused(self, transport: StringTransport, code: bytes = b"400") -> bytes:
+        out = transport.value()
+        self.assertTrue(out.startswith(b"HTTP/1.1 " + code + b" "), out)
+        self.assertIn(b"Connection: close\r\n", out)
+        self.assertIn(b"Content-Type: text/plain; charset=utf-8\r\n", out)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.resource.requests, [])
+        return out
+
+    def test_identityRefused(self) -> None:
+        """Transfer-Encoding: identity is refused, and the body after it is never parsed as a request."""
+        smuggled = b"PUT /smuggled HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\n\r\nabc"
+        channel, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: identity\r\n\r\n", smuggled
+        )
+        out = self.assertRefused(transport)
+        self.assertIn(b"Transfer-Encoding", out)
+        self.assertEqual(out.count(b"HTTP/1.1 "), 1)
+
+    def test_identityWithLengthRefused(self) -> None:
+        """Transfer-Encoding: identity is refused even beside a Content-Length."""
+        _, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n", b"abc"
+        )
+        self.assertRefused(transport)
+
+    def test_chunkedNotLastRefused(self) -> None:
+        """A coding list whose last coding is not chunked, or a list at all, is refused."""
+        for value in [b"chunked, gzip", b"gzip, chunked", b"chunked, chunked", b"gzip", b"chunked;q=1"]:
+            self.resource.requests.clear()
+            _, transport = self.send(
+                b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: " + value + b"\r\n\r\n", b"0\r\n\r\n"
+            )
+            self.assertRefused(transport)
+
+    def test_chunkedTwiceRefused(self) -> None:
+        """Two Transfer-Encoding: chunked fields are refused."""
+        _, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.assertRefused(transport)
+
+    def test_identityThenChunkedRefused(self) -> None:
+        """identity in one field and chunked in the next is refused (the list is identity, chunked)."""
+        _, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.assertRefused(transport)
+
+    def test_lengthAndChunkedRefused(self) -> None:
+        """Transfer-Encoding with Content-Length is refused, in either order."""
+        for fields in [
+            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+        ]:
+            _, transport = self.send(b"PUT /a HTTP/1.1\r\nHost: e\r\n" + fields + b"\r\n", b"abc")
+            self.assertRefused(transport)
+
+    def test_differentLengthsRefused(self) -> None:
+        """Two Content-Length values that differ (in two fields, or a list in one) are refused."""
+        for fields in [b"Content-Length: 3\r\nContent-Length: 5\r\n", b"Content-Length: 3, 5\r\n"]:
+            _, transport = self.send(b"PUT /a HTTP/1.1\r\nHost: e\r\n" + fields + b"\r\n", b"abcde")
+            self.assertRefused(transport)
+
+    def test_chunkedOnHTTP10Refused(self) -> None:
+        """Transfer-Encoding on an HTTP/1.0 request is refused."""
+        _, transport = self.send(b"PUT /a HTTP/1.0\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertRefused(transport)
+
+    def test_obsFoldRefused(self) -> None:
+        """A folded header line (obs-fold) is refused, not unfolded."""
+        _, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nX-Long: one\r\n two\r\nContent-Length: 3\r\n\r\n", b"abc"
+        )
+        out = self.assertRefused(transport)
+        self.assertIn(b"folding", out)
+
+    def test_chunkedAccepted(self) -> None:
+        """A single Transfer-Encoding: chunked, any case, still streams."""
+        _, transport = self.send(
+            b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: Chunked\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        self.assertEqual(len(self.resource.requests), 1)
+        self.assertEqual(self.resource.receivers[0].chunks, [b"abc"])
+
+
+class ClosingTests(SynchronousTestCase):
+    """
+    A connection the server closes is not read any more, and is aborted if
+    the client does not let go (over TLS Twisted would otherwise keep
+    decrypting what the client sends).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver(), refuse=True)
+
+    def test_badRequestStopsReading(self) -> None:
+        """After Twisted's own 400 the transport is paused, and aborted after the grace period."""
+        channel, transport = connect(self.resource, self.clock)
+        channel.dataReceived(b"PUT /a HTTP/1.1\r\nHost: e\r\nBad Header: 1\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        # The send buffer drains: reading must stay paused.
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n" * 10)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        self.clock.advance(StreamingHTTPChannel.closeGrace - 0.1)  # type: ignore[operator]
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_refusalBeforeBodyStopsReading(self) -> None:
+        """A refusal before the body stops reading once answered, whatever drains, and aborts later."""
+        channel, transport = connect(self.resource, self.clock)
+        channel.dataReceived(put(b"/a", 1 << 30))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 409 "))
+        self.assertTrue(transport.disconnecting)
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.clock.advance(StreamingHTTPChannel.closeGrace)  # type: ignore[arg-type]
+        self.assertTrue(transport.disconnected)
+
+    def test_idleTimeoutStopsReading(self) -> None:
+        """A connection closed by the idle timeout reads nothing more."""
+        channel, transport = connect(self.resource, self.clock)
+        self.clock.advance(TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+        self.assertEqual(transport.value(), b"")
+
+    def test_closedInTimeNoAbort(self) -> None:
+        """A connection that goes away within the grace period is not aborted later."""
+        channel, transport = connect(self.resource, self.clock)
+        channel.dataReceived(b"PUT /a HTTP/1.1\r\nHost: e\r\nBad Header: 1\r\n\r\n")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -25,6 +25,8 @@ from uploadsvc.sink import FileSink
 from uploadsvc.testing.runners import ManualRunner
 from uploadsvc.web.receiver import COMPLETE
 from uploadsvc.web.streaming import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_FIELDS,
     StreamingH2Connection,
     StreamingHTTPChannel,
     StreamingSite,
@@ -36,6 +38,7 @@ if H2_ENABLED:
     import h2.connection
     import h2.events
     from h2.errors import ErrorCodes
+    from hpack import Encoder
     from hyperframe.frame import DataFrame
 
 skip = None if H2_ENABLED else "the h2 package is not installed"
@@ -132,6 +135,16 @@ class H2Client:
         return int(self.conn.local_flow_control_window(streamID))
 
 
+class NetworkTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a TCP or TLS transport, may be paused
+    (told to read nothing more) while it closes.
+    """
+
+    def pauseProducing(self) -> None:
+        self.producerState = "paused"
+
+
 def connect(resource: Any, clock: Clock) -> H2Client:
     """
     A server channel of a L{StreamingSite} on a transport whose ALPN chose
@@ -139,7 +152,7 @@ def connect(resource: Any, clock: Clock) -> H2Client:
     """
     site = StreamingSite(resource, timeout=TIMEOUT, reactor=clock)
     channel = site.buildProtocol(None)
-    transport = StringTransport()
+    transport = NetworkTransport()
     transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
     channel.makeConnection(transport)
     client = H2Client(channel, transport, clock)
@@ -165,6 +178,12 @@ class NegotiationTests(SynchronousTestCase):
         self.assertIs(client.transport.producer, h2channel)
         settings = [e for e in client.events if isinstance(e, h2.events.RemoteSettingsChanged)]
         self.assertIn(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, settings[-1].changed_settings)
+        first = settings[0].changed_settings
+        self.assertEqual(first[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE].new_value, MAX_HEADER_BYTES)
+        self.assertEqual(
+            first[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value,
+            StreamingH2Connection.maxConcurrentStreams,
+        )
         self.assertEqual(client.conn.outbound_flow_control_window, StreamingH2Connection.connectionWindow)
 
     def test_http11StaysHTTP11(self) -> None:
@@ -503,3 +522,193 @@ class SinkTests(SynchronousTestCase):
         self.assertLessEqual(peak, FRAME)
         self.assertEqual(b"".join(self.written), body)
         self.assertEqual(self.outcomes, [COMPLETE])
+
+
+def frame(kind: int, flags: int, streamID: int, payload: bytes) -> bytes:
+    """
+    One raw HTTP/2 frame (RFC 9113 section 4.1), whatever the state of the
+    connection.
+    """
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + streamID.to_bytes(4, "big") + payload
+
+
+PING = frame(0x6, 0, 0, b"12345678")
+
+
+class HostileClientTests(SynchronousTestCase):
+    """
+    A client that breaks the protocol, floods frames or does not read costs
+    a bounded amount of memory and time.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, self.clock)
+        self.channel = self.client.server._channel
+
+    def buffered(self) -> int:
+        """
+        How many received bytes h2 holds for the server (h2's own buffer).
+        """
+        return len(self.channel.conn.incoming_buffer._data)
+
+    def goAway(self) -> Any:
+        [event] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        return event
+
+    def test_protocolErrorStopsReading(self) -> None:
+        """
+        After a protocol error (DATA on an idle stream) the server sends
+        GOAWAY, reads nothing more (later frames are neither answered nor
+        buffered), lets go of the transport and aborts it after the grace
+        period.
+        """
+        self.client.server.dataReceived(frame(0x0, 0, 1, b"hello"))
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.PROTOCOL_ERROR)
+        transport = self.client.transport
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertIsNone(transport.producer)
+        transport.clear()
+        for _ in range(1000):
+            self.client.server.dataReceived(PING * 8)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.buffered(), 0)
+        self.clock.advance(StreamingH2Connection.closeGrace - 0.1)  # type: ignore[operator]
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_clientGoAwayStopsReading(self) -> None:
+        """After the client's own GOAWAY nothing more is read, and the connection is aborted later."""
+        self.client.conn.close_connection()
+        self.client.exchange()
+        transport = self.client.transport
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+        self.client.server.dataReceived(PING * 100)
+        self.assertEqual(self.buffered(), 0)
+        self.clock.advance(StreamingH2Connection.closeGrace)  # type: ignore[arg-type]
+        self.assertTrue(transport.disconnected)
+
+    def test_continuationFloodRefused(self) -> None:
+        """
+        A header block that goes on in CONTINUATION frames is refused
+        (GOAWAY ENHANCE_YOUR_CALM) as soon as it passes 16 KiB, before h2
+        buffers more of it; nothing is rendered.
+        """
+        block = self.client.conn.encoder.encode(
+            [(b":method", b"PUT"), (b":path", b"/a"), (b":scheme", b"https"), (b":authority", b"e")]
+        )
+        self.client.server.dataReceived(frame(0x1, 0, 1, block))
+        sent = len(block)
+        while not self.client.transport.disconnecting and sent < 64 * MAX_HEADER_BYTES:
+            self.client.server.dataReceived(frame(0x9, 0, 1, b"a" * 4096))
+            sent += 4096
+        self.assertLessEqual(sent, MAX_HEADER_BYTES + 4096)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.assertEqual(self.resource.requests, [])
+
+    def test_blockUnderBoundServed(self) -> None:
+        """A header block of about 12 KiB in CONTINUATION frames is served."""
+        fields = [(b"x-pad-%d" % i, b"v" * 120) for i in range(80)]
+        sid = self.client.request(b"GET", b"/x", *fields, end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"200")
+
+    def test_decodedListBounded(self) -> None:
+        """
+        A small encoded block that decodes to more than 16 KiB (one field
+        repeated from the HPACK table) closes the connection unrendered.
+        """
+        fields = [(b"x-pad-%d" % i, b"v" * 2000) for i in range(1)] * 40
+        self.client.conn.send_headers(
+            1, [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"https"), (b":authority", b"e")] + fields,
+            end_stream=True,
+        )
+        encoded = self.client.conn.data_to_send()
+        self.assertLess(len(encoded), 4096)
+        self.client.server.dataReceived(encoded)
+        self.client.exchange()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.resource.requests, [])
+
+    def test_tooManyFields(self) -> None:
+        """A request with 101 fields is answered 431 and the connection serves the next one."""
+        fields = [(b"x-%d" % i, b"v") for i in range(MAX_HEADER_FIELDS + 1)]
+        sid = self.client.request(b"PUT", b"/a", *fields)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"431")
+        [reset] = self.client.of(h2.events.StreamReset, sid)
+        self.assertEqual(reset.error_code, ErrorCodes.NO_ERROR)
+        self.assertEqual(self.resource.requests, [])
+        other = self.client.request(b"GET", b"/x", *fields[:MAX_HEADER_FIELDS], end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, other)
+        self.assertEqual(status(response), b"200")
+
+    def test_streamsBoundedBeforeSettingsAcknowledged(self) -> None:
+        """
+        A client that never acknowledges the server's SETTINGS still may
+        open only maxConcurrentStreams streams: one more closes the
+        connection.
+        """
+        resource = BodyResource(lambda r: RecordingReceiver())
+        channel = StreamingSite(resource, timeout=TIMEOUT, reactor=self.clock).buildProtocol(None)
+        transport = NetworkTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        channel.makeConnection(transport)
+        encoder = Encoder()
+        block = [(b":method", b"PUT"), (b":path", b"/a"), (b":scheme", b"https"), (b":authority", b"e")]
+        channel.dataReceived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(0x4, 0, 0, b""))
+        limit = StreamingH2Connection.maxConcurrentStreams
+        for i in range(limit + 1):
+            channel.dataReceived(frame(0x1, 0x4, 2 * i + 1, encoder.encode(block)))
+        self.assertEqual(len(resource.requests), limit)
+        self.assertTrue(transport.disconnecting)
+
+    def test_pingsAreNotProgress(self) -> None:
+        """A client that only sends PINGs is closed at the idle timeout."""
+        for _ in range(4):
+            self.clock.advance(TIMEOUT / 4)
+            self.client.conn.ping(b"12345678")
+            self.client.exchange()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.goAway().error_code, ErrorCodes.NO_ERROR)
+        # Closed for good: nothing more is read, and TLS may start closing.
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.assertIsNone(self.client.transport.producer)
+
+    def test_requestsAreProgress(self) -> None:
+        """Requests keep a connection alive past the idle timeout."""
+        for _ in range(4):
+            self.clock.advance(TIMEOUT / 2)
+            self.client.request(b"GET", b"/x", end=True)
+        self.assertFalse(self.client.transport.disconnecting)
+
+    def test_bodyIsProgress(self) -> None:
+        """Body bytes on an open stream keep a connection alive past the idle timeout."""
+        sid = self.client.request(b"PUT", b"/a")
+        for _ in range(4):
+            self.clock.advance(TIMEOUT / 2)
+            self.client.send(sid, b"b")
+        self.assertFalse(self.client.transport.disconnecting)
+
+    def test_unreadControlFramesBounded(self) -> None:
+        """
+        Acknowledgements queued for a client that does not read (PING
+        floods) are capped: past 17 KiB the connection is aborted.
+        """
+        self.channel.pauseProducing()  # the transport's buffer is full
+        transport = self.client.transport
+        transport.clear()
+        sent = 0
+        while not transport.disconnected and sent < 4000:
+            self.client.server.dataReceived(PING * 10)
+            sent += 10
+        self.assertTrue(transport.disconnected)
+        # Each acknowledgement is a 17-byte frame.
+        self.assertLessEqual(sent * 17, 17 * 1024 + 10 * 17)

@@ -5,9 +5,9 @@ send a request's header block.
 
 The body's own limits live elsewhere: its idle timeout is the channel's
 timeout (C{--idle-timeout}), its size is checked by the app. The size of a
-header block is Twisted's limit (16 KiB for the request line and fields
-together, at most 500 fields); more is answered C{400} and the connection
-closed.
+header block is bounded by the streaming channel (L{MAX_HEADER_FIELDS}
+fields, L{MAX_HEADER_BYTES} bytes, counted while the block arrives); more is
+answered C{431} and the connection closed.
 
 The I{header deadline}: from the moment a connection is open, or its last
 response is done, the client has C{headerTimeout} seconds to complete the
@@ -33,9 +33,11 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from uploadsvc.web.streaming import StreamingSite
+from uploadsvc.web.streaming import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, StreamingSite
 
 log = Logger()
+
+__all__ = ["LimitedSite", "DEFAULT_HEADER_TIMEOUT", "MAX_HEADER_BYTES", "MAX_HEADER_FIELDS"]
 
 #: Seconds a client has to send a request's header block.
 DEFAULT_HEADER_TIMEOUT = 30
@@ -143,6 +145,11 @@ class _Guarded:
             peer=str(self.transport.getPeer()), timeout=self._site.headerTimeout,
         )
         self._deadline = self._site.reactor.callLater(ABORT_AFTER, self.transport.abortConnection)
+        # Read nothing more: over TLS the transport would otherwise go on
+        # decrypting whatever the client still sends until it closes.
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
         self.transport.loseConnection()
 
 

@@ -53,7 +53,8 @@ from uploadsvc.web.interfaces import IBodyReceiver
 if H2_ENABLED:
     from h2.errors import ErrorCodes
     from h2.exceptions import StreamClosedError
-    from h2.settings import SettingCodes
+    from h2.frame_buffer import FrameBuffer
+    from h2.settings import SettingCodes, Settings
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
 else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
@@ -66,6 +67,24 @@ DEFAULT_READ_SIZE = 256 * 1024
 #: The flow-control window HTTP/2 starts every stream and connection with
 #: (RFC 9113 section 6.9.2).
 _H2_DEFAULT_WINDOW = 65535
+
+#: The most header fields one request may carry (HTTP/1.1 and HTTP/2); more
+#: is answered C{431}. Each field held costs objects well beyond its bytes,
+#: so the count is bounded as well as the size.
+MAX_HEADER_FIELDS = 100
+
+#: The most bytes of one request's header block: on HTTP/1.1 the request
+#: line and the field lines with their line ends, counted while they arrive
+#: (an unfinished line included); on HTTP/2 the encoded block (HEADERS and
+#: CONTINUATION frames) and the decoded field list. More is answered C{431}
+#: (C{414} for a request line alone) and the connection closed.
+MAX_HEADER_BYTES = 16 * 1024
+
+#: Seconds a connection the server closed may take to go away before it is
+#: aborted. Nothing is read from it meanwhile: over TLS, Twisted would
+#: otherwise keep decrypting (and parsing) whatever the client still sends
+#: until the client closes.
+CLOSE_GRACE = 5
 
 
 def deliverBody(request: Any, receiver: IBodyReceiver) -> None:
@@ -291,15 +310,46 @@ class StreamingRequest(server.Request):
             gate._resumeBody("decision")
 
 
+def _plainAnswer(code: int, phrase: bytes, reason: str) -> bytes:
+    """
+    A complete C{HTTP/1.1} refusal that closes the connection, with a
+    one-line plain-text reason.
+    """
+    body = reason.encode("utf-8") + b"\n"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (code, phrase, len(body), body)
+    )
+
+
 class StreamingHTTPChannel(http.HTTPChannel):
     """
-    An L{HTTPChannel} that renders requests with a body at header time and owns
-    the pause of their body.
+    An L{HTTPChannel} that renders requests with a body at header time, owns
+    the pause of their body, bounds each header block and refuses framings
+    that could smuggle a second request.
 
     @ivar readSize: the largest socket read, see L{DEFAULT_READ_SIZE}.
+    @ivar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
+    @ivar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
+    @ivar closeGrace: see L{CLOSE_GRACE}.
     """
 
     readSize = DEFAULT_READ_SIZE
+    maxHeaderFields = MAX_HEADER_FIELDS
+    maxHeaderBytes = MAX_HEADER_BYTES
+    closeGrace: float | None = CLOSE_GRACE
+    # Twisted's own limits stay as a backstop behind ours.
+    MAX_LENGTH = MAX_HEADER_BYTES
+
+    #: Lines (request line and field lines) of the header block so far.
+    _blockLines = 0
+    #: Bytes of the header block so far (complete lines with their CRLF).
+    _blockBytes = 0
+    #: Whether the block so far had a Transfer-Encoding field.
+    _sawTransferEncoding = False
+    #: Set once the connection is being closed: nothing more is read.
+    _closing = False
+    _graceCall: Any = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -311,7 +361,136 @@ class StreamingHTTPChannel(http.HTTPChannel):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = self.readSize  # type: ignore[union-attr]
 
+    # -- the header block ---------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        super().dataReceived(data)
+        if (
+            self.line_mode
+            and not self._closing
+            and not self._handlingRequest
+            and self._blockBytes + len(self._buffer) > self.maxHeaderBytes
+        ):
+            # Refused while the block still arrives, unfinished line included.
+            self._refuseBlockSize()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._closing:
+            return
+        if not line and not self._blockLines:
+            # Before a request line (Twisted eats one stray CRLF; more is a
+            # malformed request line).
+            super().lineReceived(line)
+            return
+        self._blockBytes += len(line) + 2
+        if line:
+            self._blockLines += 1
+            if self._blockBytes > self.maxHeaderBytes:
+                self._refuseBlockSize()
+                return
+            if self._blockLines - 1 > self.maxHeaderFields:
+                self._refuse(
+                    431, b"Request Header Fields Too Large",
+                    f"too many header fields (at most {self.maxHeaderFields})",
+                )
+                return
+            if self._blockLines > 1 and line[:1] in (b" ", b"\t"):
+                # RFC 9112 section 5.2: obs-fold is refused, not unfolded.
+                self._refuse(400, b"Bad Request", "obsolete line folding in a header field")
+                return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuseBlockSize()
+
+    def headerReceived(self, line: bytes) -> bool:
+        name = line.partition(b":")[0]
+        if name.lower() == b"transfer-encoding":
+            coding = line.partition(b":")[2].strip(b" \t").lower()
+            if coding != b"chunked" or self._sawTransferEncoding or self._version != b"HTTP/1.1":
+                # RFC 9112 sections 6.1 and 6.3: a body whose final coding is
+                # not chunked (identity, gzip, chunked twice...) has no
+                # reliable length; neither has Transfer-Encoding on HTTP/1.0.
+                self._refuse(
+                    400, b"Bad Request",
+                    "unsupported Transfer-Encoding (only a single chunked is accepted)",
+                )
+                return False
+            self._sawTransferEncoding = True
+        ok: bool = super().headerReceived(line)
+        return ok
+
+    def _refuseBlockSize(self) -> None:
+        if self._blockLines:
+            self._refuse(
+                431, b"Request Header Fields Too Large",
+                f"request header block too large (at most {self.maxHeaderBytes} bytes)",
+            )
+        else:
+            self._refuse(414, b"URI Too Long", f"request line too long (at most {self.maxHeaderBytes} bytes)")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Twisted's answer to a malformed request line, header or chunk:
+        ours carries a reason, and the connection stops being read at once.
+        """
+        self._refuse(400, b"Bad Request", "malformed request")
+
+    def _refuse(self, code: int, phrase: bytes, reason: str) -> None:
+        """
+        Answer a request whose header block or framing is refused, and
+        close the connection: what follows is never parsed.
+        """
+        if self._closing:
+            return
+        if not any(r.startedWriting for r in self.requests):
+            # (Mid-body of a request that is already being answered, a
+            # refusal would corrupt that answer: then the connection only
+            # closes.)
+            self.transport.write(_plainAnswer(code, phrase, reason))  # type: ignore[union-attr]
+        self.persistent = False
+        self.loseConnection()
+
+    def _resetBlock(self) -> None:
+        self._blockLines = self._blockBytes = 0
+        self._sawTransferEncoding = False
+
+    # -- closing --------------------------------------------------------------
+
+    def loseConnection(self) -> None:
+        """
+        Close after what was written, and read nothing more meanwhile; abort
+        if the client has not let go within L{closeGrace} seconds.
+        """
+        self._stopReading()
+        super().loseConnection()
+
+    def _stopReading(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._bodyPauses.clear()
+        self._networkProducer.pauseProducing()
+        if self.closeGrace is not None:
+            self._graceCall = self.callLater(self.closeGrace, self._abortAfterGrace)
+
+    def _abortAfterGrace(self) -> None:
+        self._graceCall = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        call, self._graceCall = self._graceCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason)
+
+    # -- requests with a body -----------------------------------------------
+
     def allHeadersReceived(self) -> None:
+        self._resetBlock()
         req = self.requests[-1]
         req.parseCookies()
         self.persistent = self.checkPersistence(req, self._version)
@@ -329,6 +508,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
         req._headersComplete(self._command, self._path, self._version, expectContinue)
 
     def allContentReceived(self) -> None:
+        self._resetBlock()
         self._clearBodyPauses()
         if not self.requests or self.requests[-1].finished:
             # Answered before its body ended; the connection is closing. Drop
@@ -351,7 +531,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._waitingForTransport = False
         if self._requestProducer is not None:
             self._requestProducer.resumeProducing()
-        if not self._handlingRequest and not self._bodyPauses:
+        if not self._handlingRequest and not self._bodyPauses and not self._closing:
             self._networkProducer.resumeProducing()
 
     def _pauseBody(self, reason: str) -> None:
@@ -367,7 +547,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._bodyPauses.discard(reason)
         if not self._bodyPauses:
             self._restoreTimeout()
-            if not self._waitingForTransport and self.transport is not None:
+            if not self._waitingForTransport and self.transport is not None and not self._closing:
                 self._networkProducer.resumeProducing()
 
     def _clearBodyPauses(self) -> None:
@@ -379,6 +559,62 @@ class StreamingHTTPChannel(http.HTTPChannel):
         timeOut, self._pausedTimeOut = self._pausedTimeOut, None
         if timeOut is not None and self.transport is not None:
             self.setTimeout(timeOut)
+
+
+#: The client's HTTP/2 connection preface (RFC 9113 section 3.4).
+_H2_PREFACE_LENGTH = 24
+_H2_FRAME_HEADER_LENGTH = 9
+_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION = 0x1, 0x5, 0x9
+_H2_END_HEADERS = 0x4
+
+
+class _HeaderBlockMeter:
+    """
+    Reads the 9-byte frame headers of an HTTP/2 byte stream as it arrives,
+    before the C{h2} library buffers anything, and measures each header
+    block (a HEADERS frame and its CONTINUATION frames): C{h2} keeps up to
+    64 CONTINUATION frames of 16 KiB before it decodes a block.
+
+    @ivar maxBlock: the most bytes one encoded header block may have.
+    """
+
+    def __init__(self, maxBlock: int) -> None:
+        self.maxBlock = maxBlock
+        self._skip = _H2_PREFACE_LENGTH
+        self._head = b""
+        self._block = 0
+
+    def feed(self, data: bytes) -> bool:
+        """
+        Account for C{data}, the next bytes the client sent.
+
+        @return: L{False} once a header block is larger than L{maxBlock}.
+        """
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = _H2_FRAME_HEADER_LENGTH - len(self._head)
+            self._head += data[pos : pos + step]
+            pos += step
+            if len(self._head) < _H2_FRAME_HEADER_LENGTH:
+                break
+            head, self._head = self._head, b""
+            length = int.from_bytes(head[:3], "big")
+            kind, flags = head[3], head[4]
+            if kind in (_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION):
+                if kind != _H2_CONTINUATION:
+                    self._block = 0
+                self._block += length
+                if self._block > self.maxBlock:
+                    return False
+                if flags & _H2_END_HEADERS:
+                    self._block = 0
+            self._skip = length
+        return True
 
 
 def _onHTTP2(request: Any) -> bool:
@@ -447,8 +683,27 @@ class _HTTP2Stream:
 
 class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     """
-    Twisted's HTTP/2 connection, streaming request bodies: see the module
-    docstring.
+    Twisted's HTTP/2 connection, streaming request bodies (see the module
+    docstring), with bounded cost for a client that does not play along:
+
+      - each header block is measured as it arrives (L{_HeaderBlockMeter})
+        and the decoded field list is capped (C{SETTINGS_MAX_HEADER_LIST_SIZE},
+        enforced from the start, not only once the client acknowledged it);
+        a block over the bound closes the connection (C{ENHANCE_YOUR_CALM}:
+        a block that is not decoded leaves the HPACK state unusable), a
+        request with more than L{maxHeaderFields} fields is answered C{431};
+      - after a protocol error, a GOAWAY from either side or a reset flood,
+        the connection reads nothing more, drops what C{h2} buffered, and is
+        aborted if it has not gone within L{closeGrace} seconds (Twisted
+        would keep buffering every frame the client still sends, and over
+        TLS the connection would never close);
+      - the idle timeout counts only progress (a request's headers, body
+        bytes, a stream's end, response data sent): PING, SETTINGS,
+        WINDOW_UPDATE or PRIORITY frames do not keep a connection alive;
+      - control frames queued for a client that does not read (PING and
+        SETTINGS acknowledgements, resets) are capped by Twisted
+        (C{_maxBufferedControlFrameBytes}, 17 KiB): past it the connection
+        is aborted.
 
     @cvar streamWindow: the flow-control window each stream starts with: how
         much of a body the client may send ahead of what was handed to the
@@ -457,16 +712,42 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     @cvar connectionWindow: the window of the whole connection, larger than
         one stream's so that a paused stream cannot stall the others; it also
         bounds the body bytes held for one connection.
+    @cvar maxConcurrentStreams: streams a client may have open at once (h2's
+        default is 100): each open stream holds a request with its fields
+        (up to L{maxHeaderBytes}) and, for a client that does not read, its
+        answer; this bounds what one connection can make the server hold.
+    @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
+    @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
+    @cvar closeGrace: see L{CLOSE_GRACE}.
     """
 
     streamWindow = DEFAULT_READ_SIZE
     connectionWindow = 4 * DEFAULT_READ_SIZE
+    maxConcurrentStreams = 32
+    maxHeaderFields = MAX_HEADER_FIELDS
+    maxHeaderBytes = MAX_HEADER_BYTES
+    closeGrace: float | None = CLOSE_GRACE
+
+    _closing = False
+    _graceCall: Any = None
+    #: Whether the frames being handled made progress (see L{resetTimeout}).
+    _progress = False
+    _handlingFrames = False
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._heldContinues: set[int] = set()
         self._pausedBodies: set[int] = set()
         self._pausedTimeOut: int | float | None = None
+        self._meter = _HeaderBlockMeter(self.maxHeaderBytes)
+        # The connection's first SETTINGS, in force from the first frame
+        # (settings changed later apply only once the client acknowledges
+        # them, which a hostile client never does).
+        self.conn.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.maxConcurrentStreams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.maxHeaderBytes,
+        })
+        self.conn.decoder.max_header_list_size = self.maxHeaderBytes
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -475,11 +756,117 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             self.conn.increment_flow_control_window(self.connectionWindow - _H2_DEFAULT_WINDOW)
         self._tryToWriteControlData()
 
+    # -- reading --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self._meter.feed(data):
+            self._log.info(
+                "closing {client}: an HTTP/2 header block over {limit} bytes",
+                client=self.transport.getPeer(), limit=self.maxHeaderBytes,  # type: ignore[union-attr]
+            )
+            self.conn.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            self._terminate(Failure(ConnectionAborted("header block too large")))
+            return
+        self._progress = False
+        self._handlingFrames = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._handlingFrames = False
+        if self._progress:
+            self.resetTimeout()
+        if not self._stillProducing:
+            # The client's GOAWAY, or an error Twisted met: the connection
+            # is over, whatever the client still sends.
+            self._stopReading()
+            self._letGo()
+
+    def resetTimeout(self) -> None:
+        """
+        Twisted resets the idle timeout for any frame; frames that are not
+        progress (PING, SETTINGS, WINDOW_UPDATE, PRIORITY) must not keep a
+        connection alive, so while frames are handled only L{_progress} counts.
+        """
+        if self._handlingFrames:
+            return
+        super().resetTimeout()
+
+    # -- closing --------------------------------------------------------------
+
+    def _terminate(self, reason: Failure) -> None:
+        """
+        A protocol error (or a reset flood): GOAWAY goes out, then nothing
+        more is read and the connection closes.
+        """
+        self._stopReading()
+        super()._terminate(reason)
+        if not self._stillProducing:
+            self._letGo()
+
+    def timeoutConnection(self) -> None:
+        super().timeoutConnection()
+        self._stopReading()
+        self._letGo()
+
+    def _letGo(self) -> None:
+        """
+        Unregister from the transport, which Twisted never does: until then
+        a TLS transport does not even start to close.
+        """
+        transport: Any = self.transport
+        if transport is not None:
+            try:
+                transport.unregisterProducer()
+            except RuntimeError:
+                pass  # (nothing was registered)
+
+    def _stopReading(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        # What h2 buffered (an unfinished frame or header block) is dropped.
+        self.conn.incoming_buffer = FrameBuffer(server=True)
+        self.conn.incoming_buffer.max_frame_size = self.conn.max_inbound_frame_size
+        transport = self.transport
+        if transport is None:
+            return
+        pause = getattr(transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+        if self.closeGrace is not None:
+            self._graceCall = self.callLater(self.closeGrace, self._abortAfterGrace)
+
+    def _abortAfterGrace(self) -> None:
+        self._graceCall = None
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:  # type: ignore[override]
+        super().connectionLost(reason, _cancelTimeouts)
+        if _cancelTimeouts:
+            # The transport is really gone (not Twisted's own early call).
+            self._closing = True
+            call, self._graceCall = self._graceCall, None
+            if call is not None and call.active():
+                call.cancel()
+
     def _requestReceived(self, event: Any) -> None:
         """
         A stream's headers are in: Twisted builds its C{H2Stream} and
-        request; a request with a body to come is rendered now.
+        request; a request with a body to come is rendered now. One with
+        too many fields is answered C{431} without a request.
         """
+        self._progress = True
+        fields = sum(1 for name, _ in event.headers if not name.startswith(b":"))
+        if fields > self.maxHeaderFields:
+            self._refuseStream(
+                event.stream_id, event.stream_ended is None,
+                431, f"too many header fields (at most {self.maxHeaderFields})",
+            )
+            return
         super()._requestReceived(event)
         streamID = event.stream_id
         expectContinue = streamID in self._heldContinues
@@ -493,6 +880,22 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             )
             request._http2HeadersReceived(_HTTP2Stream(self, stream, expectContinue), hasBody)
 
+    def _refuseStream(self, streamID: int, open: bool, code: int, reason: str) -> None:
+        """
+        Answer a stream that gets no request, and reset it with C{NO_ERROR}
+        if the client is still sending on it.
+        """
+        body = reason.encode("utf-8") + b"\n"
+        self.conn.send_headers(streamID, [
+            (b":status", b"%d" % code),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ])
+        self.conn.send_data(streamID, body, end_stream=True)
+        if open:
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+
     def _send100Continue(self, streamID: int) -> None:
         if streamID not in self.streams:
             # The H2Stream asks while it is being built, before the request
@@ -503,6 +906,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _requestDataReceived(self, event: Any) -> None:
         if event.stream_id in self.streams:
+            if event.data:
+                self._progress = True
             super()._requestDataReceived(event)
         else:
             # A frame read together with the one that made us let go of its
@@ -511,6 +916,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _requestEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:
+            self._progress = True
             super()._requestEnded(event)
 
     def _requestAborted(self, event: Any) -> None:
