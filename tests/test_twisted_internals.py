@@ -48,6 +48,9 @@ CLASS_ATTRIBUTES = [
     (http.HTTPChannel, "_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
     (http.HTTPChannel, "_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel"),
     (http.Request, "_disconnected", f"{_STREAMING}: StreamingRequest.handleContentChunk"),
+    (http.HTTPChannel, "_respondToBadRequestAndDisconnect",
+     f"{_STREAMING}: StreamingHTTPChannel (a 400 with a reason, reading stopped)"),
+    (http.HTTPChannel, "_buffer", f"{_STREAMING}: StreamingHTTPChannel (the unfinished header line counts)"),
     (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_STREAMING}: _NegotiatingChannel"),
 ] + [
     (http._GenericHTTPChannelProtocol, name, f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2")
@@ -72,9 +75,11 @@ NEGOTIATING_ATTRIBUTES = [
     ("_channel", f"{_STREAMING}: _NegotiatingChannel"),
 ]
 
-#: Methods of Twisted's HTTP/2 connection that StreamingH2Connection extends
-#: or calls.
+#: Methods and class attributes of Twisted's HTTP/2 connection that
+#: StreamingH2Connection extends, calls or reads.
 H2_CONNECTION_METHODS = [
+    "_terminate",
+    "_log",
     "_requestReceived",
     "_send100Continue",
     "_requestDataReceived",
@@ -89,6 +94,16 @@ H2_CONNECTION_ATTRIBUTES = [
     ("_stillProducing", f"{_STREAMING}: StreamingH2Connection._requestDone, _bodyResumed"),
     ("streams", f"{_STREAMING}: StreamingH2Connection"),
     ("conn", f"{_STREAMING}: StreamingH2Connection (the h2 state machine)"),
+]
+
+#: Attributes of the h2 library's connection state machine (Twisted's
+#: C{H2Connection.conn}) that the streaming glue reads or replaces to bound
+#: header blocks and stop reading after GOAWAY: (name, user).
+H2_STATE_ATTRIBUTES = [
+    ("incoming_buffer", f"{_STREAMING}: StreamingH2Connection (dropped after GOAWAY)"),
+    ("decoder", f"{_STREAMING}: StreamingH2Connection (decoded header list capped)"),
+    ("local_settings", f"{_STREAMING}: StreamingH2Connection (limits in the first SETTINGS)"),
+    ("max_inbound_frame_size", f"{_STREAMING}: StreamingH2Connection"),
 ]
 
 #: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
@@ -232,6 +247,9 @@ class HTTP2InternalsTests(SynchronousTestCase):
         self.assertIsInstance(connection, H2Connection)
         streamID = client.request(b"PUT", b"/a", (b"content-length", b"3"))
         problems = missing(connection, H2_CONNECTION_ATTRIBUTES)
+        problems += missing(getattr(connection, "conn", None), H2_STATE_ATTRIBUTES)
+        from h2.frame_buffer import FrameBuffer  # noqa: F401 (the glue makes a fresh one)
+
         streams = getattr(connection, "streams", {})
         self.assertIn(streamID, streams, "the stream was not opened")
         problems += missing(streams[streamID], H2_STREAM_ATTRIBUTES)
