@@ -10,8 +10,16 @@ fi
 stamp="$venv/.uploadsvc-installed"
 want=$(cat "$repo/setup.py" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e "$repo[test,bench,http2]" --config-settings editable_mode=compat
+    # pip's chatter goes to a log, shown only when the install fails.
+    echo "setting up $venv (first run, or setup.py changed): a minute or two..." >&2
+    piplog="$venv/pip-install.log"
+    if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
+           "$venv/bin/python" -m pip install -q -e "$repo[test,bench,http2]" \
+               --config-settings editable_mode=compat; } >"$piplog" 2>&1; then
+        tail -n 30 "$piplog" >&2
+        echo "installing uploadsvc's dependencies failed; the whole log: $piplog" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
