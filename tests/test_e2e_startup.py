@@ -173,6 +173,21 @@ class RootErrorTests(StartupTestCase):
         with open(path) as f:
             self.assertEqual(f.read(), "keep")
 
+    def test_foreignStateFolder(self) -> None:
+        """
+        A root whose state folder another user made (anyone who may write
+        the root could) is refused in one line, and nothing is completed
+        from it.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("giving a folder to another user needs root (CI runs as root)")
+        root = os.path.join(self.base, "shared")
+        os.makedirs(os.path.join(root, ".uploadsvc"))
+        os.chown(os.path.join(root, ".uploadsvc"), 65534, 65534)
+        self.assertOneLine(
+            self.twistd("--root", root), ".uploadsvc belongs to uid 65534, not to this server's"
+        )
+
     def test_rootNotCreatable(self) -> None:
         """--root under a file cannot be created: one line says why."""
         path = os.path.join(self.base, "afile")

@@ -11,11 +11,14 @@ import json
 import os
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from uploadsvc.errors import UnsafeState
 from uploadsvc.storage import statedir
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
+
+#: The uid and gid of another user (Debian's nobody).
+NOBODY = 65534
 
 
 class StateDirTestsMixin:
@@ -365,3 +368,55 @@ class JSONTests(StateDirTestsMixin, SynchronousTestCase):
         self.assertRaises(OSError, statedir.writeJSON, self.dirFD, "k.json", {"new": 1}, False)
         self.assertEqual(os.listdir(self.root), ["k.json"])
         self.assertEqual(statedir.readJSON(self.dirFD, "k.json", "k"), {"old": True})
+
+
+class ForeignStateTests(StateDirTestsMixin, SynchronousTestCase):
+    """
+    Folders and files of the state that another user owns, or that other
+    users may write, are refused: whoever may write under the root cannot
+    put a state of their own in the server's place.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        if os.geteuid() != 0:
+            raise SkipTest("giving a file to another user needs root (CI runs as root)")
+
+    def test_foreignStateFolderRefused(self) -> None:
+        """A C{.uploadsvc} made by another user is refused, also once in use."""
+        os.mkdir(self.state())
+        os.chown(self.state(), NOBODY, NOBODY)
+        self.assertRaises(UnsafeState, StateDir, self.rootFD)
+
+    def test_writableSubfolderRefused(self) -> None:
+        """A state folder that others may write is refused."""
+        StateDir(self.rootFD).close()
+        os.chmod(self.state("uploads"), 0o777)
+        error = self.assertRaises(UnsafeState, StateDir, self.rootFD)
+        self.assertIn("may be written by other users", error.detail)
+
+    def test_foreignFilesRefused(self) -> None:
+        """
+        A staged file, metadata or lock file that another user owns is
+        refused, and so is one that others may write.
+        """
+        folder = self.folder(self.root)
+        for name, owner, mode in [("a.data", NOBODY, 0o644), ("b.json", NOBODY, 0o644),
+                                  ("c.data", 0, 0o666)]:
+            path = os.path.join(self.root, name)
+            with open(path, "wb") as f:
+                f.write(b"{}")
+            os.chown(path, owner, owner)
+            os.chmod(path, mode)
+            self.assertRaises(UnsafeState, statedir.openFile, folder, name, os.O_RDONLY, name)
+        self.assertRaises(UnsafeState, statedir.readJSON, folder, "b.json", "b.json")
+        StateDir(self.rootFD).close()
+        os.chown(self.state("lock"), NOBODY, NOBODY)
+        self.assertRaises(UnsafeState, StateDir, self.rootFD)
+
+    def test_deeplyNestedJSONIsCorrupt(self) -> None:
+        """JSON nested deeper than the parser goes is corrupt metadata, not a crash."""
+        folder = self.folder(self.root)
+        with open(os.path.join(self.root, "deep.json"), "wb") as f:
+            f.write(b"[" * 60000)
+        self.assertRaises(CorruptState, statedir.readJSON, folder, "deep.json", "deep.json")

@@ -100,9 +100,10 @@ class StorageFault(UploadError):
 
 class UnsafeState(StorageFault):
     """
-    A symbolic link, a hard link or a file of the wrong kind in the server's
-    own folder (C{.uploadsvc}): planted by someone who can write under the
-    root. It is refused, never followed or repaired; an operator must look.
+    A symbolic link, a hard link, a file of the wrong kind or another
+    user's file in the server's own folder (C{.uploadsvc}): planted by
+    someone who can write under the root. It is refused, never followed or
+    repaired; an operator must look.
     """
 
     status = 500

@@ -20,6 +20,7 @@ from twisted.python.threadpool import ThreadPool
 from uploadsvc import commandline
 from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
 from uploadsvc.endpoints import EndpointError, parseEndpoint
+from uploadsvc.errors import StorageFault
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -447,6 +448,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         )
     except OSError as e:
         raise StartupError(f"--root {options['root']}: {e.strerror or e}") from None
+    except StorageFault as e:
+        # A state folder that is a link, or another user's (see statedir).
+        raise StartupError(f"--root {options['root']}: {e.detail}; {e.reason}") from None
     config = Config(
         allowOverwrite=options["allow-overwrite"],
         allowDelete=options["allow-delete"],

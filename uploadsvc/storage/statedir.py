@@ -202,6 +202,7 @@ def openFile(
             return None
         if checkLinks and st.st_nlink != 1:
             raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+        checkOwner(st, where)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -257,7 +258,7 @@ def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
         raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
     try:
         value = json.loads(b"".join(pieces))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CorruptState(f"{where} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise CorruptState(f"{where} holds no JSON object")
@@ -328,7 +329,8 @@ def _folder(parentFD: int, name: str, where: str, create: bool) -> int:
     """
     for _ in range(2):
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+            break
         except FileNotFoundError:
             if not create:
                 raise
@@ -340,7 +342,32 @@ def _folder(parentFD: int, name: str, where: str, create: bool) -> int:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafeState(f"{where} is {_kind(parentFD, name)}, not a folder") from e
             raise
-    return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+    else:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+    try:
+        checkOwner(os.fstat(fd), where)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def checkOwner(st: os.stat_result, where: str) -> None:
+    """
+    Make sure the server's own user owns a folder or file of its state, and
+    that no other user may write it. Whoever may write under the root could
+    otherwise put a state folder of their own in its place (or plant a
+    staged upload and its metadata), and have the server complete files of
+    their choosing into folders they cannot write themselves.
+
+    @raise UnsafeState: it belongs to another user, or its group or others
+        may write it.
+    """
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise UnsafeState(f"{where} belongs to uid {st.st_uid}, not to this server's (uid {me})")
+    if st.st_mode & 0o022:
+        raise UnsafeState(f"{where} may be written by other users (mode {stat.S_IMODE(st.st_mode):o})")
 
 
 def _id(st: os.stat_result) -> tuple[int, int]:
