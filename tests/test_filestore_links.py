@@ -169,6 +169,18 @@ class StagingLinkTests(_Planted, SynchronousTestCase):
     Nothing planted under C{.uploadsvc} is followed (issue 8 item 6).
     """
 
+    def test_refusedCancelKeepsMetadata(self) -> None:
+        """
+        A cancel refused because the data file cannot be removed (here: it
+        has a second name) leaves the upload's metadata whole: its total is
+        still known.
+        """
+        path = parseRelativePath("keep.bin")
+        self.openUpload(path, total=10).syncAndClose()
+        os.link(self.dataFile(path), os.path.join(self.shardDir(path), "second-name"))
+        self.assertUnsafe(self.store.cancel, path)
+        self.assertEqual(self.readInfo(path)["total"], 10)
+
     def test_dataLinkNotRead(self) -> None:
         """
         A link at an upload's data file is refused by C{inspect}: the size

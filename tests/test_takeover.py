@@ -146,12 +146,31 @@ class CheckTakeoversTests(SynchronousTestCase):
         self.addCleanup(later.close)
         app.checkTakeovers()
         self.assertEqual(interrupted, [key])
+        # Until this writer has let go, the later process is kept out by
+        # the lock on the data file itself.
+        self.assertRaises(Busy, later.begin, path, decide, {}, None)
         staged.close()
         _, _, again = store.begin(path, decide, {}, None)
         assert again is not None
         self.addCleanup(again.close)
         self.assertTrue(store.holdsCurrentLock(again))
         self.assertRaises(Busy, later.begin, path, decide, {}, None)
+
+    def test_reopeningKeepsNoDescriptors(self) -> None:
+        """
+        A clean-up job that keeps removing the empty takeover folder makes
+        the store reopen its state each time, without piling up
+        descriptors.
+        """
+        root = os.path.abspath(self.mktemp())
+        store = FileStore(root, fsync=False)
+        self.addCleanup(store.close)
+        store.pendingTakeovers()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            os.rmdir(os.path.join(root, ".uploadsvc", "takeover"))
+            self.assertEqual(store.pendingTakeovers(), [])
+        self.assertLessEqual(len(os.listdir("/proc/self/fd")), before + 8)
 
     def test_nothingHeldNoLook(self) -> None:
         """With no upload in progress, the look does not touch the disk."""

@@ -60,7 +60,7 @@ from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import statedir
 from uploadsvc.storage.metadata import checkInfo
-from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks
+from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks, lockData
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
@@ -252,8 +252,11 @@ class FileStore:
                 return
             old = (self._rootFD, self._stateDir, self._locks)
             self._openRoot()
-            # Requests under way may still use the old descriptors (and hold
-            # locks in the old lock file): they are closed with the store.
+            # Requests under way may still use the old descriptors for a
+            # moment (their held locks have descriptors of their own): kept
+            # until the next reopening, so that a clean-up job that keeps
+            # removing an empty folder does not use up descriptors.
+            self._closeRetired()
             self._retired.append(old)
         log.warn("{root} or its state folder was replaced: opened again", root=self.root)
 
@@ -268,7 +271,13 @@ class FileStore:
         return (st.st_dev, st.st_ino) == self._rootID and self._stateDir.matches(self._rootFD)
 
     def close(self) -> None:
-        for rootFD, state, locks in [*self._retired, (self._rootFD, self._stateDir, self._locks)]:
+        self._closeRetired()
+        os.close(self._rootFD)
+        self._stateDir.close()
+        self._locks.close()
+
+    def _closeRetired(self) -> None:
+        for rootFD, state, locks in self._retired:
             os.close(rootFD)
             state.close()
             locks.close()
@@ -500,6 +509,9 @@ class FileStore:
             dirty = True
         fd = self._openData(key, create=True)
         assert fd is not None
+        if not lockData(fd):
+            os.close(fd)
+            raise _heldElsewhere(key, self._where(key, ".data"))
         if plan.startOver:
             # Under the state lock, so that no status query writes the old
             # metadata back in between. Metadata of an earlier upload (or one
@@ -820,8 +832,11 @@ class FileStore:
         if folder is None:
             return False
         try:
+            # The data first: if it cannot be removed, the upload keeps its
+            # metadata (total, digests) whole.
+            existed = statedir.unlinkFile(folder, key + ".data", self._where(key, ".data"))
             statedir.unlinkFile(folder, key + ".json", self._where(key, ".json"))
-            return statedir.unlinkFile(folder, key + ".data", self._where(key, ".data"))
+            return existed
         finally:
             os.close(folder)
 
@@ -912,6 +927,10 @@ class FileStore:
                 fd = self._openData(key, create=False)
                 if fd is None:
                     lock.release()
+                    return None
+                if not lockData(fd, exclusive=False):
+                    os.close(fd)
+                    lock.release()  # a writer holding another lock file
                     return None
         except (OSError, ValueError, TypeError, KeyError, UploadError):
             lock.release()  # not ours to judge here: left as it is
@@ -1031,6 +1050,16 @@ def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
         for h in hashers.values():
             h.update(chunk)
     return {alg: h.digest() for alg, h in hashers.items()}
+
+
+def _heldElsewhere(key: str, where: str) -> Busy:
+    """
+    The refusal when an upload's data file is locked by a writer that the
+    lock file did not show (the lock file was replaced under it): 503; that
+    writer is ended within half a second (L{FileStore.holdsCurrentLock}).
+    """
+    log.warn("{where} is locked by a writer holding another lock file", where=where)
+    return Busy("locked", "the upload is being written by another process")
 
 
 def _notAFile(path: UploadPath, st: os.stat_result) -> Conflict:

@@ -64,6 +64,32 @@ class HeldLock:
             os.close(fd)
 
 
+#: Where a writer locks its upload's data file itself (far past any data).
+DATA_LOCK_OFFSET = 1 << 62
+
+
+def lockData(fd: int, exclusive: bool = True) -> bool:
+    """
+    Lock the upload's data file itself, through C{fd}'s open file
+    description (closing C{fd} lets go): a second lock that does not depend
+    on the lock file. Were the lock file removed or replaced while a writer
+    holds a lock in it, a process that opens the new one would otherwise
+    take the same upload and rename its data file while the first writer
+    still appends to it.
+
+    @param exclusive: a write lock (C{fd} open for writing); otherwise a
+        read lock, which still conflicts with a writer's.
+    @return: whether it was taken (false: another writer holds the file).
+    """
+    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+    arg = struct.pack(_FLOCK, kind, os.SEEK_SET, DATA_LOCK_OFFSET, 1, 0)
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, arg)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
 class RegionLocks:
     """
     Non-blocking exclusive locks, per key and kind, on one shared file.
