@@ -13,9 +13,9 @@ that need a small or read-only file system mount one (as root).
 from __future__ import annotations
 
 import errno
-import resource
 import json
 import os
+import resource
 import shutil
 import subprocess
 from typing import Any, Callable
@@ -28,7 +28,9 @@ from tests.test_filestore import FileStoreTestsMixin, shardOf
 from uploadsvc.errors import Conflict, Forbidden, UploadError
 from uploadsvc.protocol.decisions import Plan, Stored
 from uploadsvc.protocol.paths import parseRelativePath
+from uploadsvc.storage import filestore
 from uploadsvc.storage.filestore import STATE_DIR, FileStore
+from uploadsvc.storage.safepath import renameNoReplace
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
 from tests.support.stubapp import StubRequests
@@ -747,3 +749,45 @@ class AppAnswerTests(StubRequests, _Planted, SynchronousTestCase):
         key = FileStore.keyFor(parseRelativePath("r.bin"))
         staged = os.path.join(disk, STATE_DIR, "uploads", shardOf(key), key + ".data")
         self.assertEqual(self.readFile(staged), b"abc")
+
+
+class NoReplaceTests(_Planted, SynchronousTestCase):
+    """
+    With overwrite off, a file that another program makes at the
+    destination after the check is never replaced by the completion.
+    """
+
+    def test_renameNoReplace(self) -> None:
+        """L{renameNoReplace} moves onto nothing, and refuses an existing entry."""
+        folder = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, folder)
+        for name, content in [("a", b"a"), ("b", b"b"), ("c", b"c")]:
+            with open(os.path.join(self.base, name), "wb") as f:
+                f.write(content)
+        self.assertTrue(renameNoReplace(folder, "a", folder, "new"))
+        self.assertRaises(FileExistsError, renameNoReplace, folder, "b", folder, "c")
+        self.assertEqual(self.readFile(self.base, "c"), b"c")
+        self.assertEqual(self.readFile(self.base, "b"), b"b")
+
+    def test_madeAfterTheCheck(self) -> None:
+        """
+        A destination made between the completion's check and its rename
+        is kept, and the completion is refused 409 with the upload still
+        staged.
+        """
+        path = parseRelativePath("late.bin")
+        staged = self.openUpload(path, total=3)
+        staged.writeChunks([b"new"])
+        real = filestore.lstatAt
+
+        def checkThenSomeoneWrites(folderFD: int, name: str) -> os.stat_result | None:
+            found = real(folderFD, name)
+            with open(os.path.join(self.root, "late.bin"), "wb") as f:
+                f.write(b"theirs")
+            return found
+
+        self.patch(filestore, "lstatAt", checkThenSomeoneWrites)
+        error = self.assertRaises(Conflict, self.store.complete, path, staged, False)
+        self.assertEqual(error.code, "exists")
+        self.assertEqual(self.readFile(self.root, "late.bin"), b"theirs")
+        self.assertEqual(self.store.inspect(path).offset, 3)

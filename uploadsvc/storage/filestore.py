@@ -62,7 +62,13 @@ from uploadsvc.storage import statedir
 from uploadsvc.storage.metadata import checkInfo
 from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks, lockData
 from uploadsvc.storage.throttle import WriteThrottle
-from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
+from uploadsvc.storage.safepath import (
+    fsyncFolder,
+    lstatAt,
+    openParent,
+    openRoot,
+    renameNoReplace,
+)
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
 
 __all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
@@ -747,7 +753,7 @@ class FileStore:
                 # With the metadata's removal, under the state lock: a query
                 # must not record metadata for a data file that is gone.
                 with self._stateLock(staged.key):
-                    self._moveStaged(staged, parentFD, name)
+                    self._moveStaged(staged, parentFD, name, path, replace=allowOverwrite)
                     if self.fsync:
                         fsyncFolder(parentFD)
                     # Not fsync'd: metadata that comes back after a power loss
@@ -760,11 +766,17 @@ class FileStore:
         finally:
             staged.close()
 
-    def _moveStaged(self, staged: StagedFile, parentFD: int, name: str) -> None:
+    def _moveStaged(
+        self, staged: StagedFile, parentFD: int, name: str, path: UploadPath, replace: bool
+    ) -> None:
         """
         Rename the staged file onto C{name} in C{parentFD}, only if its name
         in the state folder still leads to the file written (a link swapped
         in would otherwise become the destination).
+
+        @param replace: overwrite is on; otherwise nothing made there since
+            it was checked is ever replaced.
+        @raise Conflict: something was made at C{name} since it was checked.
         """
         key = staged.key
         where = self._where(key, ".data")
@@ -780,7 +792,14 @@ class FileStore:
                 statedir.checkStaged(staged.fd, folder, key + ".data", where)
             except FileNotFoundError:
                 raise gone from None
-            os.rename(key + ".data", name, src_dir_fd=folder, dst_dir_fd=parentFD)
+            moved = False
+            if not replace:
+                try:
+                    moved = renameNoReplace(folder, key + ".data", parentFD, name)
+                except FileExistsError:
+                    raise Conflict("exists", f"{path.relative!r} already exists") from None
+            if not moved:
+                os.rename(key + ".data", name, src_dir_fd=folder, dst_dir_fd=parentFD)
         finally:
             os.close(folder)
         # Swapped in the instant between the check and the rename: take it

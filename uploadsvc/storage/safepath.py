@@ -9,10 +9,11 @@ of the root. Blocking: call from the disk thread pool.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
-from typing import Sequence
+from typing import Any, Sequence
 
 from uploadsvc.errors import Conflict, Forbidden
 
@@ -84,6 +85,45 @@ def _refuse(parentFD: int, name: str, error: OSError) -> None:
         if stat.S_ISLNK(st.st_mode):
             raise Forbidden("symlink", f"path crosses a symbolic link at {name!r}")
         raise Conflict("parent-is-file", f"{name!r} is a file, not a folder")
+
+
+_RENAME_NOREPLACE = 1
+
+
+def _renameat2() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:  # a C library without it
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2Function = _renameat2()
+
+
+def renameNoReplace(srcFolderFD: int, src: str, dstFolderFD: int, dst: str) -> bool:
+    """
+    Rename C{src} onto C{dst} only if nothing is at C{dst}, atomically
+    (C{renameat2} with C{RENAME_NOREPLACE}): a file another program makes
+    there between a check and the rename is never replaced.
+
+    @return: false when the file system cannot do it atomically (NFS, an
+        old kernel): the caller falls back to a check and a plain rename.
+    @raise FileExistsError: something is at C{dst}.
+    """
+    if _renameat2Function is None:
+        return False
+    result = _renameat2Function(
+        srcFolderFD, os.fsencode(src), dstFolderFD, os.fsencode(dst), _RENAME_NOREPLACE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), dst)
 
 
 def lstatAt(parentFD: int, name: str) -> os.stat_result | None:
