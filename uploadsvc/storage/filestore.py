@@ -792,13 +792,13 @@ class FileStore:
                 statedir.checkStaged(staged.fd, folder, key + ".data", where)
             except FileNotFoundError:
                 raise gone from None
-            moved = False
+            renamed = False
             if not replace:
                 try:
-                    moved = renameNoReplace(folder, key + ".data", parentFD, name)
+                    renamed = renameNoReplace(folder, key + ".data", parentFD, name)
                 except FileExistsError:
                     raise Conflict("exists", f"{path.relative!r} already exists") from None
-            if not moved:
+            if not renamed:
                 os.rename(key + ".data", name, src_dir_fd=folder, dst_dir_fd=parentFD)
         finally:
             os.close(folder)
