@@ -791,3 +791,56 @@ class NoReplaceTests(_Planted, SynchronousTestCase):
         self.assertEqual(error.code, "exists")
         self.assertEqual(self.readFile(self.root, "late.bin"), b"theirs")
         self.assertEqual(self.store.inspect(path).offset, 3)
+
+
+class DestinationFolderTests(StubRequests, _Planted, SynchronousTestCase):
+    """
+    Folders of the destination's path that are mount points, or that are
+    removed while an upload completes.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.app = UploadApp(self.store, ImmediateRunner(), Config())
+        self.treq = StubTreq(self.app.resource())
+
+    def test_mountPointRefused(self) -> None:
+        """
+        A path through a mount point inside the root (another file system,
+        or a bind mount of something outside) is 403 for every method:
+        nothing in it is reported, written or removed.
+        """
+        mounted = os.path.join(self.root, "mnt")
+        smallTmpfs(self, mounted, 64)
+        with open(os.path.join(mounted, "secret"), "wb") as f:
+            f.write(b"outside")
+        for method, path in [("HEAD", "/mnt/secret"), ("PUT", "/mnt/new"), ("DELETE", "/mnt/secret")]:
+            response, _ = self.request(method, path, b"data" if method == "PUT" else b"")
+            self.assertEqual(response.code, 403, (method, path))
+        self.assertEqual(os.listdir(mounted), ["secret"])
+
+    def test_folderRemovedDuringCompletion(self) -> None:
+        """
+        When the destination's folder is removed between being opened and
+        the rename, the completion is a 503 with Retry-After and the upload
+        stays staged, whole; the retry completes it.
+        """
+        real = filestore.openParent
+        removed: list[str] = []
+
+        def openThenRemove(rootFD: int, folders: Any, create: bool, durable: bool = False) -> Any:
+            fd = real(rootFD, folders, create, durable)
+            if create and not removed:
+                removed.append("/".join(folders))
+                os.rmdir(os.path.join(self.root, *folders))
+            return fd
+
+        self.patch(filestore, "openParent", openThenRemove)
+        response, content = self.request("PUT", "/gone/f.bin", b"abcdef", Content_Range="bytes 0-5/6")
+        self.assertEqual(response.code, 503, content)
+        self.assertEqual(self.header(response, "Retry-After"), "1")
+        self.assertEqual(removed, ["gone"])
+        self.assertEqual(self.store.inspect(parseRelativePath("gone/f.bin")).offset, 6)
+        response, _ = self.request("PUT", "/gone/f.bin", Content_Range="bytes */6")
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.readFile(self.root, "gone", "f.bin"), b"abcdef")

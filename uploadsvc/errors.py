@@ -125,8 +125,8 @@ class StorageUnavailable(StorageFault):
 
     status = 503
 
-    def __init__(self, code: str, reason: str, detail: str = "") -> None:
-        super().__init__(code, reason, detail, {b"Retry-After": b"60"})
+    def __init__(self, code: str, reason: str, detail: str = "", retryAfter: int = 60) -> None:
+        super().__init__(code, reason, detail, {b"Retry-After": b"%d" % retryAfter})
 
 
 def storageRefusal(error: BaseException) -> UploadError | None:
@@ -146,11 +146,15 @@ def storageRefusal(error: BaseException) -> UploadError | None:
     if error.errno in (errno.EMFILE, errno.ENFILE):
         # Every upload in progress holds a socket, its data file and its
         # lock: the descriptor limit is a load limit like --max-uploads.
-        refusal = StorageUnavailable(
-            "too-many-open-files", "the server has too many files open", detail
+        return StorageUnavailable(
+            "too-many-open-files", "the server has too many files open", detail, retryAfter=1
         )
-        refusal.headers[b"Retry-After"] = b"1"
-        return refusal
+    if error.errno == errno.EXDEV:
+        # The state folder on another file system than the destination.
+        return StorageFault(
+            "cross-device", "the server's storage spans file systems; an operator must fix it",
+            detail,
+        )
     if error.errno in (errno.EACCES, errno.EPERM):
         return StorageUnavailable(
             "not-permitted", "the server is not permitted to write to its storage", detail

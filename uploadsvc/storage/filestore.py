@@ -63,6 +63,7 @@ from uploadsvc.storage.metadata import checkInfo
 from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks, lockData
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import (
+    folderRemoved,
     fsyncFolder,
     lstatAt,
     openParent,
@@ -753,7 +754,12 @@ class FileStore:
                 # With the metadata's removal, under the state lock: a query
                 # must not record metadata for a data file that is gone.
                 with self._stateLock(staged.key):
-                    self._moveStaged(staged, parentFD, name, path, replace=allowOverwrite)
+                    try:
+                        self._moveStaged(staged, parentFD, name, path, replace=allowOverwrite)
+                    except FileNotFoundError:
+                        # The staged file is checked just before: the folder
+                        # opened for the destination was removed since.
+                        raise folderRemoved(f"the folder of {path.relative!r} was removed") from None
                     if self.fsync:
                         fsyncFolder(parentFD)
                     # Not fsync'd: metadata that comes back after a power loss

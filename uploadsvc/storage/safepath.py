@@ -15,7 +15,7 @@ import os
 import stat
 from typing import Any, Sequence
 
-from uploadsvc.errors import Conflict, Forbidden
+from uploadsvc.errors import Conflict, Forbidden, StorageUnavailable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -40,43 +40,67 @@ def openParent(
         path to a completed file survives a power loss.
     @return: a descriptor the caller closes, or L{None} when a folder is
         missing and C{create} is false.
-    @raise Forbidden: a component is a symbolic link.
+    @raise Forbidden: a component is a symbolic link, or a mount point
+        (another file system: nothing could be renamed into it, and a bind
+        mount would lead outside the root).
     @raise Conflict: a component is an existing file.
+    @raise StorageUnavailable: a folder kept vanishing as it was made
+        (removed by someone else at the same time); a later try may work.
     """
+    rootDevice = os.fstat(rootFD).st_dev
     fd = os.dup(rootFD)
     try:
         for name in folders:
-            try:
-                nextFD = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    os.close(fd)
-                    return None
-                try:
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass  # raced with another upload; open it below
-                else:
-                    if durable:
-                        os.fsync(fd)
-                nextFD = _openFolder(fd, name)
-            except OSError as e:
-                _refuse(fd, name, e)
-                raise
+            nextFD = _step(fd, name, create, durable)
+            if nextFD is None:
+                os.close(fd)
+                return None
             os.close(fd)
             fd = nextFD
+            if os.fstat(fd).st_dev != rootDevice:
+                raise Forbidden("mount-point", f"path crosses a mount point at {name!r}")
         return fd
     except BaseException:
         os.close(fd)
         raise
 
 
-def _openFolder(parentFD: int, name: str) -> int:
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
-    except OSError as e:
-        _refuse(parentFD, name, e)
-        raise
+def _step(parentFD: int, name: str, create: bool, durable: bool) -> int | None:
+    """
+    Open (or make, then open) the folder C{name} in C{parentFD}; L{None} when
+    it is missing and C{create} is false.
+    """
+    for _ in range(3):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parentFD)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as e:
+            _refuse(parentFD, name, e)
+            raise
+        try:
+            os.mkdir(name, 0o755, dir_fd=parentFD)
+        except FileExistsError:
+            pass  # raced with another upload; open it next round
+        except FileNotFoundError:
+            raise folderRemoved(f"the folder that holds {name!r} was removed") from None
+        else:
+            if durable:
+                os.fsync(parentFD)
+    raise folderRemoved(f"{name!r} vanished three times as it was made")
+
+
+def folderRemoved(detail: str) -> StorageUnavailable:
+    """
+    Someone removed a folder of the destination's path while the upload was
+    being moved into place: the staged upload is intact, and a later try
+    (which makes the folders again) may work.
+    """
+    return StorageUnavailable(
+        "folder-removed", "a folder of the path was removed while the upload was completed",
+        detail, retryAfter=1,
+    )
 
 
 def _refuse(parentFD: int, name: str, error: OSError) -> None:
