@@ -11,6 +11,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.errors import Busy
@@ -178,3 +179,33 @@ class CheckTakeoversTests(SynchronousTestCase):
         store = FileStore(root, fsync=False)
         self.addCleanup(store.close)
         self.assertIsNone(UploadApp(store, ImmediateRunner()).checkTakeovers())
+
+
+class LookFailureTests(SynchronousTestCase):
+    def test_storageFaultLoggedOnce(self) -> None:
+        """
+        While the root is missing, the twice-a-second look logs one line,
+        not a traceback each time; once it works again, a new fault is
+        logged again.
+        """
+        base = os.path.abspath(self.mktemp())
+        root = os.path.join(base, "root")
+        store = FileStore(root, fsync=False)
+        self.addCleanup(store.close)
+        app = UploadApp(store, ImmediateRunner())
+        app._staging["p-x"] = SimpleNamespace(lock=None)  # type: ignore[assignment]
+        logged: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        os.rename(root, root + ".away")
+        for _ in range(5):
+            app.checkTakeovers()
+        errors = [e for e in logged if "looking for takeovers" in str(e.get("log_format"))]
+        self.assertEqual(len(errors), 1)
+        self.assertNotIn("log_failure", errors[0])
+        os.rename(root + ".away", root)
+        app.checkTakeovers()
+        os.rename(root, root + ".away")
+        app.checkTakeovers()
+        errors = [e for e in logged if "looking for takeovers" in str(e.get("log_format"))]
+        self.assertEqual(len(errors), 2)

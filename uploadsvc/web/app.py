@@ -156,6 +156,9 @@ class UploadApp:
         self.config = config
         self.writers = writers if writers is not None else WriterRegistry()
         self._staging: dict[str, StagedFile] = {}
+        #: The code of the storage fault that the last look for takeovers
+        #: met (logged once), or L{None}.
+        self._lookFailing: str | None = None
         #: Totals told by the headers of requests that hold an upload here
         #: but whose staged file is not open yet (see L{_writerTotal}).
         self._announced: dict[str, int] = {}
@@ -192,8 +195,26 @@ class UploadApp:
                     self.writers.interrupt(key)
 
         d = self.runner.run(self.store.pendingTakeovers).addCallback(interrupt)
+        d.addCallback(lambda _: setattr(self, "_lookFailing", None))
         # A failed look must not stop the timer that calls this.
-        return d.addErrback(lambda f: log.failure("looking for takeovers", f))
+        return d.addErrback(self._lookFailed)
+
+    def _lookFailed(self, failure: Failure) -> None:
+        """
+        Log a failed look for takeovers once per cause, not twice a second:
+        a storage fault (the root removed) lasts as long as it lasts, and
+        every request reports it anyway.
+        """
+        if not failure.check(UploadError):
+            log.failure("looking for takeovers", failure)
+            return
+        cause = failure.value.code
+        if cause != self._lookFailing:
+            self._lookFailing = cause
+            log.error(
+                "looking for takeovers: {error} (logged once until it changes)",
+                error=getattr(failure.value, "detail", failure.value.reason),
+            )
 
     def recoverStaged(self) -> Deferred:
         """
