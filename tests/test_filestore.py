@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import zlib
 import stat
 from typing import Any
@@ -1262,6 +1263,24 @@ class RecoverTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.store.recover(False), [("r/full.bin", "completed")])
         self.assertEqual(self.readFile(self.root, "r", "full.bin"), data)
         self.assertEqual(self.uploadsEntries(), [])
+
+    def test_oldTempFilesRemoved(self) -> None:
+        """
+        Metadata temp files that a killed process left are removed at start
+        once they are an hour old; a fresh one (a writer of another process
+        may be about to rename it) and other files stay.
+        """
+        path = self.stageFull("r/t.bin", b"abc", None)
+        folder = self.shardDir(path)
+        key = FileStore.keyFor(path)
+        old, fresh = f"{key}.json.0011223344556677.tmp", f"{key}.json.8899aabbccddeeff.tmp"
+        for name in (old, fresh):
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(b"{")
+        hourAgo = time.time() - 3700
+        os.utime(os.path.join(folder, old), (hourAgo, hourAgo))
+        self.store.recover(False)
+        self.assertEqual(sorted(os.listdir(folder)), sorted([key + ".data", fresh]))
 
     def test_oneFailureRecoversTheRest(self) -> None:
         """

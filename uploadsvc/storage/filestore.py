@@ -923,6 +923,7 @@ class FileStore:
                 continue
             try:
                 names = sorted(os.listdir(folder))
+                _removeOldTemps(folder, names, time.time() - TEMP_AGE)
             finally:
                 os.close(folder)
             for name in names:
@@ -1075,6 +1076,27 @@ def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
         for h in hashers.values():
             h.update(chunk)
     return {alg: h.digest() for alg, h in hashers.items()}
+
+
+#: Seconds after which a metadata temp file is taken for one that a killed
+#: process left (a live writer renames its own within milliseconds).
+TEMP_AGE = 3600.0
+
+
+def _removeOldTemps(folderFD: int, names: list[str], before: float) -> None:
+    """
+    Remove the metadata temp files (C{<key>.json.<hex>.tmp}) in a staging
+    folder that were last changed before C{before}: left by a process
+    killed while it wrote one, they would otherwise stay for ever.
+    """
+    for name in names:
+        if not (name.endswith(".tmp") and ".json." in name):
+            continue
+        try:
+            if os.lstat(name, dir_fd=folderFD).st_mtime < before:
+                statedir.unlinkFile(folderFD, name, name)
+        except (OSError, UploadError):
+            pass  # gone already, or not ours to remove: left as it is
 
 
 def _heldElsewhere(key: str, where: str) -> Busy:
