@@ -680,6 +680,21 @@ class AppAnswerTests(StubRequests, _Planted, SynchronousTestCase):
         response, _ = self.request("PUT", "/fd.bin", b"def", Content_Range="bytes 3-5/6")
         self.assertEqual(response.code, 201)
 
+    def test_totalBelowOffsetIgnored(self) -> None:
+        """
+        Metadata whose total is below the bytes staged cannot be right: HEAD
+        reports the offset without that total, and the upload can go on.
+        """
+        response, _ = self.request("PUT", "/t.bin", b"0123456789", Content_Range="bytes 0-9/20")
+        self.assertEqual(response.code, 204)
+        with open(self.infoFile(parseRelativePath("t.bin")), "w") as f:
+            json.dump({"path": "t.bin", "total": 5}, f)
+        response, _ = self.request("HEAD", "/t.bin")
+        self.assertEqual(self.header(response, "Upload-Offset"), "10")
+        self.assertIsNone(self.header(response, "Upload-Length"))
+        response, _ = self.request("PUT", "/t.bin", b"abcdefghij", Content_Range="bytes 10-19/20")
+        self.assertEqual(response.code, 201)
+
     def test_misshapenInfoNoPermanent500(self) -> None:
         """
         A C{.json} that is JSON but not of the shape the server writes (a

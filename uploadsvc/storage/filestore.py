@@ -439,9 +439,16 @@ class FileStore:
                 os.fsync(fd)  # everything up to the size read above is durable
         finally:
             os.close(fd)
+        total = info.get("total")
+        if total is not None and total < offset:
+            # Metadata that cannot be right (a hand edit, a restored backup):
+            # the bytes on disk win, and the total is learnt again.
+            log.warn("ignoring the total {total} of {where}, below its {offset} bytes",
+                     total=total, where=self._where(key, ".json"), offset=offset)
+            total = None
         return Stored(
             offset=offset,
-            total=info.get("total"),
+            total=total,
             incomplete=True,
             digests=dict(info.get("digests", {})),
             completeSize=completeSize,
