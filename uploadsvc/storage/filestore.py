@@ -621,6 +621,24 @@ class FileStore:
         finally:
             state.dropMarker(key)
 
+    def askTakeover(self, key: str) -> None:
+        """
+        Ask whoever holds C{key}'s writer lock, in any process, to let go
+        (see L{pendingTakeovers}): for a writer that waits between tries of
+        C{begin(..., wait=False)}, and makes it again at each try, since the
+        holder may have just cleared it.
+        """
+        self._fresh()
+        self._stateDir.touchMarker(key)
+
+    def dropTakeover(self, key: str) -> None:
+        """
+        Withdraw the request of L{askTakeover} (a waiter that gives up).
+        Taking the lock withdraws it too.
+        """
+        self._fresh()
+        self._stateDir.dropMarker(key)
+
     @contextmanager
     def _stateLock(self, key: str) -> Iterator[None]:
         """
@@ -786,10 +804,12 @@ class FileStore:
         os.ftruncate(staged.fd, offset)
         staged.offset = offset
 
-    def cancel(self, path: UploadPath) -> bool:
+    def cancel(self, path: UploadPath, wait: bool = True) -> bool:
         """
         Discard the incomplete upload of C{path}; whether there was one.
         Takes the upload's lock (C{Busy} if another process keeps it).
+
+        @param wait: as for L{begin}.
         """
         key = self.keyFor(path)
         self._fresh()
@@ -797,7 +817,7 @@ class FileStore:
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             os.close(parentFD)
-        lock = self._lock(key)
+        lock = self._lock(key, wait)
         try:
             with self._stateLock(key):
                 return self._discard(key)
