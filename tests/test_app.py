@@ -14,14 +14,20 @@ import os
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 
+from uploadsvc.errors import BadRequest
 from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.testing.staging import stageFully
-from uploadsvc.web.app import Config, UploadApp
+from uploadsvc.web.app import Config, UploadApp, _shield
+from uploadsvc.web.receiver import Outcome, UploadReceiver
 from tests.support.stubapp import StubRequests
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
@@ -427,3 +433,100 @@ class StateTests(SynchronousTestCase):
         r, _ = self.request("PUT", "/full/g.bin", Content_Range=f"bytes */{len(BODY)}")
         self.assertEqual(r.code, 204)
         self.assertEqual(self.store.pendingTakeovers(), [])
+
+
+class _Producer:
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.onFailure: Any = None
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+
+class ReceiverTests(SynchronousTestCase):
+    """
+    How an L{UploadReceiver}'s body ends: an L{Outcome}, or an error
+    through the errback.
+    """
+
+    def receiver(self, skip: int = 0, take: int | None = None) -> tuple[UploadReceiver, _Sink, _Producer]:
+        sink, producer = _Sink(), _Producer()
+        receiver = UploadReceiver(
+            lambda _: sink, skip, take, lambda: BadRequest("body-too-long", "too long")  # type: ignore[arg-type,return-value]
+        )
+        receiver.makeConnection(producer)  # type: ignore[arg-type]
+        return receiver, sink, producer
+
+    def test_complete(self) -> None:
+        """A whole body ends with Outcome.COMPLETE, its bytes after the skipped ones written."""
+        receiver, sink, _ = self.receiver(skip=2)
+        receiver.dataReceived(b"abcdef")
+        receiver.connectionLost(Failure(ResponseDone()))
+        self.assertIs(self.successResultOf(receiver.ended), Outcome.COMPLETE)
+        self.assertEqual(sink.written, [b"cdef"])
+
+    def test_lost(self) -> None:
+        """A connection that goes first ends with Outcome.LOST."""
+        receiver, _, _ = self.receiver()
+        receiver.connectionLost(Failure(ConnectionDone()))
+        self.assertIs(self.successResultOf(receiver.ended), Outcome.LOST)
+
+    def test_overflowErrback(self) -> None:
+        """
+        A body longer than allowed fails C{ended} with the refusal, after
+        the bytes within the limit, and stops reading.
+        """
+        receiver, sink, producer = self.receiver(take=3)
+        receiver.dataReceived(b"abcdef")
+        error = self.failureResultOf(receiver.ended, BadRequest).value
+        self.assertEqual(error.code, "body-too-long")
+        self.assertEqual(sink.written, [b"abc"])
+        self.assertTrue(producer.paused)
+        receiver.connectionLost(Failure(ResponseDone()))  # ends nothing twice
+
+    def test_sinkFailureErrback(self) -> None:
+        """A failed write fails C{ended} with the sink's error and stops reading."""
+        receiver, sink, producer = self.receiver()
+        sink.onFailure(Failure(OSError(28, "No space left on device")))
+        self.failureResultOf(receiver.ended, OSError)
+        self.assertTrue(producer.paused)
+
+
+class ShieldTests(SynchronousTestCase):
+    """
+    A handler's storage work runs to its end after Klein cancels the
+    request's Deferred.
+    """
+
+    def test_lateFailureLogged(self) -> None:
+        """A failure after the client went away is logged, not swallowed."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        work.errback(RuntimeError("the disk failed after the client left"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_lateCancelNotLogged(self) -> None:
+        """A late cancellation is no news: nothing is logged."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        work.errback(CancelledError())
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_resultForwarded(self) -> None:
+        """Without a cancel, the work's result is the answer."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        work.callback(b"done")
+        self.assertEqual(self.successResultOf(answer), b"done")
