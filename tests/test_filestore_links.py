@@ -346,7 +346,7 @@ class MetadataTests(_Planted, SynchronousTestCase):
         path = parseRelativePath("f.bin")
         self.openUpload(path, total=10).syncAndClose()
         key = FileStore.keyFor(path)
-        realReplace = os.replace
+        realReplace = self.store.system.replace
         nested: list[str] = []
 
         def interleaved(src: str, dst: str, *a: Any, **kw: Any) -> None:
@@ -355,8 +355,9 @@ class MetadataTests(_Planted, SynchronousTestCase):
                 self.store._writeInfo(key, {"path": "f.bin", "total": 10, "writer": 2})
             realReplace(src, dst, *a, **kw)
 
-        self.patch(os, "replace", interleaved)
+        self.patch(self.store.system, "replace", interleaved)
         self.store._writeInfo(key, {"path": "f.bin", "total": 10, "writer": 1})
+        self.assertEqual(len(nested), 1)  # the second writer did run in between
         self.assertEqual(self.readInfo(path)["writer"], 1)
         self.assertEqual(self.uploadsEntries(), [key + ".data", key + ".json"])
 

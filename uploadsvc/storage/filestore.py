@@ -64,6 +64,7 @@ from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent, openRoot
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
+from uploadsvc.storage.syscalls import SystemCalls
 
 __all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
 
@@ -147,7 +148,7 @@ class StagedFile:
         durable offset.
         """
         if self.store.fsync:
-            os.fsync(self.fd)
+            self.store.system.fsync(self.fd)
         self.store._checkAlive(self)
         if self.infoDirty:
             with self.store._stateLock(self.key):
@@ -190,6 +191,7 @@ class FileStore:
 
     @ivar fsync: when false, nothing is fsync'd (faster, not crash-safe).
     @ivar lockWait: seconds to wait for another process's writer to let go.
+    @ivar system: makes the fsyncs and renames that durability rests on.
     """
 
     def __init__(
@@ -198,10 +200,13 @@ class FileStore:
         fsync: bool = True,
         lockWait: float = 5.0,
         throttle: WriteThrottle | None = None,
+        system: SystemCalls | None = None,
     ) -> None:
         """
         @param throttle: slows every write down (benchmarks only).
+        @param system: the system calls (a store's own by default).
         """
+        self.system = system if system is not None else SystemCalls()
         self.root = os.path.abspath(root)
         self.fsync = fsync
         self.lockWait = lockWait
@@ -222,7 +227,7 @@ class FileStore:
         """
         rootFD = openRoot(self.root)
         try:
-            state = StateDir(rootFD)
+            state = StateDir(rootFD, self.system)
             try:
                 locks = RegionLocks(state.lockPath(os.path.join(self._state, "lock")))
             except BaseException:
@@ -420,7 +425,7 @@ class FileStore:
                     self._syncFolder(key)
             offset = os.fstat(fd).st_size
             if self.fsync and durable:
-                os.fsync(fd)  # everything up to the size read above is durable
+                self.system.fsync(fd)  # everything up to the size read above is durable
         finally:
             os.close(fd)
         return Stored(
@@ -576,7 +581,7 @@ class FileStore:
         folder = self._stateDir.shard(self._shardName(key), True, self.fsync)
         assert folder is not None
         try:
-            statedir.writeJSON(folder, key + ".json", info, self.fsync)
+            statedir.writeJSON(folder, key + ".json", info, self.fsync, self.system)
         finally:
             os.close(folder)
 
@@ -585,7 +590,7 @@ class FileStore:
         if fd is None:
             return
         try:
-            fsyncFolder(fd)
+            fsyncFolder(fd, self.system)
         finally:
             os.close(fd)
 
@@ -736,11 +741,12 @@ class FileStore:
         """
         try:
             if self.fsync:
-                os.fsync(staged.fd)
+                self.system.fsync(staged.fd)
             self._fresh()
             self._checkAlive(staged)
             parentFD = openParent(
-                self._rootFD, path.components[:-1], create=True, durable=self.fsync
+                self._rootFD, path.components[:-1], create=True, durable=self.fsync,
+                system=self.system,
             )
             assert parentFD is not None
             try:
@@ -755,7 +761,7 @@ class FileStore:
                 with self._stateLock(staged.key):
                     self._moveStaged(staged, parentFD, name)
                     if self.fsync:
-                        fsyncFolder(parentFD)
+                        fsyncFolder(parentFD, self.system)
                     # Not fsync'd: metadata that comes back after a power loss
                     # without its data file reads as nothing there. (Removed
                     # even when this request wrote none: a query may have.)
@@ -867,7 +873,7 @@ class FileStore:
             except IsADirectoryError:
                 raise Conflict("is-folder", f"{path.relative!r} is a folder")
             if self.fsync:
-                fsyncFolder(parentFD)
+                fsyncFolder(parentFD, self.system)
             return True
         finally:
             os.close(parentFD)

@@ -15,6 +15,7 @@ import stat
 from typing import Sequence
 
 from uploadsvc.errors import Conflict, Forbidden
+from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -28,7 +29,11 @@ def openRoot(root: str) -> int:
 
 
 def openParent(
-    rootFD: int, folders: Sequence[str], create: bool, durable: bool = False
+    rootFD: int,
+    folders: Sequence[str],
+    create: bool,
+    durable: bool = False,
+    system: SystemCalls = SYSTEM,
 ) -> int | None:
     """
     Open the folder that will hold a file, relative to C{rootFD}.
@@ -37,6 +42,7 @@ def openParent(
     @param create: make missing folders (mode 0o755).
     @param durable: fsync each folder that gets a new folder, so that the
         path to a completed file survives a power loss.
+    @param system: makes the fsyncs.
     @return: a descriptor the caller closes, or L{None} when a folder is
         missing and C{create} is false.
     @raise Forbidden: a component is a symbolic link.
@@ -57,7 +63,7 @@ def openParent(
                     pass  # raced with another upload; open it below
                 else:
                     if durable:
-                        os.fsync(fd)
+                        system.fsync(fd)
                 nextFD = _openFolder(fd, name)
             except OSError as e:
                 _refuse(fd, name, e)
@@ -96,8 +102,8 @@ def lstatAt(parentFD: int, name: str) -> os.stat_result | None:
         return None
 
 
-def fsyncFolder(fd: int) -> None:
+def fsyncFolder(fd: int, system: SystemCalls = SYSTEM) -> None:
     """
     Make a rename or unlink in the folder C{fd} durable.
     """
-    os.fsync(fd)
+    system.fsync(fd)
