@@ -235,7 +235,9 @@ class UploadApp:
     # a 500 here, and would come before the credentials check).
     @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
-        _, credentials = _attempt(self.auth.check, request) if self.auth else (None, None)
+        _, credentials = (
+            _attempt(self.auth.check, request) if self.auth is not None else (None, None)
+        )
         path, pathError = _attempt(self._path, request)
         refusal = firstRefusal(
             Facts(credentials=credentials, path=pathError, method=request.method)
