@@ -252,6 +252,31 @@ class AppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(r.code, 404)
         self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
 
+    def test_refusalOrderAcrossStages(self) -> None:
+        """
+        Refusals found at different stages (headers, disk, the decision
+        under the lock) still come in docs/protocol.md's order: 413 before
+        403, 403 before 507 and 503, 507 before 503, 503 before 400 and 409.
+        """
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        os.symlink(outside, os.path.join(self.root, "link"))
+        self.request("PUT", "/done", BODY)
+        self.build(Config(maxUploadSize=1_000_000, maxUploads=1, minFreeBytes=1))
+        self.app.writers.acquire("someone-else", lambda: None)
+        cases = [
+            ("/link/x", {"Content_Range": "bytes 0-9/2000000"}, 413),
+            ("/link/x", {"Content_Range": "bytes 0-9/oops"}, 403),
+            ("/x", {"Content_Range": "bytes 0-9/oops"}, 503),
+            ("/done", {"Content_Range": "bytes 0-9/99"}, 503),
+        ]
+        for path, headers, code in cases:
+            with self.subTest(path=path, headers=headers):
+                self.assertEqual(self.request("PUT", path, BODY[:10], **headers)[0].code, code)
+        self.patch(self.store, "freeBytes", lambda: 0)
+        self.assertEqual(self.request("PUT", "/x", BODY[:10])[0].code, 507)
+        self.assertEqual(self.request("PUT", "/link/x", BODY[:10])[0].code, 403)
+
     def test_unknownMethod(self) -> None:
         """A method no route names is 405 with Allow, not an internal error."""
         r, _ = self.request("BREW", "/x")
