@@ -14,14 +14,20 @@ import os
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 
+from uploadsvc.errors import BadRequest
 from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.testing.staging import stageFully
-from uploadsvc.web.app import Config, UploadApp
+from uploadsvc.web.app import Config, UploadApp, _shield
+from uploadsvc.web.receiver import Outcome, UploadReceiver
 from tests.support.stubapp import StubRequests
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
@@ -246,6 +252,31 @@ class AppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(r.code, 404)
         self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
 
+    def test_refusalOrderAcrossStages(self) -> None:
+        """
+        Refusals found at different stages (headers, disk, the decision
+        under the lock) still come in docs/protocol.md's order: 413 before
+        403, 403 before 507 and 503, 507 before 503, 503 before 400 and 409.
+        """
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        os.symlink(outside, os.path.join(self.root, "link"))
+        self.request("PUT", "/done", BODY)
+        self.build(Config(maxUploadSize=1_000_000, maxUploads=1, minFreeBytes=1))
+        self.app.writers.acquire("someone-else", lambda: None)
+        cases = [
+            ("/link/x", {"Content_Range": "bytes 0-9/2000000"}, 413),
+            ("/link/x", {"Content_Range": "bytes 0-9/oops"}, 403),
+            ("/x", {"Content_Range": "bytes 0-9/oops"}, 503),
+            ("/done", {"Content_Range": "bytes 0-9/99"}, 503),
+        ]
+        for path, headers, code in cases:
+            with self.subTest(path=path, headers=headers):
+                self.assertEqual(self.request("PUT", path, BODY[:10], **headers)[0].code, code)
+        self.patch(self.store, "freeBytes", lambda: 0)
+        self.assertEqual(self.request("PUT", "/x", BODY[:10])[0].code, 507)
+        self.assertEqual(self.request("PUT", "/link/x", BODY[:10])[0].code, 403)
+
     def test_unknownMethod(self) -> None:
         """A method no route names is 405 with Allow, not an internal error."""
         r, _ = self.request("BREW", "/x")
@@ -427,3 +458,100 @@ class StateTests(SynchronousTestCase):
         r, _ = self.request("PUT", "/full/g.bin", Content_Range=f"bytes */{len(BODY)}")
         self.assertEqual(r.code, 204)
         self.assertEqual(self.store.pendingTakeovers(), [])
+
+
+class _Producer:
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.onFailure: Any = None
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+
+class ReceiverTests(SynchronousTestCase):
+    """
+    How an L{UploadReceiver}'s body ends: an L{Outcome}, or an error
+    through the errback.
+    """
+
+    def receiver(self, skip: int = 0, take: int | None = None) -> tuple[UploadReceiver, _Sink, _Producer]:
+        sink, producer = _Sink(), _Producer()
+        receiver = UploadReceiver(
+            lambda _: sink, skip, take, lambda: BadRequest("body-too-long", "too long")  # type: ignore[arg-type,return-value]
+        )
+        receiver.makeConnection(producer)  # type: ignore[arg-type]
+        return receiver, sink, producer
+
+    def test_complete(self) -> None:
+        """A whole body ends with Outcome.COMPLETE, its bytes after the skipped ones written."""
+        receiver, sink, _ = self.receiver(skip=2)
+        receiver.dataReceived(b"abcdef")
+        receiver.connectionLost(Failure(ResponseDone()))
+        self.assertIs(self.successResultOf(receiver.ended), Outcome.COMPLETE)
+        self.assertEqual(sink.written, [b"cdef"])
+
+    def test_lost(self) -> None:
+        """A connection that goes first ends with Outcome.LOST."""
+        receiver, _, _ = self.receiver()
+        receiver.connectionLost(Failure(ConnectionDone()))
+        self.assertIs(self.successResultOf(receiver.ended), Outcome.LOST)
+
+    def test_overflowErrback(self) -> None:
+        """
+        A body longer than allowed fails C{ended} with the refusal, after
+        the bytes within the limit, and stops reading.
+        """
+        receiver, sink, producer = self.receiver(take=3)
+        receiver.dataReceived(b"abcdef")
+        error = self.failureResultOf(receiver.ended, BadRequest).value
+        self.assertEqual(error.code, "body-too-long")
+        self.assertEqual(sink.written, [b"abc"])
+        self.assertTrue(producer.paused)
+        receiver.connectionLost(Failure(ResponseDone()))  # ends nothing twice
+
+    def test_sinkFailureErrback(self) -> None:
+        """A failed write fails C{ended} with the sink's error and stops reading."""
+        receiver, sink, producer = self.receiver()
+        sink.onFailure(Failure(OSError(28, "No space left on device")))
+        self.failureResultOf(receiver.ended, OSError)
+        self.assertTrue(producer.paused)
+
+
+class ShieldTests(SynchronousTestCase):
+    """
+    A handler's storage work runs to its end after Klein cancels the
+    request's Deferred.
+    """
+
+    def test_lateFailureLogged(self) -> None:
+        """A failure after the client went away is logged, not swallowed."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        work.errback(RuntimeError("the disk failed after the client left"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_lateCancelNotLogged(self) -> None:
+        """A late cancellation is no news: nothing is logged."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        work.errback(CancelledError())
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_resultForwarded(self) -> None:
+        """Without a cancel, the work's result is the answer."""
+        work: Deferred = Deferred()
+        answer = _shield(work)
+        work.callback(b"done")
+        self.assertEqual(self.successResultOf(answer), b"done")

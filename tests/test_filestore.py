@@ -543,7 +543,7 @@ class CompleteTests(FileStoreTestsMixin, SynchronousTestCase):
         holding new folders are fsync'd as well as the file's folder.
         """
         synced: set[int] = set()
-        realFsync = os.fsync
+        realFsync = self.store.system.fsync
 
         def recordingFsync(fd: int) -> None:
             st = os.fstat(fd)
@@ -553,7 +553,7 @@ class CompleteTests(FileStoreTestsMixin, SynchronousTestCase):
 
         path = parseRelativePath("n1/n2/f.bin")
         staged = self.stage(path, b"durable")
-        self.patch(os, "fsync", recordingFsync)
+        self.patch(self.store.system, "fsync", recordingFsync)
         self.store.complete(path, staged, False)
         folders = ["", "n1", "n1/n2"]
         unsynced = [
@@ -748,13 +748,13 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         in place) while calling through.
         """
         replaced: list[str] = []
-        realReplace = os.replace
+        realReplace = self.store.system.replace
 
         def recordingReplace(src: str, dst: str, *a: Any, **kw: Any) -> None:
             replaced.append(os.path.basename(dst))
             realReplace(src, dst, *a, **kw)
 
-        self.patch(os, "replace", recordingReplace)
+        self.patch(self.store.system, "replace", recordingReplace)
         return replaced
 
     def test_freshCompleteWritesNoInfo(self) -> None:
@@ -781,13 +781,13 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         sync with nothing new does not rewrite it.
         """
         synced: set[int] = set()
-        realFsync = os.fsync
+        realFsync = self.store.system.fsync
 
         def recordingFsync(fd: int) -> None:
             synced.add(os.fstat(fd).st_ino)
             realFsync(fd)
 
-        self.patch(os, "fsync", recordingFsync)
+        self.patch(self.store.system, "fsync", recordingFsync)
         replaced = self.recordReplaces()
         path = parseRelativePath("d/inc.bin")
         staged = self.openUpload(path, total=10)
@@ -891,13 +891,13 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"abc"])
         staged.close()
         synced: set[int] = set()
-        realFsync = os.fsync
+        realFsync = self.store.system.fsync
 
         def recordingFsync(fd: int) -> None:
             synced.add(os.fstat(fd).st_ino)
             realFsync(fd)
 
-        self.patch(os, "fsync", recordingFsync)
+        self.patch(self.store.system, "fsync", recordingFsync)
         self.assertEqual(self.store.inspect(path, durable=True).offset, 3)
         missing = [
             name for name, p in [

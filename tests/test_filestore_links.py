@@ -360,7 +360,7 @@ class MetadataTests(_Planted, SynchronousTestCase):
         path = parseRelativePath("f.bin")
         self.openUpload(path, total=10).syncAndClose()
         key = FileStore.keyFor(path)
-        realReplace = os.replace
+        realReplace = self.store.system.replace
         nested: list[str] = []
 
         def interleaved(src: str, dst: str, *a: Any, **kw: Any) -> None:
@@ -369,8 +369,9 @@ class MetadataTests(_Planted, SynchronousTestCase):
                 self.store._writeInfo(key, {"path": "f.bin", "total": 10, "writer": 2})
             realReplace(src, dst, *a, **kw)
 
-        self.patch(os, "replace", interleaved)
+        self.patch(self.store.system, "replace", interleaved)
         self.store._writeInfo(key, {"path": "f.bin", "total": 10, "writer": 1})
+        self.assertEqual(len(nested), 1)  # the second writer did run in between
         self.assertEqual(self.readInfo(path)["writer"], 1)
         self.assertEqual(self.uploadsEntries(), [key + ".data", key + ".json"])
 
@@ -843,8 +844,8 @@ class DestinationFolderTests(StubRequests, _Planted, SynchronousTestCase):
         real = filestore.openParent
         removed: list[str] = []
 
-        def openThenRemove(rootFD: int, folders: Any, create: bool, durable: bool = False) -> Any:
-            fd = real(rootFD, folders, create, durable)
+        def openThenRemove(rootFD: int, folders: Any, create: bool, *a: Any, **kw: Any) -> Any:
+            fd = real(rootFD, folders, create, *a, **kw)
             if create and not removed:
                 removed.append("/".join(folders))
                 os.rmdir(os.path.join(self.root, *folders))

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from uploadsvc.errors import UnsafeState
 from uploadsvc.storage import statedir
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
+from uploadsvc.storage.syscalls import SystemCalls
 
 #: The uid and gid of another user (Debian's nobody).
 NOBODY = 65534
@@ -339,18 +340,19 @@ class JSONTests(StateDirTestsMixin, SynchronousTestCase):
         temp file: both succeed and the file is whole, whichever renamed
         last.
         """
-        realReplace = os.replace
         nested: list[str] = []
+        dirFD = self.dirFD
 
-        def interleaved(src: str, dst: str, **kw: Any) -> None:
-            # The first writer is about to rename; a second one runs whole.
-            if not nested:
-                nested.append(src)
-                statedir.writeJSON(self.dirFD, "k.json", {"writer": 2}, fsync=False)
-            realReplace(src, dst, **kw)
+        class Interleaved(SystemCalls):
+            def replace(self, src: str, dst: str, **kw: Any) -> None:
+                # The first writer is about to rename; a second one runs whole.
+                if not nested:
+                    nested.append(src)
+                    statedir.writeJSON(dirFD, "k.json", {"writer": 2}, fsync=False)
+                super().replace(src, dst, **kw)
 
-        self.patch(os, "replace", interleaved)
-        statedir.writeJSON(self.dirFD, "k.json", {"writer": 1}, fsync=False)
+        statedir.writeJSON(self.dirFD, "k.json", {"writer": 1}, False, Interleaved())
+        self.assertEqual(len(nested), 1)  # the second writer did run in between
         self.assertEqual(statedir.readJSON(self.dirFD, "k.json", "k"), {"writer": 1})
         self.assertEqual(os.listdir(self.root), ["k.json"])
 
@@ -361,11 +363,13 @@ class JSONTests(StateDirTestsMixin, SynchronousTestCase):
         """
         statedir.writeJSON(self.dirFD, "k.json", {"old": True}, fsync=False)
 
-        def failing(src: str, dst: str, **kw: Any) -> None:
-            raise OSError(28, "No space left on device")
+        class Failing(SystemCalls):
+            def replace(self, src: str, dst: str, **kw: Any) -> None:
+                raise OSError(28, "No space left on device")
 
-        self.patch(os, "replace", failing)
-        self.assertRaises(OSError, statedir.writeJSON, self.dirFD, "k.json", {"new": 1}, False)
+        self.assertRaises(
+            OSError, statedir.writeJSON, self.dirFD, "k.json", {"new": 1}, False, Failing()
+        )
         self.assertEqual(os.listdir(self.root), ["k.json"])
         self.assertEqual(statedir.readJSON(self.dirFD, "k.json", "k"), {"old": True})
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 from types import SimpleNamespace
+from typing import Any
 
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,7 +21,8 @@ from uploadsvc.protocol.decisions import planWrite
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
-from uploadsvc.web.app import UploadApp
+from uploadsvc.web.app import LOCK_RETRY, Config, UploadApp
+from tests.support.stubapp import StubRequests
 
 decide = functools.partial(planWrite, contentRange=None, contentLength=None, allowOverwrite=False)
 
@@ -33,57 +36,6 @@ class MarkerTests(SynchronousTestCase):
         self.addCleanup(self.waiter.close)
         self.path = parseRelativePath("m.bin")
         self.key = FileStore.keyFor(self.path)
-
-    def waiterAsks(self) -> tuple[threading.Thread, list[object]]:
-        """
-        Start the waiter's C{begin} in a thread and return once its
-        takeover marker reaches the holder (the thread, and where its
-        result goes).
-        """
-        result: list[object] = []
-        thread = threading.Thread(
-            target=lambda: result.append(self.waiter.begin(self.path, decide, {}, None))
-        )
-        thread.start()
-        for _ in range(200):
-            if self.holder.pendingTakeovers():
-                break
-            threading.Event().wait(0.01)
-        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
-        return thread, result
-
-    def test_blockedWriterAsks(self) -> None:
-        """A writer blocked by another store's lock leaves a marker, which goes once it gets the lock."""
-        _, _, staged = self.holder.begin(self.path, decide, {}, None)
-        thread, result = self.waiterAsks()
-        staged.close()  # the holder lets go
-        thread.join(10)
-        self.assertEqual(len(result), 1)
-        result[0][2].close()  # type: ignore[index]
-        self.assertEqual(self.holder.pendingTakeovers(), [])
-
-    def test_givingUpClearsMarker(self) -> None:
-        """A writer that times out gets Busy (503) and leaves no marker behind."""
-        self.waiter.lockWait = 0.2
-        _, _, staged = self.holder.begin(self.path, decide, {}, None)
-        self.addCleanup(staged.close)
-        error = self.assertRaises(Busy, self.waiter.begin, self.path, decide, {}, None)
-        self.assertEqual(error.status, 503)
-        self.assertEqual(self.holder.pendingTakeovers(), [])
-
-    def test_takeoverFolderRemoved(self) -> None:
-        """
-        A takeover folder removed while both run (a clean-up of empty
-        folders) is made again: the waiter's marker still reaches the
-        holder, and nobody answers 500.
-        """
-        _, _, staged = self.holder.begin(self.path, decide, {}, None)
-        os.rmdir(os.path.join(self.root, ".uploadsvc", "takeover"))
-        thread, result = self.waiterAsks()
-        staged.close()
-        thread.join(10)
-        self.assertEqual(len(result), 1)
-        result[0][2].close()  # type: ignore[index]
 
     def test_lockFileKeptRecent(self) -> None:
         """
@@ -100,6 +52,147 @@ class MarkerTests(SynchronousTestCase):
         open(os.path.join(self.root, ".uploadsvc", "takeover", self.key), "w").close()
         _, _, staged = self.holder.begin(self.path, decide, {}, None)
         staged.close()
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+
+
+class LockWaitTests(StubRequests, SynchronousTestCase):
+    """
+    A request for an upload that another process holds waits for it on the
+    app's clock, between tries in the disk pool that never wait.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.holder = FileStore(self.root, fsync=False)  # another process
+        self.store = FileStore(self.root, fsync=False, lockWait=0.2)
+        self.addCleanup(self.holder.close)
+        self.addCleanup(self.store.close)
+        self.clock = Clock()
+        self.app = UploadApp(self.store, ImmediateRunner(), Config(lockWait=1.0), clock=self.clock)
+        self.treq = StubTreq(self.app.resource())
+        self.path = parseRelativePath("m.bin")
+        self.key = FileStore.keyFor(self.path)
+
+    def recordWaits(self, name: str) -> list[bool]:
+        """
+        Record, for each call of the store's C{name} (C{begin} or
+        C{cancel}), whether it was let wait for the lock in the pool.
+        """
+        waits: list[bool] = []
+        method = getattr(self.store, name)
+
+        def recording(*args: Any) -> Any:
+            waits.append(bool(args[-1]) if len(args) in (2, 5) else True)
+            return method(*args)
+
+        self.patch(self.store, name, recording)
+        return waits
+
+    def hold(self) -> Any:
+        _, _, staged = self.holder.begin(self.path, decide, {}, None)
+        self.addCleanup(staged.close)
+        return staged
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.treq.flush()
+
+    def answer(self, d: Any) -> tuple[Any, bytes]:
+        response = self.successResultOf(d)
+        return response, self.successResultOf(self.treq.content(response))
+
+    def test_waitsOnTheClock(self) -> None:
+        """
+        A write blocked by another process's lock leaves a marker asking it
+        to let go and is not answered (the pool is not held), tries again as
+        the clock moves, and once the holder lets go writes the upload and
+        withdraws the marker.
+        """
+        staged = self.hold()
+        waits = self.recordWaits("begin")
+        d = self.treq.request("PUT", "http://example/m.bin", data=b"data")
+        self.treq.flush()
+        self.assertNoResult(d)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        self.advance(LOCK_RETRY)
+        self.assertNoResult(d)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        staged.close()  # the holder lets go
+        self.assertNoResult(d)
+        self.advance(LOCK_RETRY)
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 201)
+        with open(os.path.join(self.root, "m.bin"), "rb") as f:
+            self.assertEqual(f.read(), b"data")
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+        self.assertEqual(waits, [False, False, False])  # no try waited in the pool
+
+    def test_givesUpAfterLockWait(self) -> None:
+        """
+        A holder that does not let go within the app's lockWait gets the
+        request answered 503 with Retry-After, and the marker withdrawn.
+        """
+        self.hold()
+        d = self.treq.request("PUT", "http://example/m.bin", data=b"data")
+        self.treq.flush()
+        for _ in range(19):
+            self.advance(LOCK_RETRY)
+        self.assertNoResult(d)
+        self.advance(LOCK_RETRY)
+        response, content = self.answer(d)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("Retry-After"), ["1"])
+        self.assertEqual(content, b"the upload is being written by another process\n")
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+        self.assertFalse(os.path.exists(os.path.join(self.root, "m.bin")))
+
+    def test_deleteWaitsOnTheClock(self) -> None:
+        """A cancel of an upload another process writes waits for it on the clock too."""
+        staged = self.hold()
+        waits = self.recordWaits("cancel")
+        d = self.treq.request("DELETE", "http://example/m.bin")
+        self.treq.flush()
+        self.assertNoResult(d)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        staged.close()
+        self.advance(LOCK_RETRY)
+        response, _ = self.answer(d)
+        self.assertEqual(response.code, 204)
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+        self.assertEqual(self.store.inspect(self.path).incomplete, False)
+        self.assertEqual(waits, [False, False])
+
+    def test_takeoverFolderRemoved(self) -> None:
+        """
+        A takeover folder removed while both run (a clean-up of empty
+        folders) is made again: the waiter's marker still reaches the
+        holder, and nobody answers 500.
+        """
+        staged = self.hold()
+        os.rmdir(os.path.join(self.root, ".uploadsvc", "takeover"))
+        d = self.treq.request("PUT", "http://example/m.bin", data=b"data")
+        self.treq.flush()
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        staged.close()
+        self.advance(LOCK_RETRY)
+        self.assertEqual(self.answer(d)[0].code, 201)
+
+    def test_refusedWhileWaitingWithdraws(self) -> None:
+        """
+        A waiter refused for another reason on a later try (here the disk
+        filled up) withdraws its marker: the holder is not ended for it.
+        """
+        self.app = UploadApp(
+            self.store, ImmediateRunner(), Config(lockWait=1.0, minFreeBytes=1), clock=self.clock
+        )
+        self.treq = StubTreq(self.app.resource())
+        self.hold()
+        d = self.treq.request("PUT", "http://example/m.bin", data=b"data")
+        self.treq.flush()
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        self.patch(self.store, "freeBytes", lambda: 0)
+        self.advance(LOCK_RETRY)
+        self.assertEqual(self.answer(d)[0].code, 507)
         self.assertEqual(self.holder.pendingTakeovers(), [])
 
 

@@ -194,3 +194,18 @@ class HashStateTests(SynchronousTestCase):
             registry.hashStates[key] = ("generation", 1, key)
         self.assertEqual(list(registry.hashStates), ["a", "c"])
         self.assertEqual(registry.hashStates.pop("a", None), ("generation", 1, "a"))
+
+    def test_takenByOneWriter(self) -> None:
+        """
+        A kept hash state goes to the next request that writes the upload,
+        and to no other (a hasher is fed by one request at a time); a
+        completed or cancelled upload's is forgotten.
+        """
+        registry = WriterRegistry()
+        registry.keepHashState("a", "generation", 5, "hasher")
+        self.assertEqual(registry.takeHashState("a"), ("generation", 5, "hasher"))
+        self.assertIsNone(registry.takeHashState("a"))
+        registry.keepHashState("a", "generation", 6, "hasher")
+        registry.forgetHashState("a")
+        registry.forgetHashState("a")
+        self.assertIsNone(registry.takeHashState("a"))

@@ -462,7 +462,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     auth = _authenticator(options, reactor)
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
-    app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth)
+    app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor)
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = LimitedSite(
         app.resource(),

@@ -71,6 +71,7 @@ from uploadsvc.storage.safepath import (
     renameNoReplace,
 )
 from uploadsvc.storage.statedir import STATE_DIR, CorruptState, StateDir
+from uploadsvc.storage.syscalls import SystemCalls
 
 __all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
 
@@ -154,7 +155,7 @@ class StagedFile:
         durable offset.
         """
         if self.store.fsync:
-            os.fsync(self.fd)
+            self.store.system.fsync(self.fd)
         self.store._checkAlive(self)
         if self.infoDirty:
             with self.store._stateLock(self.key):
@@ -197,6 +198,7 @@ class FileStore:
 
     @ivar fsync: when false, nothing is fsync'd (faster, not crash-safe).
     @ivar lockWait: seconds to wait for another process's writer to let go.
+    @ivar system: makes the fsyncs and renames that durability rests on.
     """
 
     def __init__(
@@ -205,10 +207,13 @@ class FileStore:
         fsync: bool = True,
         lockWait: float = 5.0,
         throttle: WriteThrottle | None = None,
+        system: SystemCalls | None = None,
     ) -> None:
         """
         @param throttle: slows every write down (benchmarks only).
+        @param system: the system calls (a store's own by default).
         """
+        self.system = system if system is not None else SystemCalls()
         self.root = os.path.abspath(root)
         self.fsync = fsync
         self.lockWait = lockWait
@@ -229,7 +234,7 @@ class FileStore:
         """
         rootFD = openRoot(self.root)
         try:
-            state = StateDir(rootFD)
+            state = StateDir(rootFD, self.system)
             try:
                 locks = RegionLocks(state.lockPath(os.path.join(self._state, "lock")))
             except BaseException:
@@ -436,7 +441,7 @@ class FileStore:
                     self._syncFolder(key)
             offset = os.fstat(fd).st_size
             if self.fsync and durable:
-                os.fsync(fd)  # everything up to the size read above is durable
+                self.system.fsync(fd)  # everything up to the size read above is durable
         finally:
             os.close(fd)
         total = info.get("total")
@@ -602,7 +607,7 @@ class FileStore:
         folder = self._stateDir.shard(self._shardName(key), True, self.fsync)
         assert folder is not None
         try:
-            statedir.writeJSON(folder, key + ".json", info, self.fsync)
+            statedir.writeJSON(folder, key + ".json", info, self.fsync, self.system)
         finally:
             os.close(folder)
 
@@ -611,7 +616,7 @@ class FileStore:
         if fd is None:
             return
         try:
-            fsyncFolder(fd)
+            fsyncFolder(fd, self.system)
         finally:
             os.close(fd)
 
@@ -646,6 +651,24 @@ class FileStore:
                     raise Busy("locked", "the upload is being written by another process")
         finally:
             state.dropMarker(key)
+
+    def askTakeover(self, key: str) -> None:
+        """
+        Ask whoever holds C{key}'s writer lock, in any process, to let go
+        (see L{pendingTakeovers}): for a writer that waits between tries of
+        C{begin(..., wait=False)}, and makes it again at each try, since the
+        holder may have just cleared it.
+        """
+        self._fresh()
+        self._stateDir.touchMarker(key)
+
+    def dropTakeover(self, key: str) -> None:
+        """
+        Withdraw the request of L{askTakeover} (a waiter that gives up).
+        Taking the lock withdraws it too.
+        """
+        self._fresh()
+        self._stateDir.dropMarker(key)
 
     @contextmanager
     def _stateLock(self, key: str) -> Iterator[None]:
@@ -744,11 +767,12 @@ class FileStore:
         """
         try:
             if self.fsync:
-                os.fsync(staged.fd)
+                self.system.fsync(staged.fd)
             self._fresh()
             self._checkAlive(staged)
             parentFD = openParent(
-                self._rootFD, path.components[:-1], create=True, durable=self.fsync
+                self._rootFD, path.components[:-1], create=True, durable=self.fsync,
+                system=self.system,
             )
             assert parentFD is not None
             try:
@@ -768,7 +792,7 @@ class FileStore:
                         # opened for the destination was removed since.
                         raise folderRemoved(f"the folder of {path.relative!r} was removed") from None
                     if self.fsync:
-                        fsyncFolder(parentFD)
+                        fsyncFolder(parentFD, self.system)
                     # Not fsync'd: metadata that comes back after a power loss
                     # without its data file reads as nothing there. (Removed
                     # even when this request wrote none: a query may have.)
@@ -830,10 +854,12 @@ class FileStore:
         os.ftruncate(staged.fd, offset)
         staged.offset = offset
 
-    def cancel(self, path: UploadPath) -> bool:
+    def cancel(self, path: UploadPath, wait: bool = True) -> bool:
         """
         Discard the incomplete upload of C{path}; whether there was one.
         Takes the upload's lock (C{Busy} if another process keeps it).
+
+        @param wait: as for L{begin}.
         """
         key = self.keyFor(path)
         self._fresh()
@@ -841,7 +867,7 @@ class FileStore:
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             os.close(parentFD)
-        lock = self._lock(key)
+        lock = self._lock(key, wait)
         try:
             with self._stateLock(key):
                 return self._discard(key)
@@ -894,7 +920,7 @@ class FileStore:
             except IsADirectoryError:
                 raise Conflict("is-folder", f"{path.relative!r} is a folder")
             if self.fsync:
-                fsyncFolder(parentFD)
+                fsyncFolder(parentFD, self.system)
             return True
         finally:
             os.close(parentFD)

@@ -16,6 +16,7 @@ import stat
 from typing import Any, Sequence
 
 from uploadsvc.errors import Conflict, Forbidden, StorageUnavailable
+from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -29,7 +30,11 @@ def openRoot(root: str) -> int:
 
 
 def openParent(
-    rootFD: int, folders: Sequence[str], create: bool, durable: bool = False
+    rootFD: int,
+    folders: Sequence[str],
+    create: bool,
+    durable: bool = False,
+    system: SystemCalls = SYSTEM,
 ) -> int | None:
     """
     Open the folder that will hold a file, relative to C{rootFD}.
@@ -38,6 +43,7 @@ def openParent(
     @param create: make missing folders (mode 0o755).
     @param durable: fsync each folder that gets a new folder, so that the
         path to a completed file survives a power loss.
+    @param system: makes the fsyncs.
     @return: a descriptor the caller closes, or L{None} when a folder is
         missing and C{create} is false.
     @raise Forbidden: a component is a symbolic link, or a mount point
@@ -51,7 +57,7 @@ def openParent(
     fd = os.dup(rootFD)
     try:
         for name in folders:
-            nextFD = _step(fd, name, create, durable)
+            nextFD = _step(fd, name, create, durable, system)
             if nextFD is None:
                 os.close(fd)
                 return None
@@ -65,7 +71,9 @@ def openParent(
         raise
 
 
-def _step(parentFD: int, name: str, create: bool, durable: bool) -> int | None:
+def _step(
+    parentFD: int, name: str, create: bool, durable: bool, system: SystemCalls = SYSTEM
+) -> int | None:
     """
     Open (or make, then open) the folder C{name} in C{parentFD}; L{None} when
     it is missing and C{create} is false.
@@ -87,7 +95,7 @@ def _step(parentFD: int, name: str, create: bool, durable: bool) -> int | None:
             raise folderRemoved(f"the folder that holds {name!r} was removed") from None
         else:
             if durable:
-                os.fsync(parentFD)
+                system.fsync(parentFD)
     raise folderRemoved(f"{name!r} vanished three times as it was made")
 
 
@@ -160,8 +168,8 @@ def lstatAt(parentFD: int, name: str) -> os.stat_result | None:
         return None
 
 
-def fsyncFolder(fd: int) -> None:
+def fsyncFolder(fd: int, system: SystemCalls = SYSTEM) -> None:
     """
     Make a rename or unlink in the folder C{fd} durable.
     """
-    os.fsync(fd)
+    system.fsync(fd)

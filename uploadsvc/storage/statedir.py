@@ -22,6 +22,7 @@ import stat
 from typing import Any
 
 from uploadsvc.errors import UnsafeState
+from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 STATE_DIR = ".uploadsvc"
 
@@ -50,12 +51,15 @@ class StateDir:
     @ivar lockFD: C{.uploadsvc/lock}, kept open so that L{lockPath} names it.
     """
 
-    def __init__(self, rootFD: int) -> None:
+    def __init__(self, rootFD: int, system: SystemCalls = SYSTEM) -> None:
         """
         Open (making what is missing) the state folder under C{rootFD}.
 
+        @param system: makes the fsyncs.
+
         @raise UnsafeState: one of them is a link or not a folder (or file).
         """
+        self.system = system
         opened: list[int] = []
         try:
             self.fd = _folder(rootFD, STATE_DIR, STATE_DIR, True)
@@ -129,7 +133,7 @@ class StateDir:
             pass  # made by another upload meanwhile
         else:
             if durable:
-                os.fsync(self.uploadsFD)
+                self.system.fsync(self.uploadsFD)
         return _folder(self.uploadsFD, name, f"{STATE_DIR}/uploads/{name}", False)
 
     def touchMarker(self, name: str) -> None:
@@ -265,11 +269,15 @@ def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
     return value
 
 
-def writeJSON(folderFD: int, name: str, value: dict[str, Any], fsync: bool) -> None:
+def writeJSON(
+    folderFD: int, name: str, value: dict[str, Any], fsync: bool, system: SystemCalls = SYSTEM
+) -> None:
     """
     Replace the file C{name} with C{value} as JSON, atomically: a temp file
     of a name of its own (so that two writers never share one), fsync,
     rename, folder fsync.
+
+    @param system: makes the fsyncs and the rename.
     """
     data = json.dumps(value).encode("utf-8")
     tmp = f"{name}.{secrets.token_hex(8)}.tmp"
@@ -283,10 +291,10 @@ def writeJSON(folderFD: int, name: str, value: dict[str, Any], fsync: bool) -> N
             while view:
                 view = view[os.write(fd, view):]
             if fsync:
-                os.fsync(fd)
+                system.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, name, src_dir_fd=folderFD, dst_dir_fd=folderFD)
+        system.replace(tmp, name, src_dir_fd=folderFD, dst_dir_fd=folderFD)
     except BaseException:
         try:
             os.unlink(tmp, dir_fd=folderFD)
@@ -294,7 +302,7 @@ def writeJSON(folderFD: int, name: str, value: dict[str, Any], fsync: bool) -> N
             pass
         raise
     if fsync:
-        os.fsync(folderFD)
+        system.fsync(folderFD)
 
 
 def unlinkFile(folderFD: int, name: str, where: str) -> bool:

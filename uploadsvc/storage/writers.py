@@ -62,13 +62,36 @@ class WriterRegistry:
     @ivar hashStates: upload key to C{(generation, offset, sha256 hasher)}:
         the hash of the first C{offset} bytes of the upload generation named
         in its C{.json} (see L{uploadsvc.storage.filestore}); at most
-        C{maxHashStates} of them, the most recently kept.
+        C{maxHashStates} of them, the most recently kept. Read and changed
+        through L{takeHashState}, L{keepHashState} and L{forgetHashState}.
     """
 
     def __init__(self, maxHashStates: int = MAX_HASH_STATES) -> None:
         self._holders: dict[str, _Slot] = {}
         self._waiting: dict[str, _Slot] = {}
         self.hashStates: MutableMapping[str, tuple[str, int, Any]] = _Newest(maxHashStates)
+
+    def takeHashState(self, key: str) -> tuple[str, int, Any] | None:
+        """
+        Hand the hash state kept for C{key} to the request that now writes
+        it (a hasher is fed by one request at a time, so it is not kept
+        meanwhile).
+        """
+        return self.hashStates.pop(key, None)
+
+    def keepHashState(self, key: str, generation: str, offset: int, hasher: Any) -> None:
+        """
+        Keep the sha-256 of the first C{offset} bytes of C{key}'s upload
+        generation C{generation}, for its next request: only once the
+        C{.json} naming that generation is durable.
+        """
+        self.hashStates[key] = (generation, offset, hasher)
+
+    def forgetHashState(self, key: str) -> None:
+        """
+        Drop the hash state of an upload that completed or was cancelled.
+        """
+        self.hashStates.pop(key, None)
 
     def interrupt(self, key: str) -> None:
         """

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import attrs
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -45,6 +47,7 @@ from uploadsvc.protocol.decisions import (
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
+from uploadsvc.protocol.refusals import UNKNOWN, Facts, firstRefusal
 from uploadsvc.protocol.ranges import (
     ContentRange,
     RangeQuery,
@@ -57,11 +60,15 @@ from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
-from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
+from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
 
 log = Logger()
+
+#: Seconds between two tries of a writer waiting for another process to
+#: let go of an upload (docs/protocol.md section 5).
+LOCK_RETRY = 0.05
 
 #: 64 GiB: large enough for field laptops' disk images, small enough that a
 #: typo'd Content-Length is refused. Configurable with --max-upload-size.
@@ -76,6 +83,8 @@ class Config:
     @ivar prefix: mount prefix stripped from request paths (e.g. C{b"/up"}).
     @ivar minFreeBytes: refuse (507) data that would leave less free space.
     @ivar maxUploads: uploads written at once before 503 (0: no limit).
+    @ivar lockWait: seconds a request waits for another process to let go
+        of an upload before 503.
     """
 
     allowOverwrite: bool = False
@@ -86,6 +95,7 @@ class Config:
     maxUploads: int = 0
     highWater: int = HIGH_WATER
     lowWater: int = LOW_WATER
+    lockWait: float = 5.0
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -98,6 +108,9 @@ def _shield(d: Deferred) -> Deferred:
     def forward(result: object) -> None:
         if not out.called:
             out.callback(result)  # a Failure errbacks
+        elif isinstance(result, Failure) and not result.check(CancelledError):
+            # Nobody waits for the answer any more, but the failure is news.
+            log.failure("uploadsvc request failed after its client went away", result)
 
     d.addBoth(forward)
     return out
@@ -146,11 +159,17 @@ class UploadApp:
         config: Config = Config(),
         writers: WriterRegistry | None = None,
         auth: Authenticator | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param auth: who may send requests; L{None} lets everyone (a front
             end authenticates, or the server is local).
+        @param clock: what waits for another process's lock run on (the
+            global reactor if L{None}).
         """
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.store = store
         self.runner = runner
         self.config = config
@@ -237,23 +256,18 @@ class UploadApp:
     # a 500 here, and would come before the credentials check).
     @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
-        # docs/protocol.md's order: credentials before the path.
-        if self.auth is not None:
-            self.auth.check(request)
-        path = self._path(request)
-        method = request.method
-        handler: Callable[[Any, UploadPath], Any]
-        if method in (b"PUT", b"POST"):
-            handler = self._put
-        elif method == b"HEAD":
-            handler = self._head
-        elif method == b"DELETE":
-            handler = self._delete
-        else:
-            raise MethodNotAllowed(
-                "method", "use PUT, POST, HEAD or DELETE",
-                {b"Allow": b"PUT, POST, HEAD, DELETE"},
-            )
+        _, credentials = (
+            _attempt(self.auth.check, request) if self.auth is not None else (None, None)
+        )
+        path, pathError = _attempt(self._path, request)
+        refusal = firstRefusal(
+            Facts(credentials=credentials, path=pathError, method=request.method)
+        )
+        if refusal is not None:
+            raise refusal
+        handler: Callable[[Any, UploadPath], Any] = {
+            b"PUT": self._put, b"POST": self._put, b"HEAD": self._head, b"DELETE": self._delete,
+        }[request.method]
         return _shield(Deferred.fromCoroutine(handler(request, path)))
 
     @app.handle_errors(UploadError)
@@ -317,10 +331,11 @@ class UploadApp:
         # The path rules first (403 through a link, 409 under a file), before
         # a writer of the upload is asked to let go for a refused request.
         await self.runner.run(self.store.inspect, path, False)
+        key = self.store.keyFor(path)
         release = await self._acquire(request, path)
         try:
-            if await self.runner.run(self.store.cancel, path):
-                self.writers.hashStates.pop(self.store.keyFor(path), None)
+            if await self._whenUnlocked(key, self.store.cancel, path, False):
+                self.writers.forgetHashState(key)
                 request.setResponseCode(204)
                 return b""
             stored = await self.runner.run(self.store.inspect, path, True, True)
@@ -345,98 +360,121 @@ class UploadApp:
         )
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
-        headers = request.requestHeaders
         length = contentLength(request)
-        rangeError: UploadError | None = None
-        rng: ContentRange | RangeQuery | None = None
-        rangeValue = headers.getRawHeaders(b"Content-Range")
-        try:
-            if rangeValue and len(rangeValue) > 1:
-                raise BadRequest("content-range", "the request has more than one Content-Range")
-            if rangeValue:
-                rng = parseContentRange(rangeValue[0])
-                if isinstance(rng, ContentRange):
-                    checkRangeLength(rng, length)
-                elif length or (length is None and headers.hasHeader(b"Transfer-Encoding")):
-                    # A chunked body may turn out empty, but only after the
-                    # answer: refused from the headers like any other body.
-                    raise BadRequest("query-with-body", "a bytes */T query carries no body")
-        except UploadError as e:
-            rangeError = e
-        malformed: UploadError | None = None
-        try:
-            digests = digestHeader(request, b"Repr-Digest")
-            contentDigests = digestHeader(request, b"Content-Digest")
-        except UploadError as e:
-            malformed = e
-            digests = contentDigests = DigestSet()
-
-        # Refusals in docs/protocol.md's order: path, size, space, busy, range, state.
+        rng, rangeError = _readRange(request.requestHeaders, length)
+        fields, fieldError = _attempt(_digestFields, request)
+        digests, contentDigests = fields or (DigestSet(), DigestSet())
         query = isinstance(rng, RangeQuery)
-        end = declaredEnd(rng, length)
-        if end is not None and end > self.config.maxUploadSize:
-            raise TooLarge(
-                "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
-            )
         key = self.store.keyFor(path)
+        # Refusals in docs/protocol.md's order (protocol.refusals), as the
+        # facts become known: here the headers' (413).
+        facts = Facts(
+            credentials=None,
+            path=None,
+            method=request.method,
+            declaredEnd=declaredEnd(rng, length),
+            maxUploadSize=self.config.maxUploadSize,
+            minFreeBytes=self.config.minFreeBytes,
+            busy=bool(
+                self.config.maxUploads and self.writers.busy() >= self.config.maxUploads
+            ),
+            query=query,
+            rangeError=rangeError,
+            fieldError=fieldError,
+        )
+        refusal = firstRefusal(facts)
+        if refusal is not None:
+            raise refusal
+        if query or self.writers.isHeld(key):
+            # The disk's refusals before a writer of the upload here is
+            # asked to let go for a request that is refused anyway.
+            writerTotal = self._writerTotal(key)
+            await self.runner.run(self._check, path, facts, query)
+            if isinstance(rng, RangeQuery):
+                return await self._query(request, path, key, rng, writerTotal, digests)
         decide = partial(
             planWrite,
             contentRange=rng if isinstance(rng, ContentRange) else None,
             contentLength=length,
             allowOverwrite=self.config.allowOverwrite,
         )
-        busy = bool(self.config.maxUploads and self.writers.busy() >= self.config.maxUploads)
-        if busy:
-            decide = partial(_unlessBusy, decide)
-        if not query and not self.writers.isHeld(key):
-            # The common case, nobody here writes this upload: take it now and
-            # check, lock and open in one trip to the disk pool.
-            release = self._announce(key, rng, length, await self._acquire(request, path))
-            try:
-                began = await self.runner.run(
-                    self._checkAndBegin, path, end, busy, rangeError or malformed,
-                    decide, digestsB64(digests), self.writers.hashStates.pop(key, None),
-                )
-            except BaseException:
-                release()
-                raise
-            return await self._write(request, path, key, rng, digests, contentDigests, release, began)
-        writerTotal = self._writerTotal(key)
-        stored, stateError, free = await self.runner.run(self._precheck, path, False)
-        # A body of unknown length must at least find the floor free.
-        if not query and free - (end or 0) < self.config.minFreeBytes:
-            raise InsufficientStorage("no-space", "not enough free disk space")
-        if isinstance(rng, RangeQuery) and rangeError is None:
-            if malformed is not None:
-                raise malformed
-            if stateError is not None:
-                raise stateError
-            # Decided and recorded under the upload's state lock, never its
-            # writer lock: a query neither waits for a writer nor ends one.
-            total = rng.total
-            stored = await self.runner.run(
-                self.store.record, path, total, digestsB64(digests),
-                lambda stored: checkQuery(_known(writerTotal, stored), total),
-            )
-            if queryCompletes(stored) and not self.writers.isHeld(key):
-                return await self._finishStaged(request, path, key, digests)
-            return status(request, stored, forPut=True)
-        if busy and (rangeError or malformed):
-            raise _busy()
-        if rangeError is not None:
-            raise rangeError
-        if malformed is not None:
-            raise malformed
         release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
-            began = await self.runner.run(
-                self.store.begin, path, decide, digestsB64(digests),
-                self.writers.hashStates.pop(key, None),
+            began = await self._whenUnlocked(
+                key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
+                self.writers.takeHashState(key),
             )
         except BaseException:
             release()
             raise
         return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+
+    async def _query(
+        self,
+        request: Any,
+        path: UploadPath,
+        key: str,
+        rng: RangeQuery,
+        writerTotal: int | None,
+        digests: DigestSet,
+    ) -> bytes:
+        """
+        Answer a C{bytes */T} status query (its refusals checked), recording
+        what it tells.
+        """
+        # Decided and recorded under the upload's state lock, never its
+        # writer lock: a query neither waits for a writer nor ends one.
+        total = rng.total
+        stored = await self.runner.run(
+            self.store.record, path, total, digestsB64(digests),
+            lambda stored: checkQuery(_known(writerTotal, stored), total),
+        )
+        if queryCompletes(stored) and not self.writers.isHeld(key):
+            return await self._finishStaged(request, path, key, digests)
+        return status(request, stored, forPut=True)
+
+    async def _whenUnlocked(self, key: str, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        Run the blocking C{f(*args)}, which takes C{key}'s writer lock
+        without waiting (L{Busy} C{"locked"} when another process holds it),
+        in the disk pool. While another process holds the lock, ask it to
+        let go (a takeover marker) and try again every L{LOCK_RETRY} seconds
+        on the clock, never sleeping in the pool, for up to
+        C{config.lockWait} seconds; then 503, the marker withdrawn.
+        """
+        deadline = self.clock.seconds() + self.config.lockWait
+        asked = False
+        try:
+            while True:
+                try:
+                    return await self.runner.run(self._tryLocked, key, f, *args)
+                except Busy as e:
+                    if e.code != "locked":
+                        raise
+                asked = True
+                if self.clock.seconds() >= deadline:
+                    raise Busy("locked", "the upload is being written by another process")
+                await deferLater(self.clock, LOCK_RETRY)
+        except BaseException:
+            if asked:
+                # Taking the lock withdraws it; giving up (or failing) must too.
+                await self.runner.run(self.store.dropTakeover, key).addErrback(
+                    lambda f: log.failure("withdrawing a takeover request", f)
+                )
+            raise
+
+    def _tryLocked(self, key: str, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        Blocking: C{f(*args)}; when it finds C{key} locked by another
+        process, leave (or make again) the takeover marker asking it to let
+        go, then raise.
+        """
+        try:
+            return f(*args)
+        except Busy as e:
+            if e.code == "locked":
+                self.store.askTakeover(key)
+            raise
 
     def _announce(
         self,
@@ -484,8 +522,7 @@ class UploadApp:
 
         try:
             stored, _, staged = await self.runner.run(
-                self.store.begin, path, decide, {}, self.writers.hashStates.pop(key, None),
-                False,
+                self.store.begin, path, decide, {}, self.writers.takeHashState(key), False,
             )
         except (Busy, _StateChanged) as e:
             release()
@@ -509,27 +546,56 @@ class UploadApp:
     def _checkAndBegin(
         self,
         path: UploadPath,
-        end: int | None,
-        busy: bool,
-        headerError: UploadError | None,
+        facts: Facts,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: Any,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
-        Blocking: the refusals that need the disk, in docs/protocol.md's order
-        (403 path, 507 space, then 503 and the header errors found earlier),
-        and then L{FileStore.begin} (whose decision gives the 409s, or 503
-        through L{_unlessBusy}).
+        Blocking: the refusals that need the disk (L{_check}), then
+        L{FileStore.begin} without waiting for the lock, whose decision
+        under the lock is refused in the same order (409, or 503 unless it
+        is a retried final request).
         """
-        _, _, free = self._precheck(path, False)
-        if free - (end or 0) < self.config.minFreeBytes:
-            raise InsufficientStorage("no-space", "not enough free disk space")
-        if busy and headerError is not None:
-            raise _busy()
-        if headerError is not None:
-            raise headerError
-        return self.store.begin(path, decide, digests, hashState)
+        facts = self._check(path, facts, False)
+
+        def decideInOrder(stored: Stored) -> Plan | AlreadyComplete:
+            state: Plan | AlreadyComplete | UploadError
+            try:
+                state = decide(stored)
+            except UploadError as e:
+                state = e
+            refusal = firstRefusal(attrs.evolve(facts, state=state))
+            if refusal is not None:
+                raise refusal
+            assert not isinstance(state, UploadError)
+            return state
+
+        return self.store.begin(path, decideInOrder, digests, hashState, False)
+
+    def _check(self, path: UploadPath, facts: Facts, query: bool) -> Facts:
+        """
+        Blocking: learn what the disk tells (a symbolic link on the way, the
+        free space, and for a status query what is stored), and raise the
+        first refusal that the facts known then give.
+
+        @return: C{facts} with what was learnt.
+        """
+        link: UploadError | None = None
+        state: Any = UNKNOWN
+        try:
+            # strict for a query: a link at the path is no complete upload.
+            self.store.inspect(path, False, query)
+        except Forbidden as e:
+            link = e
+        except UploadError as e:
+            if query:
+                state = e  # what is stored is decided for a write under its lock
+        facts = attrs.evolve(facts, link=link, freeBytes=self.store.freeBytes(), state=state)
+        refusal = firstRefusal(facts)
+        if refusal is not None:
+            raise refusal
+        return attrs.evolve(facts, state=UNKNOWN)
 
     async def _write(
         self,
@@ -557,21 +623,21 @@ class UploadApp:
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
             outcome = await self._receive(request, staged, plan, digester, streamed)
-            if digester is not None and outcome == COMPLETE:
+            if digester is not None and outcome is Outcome.COMPLETE:
                 try:
                     digester.check()
                 except UploadError as e:
                     await self.runner.run(self.store.rollback, staged, start)
                     staged.hasher = reprBefore
                     e.headers.update(offsetHeaders(start))
-                    outcome, streamed = e, {}
+                    outcome, streamed = e, {}  # type: ignore[assignment]
             offset = staged.offset
             total = plan.total
-            if total is None and rng is None and outcome == COMPLETE:
+            if total is None and rng is None and outcome is Outcome.COMPLETE:
                 total = offset  # a chunked plain PUT ends at its last byte
             if total is None:
                 total = stored.total
-            if outcome == COMPLETE and total is not None and offset == total:
+            if outcome is Outcome.COMPLETE and total is not None and offset == total:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
@@ -582,10 +648,8 @@ class UploadApp:
             if staged.hasher is not None:
                 # Only with the generation of the .json just made durable:
                 # see filestore._usableHashState.
-                self.writers.hashStates[key] = (
-                    staged.info["generation"], offset, staged.hasher
-                )
-            if outcome == LOST:
+                self.writers.keepHashState(key, staged.info["generation"], offset, staged.hasher)
+            if outcome is Outcome.LOST:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
@@ -620,24 +684,6 @@ class UploadApp:
         algs = {alg for alg, _ in digests.values} | set(stored.digests)
         return {alg: newHasher(alg) for alg in algs - {"sha-256"}}
 
-    def _precheck(
-        self, path: UploadPath, durable: bool
-    ) -> tuple[Stored, UploadError | None, int]:
-        """
-        Blocking: what is stored, a state refusal kept for later (docs/protocol.md
-        puts 409 last), and the free space. A path through a link (403)
-        raises at once.
-        """
-        stateError = None
-        stored = Stored()
-        try:
-            stored = self.store.inspect(path, durable, True)
-        except Forbidden:
-            raise
-        except UploadError as e:
-            stateError = e
-        return stored, stateError, self.store.freeBytes()
-
     async def _receive(
         self,
         request: Any,
@@ -645,9 +691,10 @@ class UploadApp:
         plan: Plan,
         digester: ContentDigester | None = None,
         streamed: dict[str, Hasher] | None = None,
-    ) -> object:
+    ) -> Outcome | UploadError:
         """
-        Stream the body into C{staged}; return how the body ended.
+        Stream the body into C{staged}; return how the body ended, or the
+        limit it broke.
 
         @param digester: the request's C{Content-Digest}, fed the whole body.
         @param streamed: more hashers fed the bytes written (see
@@ -682,11 +729,20 @@ class UploadApp:
             request,
             digester.receiving(receiver, plan.skip) if digester is not None else receiver,
         )
-        outcome = await receiver.ended
+        outcome: Outcome | UploadError = Outcome.LOST
+        failed: Exception | None = None
+        try:
+            outcome = await receiver.ended
+        except UploadError as e:
+            outcome = e  # a limit broken: the bytes before it are kept
+        except Exception as e:
+            failed = e  # a write failed (the sink's drain raises it too)
         sink = receiver.sink
         assert sink is not None
         try:
             await sink.drain()
+            if failed is not None:
+                raise failed
         except Exception as e:
             if isNoSpace(e):
                 raise InsufficientStorage("no-space", "the disk is full") from e
@@ -703,8 +759,7 @@ class UploadApp:
         @param streamed: digests already computed while streaming; the rest
             are computed from the staged file.
         """
-        key = self.store.keyFor(path)
-        self.writers.hashStates.pop(key, None)
+        self.writers.forgetHashState(self.store.keyFor(path))
         wanted: dict[str, bytes] = dict(digests.values)
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
@@ -753,26 +808,46 @@ class _StateChanged(Exception):
         self.stored = stored
 
 
-def _busy() -> Busy:
-    return Busy("busy", "too many uploads in progress")
-
-
-def _unlessBusy(
-    decide: Callable[[Stored], Plan | AlreadyComplete], stored: Stored
-) -> Plan | AlreadyComplete:
+def _attempt(f: Callable[..., Any], *args: Any) -> tuple[Any, UploadError | None]:
     """
-    The decision of a request that arrives while too many uploads are being
-    written: 503, unless it is a retried final request (the file is complete
-    already, nothing to write), which is answered as usual. 503 comes before
-    the decision's own 400s and 409s (docs/protocol.md section 6).
+    C{f(*args)}, or the refusal it raised (kept to be ranked with the others).
     """
     try:
-        plan = decide(stored)
-    except UploadError:
-        raise _busy() from None
-    if isinstance(plan, AlreadyComplete):
-        return plan
-    raise _busy()
+        return f(*args), None
+    except UploadError as e:
+        return None, e
+
+
+def _readRange(
+    headers: Any, length: int | None
+) -> tuple[ContentRange | RangeQuery | None, UploadError | None]:
+    """
+    The request's C{Content-Range}, and its refusal if any: what was parsed
+    before the refusal still counts (its size for 413; a query stays one).
+    """
+    rng: ContentRange | RangeQuery | None = None
+    rangeValue = headers.getRawHeaders(b"Content-Range")
+    try:
+        if rangeValue and len(rangeValue) > 1:
+            raise BadRequest("content-range", "the request has more than one Content-Range")
+        if rangeValue:
+            rng = parseContentRange(rangeValue[0])
+            if isinstance(rng, ContentRange):
+                checkRangeLength(rng, length)
+            elif length or (length is None and headers.hasHeader(b"Transfer-Encoding")):
+                # A chunked body may turn out empty, but only after the
+                # answer: refused from the headers like any other body.
+                raise BadRequest("query-with-body", "a bytes */T query carries no body")
+    except UploadError as e:
+        return rng, e
+    return rng, None
+
+
+def _digestFields(request: Any) -> tuple[DigestSet, DigestSet]:
+    """
+    The request's C{Repr-Digest} and C{Content-Digest}.
+    """
+    return digestHeader(request, b"Repr-Digest"), digestHeader(request, b"Content-Digest")
 
 
 def _known(writerTotal: int | None, stored: Stored) -> Stored:

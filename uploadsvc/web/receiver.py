@@ -5,6 +5,7 @@ at most what the range allows, and feeds the rest to a L{FileSink}.
 
 from __future__ import annotations
 
+import enum
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -17,19 +18,27 @@ from uploadsvc.errors import UploadError
 from uploadsvc.sink import FileSink
 from uploadsvc.web.interfaces import IBodyReceiver
 
-#: The outcomes that L{UploadReceiver.ended} fires with.
-COMPLETE = "complete"
-LOST = "lost"
-SINK_FAILED = "sink-failed"
+class Outcome(enum.Enum):
+    """
+    How a body that broke no limit ended (L{UploadReceiver.ended}).
+    """
+
+    #: The whole body arrived.
+    COMPLETE = "complete"
+    #: The connection went first.
+    LOST = "lost"
+
+
+COMPLETE = Outcome.COMPLETE
+LOST = Outcome.LOST
 
 
 @implementer(IBodyReceiver)
 class UploadReceiver:
     """
-    @ivar ended: fires with L{COMPLETE} when the whole body arrived, L{LOST}
-        when the connection went first, L{SINK_FAILED} when a write failed,
-        or an L{UploadError} instance when the body broke a limit (the bytes
-        before the limit are kept).
+    @ivar ended: fires with an L{Outcome} when the body ended; fails with
+        the L{UploadError} of a limit the body broke (the bytes before the
+        limit are kept), or with the sink's failure when a write failed.
     @ivar sink: the file sink, once the body started.
     """
 
@@ -61,7 +70,7 @@ class UploadReceiver:
     def _sinkFailed(self, failure: Failure) -> None:
         if not self.ended.called:
             self._producer.pauseProducing()  # type: ignore[union-attr]
-            self.ended.callback(SINK_FAILED)
+            self.ended.errback(failure)
 
     def dataReceived(self, data: bytes) -> None:
         if self.ended.called:
@@ -80,11 +89,11 @@ class UploadReceiver:
                 self._take = 0
                 # Stop reading; the answer goes out before the rest arrives.
                 self._producer.pauseProducing()  # type: ignore[union-attr]
-                self.ended.callback(self._overflow())
+                self.ended.errback(self._overflow())
                 return
             self._take -= len(data)
         self.sink.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure) -> None:
         if not self.ended.called:
-            self.ended.callback(COMPLETE if reason.check(ResponseDone) else LOST)
+            self.ended.callback(Outcome.COMPLETE if reason.check(ResponseDone) else Outcome.LOST)
