@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import os
-import re
 import secrets
 import stat
 import threading
@@ -56,14 +54,17 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from uploadsvc.errors import (
-    BadRequest, Conflict, NotFound, StorageFault, StorageUnavailable, UnsafeState, UploadError,
+    BadRequest, Conflict, NotFound, StorageFault, StorageUnavailable, UnsafeState,
+    UploadError,
 )
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
-from uploadsvc.storage.interfaces import Incomplete, ITakeover, IUploadStore, Target, UploadId
-from uploadsvc.storage.metadata import checkInfo
+from uploadsvc.storage.interfaces import (
+    KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+)
+from uploadsvc.storage.metadata import checkInfo, newGeneration, newInfo
 from uploadsvc.storage.locks import HeldLock, RegionLocks
 from uploadsvc.storage.staged import StagedFile
 from uploadsvc.storage.takeover import stateLocked, takeWriterLock
@@ -175,9 +176,7 @@ class FileStore:
         """
         C{p-<sha-256 of the path>} for a path, C{i-<id>} for an upload id.
         """
-        if isinstance(target, UploadId):
-            return "i-" + target.value
-        return "p-" + hashlib.sha256(target.relative.encode("utf-8")).hexdigest()
+        return uploadKey(target)
 
     def _resolve(self, target: Target) -> tuple[str, UploadPath]:
         """
@@ -220,7 +219,7 @@ class FileStore:
             fd = self._openData(key, create=True)
             assert fd is not None
             os.close(fd)
-            self._writeInfo(key, _newInfo(path, key))
+            self._writeInfo(key, newInfo(path, key))
         return uploadId
 
     def listIncomplete(self) -> list[Incomplete]:
@@ -246,7 +245,7 @@ class FileStore:
             try:
                 for name in sorted(os.listdir(folder)):
                     key = name[: -len(".data")]
-                    if not name.endswith(".data") or _KEY.fullmatch(key) is None:
+                    if not name.endswith(".data") or KEY.fullmatch(key) is None:
                         continue
                     touched = _touched(folder, key)
                     if touched is None:
@@ -276,7 +275,7 @@ class FileStore:
         @return: whether it was discarded.
         @raise ValueError: C{key} is not a key this store makes.
         """
-        if _KEY.fullmatch(key) is None:
+        if KEY.fullmatch(key) is None:
             raise ValueError(f"not an upload key: {key!r}")
         self._fresh()
         if now is None:
@@ -510,9 +509,9 @@ class FileStore:
         base = dict(info) if info is not None else {}
         dirty = info is None
         if info is None:
-            info = _newInfo(path, key)
+            info = newInfo(path, key)
         elif not isinstance(info.get("generation"), str):
-            info["generation"] = _newGeneration()  # an older .json
+            info["generation"] = newGeneration()  # an older .json
             dirty = True
         if plan.total is not None and info.get("total") != plan.total:
             info["total"] = plan.total
@@ -581,7 +580,7 @@ class FileStore:
                 return stored
             info = self._readInfo(key)
             if info is None:
-                info = _newInfo(path, key)
+                info = newInfo(path, key)
             if total is not None:
                 info["total"] = total
             if digests:
@@ -965,21 +964,6 @@ class FileStore:
             staged.close()
 
 
-def _newGeneration() -> str:
-    return secrets.token_hex(16)
-
-
-def _newInfo(path: UploadPath, key: str) -> dict[str, Any]:
-    """
-    Metadata of an upload (re)started now, with a generation of its own
-    (and the id of an upload made by L{FileStore.create}).
-    """
-    info = {"path": path.relative, "created": time.time(), "generation": _newGeneration()}
-    if key.startswith("i-"):
-        info["uploadId"] = key[2:]
-    return info
-
-
 def _keyMatches(key: str, info: dict[str, Any], path: UploadPath) -> bool:
     """
     Whether metadata read under C{key} is that upload's own: its path's key,
@@ -988,10 +972,6 @@ def _keyMatches(key: str, info: dict[str, Any], path: UploadPath) -> bool:
     if key.startswith("i-"):
         return info.get("uploadId") == key[2:]
     return FileStore.keyFor(path) == key
-
-
-#: The names of staged uploads: a path's key, or an upload id's.
-_KEY = re.compile(r"p-[0-9a-f]{64}|i-[0-9a-f]{32}")
 
 
 def _touched(folderFD: int, key: str) -> tuple[int, float] | None:

@@ -14,6 +14,7 @@ pool.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Union
 
@@ -56,6 +57,19 @@ def parseUploadId(text: str) -> UploadId:
 
 #: What names an upload: its destination, or its server-assigned id.
 Target = Union[UploadPath, UploadId]
+
+#: The keys L{uploadKey} makes: a path's, or an upload id's.
+KEY = re.compile(r"p-[0-9a-f]{64}|i-[0-9a-f]{32}")
+
+
+def uploadKey(target: Target) -> str:
+    """
+    The name of the upload of C{target} in a store, its locks and takeover
+    markers: C{p-<sha-256 of the path>}, or C{i-<id>}.
+    """
+    if isinstance(target, UploadId):
+        return "i-" + target.value
+    return "p-" + hashlib.sha256(target.relative.encode("utf-8")).hexdigest()
 
 
 @attrs.frozen
