@@ -320,6 +320,8 @@ class StoreConformanceMixin(_MixinBase):
         """An upload being written is not cancelled under its writer."""
         staged = self.stage(self.path, b"abc")
         self.assertRaises(Busy, self.store.cancel, self.path)
+        self.assertRaises(Busy, self.store.cancel, self.path, False)
+        self.assertEqual(self.store.pendingTakeovers(), [])
         self.assertEqual(staged.syncAndClose(), 3)
         self.assertEqual(self.store.inspect(self.path).offset, 3)
 
@@ -347,12 +349,12 @@ class StoreConformanceMixin(_MixinBase):
         key = self.store.keyFor(self.path)
         self.assertEqual(self.store.pendingTakeovers(), [])
         staged = self.stage(self.path, b"abc")
-        self.store.requestTakeover(self.path)
+        self.store.askTakeover(key)
         self.assertEqual(self.store.pendingTakeovers(), [key])
         self.assertTrue(self.store.holdsCurrentLock(staged))
-        self.store.withdrawTakeover(self.path)
+        self.store.dropTakeover(key)
         self.assertEqual(self.store.pendingTakeovers(), [])
-        self.store.requestTakeover(self.path)
+        self.store.askTakeover(key)
         staged.syncAndClose()
         self.stage(self.path, b"d")
         self.assertEqual(self.store.pendingTakeovers(), [])
@@ -373,6 +375,19 @@ class StoreConformanceMixin(_MixinBase):
         self.store.complete(uploadId, staged, False, {"sha-256": sha256(b"abcdef")})
         self.assertEqual(self.readComplete(self.path), b"abcdef")
         self.assertRaises(NotFound, self.store.inspect, uploadId)
+
+    def test_startOverById(self) -> None:
+        """An upload made with an id keeps its id while its bytes start over."""
+        uploadId = self.store.create(self.path)
+        self.write(uploadId, b"abc", ranged(0, 2, 9))
+        staged = self.stage(uploadId, b"", whole(2))
+        self.assertEqual(self.store.inspect(uploadId).offset, 0)
+        staged.writeChunks([b"xy"])
+        staged.hashChunks([b"xy"])
+        self.assertEqual(staged.syncAndClose(), 2)
+        self.assertEqual(self.store.inspect(uploadId), Stored(offset=2, total=2, incomplete=True))
+        [entry] = self.store.listIncomplete()
+        self.assertEqual((entry.uploadId, entry.path), (uploadId, "d/f.bin"))
 
     def test_unknownId(self) -> None:
         """An id that names no upload is not found by any operation."""

@@ -1,11 +1,13 @@
 """
-Uploads staged on disk under the root's reserved C{.uploadsvc} folder.
+Uploads staged on disk under the root's reserved C{.uploadsvc} folder: the
+file store of the storage contract (L{uploadsvc.storage.interfaces}).
 
 Layout (C{<key>} names one upload: C{p-<sha256 of the path>} for
-path-addressed uploads; server-assigned ids such as tus get their own prefix
-and the same layout; C{<xx>} is two hex digits of the key's CRC-32, which
-spreads the files over 256 folders (made as needed) so that concurrent uploads do not queue on one
-folder's lock)::
+path-addressed uploads, C{i-<id>} for those made by L{FileStore.create}
+with a server-assigned id, whose C{.json} names the destination from the
+start; C{<xx>} is two hex digits of the key's CRC-32, which spreads the
+files over 256 folders (made as needed) so that concurrent uploads do not
+queue on one folder's lock)::
 
     <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
     <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path, generation
@@ -25,14 +27,16 @@ included, the folder is the whole state. Every file and folder under
 C{.uploadsvc} is reached through L{uploadsvc.storage.statedir}, never through
 a link planted there.
 
-Two locks per upload (L{uploadsvc.storage.locks}): its writer holds the
-writer lock for the whole request; everything that reads and rewrites the
-C{.json}, or starts over, cancels or renames the data file, holds the state
+Two locks per upload (L{uploadsvc.storage.locks}, taken and waited for in
+L{uploadsvc.storage.takeover}): its writer holds the writer lock for the
+whole request; everything that reads and rewrites the C{.json}, or starts over, cancels or renames the data file, holds the state
 lock for that moment. Status queries take only the state lock. The
 generation in the C{.json} is random, new whenever the bytes start over; it
 tells whether a hash state kept in memory still describes the bytes (see
 L{uploadsvc.storage.hashing.usableHashState}).
 
+The staged file a request writes is L{uploadsvc.storage.staged}; digests
+of staged and complete files come from L{uploadsvc.storage.hashing}.
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
 
@@ -529,7 +533,13 @@ class FileStore:
             # _openData: never a file that a planted link names.)
             try:
                 with self._stateLock(key):
-                    self._unlinkInfo(key)
+                    if key.startswith("i-"):
+                        # An id is known only by its metadata: the new
+                        # generation replaces the old one rather than none.
+                        self._writeInfo(key, info)
+                        onDisk, base = True, dict(info)
+                    else:
+                        self._unlinkInfo(key)
                     os.ftruncate(fd, 0)
             except BaseException:
                 os.close(fd)
@@ -626,20 +636,23 @@ class FileStore:
         """
         return stateLocked(self._locks, key, self.lockWait)
 
-    def requestTakeover(self, target: Target) -> None:
+    def askTakeover(self, key: str) -> None:
         """
-        Ask whoever holds the upload of C{target}, in any process, to let go
-        (see L{pendingTakeovers}); a waiter leaves it again while it waits.
+        Ask whoever holds C{key}'s writer lock, in any process, to let go
+        (see L{pendingTakeovers}): for a writer that waits between tries of
+        C{begin(..., wait=False)}, and makes it again at each try, since the
+        holder may have just cleared it.
         """
         self._fresh()
-        self._stateDir.touchMarker(self.keyFor(target))
+        self._stateDir.touchMarker(key)
 
-    def withdrawTakeover(self, target: Target) -> None:
+    def dropTakeover(self, key: str) -> None:
         """
-        Take back a request to let go (the waiter gave up, or got the lock).
+        Withdraw the request of L{askTakeover} (a waiter that gives up).
+        Taking the lock withdraws it too.
         """
         self._fresh()
-        self._stateDir.dropMarker(self.keyFor(target))
+        self._stateDir.dropMarker(key)
 
     def pendingTakeovers(self) -> list[str]:
         """
@@ -806,11 +819,12 @@ class FileStore:
         os.ftruncate(staged.fd, offset)
         staged.offset = offset
 
-    def cancel(self, target: Target) -> bool:
+    def cancel(self, target: Target, wait: bool = True) -> bool:
         """
         Discard the incomplete upload of C{target}; whether there was one.
         Takes the upload's lock (C{Busy} if another process keeps it).
 
+        @param wait: as for L{begin}.
         @raise NotFound: an upload id that names no upload.
         """
         self._fresh()
@@ -819,7 +833,7 @@ class FileStore:
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             os.close(parentFD)
-        lock = self._lock(key)
+        lock = self._lock(key, wait)
         try:
             with self._stateLock(key):
                 return self._discard(key)

@@ -211,10 +211,11 @@ class IUploadStore(Interface):
         Throw away an upload being written, and close it.
         """
 
-    def cancel(target):  # type: ignore[no-untyped-def]
+    def cancel(target, wait=True):  # type: ignore[no-untyped-def]
         """
         Discard the incomplete upload of C{target}; whether there was one.
 
+        @param wait: as for L{begin}.
         @raise Busy: another writer holds it.
         """
 
@@ -272,14 +273,16 @@ class ITakeover(Interface):
     elsewhere leaves a request, and the holder's process ends its writer.
     """
 
-    def requestTakeover(target):  # type: ignore[no-untyped-def]
+    def askTakeover(key):  # type: ignore[no-untyped-def]
         """
-        Ask whoever holds the upload of C{target} to let go.
+        Ask whoever holds the upload C{key} to let go (a waiter asks again
+        at each of its tries).
         """
 
-    def withdrawTakeover(target):  # type: ignore[no-untyped-def]
+    def dropTakeover(key):  # type: ignore[no-untyped-def]
         """
-        Take that request back (the asker gave up or got the lock).
+        Take that request back (the asker gave up); getting the upload in
+        L{IUploadStore.begin} takes it back too.
         """
 
     def pendingTakeovers():  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ queries recorded meanwhile, completion that refuses a folder or an existing
 file, so that one conformance suite runs against both. Nothing survives
 the process, and nothing is ever waited for: an upload held by another
 writer is refused at once (L{Busy}), and a writer that wants it asks with
-L{MemoryStore.requestTakeover}, as a file store's waiter does. Calls are
+L{MemoryStore.askTakeover}, as a file store's waiter does. Calls are
 serialized by one mutex, so the store may be used from a thread pool.
 """
 
@@ -347,7 +347,10 @@ class MemoryStore:
         finally:
             staged.close()
 
-    def cancel(self, target: Target) -> bool:
+    def cancel(self, target: Target, wait: bool = True) -> bool:
+        """
+        As L{IUploadStore.cancel}; a held upload is refused at once.
+        """
         with self._mutex:
             key, path = self._resolve(target)
             self._destination(path)
@@ -437,13 +440,13 @@ class MemoryStore:
                 done.append((one.path.relative, "completed"))
         return done
 
-    def requestTakeover(self, target: Target) -> None:
+    def askTakeover(self, key: str) -> None:
         with self._mutex:
-            self._markers.add(uploadKey(target))
+            self._markers.add(key)
 
-    def withdrawTakeover(self, target: Target) -> None:
+    def dropTakeover(self, key: str) -> None:
         with self._mutex:
-            self._markers.discard(uploadKey(target))
+            self._markers.discard(key)
 
     def pendingTakeovers(self) -> list[str]:
         with self._mutex:
