@@ -63,7 +63,7 @@ from uploadsvc.errors import (
 )
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
-from uploadsvc.storage import statedir
+from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.interfaces import (
     KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
@@ -209,14 +209,7 @@ class FileStore:
         @raise Conflict: the path is a folder, or a parent is a file.
         """
         self._fresh()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is not None:
-            try:
-                st = lstatAt(parentFD, path.components[-1])
-            finally:
-                os.close(parentFD)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                raise Conflict("is-folder", f"{path.relative!r} is a folder")
+        destination.entry(self._rootFD, path, strict=False)
         uploadId = UploadId(secrets.token_hex(16))
         key = self.keyFor(uploadId)
         with self._stateLock(key):
@@ -416,20 +409,7 @@ class FileStore:
         """
         self._fresh()
         key, path = self._resolve(target)
-        completeSize = None
-        oddEntry = None
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is not None:
-            try:
-                st = lstatAt(parentFD, path.components[-1])
-            finally:
-                os.close(parentFD)
-            if st is not None:
-                if stat.S_ISDIR(st.st_mode):
-                    raise Conflict("is-folder", f"{path.relative!r} is a folder")
-                if strict and not stat.S_ISREG(st.st_mode):
-                    oddEntry = _notAFile(path, st)
-                completeSize = st.st_size
+        completeSize, oddEntry = destination.entry(self._rootFD, path, strict)
         fd = self._openData(key, create=False)
         if fd is None:
             if oddEntry is not None:
@@ -693,29 +673,7 @@ class FileStore:
         Digest the complete file at C{path} (a retried final request).
         """
         self._fresh()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is None:
-            raise FileNotFoundError(path.relative)
-        try:
-            name = path.components[-1]
-            try:
-                fd = os.open(
-                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                    dir_fd=parentFD,
-                )
-            except OSError as e:
-                if e.errno != errno.ELOOP:
-                    raise
-                raise _notAFile(path, os.lstat(name, dir_fd=parentFD)) from None
-        finally:
-            os.close(parentFD)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _notAFile(path, st)
-            return hashFD(fd, algorithms)
-        finally:
-            os.close(fd)
+        return destination.hashFile(self._rootFD, path, algorithms)
 
     def complete(
         self,
@@ -867,26 +825,7 @@ class FileStore:
         regular file, never a link or another kind of entry.
         """
         self._fresh()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is None:
-            return False
-        try:
-            st = lstatAt(parentFD, path.components[-1])
-            if st is None:
-                return False
-            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-                raise _notAFile(path, st)
-            try:
-                os.unlink(path.components[-1], dir_fd=parentFD)
-            except FileNotFoundError:
-                return False
-            except IsADirectoryError:
-                raise Conflict("is-folder", f"{path.relative!r} is a folder")
-            if self.fsync:
-                fsyncFolder(parentFD)
-            return True
-        finally:
-            os.close(parentFD)
+        return destination.deleteFile(self._rootFD, path, self.fsync)
 
     def freeBytes(self) -> int:
         st = os.statvfs(self._rootFD)
@@ -1008,16 +947,6 @@ def _touched(folderFD: int, key: str) -> tuple[int, float] | None:
     else:
         when = max(when, info.st_mtime)
     return data.st_size, when
-
-
-def _notAFile(path: UploadPath, st: os.stat_result) -> Conflict:
-    """
-    The refusal for an entry at the destination that is no uploaded file:
-    a symbolic link (never followed) or a FIFO, socket or device.
-    """
-    if stat.S_ISLNK(st.st_mode):
-        return Conflict("is-link", f"{path.relative!r} is a symbolic link, not an uploaded file")
-    return Conflict("not-a-file", f"{path.relative!r} is not a regular file")
 
 
 def isNoSpace(error: BaseException) -> bool:
