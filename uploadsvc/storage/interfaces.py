@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import attrs
 from zope.interface import Attribute, Interface
 
 from uploadsvc.errors import NotFound
+from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath
 
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -110,27 +111,27 @@ class IStagedUpload(Interface):
     info = Attribute("The metadata L{sync} records (total, digests, generation).")
     closed = Attribute("Whether L{close} ran.")
 
-    def writeChunks(chunks):  # type: ignore[no-untyped-def]
+    def writeChunks(chunks: Sequence[bytes | memoryview]) -> None:
         """
         Append C{chunks} at L{offset} and move it on.
         """
 
-    def hashChunks(chunks):  # type: ignore[no-untyped-def]
+    def hashChunks(chunks: Sequence[bytes | memoryview]) -> None:
         """
         Feed C{chunks} to L{hasher} (in order, beside the writes).
         """
 
-    def sync():  # type: ignore[no-untyped-def]
+    def sync() -> int:
         """
         Make the bytes and metadata durable; return the durable offset.
         """
 
-    def syncAndClose():  # type: ignore[no-untyped-def]
+    def syncAndClose() -> int:
         """
         L{sync}, then L{close}: the end of a request that did not complete.
         """
 
-    def close():  # type: ignore[no-untyped-def]
+    def close() -> None:
         """
         Let go of the upload (idempotent).
         """
@@ -141,23 +142,26 @@ class IUploadStore(Interface):
     Staged uploads and complete files. One writer per upload: L{begin}
     locks it until the staged upload is closed, completed or discarded.
     Status queries (L{inspect}, L{record}) never wait for a writer.
+
+    A C{staged} argument is an L{IStagedUpload} that this very store opened
+    (each store reads its own kind).
     """
 
-    def keyFor(target):  # type: ignore[no-untyped-def]
+    def keyFor(target: Target) -> str:
         """
         The store's name for the upload of C{target} (an L{UploadPath} or
         an L{UploadId}): what writers, takeover markers and hash states are
         keyed by.
         """
 
-    def create(path):  # type: ignore[no-untyped-def]
+    def create(path: UploadPath) -> UploadId:
         """
         Make an empty upload for the destination C{path}, durably, and
         return its new L{UploadId}. It is found by that id until it
         completes, is cancelled or expires (then L{NotFound}).
         """
 
-    def inspect(target, durable=True, strict=False):  # type: ignore[no-untyped-def]
+    def inspect(target: Target, durable: bool = True, strict: bool = False) -> Stored:
         """
         What is stored for C{target}, a L{Stored}: the offset, total and
         digests of its incomplete upload, and the size of a complete file
@@ -166,7 +170,13 @@ class IUploadStore(Interface):
         @raise NotFound: an L{UploadId} that names no upload.
         """
 
-    def begin(target, decide, digests, hashState, wait=True):  # type: ignore[no-untyped-def]
+    def begin(
+        target: Target,
+        decide: Callable[[Stored], Plan | AlreadyComplete],
+        digests: dict[str, str],
+        hashState: tuple[str, int, Any] | None,
+        wait: bool = True,
+    ) -> tuple[Stored, Plan | AlreadyComplete, Any]:
         """
         Lock the upload, decide the request against what is stored now
         (under the lock) and open the staged upload as the plan says (from
@@ -183,18 +193,28 @@ class IUploadStore(Interface):
         @raise Busy: someone else holds the upload.
         """
 
-    def record(target, total, digests, decide=None):  # type: ignore[no-untyped-def]
+    def record(
+        target: Target,
+        total: int | None,
+        digests: dict[str, str],
+        decide: Callable[[Stored], Stored] | None = None,
+    ) -> Stored:
         """
         Decide a status query against what is stored and remember the total
         or digests it carried (latest wins); waits for no writer.
         """
 
-    def rollback(staged, offset):  # type: ignore[no-untyped-def]
+    def rollback(staged: Any, offset: int) -> None:
         """
         Cut the staged bytes back to C{offset} (a failed C{Content-Digest}).
         """
 
-    def complete(target, staged, allowOverwrite, expected=None):  # type: ignore[no-untyped-def]
+    def complete(
+        target: Target,
+        staged: Any,
+        allowOverwrite: bool,
+        expected: dict[str, bytes] | None = None,
+    ) -> bool:
         """
         Check the whole upload's digests, then move it into place atomically
         and durably; C{staged} is closed afterwards whatever happens.
@@ -206,12 +226,12 @@ class IUploadStore(Interface):
         @raise Conflict: a file is at the destination and overwrite is off.
         """
 
-    def discard(staged):  # type: ignore[no-untyped-def]
+    def discard(staged: Any) -> None:
         """
         Throw away an upload being written, and close it.
         """
 
-    def cancel(target, wait=True):  # type: ignore[no-untyped-def]
+    def cancel(target: Target, wait: bool = True) -> bool:
         """
         Discard the incomplete upload of C{target}; whether there was one.
 
@@ -219,12 +239,12 @@ class IUploadStore(Interface):
         @raise Busy: another writer holds it.
         """
 
-    def listIncomplete():  # type: ignore[no-untyped-def]
+    def listIncomplete() -> list[Incomplete]:
         """
         Every incomplete upload, as L{Incomplete}s (for expiry).
         """
 
-    def expire(key, idleSeconds, now=None):  # type: ignore[no-untyped-def]
+    def expire(key: str, idleSeconds: float, now: float | None = None) -> bool:
         """
         Discard the incomplete upload C{key} if nothing touched it for
         C{idleSeconds} and no writer holds it; whether it did.
@@ -232,36 +252,36 @@ class IUploadStore(Interface):
         @param now: the time to measure from (default: the store's clock).
         """
 
-    def hashStaged(staged, algorithms):  # type: ignore[no-untyped-def]
+    def hashStaged(staged: Any, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the staged bytes (alg to raw digest).
         """
 
-    def hashComplete(path, algorithms):  # type: ignore[no-untyped-def]
+    def hashComplete(path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the complete file at C{path}.
 
         @raise FileNotFoundError: there is none.
         """
 
-    def deleteComplete(path):  # type: ignore[no-untyped-def]
+    def deleteComplete(path: UploadPath) -> bool:
         """
         Remove the complete file at C{path}; whether there was one.
         """
 
-    def freeBytes():  # type: ignore[no-untyped-def]
+    def freeBytes() -> int:
         """
         Room left for staged bytes.
         """
 
-    def recover(allowOverwrite):  # type: ignore[no-untyped-def]
+    def recover(allowOverwrite: bool) -> list[tuple[str, str]]:
         """
         Finish uploads fully staged but never moved into place (at start).
 
         @return: C{(path, what happened)} for each it acted on.
         """
 
-    def close():  # type: ignore[no-untyped-def]
+    def close() -> None:
         """
         Let go of what the store holds open.
         """
@@ -273,24 +293,24 @@ class ITakeover(Interface):
     elsewhere leaves a request, and the holder's process ends its writer.
     """
 
-    def askTakeover(key):  # type: ignore[no-untyped-def]
+    def askTakeover(key: str) -> None:
         """
         Ask whoever holds the upload C{key} to let go (a waiter asks again
         at each of its tries).
         """
 
-    def dropTakeover(key):  # type: ignore[no-untyped-def]
+    def dropTakeover(key: str) -> None:
         """
         Take that request back (the asker gave up); getting the upload in
         L{IUploadStore.begin} takes it back too.
         """
 
-    def pendingTakeovers():  # type: ignore[no-untyped-def]
+    def pendingTakeovers() -> list[str]:
         """
         Keys of uploads someone asked the holder to let go of.
         """
 
-    def holdsCurrentLock(staged):  # type: ignore[no-untyped-def]
+    def holdsCurrentLock(staged: Any) -> bool:
         """
         Whether C{staged}'s lock still keeps other writers out.
         """
