@@ -227,7 +227,9 @@ class FileStore:
         """
         self._fresh()
         found = []
-        listFD = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self._stateDir.uploadsFD)
+        listFD = os.open(
+            ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._stateDir.uploadsFD
+        )
         try:
             shards = sorted(os.listdir(listFD))
         finally:
