@@ -6,12 +6,14 @@ server's memory: a real twistd uploadsvc whose writes are throttled
 
 from __future__ import annotations
 
+import hashlib
+
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import PatternProducer, fileSha256, patternSha256
-from uploadsvc.testing.server import ServerTestMixin
+from uploadsvc.testing.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
+from uploadsvc.testing.server import ServerTestMixin, reprDigestSha256
 
 MiB = 1024 * 1024
 
@@ -38,3 +40,20 @@ class SlowDiskTests(ServerTestMixin, TestCase):
         # read; the rest is interpreter noise. Without back-pressure the
         # whole 128 MiB would pile up in memory.
         self.assertLess(growth, 32 * MiB, f"peak RSS grew by {growth} bytes")
+
+    def test_manySmallChunks(self) -> None:
+        """
+        A body in thousands of 100-byte chunks, arriving faster than a slow
+        disk writes, queues more pieces than one write call takes; they are
+        all written (201, the right digest), never an internal error.
+        """
+        server = self.startUploadServer("--no-fsync", "--bench-write-rate", str(2 * MiB))
+        data = patternBytes(77, 0, 3 * MiB)
+        body = b"".join(rawhttp.chunkedPieces(data, [100]))
+        _, answer = rawhttp.exchange(
+            server.port, "PUT", "/small/chunks.bin", [("Transfer-Encoding", "chunked")], body,
+            timeout=60,
+        )
+        self.assertEqual(answer.status, 201, answer.raw[:300])
+        self.assertEqual(reprDigestSha256(answer.header("repr-digest")), hashlib.sha256(data).hexdigest())
+

@@ -145,6 +145,20 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
     Writing incomplete uploads and finding them again.
     """
 
+    def test_manyPiecesAtOnce(self) -> None:
+        """
+        More pieces than one pwritev takes (a body in tiny chunks behind a
+        slow disk) are all written, in order.
+        """
+        path = parseRelativePath("many.bin")
+        staged = self.openUpload(path)
+        pieces = [bytes([i % 251]) * 3 for i in range(5000)]
+        staged.writeChunks(pieces)
+        staged.syncAndClose()
+        self.assertEqual(self.store.inspect(path).offset, 15000)
+        with open(self.dataFile(path), "rb") as f:
+            self.assertEqual(f.read(), b"".join(pieces))
+
     def test_nothingStored(self) -> None:
         """
         C{inspect} of an unknown path reports nothing.

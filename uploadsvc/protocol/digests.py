@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 import re
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import attrs
 
@@ -93,6 +93,20 @@ def newHasher(alg: str) -> Hasher:
     except KeyError:
         raise ValueError(f"unsupported digest algorithm {alg!r}") from None
     return factory()
+
+
+def digestAll(algorithms: Iterable[str], chunks: Iterable[bytes]) -> dict[str, bytes]:
+    """
+    Digest the bytes C{chunks} yield with each of C{algorithms} in one pass:
+    the one hashing helper, used for request bodies and stored files alike.
+
+    @raise ValueError: for an algorithm not in L{SUPPORTED}.
+    """
+    hashers = {alg: newHasher(alg) for alg in algorithms}
+    for chunk in chunks:
+        for hasher in hashers.values():
+            hasher.update(chunk)
+    return {alg: hasher.digest() for alg, hasher in hashers.items()}
 
 
 def digestLength(alg: str) -> int | None:

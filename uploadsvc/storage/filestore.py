@@ -1,11 +1,13 @@
 """
-Uploads staged on disk under the root's reserved C{.uploadsvc} folder.
+Uploads staged on disk under the root's reserved C{.uploadsvc} folder: the
+file store of the storage contract (L{uploadsvc.storage.interfaces}).
 
 Layout (C{<key>} names one upload: C{p-<sha256 of the path>} for
-path-addressed uploads; server-assigned ids such as tus get their own prefix
-and the same layout; C{<xx>} is two hex digits of the key's CRC-32, which
-spreads the files over 256 folders (made as needed) so that concurrent uploads do not queue on one
-folder's lock)::
+path-addressed uploads, C{i-<id>} for those made by L{FileStore.create}
+with a server-assigned id, whose C{.json} names the destination from the
+start; C{<xx>} is two hex digits of the key's CRC-32, which spreads the
+files over 256 folders (made as needed) so that concurrent uploads do not
+queue on one folder's lock)::
 
     <root>/.uploadsvc/uploads/<xx>/<key>.data   the bytes received so far
     <root>/.uploadsvc/uploads/<xx>/<key>.json   total, digests, path, generation
@@ -25,14 +27,16 @@ included, the folder is the whole state. Every file and folder under
 C{.uploadsvc} is reached through L{uploadsvc.storage.statedir}, never through
 a link planted there.
 
-Two locks per upload (L{uploadsvc.storage.locks}): its writer holds the
-writer lock for the whole request; everything that reads and rewrites the
-C{.json}, or starts over, cancels or renames the data file, holds the state
+Two locks per upload (L{uploadsvc.storage.locks}, taken and waited for in
+L{uploadsvc.storage.takeover}): its writer holds the writer lock for the
+whole request; everything that reads and rewrites the C{.json}, or starts over, cancels or renames the data file, holds the state
 lock for that moment. Status queries take only the state lock. The
 generation in the C{.json} is random, new whenever the bytes start over; it
 tells whether a hash state kept in memory still describes the bytes (see
-L{_usableHashState}).
+L{uploadsvc.storage.hashing.usableHashState}).
 
+The staged file a request writes is L{uploadsvc.storage.staged}; digests
+of staged and complete files come from L{uploadsvc.storage.hashing}.
 Everything here blocks: the web layer calls it through the disk thread pool.
 """
 
@@ -40,27 +44,34 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import os
 import secrets
 import stat
 import threading
 import time
 import zlib
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Iterable
 
 import attrs
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from uploadsvc.errors import (
-    Busy, Conflict, StorageFault, StorageUnavailable, UnsafeState, UploadError,
+    BadRequest, Busy, Conflict, NotFound, StorageFault, StorageUnavailable, UnsafeState,
+    UploadError,
 )
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
-from uploadsvc.storage import statedir
-from uploadsvc.storage.metadata import checkInfo
-from uploadsvc.storage.locks import STATE, HeldLock, RegionLocks, lockData
+from uploadsvc.storage import destination, statedir
+from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
+from uploadsvc.storage.interfaces import (
+    KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+)
+from uploadsvc.storage.metadata import checkInfo, newGeneration, newInfo
+from uploadsvc.storage.locks import HeldLock, RegionLocks, lockData
+from uploadsvc.storage.staged import StagedFile
+from uploadsvc.storage.takeover import stateLocked, takeWriterLock
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import (
     folderRemoved,
@@ -76,122 +87,12 @@ from uploadsvc.storage.syscalls import SystemCalls
 __all__ = ["STATE_DIR", "FileStore", "StagedFile", "isNoSpace"]
 
 log = Logger()
-_READ_SIZE = 1024 * 1024
-#: How often a request waiting for another's lock looks again.
-_STATE_POLL = 0.005
 #: Seconds between updates of the lock file's modification time while
 #: uploads are written (see L{FileStore.pendingTakeovers}).
 LOCK_TOUCH_INTERVAL = 60.0
 
 
-class StagedFile:
-    """
-    An incomplete upload opened for writing by one request, holding its lock.
-
-    @ivar offset: where the next byte goes (the staged size).
-    @ivar hasher: sha-256 of bytes C{0..offset}, or L{None} when this process
-        did not see them all (then completion re-reads the file).
-    @ivar info: the upload's metadata, written by L{sync} when C{infoDirty}.
-    @ivar infoOnDisk: whether a C{.json} of this upload exists.
-    @ivar infoBase: the metadata as it was on disk when this request began
-        (empty when it started the upload or found none): what L{sync}
-        compares with to keep what status queries recorded meanwhile.
-    @ivar lock: the upload's writer lock, held until L{close}.
-    """
-
-    def __init__(
-        self,
-        store: FileStore,
-        key: str,
-        fd: int,
-        offset: int,
-        hasher: Any,
-        info: dict[str, Any],
-        infoDirty: bool,
-        lock: HeldLock | None = None,
-    ) -> None:
-        self.store = store
-        self.key = key
-        self.fd = fd
-        self.offset = offset
-        self.hasher = hasher
-        self.info = info
-        self.infoDirty = infoDirty
-        self.infoOnDisk = False
-        self.infoBase: dict[str, Any] = {}
-        self.lock = lock
-        self.closed = False
-
-    def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
-        """
-        Append C{chunks} at the current offset (blocking).
-        """
-        fd, offset = self.fd, self.offset
-        total = sum(map(len, chunks))
-        if self.store.throttle is not None:
-            self.store.throttle.wait(total)
-        written = os.pwritev(fd, chunks, offset)
-        if written != total:
-            # Short write (rare on regular files): finish it piece by piece.
-            rest = b"".join(chunks)[written:]
-            while rest:
-                n = os.pwrite(fd, rest, offset + written)
-                written += n
-                rest = rest[n:]
-        self.offset = offset + written
-
-    def hashChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
-        """
-        Feed C{chunks} to the running sha-256 (blocking; in order, on its own
-        lane so that it runs beside the writes).
-        """
-        update = self.hasher.update
-        for chunk in chunks:
-            update(chunk)
-
-    def sync(self) -> int:
-        """
-        Make the staged upload durable, bytes and metadata; return the
-        durable offset.
-        """
-        if self.store.fsync:
-            self.store.system.fsync(self.fd)
-        self.store._checkAlive(self)
-        if self.infoDirty:
-            with self.store._stateLock(self.key):
-                try:
-                    onDisk = self.store._readInfo(self.key)
-                except ValueError:
-                    onDisk = None  # damaged: replaced by what this writer knows
-                self.info = _mergeInfo(self.info, self.infoBase, onDisk, self.offset)
-                self.store._writeInfo(self.key, self.info)
-            self.infoBase = dict(self.info)
-            self.infoDirty = False
-            self.infoOnDisk = True
-        return self.offset
-
-    def syncAndClose(self) -> int:
-        """
-        L{sync}, then L{close}: the end of a request that did not complete.
-        """
-        try:
-            return self.sync()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """
-        Close the data file and let go of the upload's lock.
-        """
-        if not self.closed:
-            self.closed = True
-            try:
-                os.close(self.fd)  # NFS reports deferred write errors here
-            finally:
-                if self.lock is not None:
-                    self.lock.release()
-
-
+@implementer(IUploadStore, ITakeover)
 class FileStore:
     """
     Staged uploads and completed files under one root folder.
@@ -296,8 +197,134 @@ class FileStore:
         self._retired = []
 
     @staticmethod
-    def keyFor(path: UploadPath) -> str:
-        return "p-" + hashlib.sha256(path.relative.encode("utf-8")).hexdigest()
+    def keyFor(target: Target) -> str:
+        """
+        C{p-<sha-256 of the path>} for a path, C{i-<id>} for an upload id.
+        """
+        return uploadKey(target)
+
+    def _resolve(self, target: Target) -> tuple[str, UploadPath]:
+        """
+        The key and destination of C{target}: an upload id's destination
+        is the one recorded when L{create} made it.
+
+        @raise NotFound: an upload id that names no staged upload (never
+            made, or completed, cancelled or expired since).
+        """
+        key = self.keyFor(target)
+        if isinstance(target, UploadPath):
+            return key, target
+        info = self._readInfo(key)
+        relative = info.get("path") if info is not None else None
+        path = parseRelativePath(relative) if isinstance(relative, str) else None
+        if info is None or path is None or info.get("uploadId") != target.value:
+            raise NotFound("no-upload", "there is no such upload")
+        return key, path
+
+    def create(self, path: UploadPath) -> UploadId:
+        """
+        Make an empty upload for C{path} under a new server-assigned id,
+        durably (its C{.json} names the destination), and return the id.
+
+        @raise Forbidden: the path crosses a symbolic link.
+        @raise Conflict: the path is a folder, or a parent is a file.
+        """
+        self._fresh()
+        destination.entry(self._rootFD, path, strict=False)
+        uploadId = UploadId(secrets.token_hex(16))
+        key = self.keyFor(uploadId)
+        with self._stateLock(key):
+            fd = self._openData(key, create=True)
+            assert fd is not None
+            os.close(fd)
+            self._writeInfo(key, newInfo(path, key))
+        return uploadId
+
+    def listIncomplete(self) -> list[Incomplete]:
+        """
+        Every incomplete upload under the state folder, with when it was
+        last touched (the later change of its data file and its C{.json}).
+        Entries that are not regular files are left out (and left alone).
+        """
+        self._fresh()
+        found = []
+        listFD = os.open(
+            ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._stateDir.uploadsFD
+        )
+        try:
+            shards = sorted(os.listdir(listFD))
+        finally:
+            os.close(listFD)
+        for shard in shards:
+            try:
+                folder = self._stateDir.shard(shard, create=False)
+            except UploadError:
+                continue  # a link or a file: left for the operator
+            if folder is None:
+                continue
+            try:
+                for name in sorted(os.listdir(folder)):
+                    key = name[: -len(".data")]
+                    if not name.endswith(".data") or KEY.fullmatch(key) is None:
+                        continue
+                    touched = _touched(folder, key)
+                    if touched is None:
+                        continue
+                    size, when = touched
+                    info = self._readInfo(key) or {}
+                    relative = info.get("path")
+                    found.append(Incomplete(
+                        key=key,
+                        path=relative if isinstance(relative, str) else None,
+                        uploadId=UploadId(key[2:]) if key.startswith("i-") else None,
+                        offset=size,
+                        total=info.get("total"),
+                        touched=when,
+                    ))
+            finally:
+                os.close(folder)
+        return found
+
+    def expire(self, key: str, idleSeconds: float, now: float | None = None) -> bool:
+        """
+        Discard the incomplete upload C{key} (from L{listIncomplete}) if
+        nothing touched it for C{idleSeconds} and no request of any process
+        holds it (it is never waited for, nor asked to let go).
+
+        @param now: seconds since the epoch (default: now).
+        @return: whether it was discarded.
+        @raise ValueError: C{key} is not a key this store makes.
+        """
+        if KEY.fullmatch(key) is None:
+            raise ValueError(f"not an upload key: {key!r}")
+        self._fresh()
+        if now is None:
+            now = time.time()
+        lock = self._locks.tryLock(key)
+        if lock is None:
+            return False
+        try:
+            with self._stateLock(key):
+                folder = self._stateDir.shard(self._shardName(key), create=False)
+                if folder is None:
+                    return False
+                try:
+                    touched = _touched(folder, key)
+                finally:
+                    os.close(folder)
+                if touched is None or now - touched[1] < idleSeconds:
+                    return False
+                fd = self._openData(key, create=False)
+                if fd is None:
+                    return False
+                try:
+                    if not lockData(fd, exclusive=False):
+                        return False  # a writer holding another lock file
+                    return self._discard(key)
+                finally:
+                    os.close(fd)
+        finally:
+            lock.release()
 
     def _folder(self, key: str) -> str:
         return os.path.join(self._uploads, self._shardName(key))
@@ -393,9 +420,10 @@ class FileStore:
                 f"{self._where(staged.key, '.data')} has {links} names (a hard link)"
             )
 
-    def inspect(self, path: UploadPath, durable: bool = True, strict: bool = False) -> Stored:
+    def inspect(self, target: Target, durable: bool = True, strict: bool = False) -> Stored:
         """
-        What is stored for C{path}: the offset of an incomplete upload and
+        What is stored for C{target} (a path, or an upload id and its
+        destination): the offset of an incomplete upload and
         the size of a complete file.
 
         @param durable: fsync the staged bytes before reporting their count
@@ -411,21 +439,8 @@ class FileStore:
         @raise UnsafeState: the staged files are links or not regular.
         """
         self._fresh()
-        completeSize = None
-        oddEntry = None
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is not None:
-            try:
-                st = lstatAt(parentFD, path.components[-1])
-            finally:
-                os.close(parentFD)
-            if st is not None:
-                if stat.S_ISDIR(st.st_mode):
-                    raise Conflict("is-folder", f"{path.relative!r} is a folder")
-                if strict and not stat.S_ISREG(st.st_mode):
-                    oddEntry = _notAFile(path, st)
-                completeSize = st.st_size
-        key = self.keyFor(path)
+        key, path = self._resolve(target)
+        completeSize, oddEntry = destination.entry(self._rootFD, path, strict)
         fd = self._openData(key, create=False)
         if fd is None:
             if oddEntry is not None:
@@ -461,7 +476,7 @@ class FileStore:
 
     def begin(
         self,
-        path: UploadPath,
+        target: Target,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: tuple[str, int, Any] | None,
@@ -479,7 +494,7 @@ class FileStore:
         @param digests: C{Repr-Digest} values to remember (latest wins).
         @param hashState: C{(generation, offset, sha256 hasher)} kept in
             memory from an earlier request of this process; see
-            L{_usableHashState} for when it is used.
+            L{uploadsvc.storage.hashing.usableHashState} for when it is used.
         @param wait: when false, refuse at once (L{Busy}) if anyone holds
             the upload, and ask no holder to let go.
         @return: what was stored, the plan, and the staged file (L{None}
@@ -487,11 +502,11 @@ class FileStore:
         @raise Busy: another process holds the upload for longer than
             C{lockWait}.
         """
-        key = self.keyFor(path)
         self._fresh()
+        key, path = self._resolve(target)
         lock = self._lock(key, wait)
         try:
-            stored = self.inspect(path, durable=False)
+            stored = self.inspect(target, durable=False)
             plan = decide(stored)
             if isinstance(plan, AlreadyComplete):
                 lock.release()
@@ -516,9 +531,9 @@ class FileStore:
         base = dict(info) if info is not None else {}
         dirty = info is None
         if info is None:
-            info = _newInfo(path)
+            info = newInfo(path, key)
         elif not isinstance(info.get("generation"), str):
-            info["generation"] = _newGeneration()  # an older .json
+            info["generation"] = newGeneration()  # an older .json
             dirty = True
         if plan.total is not None and info.get("total") != plan.total:
             info["total"] = plan.total
@@ -539,7 +554,13 @@ class FileStore:
             # _openData: never a file that a planted link names.)
             try:
                 with self._stateLock(key):
-                    self._unlinkInfo(key)
+                    if key.startswith("i-"):
+                        # An id is known only by its metadata: the new
+                        # generation replaces the old one rather than none.
+                        self._writeInfo(key, info)
+                        onDisk, base = True, dict(info)
+                    else:
+                        self._unlinkInfo(key)
                     os.ftruncate(fd, 0)
             except BaseException:
                 os.close(fd)
@@ -547,18 +568,19 @@ class FileStore:
         offset = os.fstat(fd).st_size
         hasher = None
         if offset == 0:
-            hasher = hashlib.sha256()
-        elif _usableHashState(hashState, base, offset):
+            hasher = newStreamHasher()
+        elif usableHashState(hashState, base, offset):
             assert hashState is not None
             hasher = hashState[2]
         staged = StagedFile(self, key, fd, offset, hasher, info, dirty, lock)
+        staged.path = path
         staged.infoOnDisk = onDisk
         staged.infoBase = base
         return staged
 
     def record(
         self,
-        path: UploadPath,
+        target: Target,
         total: int | None,
         digests: dict[str, str],
         decide: Callable[[Stored], Stored] | None = None,
@@ -579,17 +601,17 @@ class FileStore:
         @return: what is stored, as C{decide} answered, with what was
             recorded.
         """
-        key = self.keyFor(path)
         self._fresh()
+        key, path = self._resolve(target)
         with self._stateLock(key):
-            stored = self.inspect(path)
+            stored = self.inspect(target)
             if decide is not None:
                 stored = decide(stored)
             if not stored.incomplete or (total is None and not digests):
                 return stored
             info = self._readInfo(key)
             if info is None:
-                info = _newInfo(path)
+                info = newInfo(path, key)
             if total is not None:
                 info["total"] = total
             if digests:
@@ -622,35 +644,18 @@ class FileStore:
 
     def _lock(self, key: str, wait: bool = True) -> HeldLock:
         """
-        Take the upload's writer lock. When another process holds it, leave
-        a takeover request for it (see L{pendingTakeovers}) and wait up to
-        C{lockWait} seconds for it to let go.
+        Take the upload's writer lock (see L{takeWriterLock}: a holder in
+        another process is asked to let go, for up to C{lockWait} seconds).
 
         @param wait: when false, refuse at once and leave no request.
-        @return: the lock, which only its own C{release} drops.
         """
-        state = self._stateDir
-        lock = self._locks.tryLock(key)
-        if lock is not None:
-            # A marker left by a writer that gave up would end this request;
-            # a writer still waiting makes its marker again within 50 ms.
-            state.dropMarker(key)
-            return lock
-        if not wait:
-            raise Busy("locked", "the upload is being written by another request")
-        deadline = time.monotonic() + self.lockWait
-        try:
-            while True:
-                # (Re)made each round: the holder may have just cleared it.
-                state.touchMarker(key)
-                time.sleep(0.05)
-                lock = self._locks.tryLock(key)
-                if lock is not None:
-                    return lock
-                if time.monotonic() >= deadline:
-                    raise Busy("locked", "the upload is being written by another process")
-        finally:
-            state.dropMarker(key)
+        return takeWriterLock(self._locks, self._stateDir, key, wait, self.lockWait)
+
+    def _stateLock(self, key: str) -> AbstractContextManager[None]:
+        """
+        Hold the upload's state lock (see L{stateLocked}).
+        """
+        return stateLocked(self._locks, key, self.lockWait)
 
     def askTakeover(self, key: str) -> None:
         """
@@ -669,27 +674,6 @@ class FileStore:
         """
         self._fresh()
         self._stateDir.dropMarker(key)
-
-    @contextmanager
-    def _stateLock(self, key: str) -> Iterator[None]:
-        """
-        Hold the upload's state lock while its metadata is read and
-        rewritten, or its files are started over, renamed or removed.
-
-        Holders keep it for one small file write, never while waiting for
-        anything else, so waiting for it is a short bounded poll (L{Busy}
-        after C{lockWait}) that asks nobody to let go. Not reentrant: a
-        holder that asked again would wait for itself.
-        """
-        deadline = time.monotonic() + self.lockWait
-        while (lock := self._locks.tryLock(key, STATE)) is None:
-            if time.monotonic() >= deadline:
-                raise Busy("state-locked", "the upload is being changed by another request")
-            time.sleep(_STATE_POLL)
-        try:
-            yield
-        finally:
-            lock.release()
 
     def pendingTakeovers(self) -> list[str]:
         """
@@ -723,41 +707,32 @@ class FileStore:
         Digest the staged bytes from disk (after a restart, or for
         algorithms not computed while streaming).
         """
-        return _hashFD(staged.fd, algorithms)
+        return hashFD(staged.fd, algorithms)
 
     def hashComplete(self, path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the complete file at C{path} (a retried final request).
         """
         self._fresh()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is None:
-            raise FileNotFoundError(path.relative)
-        try:
-            name = path.components[-1]
-            try:
-                fd = os.open(
-                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                    dir_fd=parentFD,
-                )
-            except OSError as e:
-                if e.errno != errno.ELOOP:
-                    raise
-                raise _notAFile(path, os.lstat(name, dir_fd=parentFD)) from None
-        finally:
-            os.close(parentFD)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _notAFile(path, st)
-            return _hashFD(fd, algorithms)
-        finally:
-            os.close(fd)
+        return destination.hashFile(self._rootFD, path, algorithms)
 
-    def complete(self, path: UploadPath, staged: StagedFile, allowOverwrite: bool) -> bool:
+    def complete(
+        self,
+        target: Target,
+        staged: StagedFile,
+        allowOverwrite: bool,
+        expected: dict[str, bytes] | None = None,
+    ) -> bool:
         """
         Move a finished upload into place atomically and durably, and let go
         of it (whatever happens, C{staged} is closed afterwards).
+
+        @param target: its path (an upload id stands for the destination
+            decided when it was made).
+        @param expected: the whole file's digests (algorithm to raw digest),
+            checked first: a mismatch discards the upload. L{None} when the
+            caller checked them.
+        @raise BadRequest: C{digest-mismatch}.
 
         @return: whether it replaced an existing file.
         @raise Forbidden: the path crosses a symbolic link (planted since).
@@ -765,7 +740,15 @@ class FileStore:
             a file.
         @raise UnsafeState: the staged file's name leads elsewhere now.
         """
+        path = staged.path if isinstance(target, UploadId) else target
         try:
+            assert path is not None
+            if expected is not None:
+                try:
+                    verifyStaged(staged, expected, self.hashStaged)
+                except BadRequest:
+                    self.discard(staged)
+                    raise
             if self.fsync:
                 self.system.fsync(staged.fd)
             self._fresh()
@@ -854,15 +837,16 @@ class FileStore:
         os.ftruncate(staged.fd, offset)
         staged.offset = offset
 
-    def cancel(self, path: UploadPath, wait: bool = True) -> bool:
+    def cancel(self, target: Target, wait: bool = True) -> bool:
         """
-        Discard the incomplete upload of C{path}; whether there was one.
+        Discard the incomplete upload of C{target}; whether there was one.
         Takes the upload's lock (C{Busy} if another process keeps it).
 
         @param wait: as for L{begin}.
+        @raise NotFound: an upload id that names no upload.
         """
-        key = self.keyFor(path)
         self._fresh()
+        key, path = self._resolve(target)
         # The same path rules as every other request: through a link, 403.
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
@@ -904,26 +888,7 @@ class FileStore:
         regular file, never a link or another kind of entry.
         """
         self._fresh()
-        parentFD = openParent(self._rootFD, path.components[:-1], create=False)
-        if parentFD is None:
-            return False
-        try:
-            st = lstatAt(parentFD, path.components[-1])
-            if st is None:
-                return False
-            if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-                raise _notAFile(path, st)
-            try:
-                os.unlink(path.components[-1], dir_fd=parentFD)
-            except FileNotFoundError:
-                return False
-            except IsADirectoryError:
-                raise Conflict("is-folder", f"{path.relative!r} is a folder")
-            if self.fsync:
-                fsyncFolder(parentFD, self.system)
-            return True
-        finally:
-            os.close(parentFD)
+        return destination.deleteFile(self._rootFD, path, self.fsync, self.system)
 
     def freeBytes(self) -> int:
         st = os.statvfs(self._rootFD)
@@ -960,7 +925,7 @@ class FileStore:
             finally:
                 os.close(folder)
             for name in names:
-                if name.startswith("p-") and name.endswith(".data"):
+                if name.startswith(("p-", "i-")) and name.endswith(".data"):
                     try:
                         outcome = self._recoverOne(name[: -len(".data")], allowOverwrite)
                     except Exception:
@@ -980,7 +945,7 @@ class FileStore:
             with self._stateLock(key):
                 info = self._readInfo(key)
                 path = parseRelativePath(info["path"]) if info else None
-                if info is None or path is None or self.keyFor(path) != key:
+                if info is None or path is None or not _keyMatches(key, info, path):
                     lock.release()
                     return None
                 fd = self._openData(key, create=False)
@@ -996,6 +961,7 @@ class FileStore:
             return None
         size = os.fstat(fd).st_size
         staged = StagedFile(self, key, fd, size, None, info, False, lock)
+        staged.path = path
         staged.infoOnDisk = True
         try:
             if info.get("total") != size:
@@ -1019,96 +985,36 @@ class FileStore:
             staged.close()
 
 
-def _newGeneration() -> str:
-    return secrets.token_hex(16)
-
-
-def _newInfo(path: UploadPath) -> dict[str, Any]:
+def _keyMatches(key: str, info: dict[str, Any], path: UploadPath) -> bool:
     """
-    Metadata of an upload (re)started now, with a generation of its own.
+    Whether metadata read under C{key} is that upload's own: its path's key,
+    or the id it was made with.
     """
-    return {"path": path.relative, "created": time.time(), "generation": _newGeneration()}
+    if key.startswith("i-"):
+        return info.get("uploadId") == key[2:]
+    return FileStore.keyFor(path) == key
 
 
-def _usableHashState(
-    hashState: tuple[str, int, Any] | None, onDisk: dict[str, Any], offset: int
-) -> bool:
+def _touched(folderFD: int, key: str) -> tuple[int, float] | None:
     """
-    Whether a sha-256 state remembered by this process still covers exactly
-    the staged bytes, C{0..offset}.
-
-    The staged bytes change only by: an append at C{offset = size} (bytes
-    below the size are never rewritten); a rollback to the start of the
-    request that appended (which was at or above any size remembered
-    before it); a start over, truncate to 0; or a cancel or discard. Each of
-    the last two removes the C{.json} first, under the writer and state
-    locks, and a new C{.json} gets a new random generation. A state is
-    remembered only after the C{.json} naming its generation was written.
-    So while the C{.json} carries that same generation, the size never went
-    below the remembered offset, and the first C{offset} bytes are the ones
-    hashed: if the size equals the offset too, the state covers the file. In
-    any other case (no C{.json}, another generation, another size; as when
-    another process deleted and rewrote the upload) it is not used and
-    completion re-reads the file.
-
-    @param hashState: C{(generation, offset, hasher)}.
-    @param onDisk: the C{.json} read under the writer lock (empty if none).
+    The staged size of upload C{key} in C{folderFD} and the last change of
+    its data or metadata; L{None} when it has no data file (or something
+    other than a regular file is in its place).
     """
-    if hashState is None:
-        return False
-    generation, stateOffset, _ = hashState
-    return onDisk.get("generation") == generation and stateOffset == offset
-
-
-def _mergeInfo(
-    mine: dict[str, Any],
-    base: dict[str, Any],
-    onDisk: dict[str, Any] | None,
-    offset: int,
-) -> dict[str, Any]:
-    """
-    The metadata a writer records: its own, plus what status queries
-    recorded while it ran.
-
-    A writer holds the writer lock, so nobody else changed its bytes or
-    started them over: a C{.json} on disk now describes them, whatever its
-    generation. What in it differs from what the writer found at its start
-    (C{base}) was recorded by a query since, which is newer than the
-    writer's headers: such C{Repr-Digest}s win (latest wins). A total from
-    the writer's own headers wins (its bytes obey it); a recorded total is
-    adopted only if the writer has none, and never when it is below the
-    offset (an upload must be able to finish).
-
-    @param offset: the writer's staged size now.
-    """
-    if not onDisk:
-        return mine
-    merged = dict(mine)
-    total = onDisk.get("total")
-    if merged.get("total") is None and isinstance(total, int) and total >= offset:
-        merged["total"] = total
-    before = base.get("digests", {})
-    newer = {
-        alg: value for alg, value in dict(onDisk.get("digests", {})).items()
-        if before.get(alg) != value
-    }
-    if newer:
-        merged["digests"] = {**merged.get("digests", {}), **newer}
-    return merged
-
-
-def _hashFD(fd: int, algorithms: Iterable[str]) -> dict[str, bytes]:
-    """
-    Digest the whole file open as C{fd} (read by position: a descriptor
-    being written keeps its own).
-    """
-    hashers = {alg: hashlib.new(alg.replace("-", "")) for alg in algorithms}
-    offset = 0
-    while chunk := os.pread(fd, _READ_SIZE, offset):
-        offset += len(chunk)
-        for h in hashers.values():
-            h.update(chunk)
-    return {alg: h.digest() for alg, h in hashers.items()}
+    try:
+        data = os.stat(key + ".data", dir_fd=folderFD, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(data.st_mode):
+        return None
+    when = data.st_mtime
+    try:
+        info = os.stat(key + ".json", dir_fd=folderFD, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        when = max(when, info.st_mtime)
+    return data.st_size, when
 
 
 #: Seconds after which a metadata temp file is taken for one that a killed
@@ -1140,16 +1046,6 @@ def _heldElsewhere(key: str, where: str) -> Busy:
     """
     log.warn("{where} is locked by a writer holding another lock file", where=where)
     return Busy("locked", "the upload is being written by another process")
-
-
-def _notAFile(path: UploadPath, st: os.stat_result) -> Conflict:
-    """
-    The refusal for an entry at the destination that is no uploaded file:
-    a symbolic link (never followed) or a FIFO, socket or device.
-    """
-    if stat.S_ISLNK(st.st_mode):
-        return Conflict("is-link", f"{path.relative!r} is a symbolic link, not an uploaded file")
-    return Conflict("not-a-file", f"{path.relative!r} is not a regular file")
 
 
 def isNoSpace(error: BaseException) -> bool:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
+import time
 from typing import Any
 
 from uploadsvc.protocol.digests import digestLength
+from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.storage.statedir import CorruptState
 
 
@@ -57,3 +60,27 @@ def _check(info: dict[str, Any]) -> None:
             raise BadMetadata(f"its {alg} digest is not base64") from None
         if len(raw) != digestLength(alg):
             raise BadMetadata(f"its {alg} digest has {len(raw)} bytes")
+
+
+def newGeneration() -> str:
+    """
+    A random generation: new whenever an upload's bytes start over.
+    """
+    return secrets.token_hex(16)
+
+
+def newInfo(path: UploadPath, key: str, now: float | None = None) -> dict[str, Any]:
+    """
+    Metadata of an upload (re)started now, with a generation of its own
+    (and the id of an upload made by C{create}: its key is C{i-<id>}).
+
+    @param now: the creation time (default: the system's clock).
+    """
+    info: dict[str, Any] = {
+        "path": path.relative,
+        "created": time.time() if now is None else now,
+        "generation": newGeneration(),
+    }
+    if key.startswith("i-"):
+        info["uploadId"] = key[2:]
+    return info

@@ -1,0 +1,316 @@
+"""
+The storage contract: what the web layer (and later tus, the resumable-upload
+draft and the operations commands) may ask of a store.
+
+As in tusd's C{DataStore}, a small core (L{IUploadStore}) and a capability
+of its own (L{ITakeover}: writers in other processes asking a holder to let
+go). Every store passes one conformance suite
+(C{tests/test_store_conformance.py}). An upload is named either by its
+destination (an L{UploadPath}) or by a server-assigned L{UploadId} whose
+destination was decided when L{IUploadStore.create} made it. The methods
+block (a file store touches the disk): the web layer runs them in its disk
+pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import attrs
+from zope.interface import Attribute, Interface
+
+from uploadsvc.errors import NotFound
+from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
+from uploadsvc.protocol.paths import UploadPath
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@attrs.frozen
+class UploadId:
+    """
+    A server-assigned upload id: 32 lowercase hex digits (128 random bits),
+    safe in a URL and in a file name.
+    """
+
+    value: str = attrs.field()
+
+    @value.validator
+    def _check(self, attribute: object, value: str) -> None:
+        if not isinstance(value, str) or _ID.fullmatch(value) is None:
+            raise ValueError(f"not an upload id: {value!r}")
+
+
+def parseUploadId(text: str) -> UploadId:
+    """
+    The id a client names (in a URL); anything of another shape names no
+    upload.
+
+    @raise NotFound: C{no-upload}, for any text that is not an upload id.
+    """
+    try:
+        return UploadId(text)
+    except ValueError:
+        raise NotFound("no-upload", "there is no such upload") from None
+
+
+#: What names an upload: its destination, or its server-assigned id.
+Target = Union[UploadPath, UploadId]
+
+#: The keys L{uploadKey} makes: a path's, or an upload id's.
+KEY = re.compile(r"p-[0-9a-f]{64}|i-[0-9a-f]{32}")
+
+
+def uploadKey(target: Target) -> str:
+    """
+    The name of the upload of C{target} in a store, its locks and takeover
+    markers: C{p-<sha-256 of the path>}, or C{i-<id>}.
+    """
+    if isinstance(target, UploadId):
+        return "i-" + target.value
+    return "p-" + hashlib.sha256(target.relative.encode("utf-8")).hexdigest()
+
+
+@attrs.frozen
+class Incomplete:
+    """
+    One incomplete upload, as L{IUploadStore.listIncomplete} sees it.
+
+    @ivar key: the store's name for it (what L{IUploadStore.expire} takes).
+    @ivar path: its destination (relative), when its metadata tells.
+    @ivar uploadId: its server-assigned id, for uploads made by C{create}.
+    @ivar offset: bytes staged.
+    @ivar total: its recorded length, when known.
+    @ivar touched: when its bytes or metadata last changed (seconds since
+        the epoch, on the store's clock).
+    """
+
+    key: str
+    path: str | None
+    uploadId: UploadId | None
+    offset: int
+    total: int | None
+    touched: float
+
+
+class IStagedUpload(Interface):
+    """
+    An incomplete upload opened for writing by one request, holding its
+    writer lock until L{close}.
+    """
+
+    key = Attribute("The store's name for the upload (L{IUploadStore.keyFor}).")
+    path = Attribute("Its destination, an L{UploadPath}.")
+    offset = Attribute("Where the next byte goes: the staged size.")
+    hasher = Attribute(
+        "sha-256 of bytes 0..offset, or None when this process did not see"
+        " them all (then completion re-reads them)."
+    )
+    info = Attribute("The metadata L{sync} records (total, digests, generation).")
+    closed = Attribute("Whether L{close} ran.")
+
+    def writeChunks(chunks: Sequence[bytes | memoryview]) -> None:
+        """
+        Append C{chunks} at L{offset} and move it on.
+        """
+
+    def hashChunks(chunks: Sequence[bytes | memoryview]) -> None:
+        """
+        Feed C{chunks} to L{hasher} (in order, beside the writes).
+        """
+
+    def sync() -> int:
+        """
+        Make the bytes and metadata durable; return the durable offset.
+        """
+
+    def syncAndClose() -> int:
+        """
+        L{sync}, then L{close}: the end of a request that did not complete.
+        """
+
+    def close() -> None:
+        """
+        Let go of the upload (idempotent).
+        """
+
+
+class IUploadStore(Interface):
+    """
+    Staged uploads and complete files. One writer per upload: L{begin}
+    locks it until the staged upload is closed, completed or discarded.
+    Status queries (L{inspect}, L{record}) never wait for a writer.
+
+    A C{staged} argument is an L{IStagedUpload} that this very store opened
+    (each store reads its own kind).
+    """
+
+    def keyFor(target: Target) -> str:
+        """
+        The store's name for the upload of C{target} (an L{UploadPath} or
+        an L{UploadId}): what writers, takeover markers and hash states are
+        keyed by.
+        """
+
+    def create(path: UploadPath) -> UploadId:
+        """
+        Make an empty upload for the destination C{path}, durably, and
+        return its new L{UploadId}. It is found by that id until it
+        completes, is cancelled or expires (then L{NotFound}).
+        """
+
+    def inspect(target: Target, durable: bool = True, strict: bool = False) -> Stored:
+        """
+        What is stored for C{target}, a L{Stored}: the offset, total and
+        digests of its incomplete upload, and the size of a complete file
+        at its destination.
+
+        @raise NotFound: an L{UploadId} that names no upload.
+        """
+
+    def begin(
+        target: Target,
+        decide: Callable[[Stored], Plan | AlreadyComplete],
+        digests: dict[str, str],
+        hashState: tuple[str, int, Any] | None,
+        wait: bool = True,
+    ) -> tuple[Stored, Plan | AlreadyComplete, Any]:
+        """
+        Lock the upload, decide the request against what is stored now
+        (under the lock) and open the staged upload as the plan says (from
+        the start when it says start over).
+
+        @param decide: C{Stored -> Plan | AlreadyComplete}; may raise the
+            refusal.
+        @param digests: C{Repr-Digest}s to remember (alg to base64).
+        @param hashState: C{(generation, offset, hasher)} remembered from an
+            earlier request, used when it still covers the bytes.
+        @param wait: when false, refuse at once if anyone holds the upload.
+        @return: C{(stored, plan, staged)}; C{staged} is L{None} for
+            L{AlreadyComplete}.
+        @raise Busy: someone else holds the upload.
+        """
+
+    def record(
+        target: Target,
+        total: int | None,
+        digests: dict[str, str],
+        decide: Callable[[Stored], Stored] | None = None,
+    ) -> Stored:
+        """
+        Decide a status query against what is stored and remember the total
+        or digests it carried (latest wins); waits for no writer.
+        """
+
+    def rollback(staged: Any, offset: int) -> None:
+        """
+        Cut the staged bytes back to C{offset} (a failed C{Content-Digest}).
+        """
+
+    def complete(
+        target: Target,
+        staged: Any,
+        allowOverwrite: bool,
+        expected: dict[str, bytes] | None = None,
+    ) -> bool:
+        """
+        Check the whole upload's digests, then move it into place atomically
+        and durably; C{staged} is closed afterwards whatever happens.
+
+        @param expected: alg to raw digest; a mismatch discards the upload
+            and raises L{BadRequest} C{digest-mismatch}. (L{None}: checked
+            by the caller.)
+        @return: whether it replaced an existing file.
+        @raise Conflict: a file is at the destination and overwrite is off.
+        """
+
+    def discard(staged: Any) -> None:
+        """
+        Throw away an upload being written, and close it.
+        """
+
+    def cancel(target: Target, wait: bool = True) -> bool:
+        """
+        Discard the incomplete upload of C{target}; whether there was one.
+
+        @param wait: as for L{begin}.
+        @raise Busy: another writer holds it.
+        """
+
+    def listIncomplete() -> list[Incomplete]:
+        """
+        Every incomplete upload, as L{Incomplete}s (for expiry).
+        """
+
+    def expire(key: str, idleSeconds: float, now: float | None = None) -> bool:
+        """
+        Discard the incomplete upload C{key} if nothing touched it for
+        C{idleSeconds} and no writer holds it; whether it did.
+
+        @param now: the time to measure from (default: the store's clock).
+        """
+
+    def hashStaged(staged: Any, algorithms: Iterable[str]) -> dict[str, bytes]:
+        """
+        Digest the staged bytes (alg to raw digest).
+        """
+
+    def hashComplete(path: UploadPath, algorithms: Iterable[str]) -> dict[str, bytes]:
+        """
+        Digest the complete file at C{path}.
+
+        @raise FileNotFoundError: there is none.
+        """
+
+    def deleteComplete(path: UploadPath) -> bool:
+        """
+        Remove the complete file at C{path}; whether there was one.
+        """
+
+    def freeBytes() -> int:
+        """
+        Room left for staged bytes.
+        """
+
+    def recover(allowOverwrite: bool) -> list[tuple[str, str]]:
+        """
+        Finish uploads fully staged but never moved into place (at start).
+
+        @return: C{(path, what happened)} for each it acted on.
+        """
+
+    def close() -> None:
+        """
+        Let go of what the store holds open.
+        """
+
+
+class ITakeover(Interface):
+    """
+    Newest writer wins across processes: a writer that finds an upload held
+    elsewhere leaves a request, and the holder's process ends its writer.
+    """
+
+    def askTakeover(key: str) -> None:
+        """
+        Ask whoever holds the upload C{key} to let go (a waiter asks again
+        at each of its tries).
+        """
+
+    def dropTakeover(key: str) -> None:
+        """
+        Take that request back (the asker gave up); getting the upload in
+        L{IUploadStore.begin} takes it back too.
+        """
+
+    def pendingTakeovers() -> list[str]:
+        """
+        Keys of uploads someone asked the holder to let go of.
+        """
+
+    def holdsCurrentLock(staged: Any) -> bool:
+        """
+        Whether C{staged}'s lock still keeps other writers out.
+        """
