@@ -647,7 +647,7 @@ class UploadApp:
                 total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
                 # Only with the generation of the .json just made durable:
-                # see filestore._usableHashState.
+                # see storage.hashing.usableHashState.
                 self.writers.keepHashState(key, staged.info["generation"], offset, staged.hasher)
             if outcome is Outcome.LOST:
                 return None
