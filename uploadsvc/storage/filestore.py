@@ -51,7 +51,7 @@ import threading
 import time
 import zlib
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 from twisted.logger import Logger
@@ -248,6 +248,33 @@ class FileStore:
         """
         self._fresh()
         found = []
+        for folder, names in self._stagingFolders():
+            for name in names:
+                key = name[: -len(".data")]
+                if not name.endswith(".data") or KEY.fullmatch(key) is None:
+                    continue
+                touched = _touched(folder, key)
+                if touched is None:
+                    continue
+                size, when = touched
+                info = self._readInfo(key) or {}
+                relative = info.get("path")
+                found.append(Incomplete(
+                    key=key,
+                    path=relative if isinstance(relative, str) else None,
+                    uploadId=UploadId(key[2:]) if key.startswith("i-") else None,
+                    offset=size,
+                    total=info.get("total"),
+                    touched=when,
+                ))
+        return found
+
+    def _stagingFolders(self) -> Iterator[tuple[int, list[str]]]:
+        """
+        Each C{uploads/<xx>} folder, open, with the names in it (sorted);
+        it is closed when the caller moves on. A link or a file among them
+        is left alone, for the operator.
+        """
         listFD = os.open(
             ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._stateDir.uploadsFD
         )
@@ -259,31 +286,13 @@ class FileStore:
             try:
                 folder = self._stateDir.shard(shard, create=False)
             except UploadError:
-                continue  # a link or a file: left for the operator
+                continue
             if folder is None:
                 continue
             try:
-                for name in sorted(os.listdir(folder)):
-                    key = name[: -len(".data")]
-                    if not name.endswith(".data") or KEY.fullmatch(key) is None:
-                        continue
-                    touched = _touched(folder, key)
-                    if touched is None:
-                        continue
-                    size, when = touched
-                    info = self._readInfo(key) or {}
-                    relative = info.get("path")
-                    found.append(Incomplete(
-                        key=key,
-                        path=relative if isinstance(relative, str) else None,
-                        uploadId=UploadId(key[2:]) if key.startswith("i-") else None,
-                        offset=size,
-                        total=info.get("total"),
-                        touched=when,
-                    ))
+                yield folder, sorted(os.listdir(folder))
             finally:
                 os.close(folder)
-        return found
 
     def expire(self, key: str, idleSeconds: float, now: float | None = None) -> bool:
         """
@@ -912,18 +921,8 @@ class FileStore:
         """
         done = []
         self._fresh()
-        for shard in sorted(os.listdir(self._stateDir.uploadsFD)):
-            try:
-                folder = self._stateDir.shard(shard, create=False)
-            except UploadError:
-                continue  # a link or a file: left for the operator
-            if folder is None:
-                continue
-            try:
-                names = sorted(os.listdir(folder))
-                _removeOldTemps(folder, names, time.time() - TEMP_AGE)
-            finally:
-                os.close(folder)
+        for folder, names in self._stagingFolders():
+            _removeOldTemps(folder, names, time.time() - TEMP_AGE)
             for name in names:
                 if name.startswith(("p-", "i-")) and name.endswith(".data"):
                     try:
