@@ -145,6 +145,30 @@ class NetworkTransport(StringTransport):
         self.producerState = "paused"
 
 
+class BoundedClock(Clock):
+    """
+    A L{Clock} whose C{advance} runs at most L{limit} calls: a send loop
+    that reschedules itself for ever shows up as L{spun}, not as a hung test.
+
+    @ivar spun: whether some C{advance} stopped at the limit.
+    """
+
+    limit = 10_000
+    spun = False
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        self._sortCalls()
+        for _ in range(self.limit):
+            if not (self.calls and self.calls[0].getTime() <= self.seconds()):
+                return
+            call = self.calls.pop(0)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            self._sortCalls()
+        self.spun = True
+
+
 def connect(resource: Any, clock: Clock) -> H2Client:
     """
     A server channel of a L{StreamingSite} on a transport whose ALPN chose
@@ -712,3 +736,47 @@ class HostileClientTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         # Each acknowledgement is a 17-byte frame.
         self.assertLessEqual(sent * 17, 17 * 1024 + 10 * 17)
+
+
+class ZeroWindowTests(SynchronousTestCase):
+    """
+    A client that grants no window for responses is not spun on, and is
+    closed at the idle timeout.
+    """
+
+    def setUp(self) -> None:
+        self.clock = BoundedClock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, self.clock)
+        self.client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.client.exchange()
+
+    def test_noSpinOnZeroWindow(self) -> None:
+        """A response with no window to go out leaves no send pass scheduled: the reactor is idle."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.assertTrue(self.client.of(h2.events.ResponseReceived, sid))
+        self.assertEqual(self.client.of(h2.events.DataReceived, sid), [])
+        self.assertFalse(self.clock.spun)
+        due = [c for c in self.clock.getDelayedCalls() if c.getTime() <= self.clock.seconds()]
+        self.assertEqual(due, [])
+
+    def test_windowUpdateSends(self) -> None:
+        """A WINDOW_UPDATE for the stream wakes the send loop and the response goes out."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.client.conn.increment_flow_control_window(100, stream_id=sid)
+        self.client.exchange()
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"ok")
+        self.assertTrue(self.client.of(h2.events.StreamEnded, sid))
+        self.assertFalse(self.clock.spun)
+
+    def test_idleTimeoutCloses(self) -> None:
+        """A connection whose streams only wait for window is closed at the idle timeout."""
+        sids = [self.client.request(b"GET", b"/x", end=True) for _ in range(4)]
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertFalse(self.clock.spun)
+        self.assertTrue(self.client.transport.disconnecting)
+        for sid in sids:
+            self.assertEqual(self.client.of(h2.events.DataReceived, sid), [])

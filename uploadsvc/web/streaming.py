@@ -57,6 +57,7 @@ if H2_ENABLED:
     from h2.settings import SettingCodes, Settings
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
+    from twisted.web._http2 import _END_STREAM_SENTINEL
 else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
     _H2Connection = _H2Stream = object  # type: ignore[misc,assignment]
 
@@ -733,6 +734,11 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     #: Whether the frames being handled made progress (see L{resetTimeout}).
     _progress = False
     _handlingFrames = False
+    #: Whether a pass of the send loop runs (see L{_sendPrioritisedData}).
+    _sendingPass = False
+    #: Why the connection is to be closed with ENHANCE_YOUR_CALM once the
+    #: frames being handled are done (see L{_enhanceYourCalm}).
+    _calmReason: str | None = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -777,6 +783,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             self._handlingFrames = False
         if self._progress:
             self.resetTimeout()
+        if self._calmReason is not None:
+            self._calmDown()
         if not self._stillProducing:
             # The client's GOAWAY, or an error Twisted met: the connection
             # is over, whatever the client still sends.
@@ -789,9 +797,55 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         progress (PING, SETTINGS, WINDOW_UPDATE, PRIORITY) must not keep a
         connection alive, so while frames are handled only L{_progress} counts.
         """
-        if self._handlingFrames:
+        if self._handlingFrames or self._sendingPass:
             return
         super().resetTimeout()
+
+    # -- sending --------------------------------------------------------------
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        """
+        One pass of Twisted's send loop. Twisted never blocks a stream whose
+        response data has no flow-control window: the loop would pick it,
+        send nothing and reschedule itself at once, for ever, resetting the
+        idle timeout each time. Such streams are blocked first (a
+        C{WINDOW_UPDATE} unblocks them), and only a pass that sent something
+        is progress.
+        """
+        self._blockStarvedStreams()
+        before = (self.conn.outbound_flow_control_window, len(self._outboundStreamQueues))
+        self._sendingPass = True
+        try:
+            super()._sendPrioritisedData(*args)
+        finally:
+            self._sendingPass = False
+        after = (self.conn.outbound_flow_control_window, len(self._outboundStreamQueues))
+        if after != before:
+            self.resetTimeout()
+
+    def _blockStarvedStreams(self) -> None:
+        """
+        Block, in the priority tree, every stream whose next response bytes
+        cannot be sent for want of window (its own or the connection's).
+        """
+        for streamID, queue in self._outboundStreamQueues.items():
+            if (
+                queue
+                and queue[0] is not _END_STREAM_SENTINEL
+                and queue[0]
+                and self.conn.local_flow_control_window(streamID) <= 0
+            ):
+                self.priority.block(streamID)
+
+    def _handleWindowUpdate(self, event: Any) -> None:
+        """
+        Window opened: Twisted unblocks the streams that have data waiting,
+        but leaves a send loop that found nothing to send asleep.
+        """
+        super()._handleWindowUpdate(event)
+        waiting, self._sendingDeferred = self._sendingDeferred, None
+        if waiting is not None:
+            waiting.callback(None)
 
     # -- closing --------------------------------------------------------------
 
@@ -821,6 +875,31 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
                 transport.unregisterProducer()
             except RuntimeError:
                 pass  # (nothing was registered)
+
+    def _enhanceYourCalm(self, reason: str) -> None:
+        """
+        The client abuses the connection: send GOAWAY (C{ENHANCE_YOUR_CALM})
+        and close, with one log line; while frames are being handled, once
+        they are done (Twisted would go on handling the rest of the batch
+        with its streams gone).
+
+        @param reason: what the client did, for the log.
+        """
+        if self._calmReason is None:
+            self._calmReason = reason
+        if not self._handlingFrames:
+            self._calmDown()
+
+    def _calmDown(self) -> None:
+        reason = self._calmReason
+        if self._closing or not self._stillProducing or reason is None:
+            return
+        self._log.info(
+            "closing {client}: {reason}",
+            client=self.transport.getPeer(), reason=reason,  # type: ignore[union-attr]
+        )
+        self.conn.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+        self._terminate(Failure(ConnectionAborted(reason)))
 
     def _stopReading(self) -> None:
         if self._closing:
