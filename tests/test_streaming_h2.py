@@ -389,6 +389,58 @@ class RefusalTests(SynchronousTestCase):
         )
 
 
+class RefusedBodyTests(SynchronousTestCase):
+    """
+    A client that goes on sending the body of a refused stream, or has many
+    streams refused, is closed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver(), refuse=True)
+        self.client = connect(self.resource, self.clock)
+
+    def goAway(self) -> Any:
+        [event] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        return event
+
+    def test_inFlightBodyTolerated(self) -> None:
+        """A refused stream's body already under way (one stream window) is dropped, and the connection serves on."""
+        sid = self.client.request(b"PUT", b"/a")
+        for _ in range(StreamingH2Connection.streamWindow // FRAME):
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"x" * FRAME))
+        self.client.exchange()
+        self.assertFalse(self.client.transport.disconnecting)
+        other = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, other)
+        self.assertEqual(status(response), b"200")
+
+    def test_refusedBodyForeverClosed(self) -> None:
+        """DATA on a refused stream past what flow control allowed closes the connection with ENHANCE_YOUR_CALM."""
+        sid = self.client.request(b"PUT", b"/a")
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 100 * StreamingH2Connection.streamWindow:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"x" * FRAME))
+            sent += FRAME
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, 2 * StreamingH2Connection.streamWindow + FRAME)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_refusedStreamsCapped(self) -> None:
+        """maxRefusedStreams refused requests are answered; one more closes the connection with ENHANCE_YOUR_CALM."""
+        limit = StreamingH2Connection.maxRefusedStreams
+        for _ in range(limit):
+            self.client.request(b"PUT", b"/a")
+        self.assertFalse(self.client.transport.disconnecting)
+        self.client.request(b"PUT", b"/a")
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(len(self.resource.requests), limit + 1)
+
+
 class AbortTests(SynchronousTestCase):
     """
     L{abortRequest} on HTTP/2 resets one stream.

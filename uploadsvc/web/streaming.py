@@ -565,7 +565,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
 #: The client's HTTP/2 connection preface (RFC 9113 section 3.4).
 _H2_PREFACE_LENGTH = 24
 _H2_FRAME_HEADER_LENGTH = 9
-_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION = 0x1, 0x5, 0x9
+_H2_DATA, _H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION = 0x0, 0x1, 0x5, 0x9
 _H2_END_HEADERS = 0x4
 
 
@@ -576,7 +576,13 @@ class _HeaderBlockMeter:
     block (a HEADERS frame and its CONTINUATION frames): C{h2} keeps up to
     64 CONTINUATION frames of 16 KiB before it decodes a block.
 
+    It also notes the DATA frames it sees, so that the connection can count
+    body bytes that C{h2} discards itself (DATA on a stream it reset, to
+    which it answers with window) and that no event reports.
+
     @ivar maxBlock: the most bytes one encoded header block may have.
+    @ivar dataBytes: the payload bytes of the DATA frames seen since it was
+        last emptied, by stream.
     """
 
     def __init__(self, maxBlock: int) -> None:
@@ -584,6 +590,7 @@ class _HeaderBlockMeter:
         self._skip = _H2_PREFACE_LENGTH
         self._head = b""
         self._block = 0
+        self.dataBytes: dict[int, int] = {}
 
     def feed(self, data: bytes) -> bool:
         """
@@ -606,6 +613,9 @@ class _HeaderBlockMeter:
             head, self._head = self._head, b""
             length = int.from_bytes(head[:3], "big")
             kind, flags = head[3], head[4]
+            if kind == _H2_DATA:
+                streamID = int.from_bytes(head[5:], "big") & 0x7FFFFFFF
+                self.dataBytes[streamID] = self.dataBytes.get(streamID, 0) + length
             if kind in (_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION):
                 if kind != _H2_CONTINUATION:
                     self._block = 0
@@ -717,6 +727,12 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         default is 100): each open stream holds a request with its fields
         (up to L{maxHeaderBytes}) and, for a client that does not read, its
         answer; this bounds what one connection can make the server hold.
+    @cvar maxRefusedStreams: streams one connection may have refused (answered
+        and reset while the client still sent a body, or refused at header
+        time); one more closes it (C{ENHANCE_YOUR_CALM}). The answer to a
+        refused request is sent data, which Twisted counts as progress: this
+        bounds how long refused requests keep a connection open, and with
+        them the body bytes it may send for nobody (see L{_countDiscarded}).
     @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
     @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
     @cvar closeGrace: see L{CLOSE_GRACE}.
@@ -725,6 +741,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     streamWindow = DEFAULT_READ_SIZE
     connectionWindow = 4 * DEFAULT_READ_SIZE
     maxConcurrentStreams = 32
+    maxRefusedStreams = 100
     maxHeaderFields = MAX_HEADER_FIELDS
     maxHeaderBytes = MAX_HEADER_BYTES
     closeGrace: float | None = CLOSE_GRACE
@@ -739,6 +756,12 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     #: Why the connection is to be closed with ENHANCE_YOUR_CALM once the
     #: frames being handled are done (see L{_enhanceYourCalm}).
     _calmReason: str | None = None
+    #: Streams this connection refused (see L{maxRefusedStreams}).
+    _refusedStreams = 0
+    #: Streams the server reset while the client might still send on them.
+    _stoppedStreams = 0
+    #: Body bytes received on streams that are no longer served.
+    _discardedBytes = 0
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -783,6 +806,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             self._handlingFrames = False
         if self._progress:
             self.resetTimeout()
+        self._countDiscarded()
         if self._calmReason is not None:
             self._calmDown()
         if not self._stillProducing:
@@ -800,6 +824,40 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         if self._handlingFrames or self._sendingPass:
             return
         super().resetTimeout()
+
+    def _countDiscarded(self) -> None:
+        """
+        Count the DATA just handled for streams that are not served (reset
+        or refused by the server): C{h2} drops it and gives its window back,
+        so a client could send a refused body for ever. A stream the server
+        stops may still receive what the client sent before it knew, at most
+        the stream's window (the server grants a stopped stream no more); past
+        one L{streamWindow} per stopped stream (and one to spare) the
+        connection is closed (C{ENHANCE_YOUR_CALM}).
+        """
+        seen, self._meter.dataBytes = self._meter.dataBytes, {}
+        if not self._stillProducing:
+            return
+        for streamID, length in seen.items():
+            if streamID not in self.streams:
+                self._discardedBytes += length
+        if self._discardedBytes > self.streamWindow * (self._stoppedStreams + 1):
+            self._enhanceYourCalm(
+                f"{self._discardedBytes} body bytes sent on streams it was told to stop"
+            )
+
+    def _streamStopped(self, refused: bool) -> None:
+        """
+        The server reset a stream the client may still send on: allow for
+        the body bytes already under way, and count a refusal.
+
+        @param refused: whether the stream was refused (not taken over).
+        """
+        self._stoppedStreams += 1
+        if refused:
+            self._refusedStreams += 1
+            if self._refusedStreams > self.maxRefusedStreams:
+                self._enhanceYourCalm(f"more than {self.maxRefusedStreams} refused streams")
 
     # -- sending --------------------------------------------------------------
 
@@ -973,6 +1031,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         self.conn.send_data(streamID, body, end_stream=True)
         if open:
             self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        self._streamStopped(refused=True)
         self._tryToWriteControlData()
 
     def _send100Continue(self, streamID: int) -> None:
@@ -1017,6 +1076,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             # Answered while the client still sends the body: ask it to stop
             # (RFC 9113 section 8.1) instead of reading what nobody wants.
             self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+            self._streamStopped(refused=True)
         # Body bytes held for a paused stream were never acknowledged; hand
         # their window back to the connection.
         held = stream._inboundDataBuffer
@@ -1034,6 +1094,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             self.conn.reset_stream(streamID, ErrorCodes.CANCEL)
         except StreamClosedError:
             pass
+        else:
+            self._streamStopped(refused=False)
         if not self._tryToWriteControlData():
             return  # the whole connection was dropped
         stream.connectionLost(reason)
