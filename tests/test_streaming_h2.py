@@ -546,6 +546,51 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(receiver.chunks, [b"end"])
         receiver.reason.trap(ResponseDone)
 
+    def test_emptyFramesNotHeld(self) -> None:
+        """Empty DATA frames on a paused stream are not held; past maxEmptyFrames the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        receiver = self.resource.receivers[0]
+        receiver.producer.pauseProducing()
+        self.client.send(sid, b"p" * self.BODY)
+        stream = self.client.server._channel.streams[sid]
+        held = len(stream._inboundDataBuffer)
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 10 * StreamingH2Connection.maxEmptyFrames:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"") * 16)
+            sent += 16
+            self.assertEqual(len(stream._inboundDataBuffer), held)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, StreamingH2Connection.maxEmptyFrames + 16)
+        self.client.exchange()
+        [goAway] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goAway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_emptyFinalFrameEnds(self) -> None:
+        """An empty DATA frame that ends the stream still ends the body."""
+        sid = self.client.request(b"PUT", b"/a")
+        self.client.send(sid, b"abc")
+        self.client.server.dataReceived(frame(0x0, 0x1, sid, b""))
+        receiver = self.resource.receivers[0]
+        self.assertEqual(receiver.chunks, [b"abc"])
+        receiver.reason.trap(ResponseDone)
+
+    def test_heldFramesBounded(self) -> None:
+        """A paused stream holds at most maxHeldFrames DATA frames (padding only, one window byte each): then the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        self.resource.receivers[0].producer.pauseProducing()
+        stream = self.client.server._channel.streams[sid]
+        transport = self.client.transport
+        limit = StreamingH2Connection.maxHeldFrames
+        sent = 0
+        while not transport.disconnecting and sent < 10 * limit:
+            # PADDED (0x8), a pad length of 0: no data, one byte of window.
+            self.client.server.dataReceived(frame(0x0, 0x8, sid, b"\x00") * 16)
+            sent += 16
+            self.assertLessEqual(len(stream._inboundDataBuffer), limit)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, limit + 16)
+
     def test_idleTimeoutSuspendedWhilePaused(self) -> None:
         """The connection's idle timeout does not fire while a body is paused by the server."""
         sid = self.client.request(b"PUT", b"/a")

@@ -733,6 +733,12 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         refused request is sent data, which Twisted counts as progress: this
         bounds how long refused requests keep a connection open, and with
         them the body bytes it may send for nobody (see L{_countDiscarded}).
+    @cvar maxHeldFrames: DATA frames held for one paused stream (a client
+        sending frames of 256 bytes fits a whole stream window); one more
+        closes the connection (C{ENHANCE_YOUR_CALM}).
+    @cvar maxEmptyFrames: empty DATA frames that do not end their stream
+        (they carry nothing, use no window and, while a body is paused, do
+        not even meet the idle timeout); one more closes the connection.
     @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
     @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
     @cvar closeGrace: see L{CLOSE_GRACE}.
@@ -742,6 +748,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     connectionWindow = 4 * DEFAULT_READ_SIZE
     maxConcurrentStreams = 32
     maxRefusedStreams = 100
+    maxHeldFrames = 1024
+    maxEmptyFrames = 1024
     maxHeaderFields = MAX_HEADER_FIELDS
     maxHeaderBytes = MAX_HEADER_BYTES
     closeGrace: float | None = CLOSE_GRACE
@@ -762,6 +770,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     _stoppedStreams = 0
     #: Body bytes received on streams that are no longer served.
     _discardedBytes = 0
+    #: Empty DATA frames that did not end their stream.
+    _emptyFrames = 0
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -1044,6 +1054,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
 
     def _requestDataReceived(self, event: Any) -> None:
         if event.stream_id in self.streams:
+            if not self._dataFrameAllowed(event):
+                return
             if event.data:
                 self._progress = True
             super()._requestDataReceived(event)
@@ -1051,6 +1063,27 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             # A frame read together with the one that made us let go of its
             # stream: nobody reads it, only the connection's window is owed.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _dataFrameAllowed(self, event: Any) -> bool:
+        """
+        Whether a DATA frame of a served stream is handed to Twisted, which
+        holds every frame of a paused stream, empty ones included (they use
+        no window, so nothing bounds them). An empty frame that does not end
+        the stream carries nothing and is dropped; past L{maxEmptyFrames} of
+        them, or past L{maxHeldFrames} frames held for one paused stream, the
+        connection is closed (C{ENHANCE_YOUR_CALM}).
+        """
+        if not event.data and not event.flow_controlled_length:
+            if event.stream_ended is None:
+                self._emptyFrames += 1
+                if self._emptyFrames > self.maxEmptyFrames:
+                    self._enhanceYourCalm(f"more than {self.maxEmptyFrames} empty DATA frames")
+            return False
+        stream = self.streams[event.stream_id]
+        if not stream.producing and len(stream._inboundDataBuffer) >= self.maxHeldFrames:
+            self._enhanceYourCalm(f"more than {self.maxHeldFrames} DATA frames for a paused stream")
+            return False
+        return True
 
     def _requestEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:
