@@ -877,3 +877,69 @@ class ZeroWindowTests(SynchronousTestCase):
         self.assertTrue(self.client.transport.disconnecting)
         for sid in sids:
             self.assertEqual(self.client.of(h2.events.DataReceived, sid), [])
+
+
+def priorityFrame(streamID: int, dependsOn: int) -> bytes:
+    """
+    A PRIORITY frame: C{streamID} depends on C{dependsOn}, weight 16.
+    """
+    return frame(0x2, 0, streamID, dependsOn.to_bytes(4, "big") + bytes([15]))
+
+
+class PriorityTests(SynchronousTestCase):
+    """
+    Priorities for streams that are not open are bounded, and an error of
+    the priority tree closes the connection instead of escaping.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, self.clock)
+        self.channel = self.client.server._channel
+
+    def goAway(self) -> Any:
+        [event] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        return event
+
+    def test_idlePrioritiesCapped(self) -> None:
+        """maxIdlePriorityFrames PRIORITY frames for streams never opened are taken; one more closes with ENHANCE_YOUR_CALM."""
+        limit = StreamingH2Connection.maxIdlePriorityFrames
+        for i in range(limit):
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 0))
+        self.assertFalse(self.client.transport.disconnecting)
+        sid = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"200")
+        self.client.server.dataReceived(priorityFrame(1001 + 2 * limit, 0))
+        self.assertTrue(self.client.transport.disconnecting)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertLessEqual(len(self.channel.priority._streams), limit + 2)
+
+    def test_treeErrorCloses(self) -> None:
+        """An error of the priority tree (too many streams) is a GOAWAY and a close, not an unhandled error."""
+        self.channel.maxIdlePriorityFrames = 10_000
+        for i in range(2000):
+            if self.client.transport.disconnecting:
+                break
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 0))
+        self.assertTrue(self.client.transport.disconnecting)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_priorityLoopCloses(self) -> None:
+        """A chain deeper than the priority tree accepts, then a HEADERS depending on its end, is a GOAWAY and a close."""
+        self.channel.maxIdlePriorityFrames = 10_000
+        for i in range(150):
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 1001 + 2 * (i - 1) if i else 0))
+        self.assertFalse(self.client.transport.disconnecting)
+        fields = [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"https"), (b":authority", b"e")]
+        self.client.conn.send_headers(
+            1, fields, end_stream=True, priority_depends_on=1001 + 2 * 149, priority_weight=16
+        )
+        self.client.exchange()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.flushLoggedErrors(), [])

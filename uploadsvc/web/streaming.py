@@ -55,6 +55,7 @@ if H2_ENABLED:
     from h2.exceptions import StreamClosedError
     from h2.frame_buffer import FrameBuffer
     from h2.settings import SettingCodes, Settings
+    from priority.priority import PriorityError
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
     from twisted.web._http2 import _END_STREAM_SENTINEL
@@ -739,6 +740,12 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     @cvar maxEmptyFrames: empty DATA frames that do not end their stream
         (they carry nothing, use no window and, while a body is paused, do
         not even meet the idle timeout); one more closes the connection.
+    @cvar maxIdlePriorityFrames: PRIORITY frames (or HEADERS priorities) for
+        streams that are not open; each adds a node to Twisted's priority
+        tree, which its send loop walks recursively (1000 nodes raise
+        C{TooManyStreamsError}, a deep chain C{RecursionError}). One more
+        closes the connection (C{ENHANCE_YOUR_CALM}), as does any error of
+        the priority tree.
     @cvar maxHeaderFields: see L{MAX_HEADER_FIELDS}.
     @cvar maxHeaderBytes: see L{MAX_HEADER_BYTES}.
     @cvar closeGrace: see L{CLOSE_GRACE}.
@@ -750,6 +757,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     maxRefusedStreams = 100
     maxHeldFrames = 1024
     maxEmptyFrames = 1024
+    maxIdlePriorityFrames = 100
     maxHeaderFields = MAX_HEADER_FIELDS
     maxHeaderBytes = MAX_HEADER_BYTES
     closeGrace: float | None = CLOSE_GRACE
@@ -772,6 +780,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
     _discardedBytes = 0
     #: Empty DATA frames that did not end their stream.
     _emptyFrames = 0
+    #: Priorities given to streams that were not open.
+    _idlePriorityFrames = 0
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -1084,6 +1094,26 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             self._enhanceYourCalm(f"more than {self.maxHeldFrames} DATA frames for a paused stream")
             return False
         return True
+
+    def _handlePriorityUpdate(self, event: Any) -> None:
+        """
+        A priority for a stream: counted if the stream is not open (see
+        L{maxIdlePriorityFrames}); an error of the priority tree closes the
+        connection instead of escaping from C{dataReceived}.
+        """
+        if self._calmReason is not None:
+            return
+        if event.stream_id not in self.streams:
+            self._idlePriorityFrames += 1
+            if self._idlePriorityFrames > self.maxIdlePriorityFrames:
+                self._enhanceYourCalm(
+                    f"more than {self.maxIdlePriorityFrames} priorities for streams that are not open"
+                )
+                return
+        try:
+            super()._handlePriorityUpdate(event)
+        except PriorityError as e:
+            self._enhanceYourCalm(f"a priority the tree refused: {e!r}")
 
     def _requestEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:
