@@ -943,3 +943,46 @@ class PriorityTests(SynchronousTestCase):
         self.assertTrue(self.client.transport.disconnecting)
         self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ConnectTests(SynchronousTestCase):
+    """
+    CONNECT (a request without C{:path}, which h2 accepts) is refused.
+    """
+
+    def setUp(self) -> None:
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, Clock())
+
+    def connect(self, end: bool) -> int:
+        sid = self.client.conn.get_next_available_stream_id()
+        self.client.conn.send_headers(
+            sid, [(b":method", b"CONNECT"), (b":authority", b"example:443")], end_stream=end
+        )
+        self.client.exchange()
+        return sid
+
+    def test_connectRefused(self) -> None:
+        """A CONNECT is answered 400 with a reason, and the connection serves the next request."""
+        sid = self.connect(end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"400")
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"a request without :path (CONNECT is not served)\n")
+        self.assertEqual(self.resource.requests, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        other = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, other)
+        self.assertEqual(status(response), b"200")
+
+    def test_connectWithBodyRefused(self) -> None:
+        """A CONNECT that goes on sending is answered 400 and reset with NO_ERROR; its data is dropped."""
+        sid = self.connect(end=False)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"400")
+        [reset] = self.client.of(h2.events.StreamReset, sid)
+        self.assertEqual(reset.error_code, ErrorCodes.NO_ERROR)
+        self.client.server.dataReceived(frame(0x0, 0, sid, b"tunnel"))
+        self.client.exchange()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse(self.client.transport.disconnecting)

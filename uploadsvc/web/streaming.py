@@ -1017,6 +1017,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         too many fields is answered C{431} without a request.
         """
         self._progress = True
+        if self._refusedWithoutPath(event):
+            return
         fields = sum(1 for name, _ in event.headers if not name.startswith(b":"))
         if fields > self.maxHeaderFields:
             self._refuseStream(
@@ -1036,6 +1038,22 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
                 and request.requestHeaders.getRawHeaders(b"content-length") != [b"0"]
             )
             request._http2HeadersReceived(_HTTP2Stream(self, stream, expectContinue), hasBody)
+
+    def _refusedWithoutPath(self, event: Any) -> bool:
+        """
+        Refuse (C{400}) a request without C{:path}: h2 accepts one for
+        C{CONNECT} (RFC 9113 section 8.5), which Twisted cannot build a
+        request from (C{None.split}).
+
+        @return: whether the request was refused.
+        """
+        if any(name == b":path" for name, _ in event.headers):
+            return False
+        self._refuseStream(
+            event.stream_id, event.stream_ended is None,
+            400, "a request without :path (CONNECT is not served)",
+        )
+        return True
 
     def _refuseStream(self, streamID: int, open: bool, code: int, reason: str) -> None:
         """
