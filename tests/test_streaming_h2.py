@@ -429,6 +429,17 @@ class RefusedBodyTests(SynchronousTestCase):
         self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
         self.assertEqual(transport.producerState, "paused")
 
+    def test_emptyFramesOnRefusedStreamClosed(self) -> None:
+        """Empty DATA frames on a refused stream (each answered with a reset by h2) count too: the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 100 * StreamingH2Connection.streamWindow:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"") * 1024)
+            sent += 9 * 1024
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, 2 * StreamingH2Connection.streamWindow + 9 * 1024)
+
     def test_refusedStreamsCapped(self) -> None:
         """maxRefusedStreams refused requests are answered; one more closes the connection with ENHANCE_YOUR_CALM."""
         limit = StreamingH2Connection.maxRefusedStreams

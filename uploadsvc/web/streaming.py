@@ -582,8 +582,9 @@ class _HeaderBlockMeter:
     which it answers with window) and that no event reports.
 
     @ivar maxBlock: the most bytes one encoded header block may have.
-    @ivar dataBytes: the payload bytes of the DATA frames seen since it was
-        last emptied, by stream.
+    @ivar dataBytes: the bytes of the DATA frames (frame headers included,
+        so that empty frames count) seen since it was last emptied, by
+        stream.
     """
 
     def __init__(self, maxBlock: int) -> None:
@@ -616,7 +617,9 @@ class _HeaderBlockMeter:
             kind, flags = head[3], head[4]
             if kind == _H2_DATA:
                 streamID = int.from_bytes(head[5:], "big") & 0x7FFFFFFF
-                self.dataBytes[streamID] = self.dataBytes.get(streamID, 0) + length
+                self.dataBytes[streamID] = (
+                    self.dataBytes.get(streamID, 0) + _H2_FRAME_HEADER_LENGTH + length
+                )
             if kind in (_H2_HEADERS, _H2_PUSH_PROMISE, _H2_CONTINUATION):
                 if kind != _H2_CONTINUATION:
                     self._block = 0
@@ -853,7 +856,8 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         stops may still receive what the client sent before it knew, at most
         the stream's window (the server grants a stopped stream no more); past
         one L{streamWindow} per stopped stream (and one to spare) the
-        connection is closed (C{ENHANCE_YOUR_CALM}).
+        connection is closed (C{ENHANCE_YOUR_CALM}). Frame headers count, so
+        that empty frames (which C{h2} answers with a reset each) do too.
         """
         seen, self._meter.dataBytes = self._meter.dataBytes, {}
         if not self._stillProducing:
