@@ -58,7 +58,6 @@ if H2_ENABLED:
     from priority.priority import PriorityError
     from twisted.web._http2 import H2Connection as _H2Connection
     from twisted.web._http2 import H2Stream as _H2Stream
-    from twisted.web._http2 import _END_STREAM_SENTINEL
 else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
     _H2Connection = _H2Stream = object  # type: ignore[misc,assignment]
 
@@ -913,7 +912,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         for streamID, queue in self._outboundStreamQueues.items():
             if (
                 queue
-                and queue[0] is not _END_STREAM_SENTINEL
+                and isinstance(queue[0], bytes)  # (not Twisted's end-of-stream marker)
                 and queue[0]
                 and self.conn.local_flow_control_window(streamID) <= 0
             ):
