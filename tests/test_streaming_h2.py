@@ -878,6 +878,15 @@ class ZeroWindowTests(SynchronousTestCase):
         self.assertTrue(self.client.of(h2.events.StreamEnded, sid))
         self.assertFalse(self.clock.spun)
 
+    def test_settingsWindowSends(self) -> None:
+        """A SETTINGS that raises every stream's window wakes the send loop too."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535})
+        self.client.exchange()
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"ok")
+        self.assertFalse(self.clock.spun)
+
     def test_idleTimeoutCloses(self) -> None:
         """A connection whose streams only wait for window is closed at the idle timeout."""
         sids = [self.client.request(b"GET", b"/x", end=True) for _ in range(4)]

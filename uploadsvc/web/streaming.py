@@ -52,6 +52,7 @@ from uploadsvc.web.interfaces import IBodyReceiver
 
 if H2_ENABLED:
     from h2.errors import ErrorCodes
+    from h2.events import WindowUpdated
     from h2.exceptions import StreamClosedError
     from h2.frame_buffer import FrameBuffer
     from h2.settings import SettingCodes, Settings
@@ -822,10 +823,13 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
             return
         self._progress = False
         self._handlingFrames = True
+        initialWindow = self.conn.remote_settings.initial_window_size
         try:
             super().dataReceived(data)
         finally:
             self._handlingFrames = False
+        if self._stillProducing and self.conn.remote_settings.initial_window_size != initialWindow:
+            self._initialWindowChanged()
         if self._progress:
             self.resetTimeout()
         self._countDiscarded()
@@ -869,14 +873,16 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
                 f"{self._discardedBytes} body bytes sent on streams it was told to stop"
             )
 
-    def _streamStopped(self, refused: bool) -> None:
+    def _streamStopped(self, refused: bool, sending: bool = True) -> None:
         """
-        The server reset a stream the client may still send on: allow for
-        the body bytes already under way, and count a refusal.
+        The server stopped a stream: if the client may still send on it,
+        allow for the body bytes already under way; count a refusal.
 
         @param refused: whether the stream was refused (not taken over).
+        @param sending: whether the client may still send on it.
         """
-        self._stoppedStreams += 1
+        if sending:
+            self._stoppedStreams += 1
         if refused:
             self._refusedStreams += 1
             if self._refusedStreams > self.maxRefusedStreams:
@@ -927,6 +933,13 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         waiting, self._sendingDeferred = self._sendingDeferred, None
         if waiting is not None:
             waiting.callback(None)
+
+    def _initialWindowChanged(self) -> None:
+        """
+        The client's SETTINGS changed every stream's window, which Twisted
+        ignores: streams blocked for want of window may send again.
+        """
+        self._handleWindowUpdate(WindowUpdated(stream_id=0, delta=0))
 
     # -- closing --------------------------------------------------------------
 
@@ -1072,7 +1085,7 @@ class StreamingH2Connection(_H2Connection):  # type: ignore[misc,valid-type]
         self.conn.send_data(streamID, body, end_stream=True)
         if open:
             self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
-        self._streamStopped(refused=True)
+        self._streamStopped(refused=True, sending=open)
         self._tryToWriteControlData()
 
     def _send100Continue(self, streamID: int) -> None:
