@@ -18,7 +18,7 @@ import ssl
 import time
 from typing import Any, Callable
 
-from hpack import Encoder
+from hpack import Decoder, Encoder
 from twisted.trial.unittest import TestCase
 from twisted.web.http import H2_ENABLED
 
@@ -592,3 +592,152 @@ class HTTP2HeaderBlockTests(AttackServerMixin, TestCase):
         self.report("h2-header-blocks", figures)
         self.assertEqual(still, H2_HOLDERS, figures)
         self.assertLess(perConnection, PER_H2_HOLDER_BOUND, figures)
+
+
+def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """
+    The complete HTTP/2 frames in C{data}: (type, flags, stream, payload).
+    """
+    found = []
+    pos = 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if pos + 9 + length > len(data):
+            break
+        kind, flags = data[pos + 3], data[pos + 4]
+        streamID = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        found.append((kind, flags, streamID, data[pos + 9 : pos + 9 + length]))
+        pos += 9 + length
+    return found
+
+
+def readUntil(client: TLSClient, done: Callable[[bytes], bool]) -> tuple[bytes, bool]:
+    """
+    Read what the server sends until C{done(received)}, the server closes,
+    or L{BOUND} seconds passed.
+
+    @return: what was received, and whether the server closed.
+    """
+    received = b""
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline and not done(received):
+        more = client.receive(1.0)
+        if more is None:
+            return received, True
+        received += more
+    return received, False
+
+
+def goAwayCode(received: bytes) -> int | None:
+    """
+    The error code of the first GOAWAY in C{received}, if any.
+    """
+    for kind, _, _, payload in frames(received):
+        if kind == 0x7:
+            return int.from_bytes(payload[4:8], "big")
+    return None
+
+
+class HTTP2AbuseTests(AttackServerMixin, TestCase):
+    """
+    HTTP/2 frames that cost the server without bound (issue 8 attack3),
+    before any credential is checked: the server closes the connection.
+    (The GOAWAY it sends first, C{ENHANCE_YOUR_CALM}, is reported, not
+    asserted: a client that floods without reading may lose it to a reset.)
+    """
+
+    timeout = 120
+
+    if not H2_ENABLED:
+        skip = "the h2 package is not installed"
+
+    def setUp(self) -> None:
+        tokens = os.path.abspath(self.mktemp())
+        with open(tokens, "w") as f:
+            f.write("a-token-that-nobody-sends-0123456789\n")
+        self.startTLSServer("--auth-tokens", tokens, "--idle-timeout", "2")
+
+    def floodAfter(self, name: str, opening: bytes, piece: bytes) -> None:
+        """
+        Send C{opening}, flood C{piece} without reading; assert that the
+        server closed the connection before the flood was through, without
+        an unhandled error.
+        """
+        client = self.tlsClient("h2")
+        client.send(H2_PREFACE + opening)
+        sent = flood(client.send, client.sock, piece * max(1, 64 * KiB // len(piece)))
+        received, closed = readUntil(client, lambda r: False)
+        figures = {"floodBytes": sent, "closed": closed, "goAway": goAwayCode(received)}
+        self.report(name, figures)
+        self.assertTrue(closed, figures)
+        self.assertLess(sent, FLOOD, figures)
+        self.assertNotIn("Unhandled Error", self.server.logText())
+
+    def test_zeroWindowClosedAtIdleTimeout(self) -> None:
+        """
+        A client that grants no window (SETTINGS_INITIAL_WINDOW_SIZE 0) and
+        has a refusal queued is not spun on: the idle timeout closes it.
+        """
+        client = self.tlsClient("h2")
+        zero = frame(0x4, 0, 0, (4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+        block = Encoder().encode(
+            [(b":method", b"PUT"), (b":path", b"/z.bin"), (b":scheme", b"https"),
+             (b":authority", b"localhost"), (b"content-length", b"0")]
+        )
+        client.send(H2_PREFACE[:-9] + zero + frame(0x1, 0x5, 1, block))
+        received, closed = readUntil(client, lambda r: False)
+        self.assertTrue(closed)
+        self.assertTrue(any(k == 0x1 and s == 1 for k, _, s, _ in frames(received)))
+        self.assertFalse(any(k == 0x0 and s == 1 and p for k, _, s, p in frames(received)))
+
+    def test_refusedBodyFlood(self) -> None:
+        """
+        A PUT refused before credentials (401, then RST_STREAM), whose
+        client goes on sending its body: closed.
+        """
+        self.floodAfter("h2-refused-body", frame(0x1, 0x4, 1, requestBlock()), frame(0x0, 0, 1, b"b" * 16 * KiB))
+
+    def test_priorityFlood(self) -> None:
+        """
+        PRIORITY frames for 1000 streams that never open (the 1000th
+        overflowed Twisted's priority tree): closed, no unhandled error.
+        """
+        piece = b"".join(frame(0x2, 0, 1001 + 2 * i, (0).to_bytes(4, "big") + b"\x0f") for i in range(1000))
+        self.floodAfter("h2-priority-flood", b"", piece)
+
+    def test_connectRefused(self) -> None:
+        """A CONNECT (no :path) is answered 400 and the connection goes on; no traceback is logged."""
+        client = self.tlsClient("h2")
+        block = Encoder().encode([(b":method", b"CONNECT"), (b":authority", b"localhost:443")])
+        client.send(H2_PREFACE + frame(0x1, 0x5, 1, block) + PING)
+        received, closed = readUntil(
+            client, lambda r: any(k == 0x6 and f & 0x1 for k, f, _, _ in frames(r))
+        )
+        self.assertFalse(closed)
+        [headers] = [p for k, _, s, p in frames(received) if k == 0x1 and s == 1]
+        self.assertEqual(dict(Decoder().decode(headers, raw=True))[b":status"], b"400")
+        self.assertNotIn("Traceback", self.server.logText())
+
+
+class HTTP2EmptyDataTests(AttackServerMixin, TestCase):
+    """
+    Empty DATA frames on an accepted upload (no credentials configured).
+    """
+
+    timeout = 120
+
+    if not H2_ENABLED:
+        skip = "the h2 package is not installed"
+
+    def test_emptyDataFlood(self) -> None:
+        """Empty DATA frames that do not end the stream of an accepted upload: the connection is closed."""
+        self.startTLSServer("--idle-timeout", "600")
+        client = self.tlsClient("h2")
+        client.send(H2_PREFACE + frame(0x1, 0x4, 1, requestBlock()) + frame(0x0, 0, 1, b"real"))
+        piece = frame(0x0, 0, 1, b"")
+        sent = flood(client.send, client.sock, piece * (64 * KiB // len(piece)))
+        received, closed = readUntil(client, lambda r: False)
+        figures = {"floodBytes": sent, "closed": closed, "goAway": goAwayCode(received)}
+        self.report("h2-empty-data", figures)
+        self.assertTrue(closed, figures)
+        self.assertLess(sent, FLOOD, figures)
