@@ -80,6 +80,9 @@ NEGOTIATING_ATTRIBUTES = [
 H2_CONNECTION_METHODS = [
     "_terminate",
     "_log",
+    "_sendPrioritisedData",
+    "_handleWindowUpdate",
+    "_handlePriorityUpdate",
     "_requestReceived",
     "_send100Continue",
     "_requestDataReceived",
@@ -91,6 +94,9 @@ H2_CONNECTION_METHODS = [
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
+    ("_outboundStreamQueues", f"{_STREAMING}: StreamingH2Connection._blockStarvedStreams"),
+    ("_sendingDeferred", f"{_STREAMING}: StreamingH2Connection._handleWindowUpdate"),
+    ("priority", f"{_STREAMING}: StreamingH2Connection (streams blocked for want of window)"),
     ("_stillProducing", f"{_STREAMING}: StreamingH2Connection._requestDone, _bodyResumed"),
     ("streams", f"{_STREAMING}: StreamingH2Connection"),
     ("conn", f"{_STREAMING}: StreamingH2Connection (the h2 state machine)"),
@@ -108,6 +114,7 @@ H2_STATE_ATTRIBUTES = [
 
 #: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
 H2_STREAM_ATTRIBUTES = [
+    ("producing", f"{_STREAMING}: StreamingH2Connection (frames held for a paused stream)"),
     ("_request", f"{_STREAMING}: StreamingH2Connection._requestReceived"),
     ("_inboundDataBuffer", f"{_STREAMING}: StreamingH2Connection._requestDone"),
     ("_send100Continue", f"{_STREAMING}: _HTTP2Stream._send100Continue"),
