@@ -33,7 +33,8 @@ C{NO_ERROR} (RFC 9113 section 8.1) instead of closing the connection, and the
 window of every byte that nobody will read is handed back to the connection.
 
 L{negotiate} switches a connection to one or the other and holds
-L{StreamingSite}; L{headerblock} measures HTTP/2 header blocks before C{h2}
+L{StreamingSite}; L{readsize} applies C{--read-size} to the socket under
+any TLS layer; L{headerblock} measures HTTP/2 header blocks before C{h2}
 buffers them; L{constants} holds the bounds all of them share.
 
 Every private name of Twisted used by uploadsvc is used in this package (and

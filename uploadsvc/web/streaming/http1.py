@@ -17,6 +17,7 @@ from uploadsvc.web.streaming.constants import (
     MAX_HEADER_BYTES,
     MAX_HEADER_FIELDS,
 )
+from uploadsvc.web.streaming.readsize import setReadSize
 
 
 def _plainAnswer(code: int, phrase: bytes, reason: str) -> bytes:
@@ -71,8 +72,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = self.readSize  # type: ignore[union-attr]
+        setReadSize(self.transport, self.readSize)
 
     # -- the header block ---------------------------------------------------
 
