@@ -17,7 +17,7 @@ import struct
 import termios
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
@@ -153,6 +153,21 @@ class ReadSizeTests(SynchronousTestCase):
         self.send(SENT)
         connection.doRead()
         self.assertEqual(recorder.sizes, [SENT])
+
+    def test_unixReadSize(self) -> None:
+        """On a UNIX socket (read with recvmsg) one read hands the protocol up to the read size too."""
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        ours.setblocking(False)
+        recorder = Recorder()
+        connection = unix.Server(ours, recorder, "", None, 1, self.reactor)
+        recorder.makeConnection(connection)
+        setReadSize(connection, READ_SIZE)
+        peer.sendall(b"x" * SENT)
+        connection.doRead()
+        self.assertEqual(recorder.sizes, [SENT])
+        self.assertEqual(connection.bufferSize, TWISTED_BUFFER)
 
     def test_otherTransports(self) -> None:
         """A transport with no socket under it (a test's, a pipe's) is left alone."""
