@@ -32,7 +32,7 @@ from uploadsvc.web.streaming.request import StreamingRequest
 
 class StreamingH2Connection(H2Connection):  # type: ignore[misc]
     """
-    Twisted's HTTP/2 connection, streaming request bodies (see the module
+    Twisted's HTTP/2 connection, streaming request bodies (see the package
     docstring), with bounded cost for a client that does not play along:
 
       - each header block is measured as it arrives (L{HeaderBlockMeter})

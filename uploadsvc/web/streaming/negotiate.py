@@ -80,7 +80,7 @@ def _buildChannel(site: StreamingSite) -> _NegotiatingChannel:
 
 class StreamingSite(server.Site):
     """
-    A L{Site} whose connections stream request bodies, see the module docstring.
+    A L{Site} whose connections stream request bodies, see the package docstring.
 
     It offers C{h2} and C{http/1.1} by ALPN when the C{h2} package is
     installed (L{server.Site.acceptableProtocols}).

@@ -252,7 +252,6 @@ class StreamingRequest(server.Request):
             gate._resumeBody("decision")
 
 
-
 def _onHTTP2(request: Any) -> bool:
     """
     Whether C{request} arrived on an HTTP/2 stream.
