@@ -145,6 +145,30 @@ class NetworkTransport(StringTransport):
         self.producerState = "paused"
 
 
+class BoundedClock(Clock):
+    """
+    A L{Clock} whose C{advance} runs at most L{limit} calls: a send loop
+    that reschedules itself for ever shows up as L{spun}, not as a hung test.
+
+    @ivar spun: whether some C{advance} stopped at the limit.
+    """
+
+    limit = 10_000
+    spun = False
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        self._sortCalls()
+        for _ in range(self.limit):
+            if not (self.calls and self.calls[0].getTime() <= self.seconds()):
+                return
+            call = self.calls.pop(0)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            self._sortCalls()
+        self.spun = True
+
+
 def connect(resource: Any, clock: Clock) -> H2Client:
     """
     A server channel of a L{StreamingSite} on a transport whose ALPN chose
@@ -365,6 +389,69 @@ class RefusalTests(SynchronousTestCase):
         )
 
 
+class RefusedBodyTests(SynchronousTestCase):
+    """
+    A client that goes on sending the body of a refused stream, or has many
+    streams refused, is closed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver(), refuse=True)
+        self.client = connect(self.resource, self.clock)
+
+    def goAway(self) -> Any:
+        [event] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        return event
+
+    def test_inFlightBodyTolerated(self) -> None:
+        """A refused stream's body already under way (one stream window) is dropped, and the connection serves on."""
+        sid = self.client.request(b"PUT", b"/a")
+        for _ in range(StreamingH2Connection.streamWindow // FRAME):
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"x" * FRAME))
+        self.client.exchange()
+        self.assertFalse(self.client.transport.disconnecting)
+        other = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, other)
+        self.assertEqual(status(response), b"200")
+
+    def test_refusedBodyForeverClosed(self) -> None:
+        """DATA on a refused stream past what flow control allowed closes the connection with ENHANCE_YOUR_CALM."""
+        sid = self.client.request(b"PUT", b"/a")
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 100 * StreamingH2Connection.streamWindow:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"x" * FRAME))
+            sent += FRAME
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, 2 * StreamingH2Connection.streamWindow + FRAME)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_emptyFramesOnRefusedStreamClosed(self) -> None:
+        """Empty DATA frames on a refused stream (each answered with a reset by h2) count too: the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 100 * StreamingH2Connection.streamWindow:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"") * 1024)
+            sent += 9 * 1024
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, 2 * StreamingH2Connection.streamWindow + 9 * 1024)
+
+    def test_refusedStreamsCapped(self) -> None:
+        """maxRefusedStreams refused requests are answered; one more closes the connection with ENHANCE_YOUR_CALM."""
+        limit = StreamingH2Connection.maxRefusedStreams
+        for _ in range(limit):
+            self.client.request(b"PUT", b"/a")
+        self.assertFalse(self.client.transport.disconnecting)
+        self.client.request(b"PUT", b"/a")
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(len(self.resource.requests), limit + 1)
+
+
 class AbortTests(SynchronousTestCase):
     """
     L{abortRequest} on HTTP/2 resets one stream.
@@ -469,6 +556,51 @@ class FlowControlTests(SynchronousTestCase):
         receiver.producer.resumeProducing()
         self.assertEqual(receiver.chunks, [b"end"])
         receiver.reason.trap(ResponseDone)
+
+    def test_emptyFramesNotHeld(self) -> None:
+        """Empty DATA frames on a paused stream are not held; past maxEmptyFrames the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        receiver = self.resource.receivers[0]
+        receiver.producer.pauseProducing()
+        self.client.send(sid, b"p" * self.BODY)
+        stream = self.client.server._channel.streams[sid]
+        held = len(stream._inboundDataBuffer)
+        sent = 0
+        transport = self.client.transport
+        while not transport.disconnecting and sent < 10 * StreamingH2Connection.maxEmptyFrames:
+            self.client.server.dataReceived(frame(0x0, 0, sid, b"") * 16)
+            sent += 16
+            self.assertEqual(len(stream._inboundDataBuffer), held)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, StreamingH2Connection.maxEmptyFrames + 16)
+        self.client.exchange()
+        [goAway] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goAway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_emptyFinalFrameEnds(self) -> None:
+        """An empty DATA frame that ends the stream still ends the body."""
+        sid = self.client.request(b"PUT", b"/a")
+        self.client.send(sid, b"abc")
+        self.client.server.dataReceived(frame(0x0, 0x1, sid, b""))
+        receiver = self.resource.receivers[0]
+        self.assertEqual(receiver.chunks, [b"abc"])
+        receiver.reason.trap(ResponseDone)
+
+    def test_heldFramesBounded(self) -> None:
+        """A paused stream holds at most maxHeldFrames DATA frames (padding only, one window byte each): then the connection is closed."""
+        sid = self.client.request(b"PUT", b"/a")
+        self.resource.receivers[0].producer.pauseProducing()
+        stream = self.client.server._channel.streams[sid]
+        transport = self.client.transport
+        limit = StreamingH2Connection.maxHeldFrames
+        sent = 0
+        while not transport.disconnecting and sent < 10 * limit:
+            # PADDED (0x8), a pad length of 0: no data, one byte of window.
+            self.client.server.dataReceived(frame(0x0, 0x8, sid, b"\x00") * 16)
+            sent += 16
+            self.assertLessEqual(len(stream._inboundDataBuffer), limit)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, limit + 16)
 
     def test_idleTimeoutSuspendedWhilePaused(self) -> None:
         """The connection's idle timeout does not fire while a body is paused by the server."""
@@ -712,3 +844,165 @@ class HostileClientTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         # Each acknowledgement is a 17-byte frame.
         self.assertLessEqual(sent * 17, 17 * 1024 + 10 * 17)
+
+
+class ZeroWindowTests(SynchronousTestCase):
+    """
+    A client that grants no window for responses is not spun on, and is
+    closed at the idle timeout.
+    """
+
+    def setUp(self) -> None:
+        self.clock = BoundedClock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, self.clock)
+        self.client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.client.exchange()
+
+    def test_noSpinOnZeroWindow(self) -> None:
+        """A response with no window to go out leaves no send pass scheduled: the reactor is idle."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.assertTrue(self.client.of(h2.events.ResponseReceived, sid))
+        self.assertEqual(self.client.of(h2.events.DataReceived, sid), [])
+        self.assertFalse(self.clock.spun)
+        due = [c for c in self.clock.getDelayedCalls() if c.getTime() <= self.clock.seconds()]
+        self.assertEqual(due, [])
+
+    def test_windowUpdateSends(self) -> None:
+        """A WINDOW_UPDATE for the stream wakes the send loop and the response goes out."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.client.conn.increment_flow_control_window(100, stream_id=sid)
+        self.client.exchange()
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"ok")
+        self.assertTrue(self.client.of(h2.events.StreamEnded, sid))
+        self.assertFalse(self.clock.spun)
+
+    def test_settingsWindowSends(self) -> None:
+        """A SETTINGS that raises every stream's window wakes the send loop too."""
+        sid = self.client.request(b"GET", b"/x", end=True)
+        self.client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535})
+        self.client.exchange()
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"ok")
+        self.assertFalse(self.clock.spun)
+
+    def test_idleTimeoutCloses(self) -> None:
+        """A connection whose streams only wait for window is closed at the idle timeout."""
+        sids = [self.client.request(b"GET", b"/x", end=True) for _ in range(4)]
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertFalse(self.clock.spun)
+        self.assertTrue(self.client.transport.disconnecting)
+        for sid in sids:
+            self.assertEqual(self.client.of(h2.events.DataReceived, sid), [])
+
+
+def priorityFrame(streamID: int, dependsOn: int) -> bytes:
+    """
+    A PRIORITY frame: C{streamID} depends on C{dependsOn}, weight 16.
+    """
+    return frame(0x2, 0, streamID, dependsOn.to_bytes(4, "big") + bytes([15]))
+
+
+class PriorityTests(SynchronousTestCase):
+    """
+    Priorities for streams that are not open are bounded, and an error of
+    the priority tree closes the connection instead of escaping.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, self.clock)
+        self.channel = self.client.server._channel
+
+    def goAway(self) -> Any:
+        [event] = [e for e in self.client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        return event
+
+    def test_idlePrioritiesCapped(self) -> None:
+        """maxIdlePriorityFrames PRIORITY frames for streams never opened are taken; one more closes with ENHANCE_YOUR_CALM."""
+        limit = StreamingH2Connection.maxIdlePriorityFrames
+        for i in range(limit):
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 0))
+        self.assertFalse(self.client.transport.disconnecting)
+        sid = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"200")
+        self.client.server.dataReceived(priorityFrame(1001 + 2 * limit, 0))
+        self.assertTrue(self.client.transport.disconnecting)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertLessEqual(len(self.channel.priority._streams), limit + 2)
+
+    def test_treeErrorCloses(self) -> None:
+        """An error of the priority tree (too many streams) is a GOAWAY and a close, not an unhandled error."""
+        self.channel.maxIdlePriorityFrames = 10_000
+        for i in range(2000):
+            if self.client.transport.disconnecting:
+                break
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 0))
+        self.assertTrue(self.client.transport.disconnecting)
+        self.client.exchange()
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_priorityLoopCloses(self) -> None:
+        """A chain deeper than the priority tree accepts, then a HEADERS depending on its end, is a GOAWAY and a close."""
+        self.channel.maxIdlePriorityFrames = 10_000
+        for i in range(150):
+            self.client.server.dataReceived(priorityFrame(1001 + 2 * i, 1001 + 2 * (i - 1) if i else 0))
+        self.assertFalse(self.client.transport.disconnecting)
+        fields = [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"https"), (b":authority", b"e")]
+        self.client.conn.send_headers(
+            1, fields, end_stream=True, priority_depends_on=1001 + 2 * 149, priority_weight=16
+        )
+        self.client.exchange()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.goAway().error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ConnectTests(SynchronousTestCase):
+    """
+    CONNECT (a request without C{:path}, which h2 accepts) is refused.
+    """
+
+    def setUp(self) -> None:
+        self.resource = BodyResource(lambda r: RecordingReceiver())
+        self.client = connect(self.resource, Clock())
+
+    def connect(self, end: bool) -> int:
+        sid = self.client.conn.get_next_available_stream_id()
+        self.client.conn.send_headers(
+            sid, [(b":method", b"CONNECT"), (b":authority", b"example:443")], end_stream=end
+        )
+        self.client.exchange()
+        return sid
+
+    def test_connectRefused(self) -> None:
+        """A CONNECT is answered 400 with a reason, and the connection serves the next request."""
+        sid = self.connect(end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"400")
+        data = b"".join(e.data for e in self.client.of(h2.events.DataReceived, sid))
+        self.assertEqual(data, b"a request without :path (CONNECT is not served)\n")
+        self.assertEqual(self.resource.requests, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        other = self.client.request(b"GET", b"/x", end=True)
+        [response] = self.client.of(h2.events.ResponseReceived, other)
+        self.assertEqual(status(response), b"200")
+
+    def test_connectWithBodyRefused(self) -> None:
+        """A CONNECT that goes on sending is answered 400 and reset with NO_ERROR; its data is dropped."""
+        sid = self.connect(end=False)
+        [response] = self.client.of(h2.events.ResponseReceived, sid)
+        self.assertEqual(status(response), b"400")
+        [reset] = self.client.of(h2.events.StreamReset, sid)
+        self.assertEqual(reset.error_code, ErrorCodes.NO_ERROR)
+        self.client.server.dataReceived(frame(0x0, 0, sid, b"tunnel"))
+        self.client.exchange()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse(self.client.transport.disconnecting)

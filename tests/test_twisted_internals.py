@@ -86,6 +86,9 @@ NEGOTIATING_ATTRIBUTES = [
 H2_CONNECTION_METHODS = [
     "_terminate",
     "_log",
+    "_sendPrioritisedData",
+    "_handleWindowUpdate",
+    "_handlePriorityUpdate",
     "_requestReceived",
     "_send100Continue",
     "_requestDataReceived",
@@ -97,6 +100,9 @@ H2_CONNECTION_METHODS = [
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
+    ("_outboundStreamQueues", f"{_HTTP2}: StreamingH2Connection._blockStarvedStreams"),
+    ("_sendingDeferred", f"{_HTTP2}: StreamingH2Connection._handleWindowUpdate"),
+    ("priority", f"{_HTTP2}: StreamingH2Connection (streams blocked for want of window)"),
     ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed"),
     ("streams", f"{_HTTP2}: StreamingH2Connection; {_H2STREAM}: HTTP2BodyGate"),
     ("conn", f"{_HTTP2}: StreamingH2Connection (the h2 state machine)"),
@@ -114,6 +120,7 @@ H2_STATE_ATTRIBUTES = [
 
 #: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
 H2_STREAM_ATTRIBUTES = [
+    ("producing", f"{_HTTP2}: StreamingH2Connection (frames held for a paused stream)"),
     ("_request", f"{_HTTP2}: StreamingH2Connection._requestReceived"),
     ("_inboundDataBuffer", f"{_HTTP2}: StreamingH2Connection._requestDone"),
     ("_send100Continue", f"{_H2STREAM}: HTTP2BodyGate._send100Continue"),
