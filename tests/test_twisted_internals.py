@@ -34,7 +34,7 @@ from twisted.web.http import H2_ENABLED
 #: module (C{twisted.web._http2}) or a private name makes a row.
 IMPORTS = [
     ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming/negotiate.py"),
-    ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming/http2.py (with h2)"),
+    ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming/h2fixes.py (with h2)"),
     ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming/request.py (with h2: _onHTTP2)"),
     # The test suite's own.
     ("twisted.web.http", "_ChunkedTransferDecoder", "tests/test_e2e_harness.py"),
@@ -44,6 +44,8 @@ _STREAMING = "uploadsvc/web/streaming"
 _HTTP1 = f"{_STREAMING}/http1.py"
 _HTTP2 = f"{_STREAMING}/http2.py"
 _H2STREAM = f"{_STREAMING}/h2stream.py"
+_H2GUARD = f"{_STREAMING}/h2guard.py"
+_H2FIXES = f"{_STREAMING}/h2fixes.py"
 _NEGOTIATE = f"{_STREAMING}/negotiate.py"
 _REQUEST = f"{_STREAMING}/request.py"
 
@@ -84,45 +86,45 @@ NEGOTIATING_ATTRIBUTES = [
 #: Methods and class attributes of Twisted's HTTP/2 connection that
 #: StreamingH2Connection extends, calls or reads.
 H2_CONNECTION_METHODS = [
-    "_terminate",
-    "_log",
-    "_sendPrioritisedData",
-    "_handleWindowUpdate",
-    "_handlePriorityUpdate",
-    "_requestReceived",
-    "_send100Continue",
-    "_requestDataReceived",
-    "_requestEnded",
-    "_requestAborted",
-    "_requestDone",
-    "_tryToWriteControlData",
+    ("_terminate", _H2FIXES),
+    ("_sendPrioritisedData", _H2FIXES),
+    ("_handleWindowUpdate", _H2FIXES),
+    ("_log", _H2GUARD),
+    ("_handlePriorityUpdate", _H2GUARD),
+    ("_tryToWriteControlData", f"{_H2GUARD}, {_HTTP2}"),
+    ("_requestReceived", _HTTP2),
+    ("_send100Continue", _HTTP2),
+    ("_requestDataReceived", _HTTP2),
+    ("_requestEnded", _HTTP2),
+    ("_requestAborted", _HTTP2),
+    ("_requestDone", _HTTP2),
 ]
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
-    ("_outboundStreamQueues", f"{_HTTP2}: StreamingH2Connection._blockStarvedStreams"),
-    ("_sendingDeferred", f"{_HTTP2}: StreamingH2Connection._handleWindowUpdate"),
-    ("priority", f"{_HTTP2}: StreamingH2Connection (streams blocked for want of window)"),
-    ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed"),
-    ("streams", f"{_HTTP2}: StreamingH2Connection; {_H2STREAM}: HTTP2BodyGate"),
-    ("conn", f"{_HTTP2}: StreamingH2Connection (the h2 state machine)"),
+    ("_outboundStreamQueues", f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams"),
+    ("_sendingDeferred", f"{_H2FIXES}: H2ConnectionFixes._handleWindowUpdate"),
+    ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window)"),
+    ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed; {_H2GUARD}; {_H2FIXES}"),
+    ("streams", f"{_HTTP2}; {_H2GUARD}; {_H2STREAM}: HTTP2BodyGate"),
+    ("conn", f"{_HTTP2}, {_H2GUARD}, {_H2FIXES} (the h2 state machine)"),
 ]
 
 #: Attributes of the h2 library's connection state machine (Twisted's
 #: C{H2Connection.conn}) that the streaming glue reads or replaces to bound
 #: header blocks and stop reading after GOAWAY: (name, user).
 H2_STATE_ATTRIBUTES = [
-    ("incoming_buffer", f"{_HTTP2}: StreamingH2Connection (dropped after GOAWAY)"),
-    ("decoder", f"{_HTTP2}: StreamingH2Connection (decoded header list capped)"),
-    ("local_settings", f"{_HTTP2}: StreamingH2Connection (limits in the first SETTINGS)"),
-    ("max_inbound_frame_size", f"{_HTTP2}: StreamingH2Connection"),
+    ("incoming_buffer", f"{_H2FIXES}: H2ConnectionFixes._stopReading (dropped after GOAWAY)"),
+    ("decoder", f"{_H2GUARD}: GuardedH2Connection (decoded header list capped)"),
+    ("local_settings", f"{_H2GUARD}: GuardedH2Connection (limits in the first SETTINGS)"),
+    ("max_inbound_frame_size", f"{_H2FIXES}: H2ConnectionFixes._stopReading"),
 ]
 
 #: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
 H2_STREAM_ATTRIBUTES = [
-    ("producing", f"{_HTTP2}: StreamingH2Connection (frames held for a paused stream)"),
+    ("producing", f"{_H2GUARD}: GuardedH2Connection._dataFrameAllowed (frames held for a paused stream)"),
     ("_request", f"{_HTTP2}: StreamingH2Connection._requestReceived"),
-    ("_inboundDataBuffer", f"{_HTTP2}: StreamingH2Connection._requestDone"),
+    ("_inboundDataBuffer", f"{_HTTP2}: StreamingH2Connection._requestDone; {_H2GUARD}: _dataFrameAllowed"),
     ("_send100Continue", f"{_H2STREAM}: HTTP2BodyGate._send100Continue"),
     ("command", f"{_H2STREAM}: HTTP2BodyGate"),
     ("path", f"{_H2STREAM}: HTTP2BodyGate"),
@@ -240,7 +242,7 @@ class HTTP2InternalsTests(SynchronousTestCase):
         from twisted.web._http2 import H2Connection
 
         assertNoneMissing(
-            self, missing(H2Connection, [(name, _HTTP2) for name in H2_CONNECTION_METHODS])
+            self, missing(H2Connection, H2_CONNECTION_METHODS)
         )
 
     def test_liveConnectionAndStream(self) -> None:
@@ -303,7 +305,7 @@ def users() -> set[str]:
     Every file named as a user in the tables above.
     """
     texts = [user for _, _, user in IMPORTS] + [user for _, _, user in CLASS_ATTRIBUTES]
-    for rows in (CHANNEL_ATTRIBUTES, NEGOTIATING_ATTRIBUTES, H2_CONNECTION_ATTRIBUTES,
+    for rows in (H2_CONNECTION_METHODS, CHANNEL_ATTRIBUTES, NEGOTIATING_ATTRIBUTES, H2_CONNECTION_ATTRIBUTES,
                  H2_STATE_ATTRIBUTES, H2_STREAM_ATTRIBUTES):
         texts += [user for _, user in rows]
     return set(re.findall(r"(?:uploadsvc|tests)/[\w/]+\.py", " ".join(texts)))

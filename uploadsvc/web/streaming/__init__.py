@@ -32,10 +32,12 @@ A response that goes out before the body ended resets the stream with
 C{NO_ERROR} (RFC 9113 section 8.1) instead of closing the connection, and the
 window of every byte that nobody will read is handed back to the connection.
 
-L{negotiate} switches a connection to one or the other and holds
+Below L{StreamingH2Connection}, L{h2guard} bounds what a hostile HTTP/2
+client costs (with L{headerblock}, which measures header blocks before
+C{h2} buffers them) and L{h2fixes} fixes Twisted's send loop and closing.
+L{negotiate} switches a connection to HTTP/1.1 or HTTP/2 and holds
 L{StreamingSite}; L{readsize} applies C{--read-size} to the socket under
-any TLS layer; L{headerblock} measures HTTP/2 header blocks before C{h2}
-buffers them; L{constants} holds the bounds all of them share.
+any TLS layer; L{constants} holds the bounds all of them share.
 
 Every private name of Twisted used by uploadsvc is used in this package (and
 listed, with its user, in C{tests/test_twisted_internals}), and
