@@ -217,6 +217,38 @@ class HeaderTimeTests(SynchronousTestCase):
         channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: e\r\n\r\n")
         self.assertIn(b"\r\n\r\nok", transport.value())
 
+    def test_bodilessRequestNoContinue(self) -> None:
+        """A request without a body that asks for 100 Continue is answered without one."""
+        resource = BodyResource(lambda r: RecordingReceiver())
+        channel, transport = connect(resource, self.clock)
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: e\r\nExpect: 100-continue\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
+        self.assertNotIn(b"100 Continue", transport.value())
+
+    def test_emptyBodyNoContinue(self) -> None:
+        """A request with Content-Length: 0 that asks for 100 Continue is rendered without one."""
+        resource = BodyResource(lambda r: RecordingReceiver())
+        channel, transport = connect(resource, self.clock)
+        channel.dataReceived(put(b"/a", 0, b"Expect: 100-continue"))
+        self.assertEqual(len(resource.requests), 1)
+        self.assertNotIn(b"100 Continue", transport.value())
+
+    def test_requestSetUpAtHeaderTime(self) -> None:
+        """At header time the request has its method, version, path and query arguments, and no form body is parsed."""
+        resource = BodyResource(lambda r: RecordingReceiver())
+        resource.accept = False
+        channel, transport = connect(resource, self.clock)
+        channel.dataReceived(
+            b"POST /a/b?x=1&y=2&x=3 HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nz=4"
+        )
+        [request] = resource.requests
+        self.assertEqual(
+            (request.method, request.clientproto, request.uri, request.path, request.args),
+            (b"POST", b"HTTP/1.1", b"/a/b?x=1&y=2&x=3", b"/a/b", {b"x": [b"1", b"3"], b"y": [b"2"]}),
+        )
+        self.assertEqual(resource.receivers, [])
+
 
 def sinkReceivers(
     runner: ManualRunner,

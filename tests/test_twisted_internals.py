@@ -33,94 +33,102 @@ from twisted.web.http import H2_ENABLED
 #: Names imported from Twisted modules: (module, name, user). A private
 #: module (C{twisted.web._http2}) or a private name makes a row.
 IMPORTS = [
-    ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming.py"),
-    ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming.py (with h2)"),
-    ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming.py (with h2)"),
+    ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming/negotiate.py"),
+    ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming/h2fixes.py (with h2)"),
+    ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming/request.py (with h2: _onHTTP2)"),
     # The test suite's own.
     ("twisted.web.http", "_ChunkedTransferDecoder", "tests/test_e2e_harness.py"),
 ]
 
-_STREAMING = "uploadsvc/web/streaming.py"
+_STREAMING = "uploadsvc/web/streaming"
+_HTTP1 = f"{_STREAMING}/http1.py"
+_HTTP2 = f"{_STREAMING}/http2.py"
+_H2STREAM = f"{_STREAMING}/h2stream.py"
+_H2GUARD = f"{_STREAMING}/h2guard.py"
+_H2FIXES = f"{_STREAMING}/h2fixes.py"
+_NEGOTIATE = f"{_STREAMING}/negotiate.py"
+_REQUEST = f"{_STREAMING}/request.py"
 
 #: Methods and class-level attributes: (class, name, user).
 CLASS_ATTRIBUTES = [
-    (http.HTTPChannel, "_send100Continue", f"{_STREAMING}: the body gate sends 100 Continue"),
-    (http.HTTPChannel, "_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
-    (http.HTTPChannel, "_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel"),
-    (http.Request, "_disconnected", f"{_STREAMING}: StreamingRequest.handleContentChunk"),
+    (http.HTTPChannel, "_send100Continue",
+     f"{_HTTP1}: StreamingHTTPChannel holds it back until the body gate sends it"),
+    (http.HTTPChannel, "_requestProducer", f"{_HTTP1}: StreamingHTTPChannel.resumeProducing"),
+    (http.HTTPChannel, "_waitingForTransport", f"{_HTTP1}: StreamingHTTPChannel"),
+    (http.Request, "_disconnected", f"{_REQUEST}: StreamingRequest.handleContentChunk"),
     (http.HTTPChannel, "_respondToBadRequestAndDisconnect",
-     f"{_STREAMING}: StreamingHTTPChannel (a 400 with a reason, reading stopped)"),
-    (http.HTTPChannel, "_buffer", f"{_STREAMING}: StreamingHTTPChannel (the unfinished header line counts)"),
-    (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_STREAMING}: _NegotiatingChannel"),
+     f"{_HTTP1}: StreamingHTTPChannel (a 400 with a reason, reading stopped)"),
+    (http.HTTPChannel, "_buffer", f"{_HTTP1}: StreamingHTTPChannel (the unfinished header line counts)"),
+    (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_NEGOTIATE}: _NegotiatingChannel"),
 ] + [
-    (http._GenericHTTPChannelProtocol, name, f"{_STREAMING}: _NegotiatingChannel._switchToHTTP2")
+    (http._GenericHTTPChannelProtocol, name, f"{_NEGOTIATE}: _NegotiatingChannel._switchToHTTP2")
     for name in ["_factory", "_requestFactory", "_site", "_timeOut", "_callLater"]
 ]
 
 #: Attributes a live HTTP/1.1 channel has once a request's headers are in:
 #: (name, user).
 CHANNEL_ATTRIBUTES = [
-    ("_command", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
-    ("_path", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
-    ("_version", f"{_STREAMING}: StreamingHTTPChannel.allHeadersReceived"),
-    ("_transferDecoder", f"{_STREAMING}: StreamingHTTPChannel.allContentReceived"),
-    ("_handlingRequest", f"{_STREAMING}: StreamingHTTPChannel.allContentReceived, resumeProducing"),
-    ("_waitingForTransport", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
-    ("_requestProducer", f"{_STREAMING}: StreamingHTTPChannel.resumeProducing"),
-    ("_networkProducer", f"{_STREAMING}: the body pause, _NegotiatingChannel._switchToHTTP2"),
+    ("_command", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived"),
+    ("_path", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived"),
+    ("_version", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived, headerReceived"),
+    ("_transferDecoder", f"{_HTTP1}: StreamingHTTPChannel.allContentReceived"),
+    ("_handlingRequest", f"{_HTTP1}: StreamingHTTPChannel.allContentReceived, resumeProducing"),
+    ("_waitingForTransport", f"{_HTTP1}: StreamingHTTPChannel.resumeProducing"),
+    ("_requestProducer", f"{_HTTP1}: StreamingHTTPChannel.resumeProducing"),
+    ("_networkProducer", f"{_HTTP1}: the body pause; {_NEGOTIATE}: _NegotiatingChannel._switchToHTTP2"),
 ]
 
 #: Attributes of Twisted's protocol switch as built for a connection.
 NEGOTIATING_ATTRIBUTES = [
-    ("_channel", f"{_STREAMING}: _NegotiatingChannel"),
+    ("_channel", f"{_NEGOTIATE}: _NegotiatingChannel"),
 ]
 
 #: Methods and class attributes of Twisted's HTTP/2 connection that
 #: StreamingH2Connection extends, calls or reads.
 H2_CONNECTION_METHODS = [
-    "_terminate",
-    "_log",
-    "_sendPrioritisedData",
-    "_handleWindowUpdate",
-    "_handlePriorityUpdate",
-    "_requestReceived",
-    "_send100Continue",
-    "_requestDataReceived",
-    "_requestEnded",
-    "_requestAborted",
-    "_requestDone",
-    "_tryToWriteControlData",
+    ("_terminate", _H2FIXES),
+    ("_sendPrioritisedData", _H2FIXES),
+    ("_handleWindowUpdate", _H2FIXES),
+    ("_log", _H2GUARD),
+    ("_handlePriorityUpdate", _H2GUARD),
+    ("_tryToWriteControlData", f"{_H2GUARD}, {_HTTP2}"),
+    ("_requestReceived", _HTTP2),
+    ("_send100Continue", _HTTP2),
+    ("_requestDataReceived", _HTTP2),
+    ("_requestEnded", _HTTP2),
+    ("_requestAborted", _HTTP2),
+    ("_requestDone", _HTTP2),
 ]
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
-    ("_outboundStreamQueues", f"{_STREAMING}: StreamingH2Connection._blockStarvedStreams"),
-    ("_sendingDeferred", f"{_STREAMING}: StreamingH2Connection._handleWindowUpdate"),
-    ("priority", f"{_STREAMING}: StreamingH2Connection (streams blocked for want of window)"),
-    ("_stillProducing", f"{_STREAMING}: StreamingH2Connection._requestDone, _bodyResumed"),
-    ("streams", f"{_STREAMING}: StreamingH2Connection"),
-    ("conn", f"{_STREAMING}: StreamingH2Connection (the h2 state machine)"),
+    ("_outboundStreamQueues", f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams"),
+    ("_sendingDeferred", f"{_H2FIXES}: H2ConnectionFixes._handleWindowUpdate"),
+    ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window)"),
+    ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed; {_H2GUARD}; {_H2FIXES}"),
+    ("streams", f"{_HTTP2}; {_H2GUARD}; {_H2STREAM}: HTTP2BodyGate"),
+    ("conn", f"{_HTTP2}, {_H2GUARD}, {_H2FIXES} (the h2 state machine)"),
 ]
 
 #: Attributes of the h2 library's connection state machine (Twisted's
 #: C{H2Connection.conn}) that the streaming glue reads or replaces to bound
 #: header blocks and stop reading after GOAWAY: (name, user).
 H2_STATE_ATTRIBUTES = [
-    ("incoming_buffer", f"{_STREAMING}: StreamingH2Connection (dropped after GOAWAY)"),
-    ("decoder", f"{_STREAMING}: StreamingH2Connection (decoded header list capped)"),
-    ("local_settings", f"{_STREAMING}: StreamingH2Connection (limits in the first SETTINGS)"),
-    ("max_inbound_frame_size", f"{_STREAMING}: StreamingH2Connection"),
+    ("incoming_buffer", f"{_H2FIXES}: H2ConnectionFixes._stopReading (dropped after GOAWAY)"),
+    ("decoder", f"{_H2GUARD}: GuardedH2Connection (decoded header list capped)"),
+    ("local_settings", f"{_H2GUARD}: GuardedH2Connection (limits in the first SETTINGS)"),
+    ("max_inbound_frame_size", f"{_H2FIXES}: H2ConnectionFixes._stopReading"),
 ]
 
 #: Attributes of a live HTTP/2 stream whose headers are in: (name, user).
 H2_STREAM_ATTRIBUTES = [
-    ("producing", f"{_STREAMING}: StreamingH2Connection (frames held for a paused stream)"),
-    ("_request", f"{_STREAMING}: StreamingH2Connection._requestReceived"),
-    ("_inboundDataBuffer", f"{_STREAMING}: StreamingH2Connection._requestDone"),
-    ("_send100Continue", f"{_STREAMING}: _HTTP2Stream._send100Continue"),
-    ("command", f"{_STREAMING}: _HTTP2Stream"),
-    ("path", f"{_STREAMING}: _HTTP2Stream"),
-    ("streamID", f"{_STREAMING}: _HTTP2Stream"),
+    ("producing", f"{_H2GUARD}: GuardedH2Connection._dataFrameAllowed (frames held for a paused stream)"),
+    ("_request", f"{_HTTP2}: StreamingH2Connection._requestReceived"),
+    ("_inboundDataBuffer", f"{_HTTP2}: StreamingH2Connection._requestDone; {_H2GUARD}: _dataFrameAllowed"),
+    ("_send100Continue", f"{_H2STREAM}: HTTP2BodyGate._send100Continue"),
+    ("command", f"{_H2STREAM}: HTTP2BodyGate"),
+    ("path", f"{_H2STREAM}: HTTP2BodyGate"),
+    ("streamID", f"{_H2STREAM}: HTTP2BodyGate"),
 ]
 
 def _where(owner: Any) -> str:
@@ -234,7 +242,7 @@ class HTTP2InternalsTests(SynchronousTestCase):
         from twisted.web._http2 import H2Connection
 
         assertNoneMissing(
-            self, missing(H2Connection, [(name, _STREAMING) for name in H2_CONNECTION_METHODS])
+            self, missing(H2Connection, H2_CONNECTION_METHODS)
         )
 
     def test_liveConnectionAndStream(self) -> None:
@@ -292,10 +300,29 @@ def privateImports(folder: str) -> set[tuple[str, str, str]]:
     return found
 
 
+def users() -> set[str]:
+    """
+    Every file named as a user in the tables above.
+    """
+    texts = [user for _, _, user in IMPORTS] + [user for _, _, user in CLASS_ATTRIBUTES]
+    for rows in (H2_CONNECTION_METHODS, CHANNEL_ATTRIBUTES, NEGOTIATING_ATTRIBUTES, H2_CONNECTION_ATTRIBUTES,
+                 H2_STATE_ATTRIBUTES, H2_STREAM_ATTRIBUTES):
+        texts += [user for _, user in rows]
+    return set(re.findall(r"(?:uploadsvc|tests)/[\w/]+\.py", " ".join(texts)))
+
+
 class ImportsListedTests(SynchronousTestCase):
     """
     The tables above list every private Twisted import of the project.
     """
+
+    def test_usersExist(self) -> None:
+        """Every file the tables name as a user exists (rows follow the code when it moves)."""
+        found = users()
+        self.assertIn(f"{_STREAMING}/http1.py", found)
+        self.assertEqual(
+            sorted(path for path in found if not os.path.isfile(os.path.join(_ROOT, path))), []
+        )
 
     def test_everyPrivateImportListed(self) -> None:
         """Each import of a private Twisted module or name in uploadsvc/ and tests/ has its row in IMPORTS."""

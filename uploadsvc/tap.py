@@ -207,7 +207,8 @@ class Options(commandline.Options):
          "Uploads written at once before 503 + Retry-After (0: no limit).",
          countOption("max-uploads")],
         ["disk-threads", None, 8, "Threads that write to disk.", countOption("disk-threads")],
-        ["read-size", None, formatSize(DEFAULT_READ_SIZE), "Largest socket read.",
+        ["read-size", None, formatSize(DEFAULT_READ_SIZE),
+         "Largest socket read, over TLS too (the send buffer keeps Twisted's size).",
          sizeOption("read-size")],
         ["bench-write-rate", None, "0",
          "For benchmarks only: limit disk writes to this many bytes per second "
