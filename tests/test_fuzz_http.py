@@ -299,6 +299,22 @@ class FoundByFuzzingTests(FuzzTestCase):
         self.assertTrue(out.startswith(b"HTTP/1.1 401 "), out)
         self.check(out)
 
+    def test_hostThatIsNoName(self) -> None:
+        """
+        A Host header that is UTF-8 but no host name (an empty label, as in
+        C{a..b}, which hypothesis found) is refused 400 with a reason, not
+        answered 500 by the router.
+        """
+        for host in (b"a..b", b".", b"a..b:80"):
+            out = self.send(
+                b"PUT /n.bin HTTP/1.1\r\nHost: " + host + b"\r\nAuthorization: Bearer " + TOKEN
+                + b"\r\nContent-Length: 2\r\n\r\nhi"
+            )
+            self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out)
+            self.assertIn(b"Host header", out)
+            self.check(out)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "n.bin")))
+
     def test_nonUTF8Host(self) -> None:
         """A Host header that is not UTF-8 is refused 400 with a reason, and nothing is logged as an error."""
         out = self.send(

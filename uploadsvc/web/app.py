@@ -138,9 +138,15 @@ class _RawPathRoot(Resource):
 
     def render(self, request: Any) -> Any:
         try:
-            request.getRequestHostname().decode("utf-8")
+            host = request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return refuse(request, BadRequest("bad-host", "the Host header is not UTF-8"))
+        try:
+            # What Klein's router (werkzeug) does with it; it would answer
+            # a name it cannot encode (a..b) with a 500 of its own.
+            host.partition(":")[0].encode("idna")
+        except UnicodeError:
+            return refuse(request, BadRequest("bad-host", "the Host header is not a host name"))
         request.postpath = [b""]
         return self._inner.render(request)
 
