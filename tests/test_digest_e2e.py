@@ -13,9 +13,9 @@ from typing import Iterable
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes, patternChunks
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes, patternChunks
+from tests.support.server import ServerTestMixin
 
 MiB = 1024 * 1024
 

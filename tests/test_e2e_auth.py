@@ -17,9 +17,9 @@ from typing import Sequence
 from twisted.trial.unittest import TestCase
 
 from uploadsvc.sign import signedURL
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes, patternSha256
-from uploadsvc.testing.server import (
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes, patternSha256
+from tests.support.server import (
     REPO_ROOT,
     TWISTD,
     ServerFailed,

@@ -21,7 +21,7 @@ from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.uploader import Uploader
-from uploadsvc.testing.server import REPO_ROOT, ServerProcess, startServer
+from tests.support.server import REPO_ROOT, ServerProcess, startServer
 
 
 class TLSEndToEndTests(TestCase):

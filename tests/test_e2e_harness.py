@@ -1,6 +1,6 @@
 """
-Tests for the end-to-end harness itself (L{uploadsvc.testing.server} and
-L{uploadsvc.testing.rawhttp}), run against C{twistd web} and canned bytes so
+Tests for the end-to-end harness itself (L{tests.support.server} and
+L{tests.support.rawhttp}), run against C{twistd web} and canned bytes so
 that they do not depend on the upload server.
 """
 
@@ -16,8 +16,8 @@ from twisted.internet.task import Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import _ChunkedTransferDecoder
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.server import TWISTD, ServerFailed, ServerProcess, startServer
+from tests.support import rawhttp
+from tests.support.server import TWISTD, ServerFailed, ServerProcess, startServer
 
 
 class PatternTests(SynchronousTestCase):

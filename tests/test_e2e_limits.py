@@ -15,9 +15,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.server import ServerProcess, ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes
+from tests.support.server import ServerProcess, ServerTestMixin
 
 #: Seconds within which something that should happen soon must happen.
 BOUND = 30.0

@@ -24,8 +24,8 @@ from twisted.trial.unittest import TestCase
 from tests.test_filestore_links import failingDisk, fillInodes, smallTmpfs
 from uploadsvc.storage.filestore import STATE_DIR, FileStore
 from uploadsvc.protocol.paths import parseRelativePath
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.server import ServerRequests, ServerTestMixin, startServer
+from tests.support import rawhttp
+from tests.support.server import ServerRequests, ServerTestMixin, startServer
 
 
 def stagedFiles(root: str, rel: str) -> tuple[str, str]:

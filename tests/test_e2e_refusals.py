@@ -12,9 +12,9 @@ from typing import Sequence
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes
+from tests.support.server import ServerTestMixin
 
 MAX = 1_000_000
 

@@ -43,8 +43,8 @@ from twisted.web.http import H2_ENABLED
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from uploadsvc.testing.rawhttp import fileSha256, patternBytes
-from uploadsvc.testing.server import ServerRequests, ServerTestMixin, startServer
+from tests.support.rawhttp import fileSha256, patternBytes
+from tests.support.server import ServerRequests, ServerTestMixin, startServer
 
 if H2_ENABLED:
     import h2.config

@@ -1,6 +1,5 @@
 """
-Run a real C{twistd uploadsvc} as a child process, for end-to-end tests and
-benchmarks.
+Run a real C{twistd uploadsvc} as a child process, for end-to-end tests.
 
 The server runs exactly as a user would start it (C{python -m twisted -n
 uploadsvc ...}) on a free loopback port, with its output captured to a log
@@ -27,7 +26,7 @@ from typing import IO, Any, Callable, Sequence
 import attr
 
 import uploadsvc
-from uploadsvc.testing.rawhttp import exchange, fileSha256
+from tests.support.rawhttp import exchange, fileSha256
 
 #: The folder that holds the C{uploadsvc} package (and C{twisted/plugins}).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(uploadsvc.__file__)))
@@ -448,7 +447,7 @@ class ServerRequests:
 class Answer:
     """
     A complete response as a test sees it (the same shape as
-    L{uploadsvc.testing.rawhttp.RawResponse} and L{CurlResult} for
+    L{tests.support.rawhttp.RawResponse} and L{CurlResult} for
     C{status}, C{header} and C{body}).
 
     @ivar status: the status code.
