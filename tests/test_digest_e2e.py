@@ -33,7 +33,7 @@ class DigestEndToEndTests(ServerTestMixin, TestCase):
     def setUp(self) -> None:
         self.startUploadServer()
 
-    def put(self, path: str, headers: list[tuple[str, str]], body: bytes) -> rawhttp.RawResponse:
+    def put(self, path: str, headers: list[tuple[str, str]], body: bytes) -> rawhttp.Answer:
         headers = headers + [("Content-Length", str(len(body)))]
         return rawhttp.exchange(self.server.port, "PUT", path, headers, body, timeout=60)[1]
 

@@ -168,7 +168,7 @@ class HostileTestCase(ServerTestMixin, TestCase):
     def rootTree(self) -> set[str]:
         return listTree(self.server.root, os.path.join(self.server.root, ".uploadsvc"))
 
-    def put(self, path: bytes, body: bytes = BODY, headers: Iterable[tuple[str, str]] = ()) -> rawhttp.RawResponse | None:
+    def put(self, path: bytes, body: bytes = BODY, headers: Iterable[tuple[str, str]] = ()) -> rawhttp.Answer | None:
         """
         PUT C{body} to C{path} on a new connection, asking for C{100
         Continue} first; the final answer, or L{None} when the server

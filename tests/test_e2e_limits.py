@@ -47,7 +47,7 @@ def closedWithoutAnswer(sock: socket.socket, timeout: float = BOUND) -> bool:
 class LimitsTestCase(ServerTestMixin, TestCase):
     timeout = 180
 
-    def put(self, path: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> rawhttp.RawResponse:
+    def put(self, path: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> rawhttp.Answer:
         headers = (headers or []) + [("Content-Length", str(len(body)))]
         return rawhttp.exchange(self.server.port, "PUT", path, headers, body, timeout=BOUND)[1]
 
@@ -85,7 +85,7 @@ class ConnectionLimitTests(LimitsTestCase):
             try:
                 with connectFrom(self.server.port, "127.0.0.3") as sock:
                     sock.sendall(rawhttp.requestHead("PUT", "/freed.bin", [("Content-Length", "4")]) + b"free")
-                    answer: rawhttp.RawResponse | None = rawhttp.ResponseReader(sock).readResponse()
+                    answer: rawhttp.Answer | None = rawhttp.ResponseReader(sock).readResponse()
             except (ConnectionError, OSError):
                 answer = None
             if answer is not None and answer.status == 201:

@@ -35,7 +35,7 @@ class HeaderRefusalTests(ServerTestMixin, TestCase):
         headers: Sequence[tuple[str, str]],
         status: int,
         method: str = "PUT",
-    ) -> list[rawhttp.RawResponse]:
+    ) -> list[rawhttp.Answer]:
         """
         Send the headers of a request (with and without C{Expect:
         100-continue}, on two connections) and never its body; assert that
