@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from tests.test_client_tls import TemporaryCA, selfSigned
+from tests.support.pki import TemporaryCA, selfSigned
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
 from tests.support.server import REPO_ROOT, ServerProcess, startServer
 
