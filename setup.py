@@ -39,6 +39,16 @@ setup(
             # tests/test_typing.py: interfaces and their providers type-check.
             "mypy>=1.10",
             "mypy-zope>=1.0",
+            # tests/support/rawhttp.py: the raw client reads answers with a
+            # strict, independent HTTP/1.1 parser, so a malformed answer
+            # from the server fails the test instead of being read loosely.
+            "h11>=0.14",
+            # Test CAs and leaf certificates (tests/test_e2e_tls.py,
+            # tests/test_e2e_client_tls.py) instead of hand-made X.509 code.
+            "trustme>=1.1",
+            # An independent structured-field implementation (RFC 9651) as
+            # the oracle of a property test for protocol/digests.py's parser.
+            "http-sfv>=0.9",
         ],
         "bench": ["aiohttp>=3.9", "psutil>=5.9"],
         # HTTP/2 over TLS (ALPN h2): twisted's h2 support.

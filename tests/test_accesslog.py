@@ -16,8 +16,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from uploadsvc.sign import signedURL
-from uploadsvc.testing.rawhttp import exchange
-from uploadsvc.testing.server import startServer
+from tests.support.rawhttp import exchange
+from tests.support.server import startServer
 from uploadsvc.web.accesslog import REDACTED, redactedLogFormatter, redactQuery, redactURI
 
 

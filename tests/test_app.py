@@ -25,7 +25,7 @@ from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
-from uploadsvc.testing.staging import stageFully
+from tests.support.staging import stageFully
 from uploadsvc.web.app import Config, UploadApp, _shield
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from tests.support.stubapp import StubRequests

@@ -8,17 +8,12 @@ against a real C{twistd uploadsvc} are in L{tests.test_e2e_client_tls}.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import base64
-import ipaddress
 import random
 from typing import Any, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorSSL
@@ -28,125 +23,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tests.support.pki import TemporaryCA, selfSigned
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import ConfigError, makeHTTPClient
 from uploadsvc.client.tls import CertificateRefused, checkHostName
 from uploadsvc.client.jobs import UploadJob
 from uploadsvc.client.uploader import Uploader
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _keyPem(key: Any) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-class TemporaryCA:
-    """
-    A throw-away certificate authority, made fresh for a test.
-
-    @ivar certPem: the CA certificate, PEM.
-    """
-
-    def __init__(self, name: str = "uploadsvc test CA") -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        self.certPem = _pem(self._cert)
-
-    def issue(
-        self,
-        dnsNames: list[str],
-        ips: list[str] = [],
-        *,
-        commonName: str | None = None,
-        subjectAltName: bool = True,
-        notBefore: datetime.timedelta = datetime.timedelta(days=-1),
-        notAfter: datetime.timedelta = datetime.timedelta(days=1),
-    ) -> tuple[bytes, bytes]:
-        """
-        A server certificate for C{dnsNames} and C{ips}.
-
-        @param commonName: the subject's CN (by default the first name).
-        @param subjectAltName: whether to write the names as a subjectAltName
-            (without it the certificate names its host by CN only).
-        @param notBefore: the start of its validity, from now.
-        @param notAfter: the end of its validity, from now.
-        @return: C{(key PEM, certificate PEM)}.
-        """
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(commonName or (dnsNames[0] if dnsNames else ips[0])))
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + notBefore)
-            .not_valid_after(now + notAfter)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        )
-        if subjectAltName:
-            builder = builder.add_extension(x509.SubjectAlternativeName(_altNames(dnsNames, ips)), critical=False)
-        return _keyPem(key), _pem(builder.sign(self._key, hashes.SHA256()))
-
-
-def _altNames(dnsNames: list[str], ips: list[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dnsNames]
-    return names + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-
-
-def selfSigned(commonName: str, dnsNames: list[str] = [], ips: list[str] = []) -> tuple[bytes, bytes]:
-    """
-    A self-signed server certificate, as C{openssl req -x509} makes one
-    (C{CA:TRUE}); a subjectAltName only when names are given.
-
-    @return: C{(key PEM, certificate PEM)}.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(commonName))
-        .issuer_name(_name(commonName))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    if dnsNames or ips:
-        builder = builder.add_extension(x509.SubjectAlternativeName(_altNames(dnsNames, ips)), critical=False)
-    return _keyPem(key), _pem(builder.sign(key, hashes.SHA256()))
 
 
 class WholeFileResource(Resource):

@@ -13,9 +13,9 @@ from typing import Iterable
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes, patternChunks
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes, patternChunks
+from tests.support.server import ServerTestMixin
 
 MiB = 1024 * 1024
 
@@ -33,7 +33,7 @@ class DigestEndToEndTests(ServerTestMixin, TestCase):
     def setUp(self) -> None:
         self.startUploadServer()
 
-    def put(self, path: str, headers: list[tuple[str, str]], body: bytes) -> rawhttp.RawResponse:
+    def put(self, path: str, headers: list[tuple[str, str]], body: bytes) -> rawhttp.Answer:
         headers = headers + [("Content-Length", str(len(body)))]
         return rawhttp.exchange(self.server.port, "PUT", path, headers, body, timeout=60)[1]
 

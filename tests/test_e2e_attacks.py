@@ -24,8 +24,8 @@ from twisted.web.http import H2_ENABLED
 
 from tests.test_e2e_slowloris import raiseFileLimit
 from tests.test_e2e_tls import TLSServerMixin
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.server import ServerTestMixin
 from uploadsvc.web.streaming import (
     DEFAULT_READ_SIZE,
     MAX_HEADER_BYTES,

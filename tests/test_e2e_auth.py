@@ -17,9 +17,9 @@ from typing import Sequence
 from twisted.trial.unittest import TestCase
 
 from uploadsvc.sign import signedURL
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes, patternSha256
-from uploadsvc.testing.server import (
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes, patternSha256
+from tests.support.server import (
     REPO_ROOT,
     TWISTD,
     ServerFailed,
@@ -50,7 +50,7 @@ class AuthTestCase(ServerTestMixin, TestCase):
         target: str,
         headers: Sequence[tuple[str, str]] = (),
         challenge: str = 'Bearer realm="uploadsvc"',
-    ) -> rawhttp.RawResponse:
+    ) -> rawhttp.Answer:
         """
         Send the headers of a request that announces a body and never send
         it (with C{Expect: 100-continue}); assert the answer is a 401 with
@@ -73,7 +73,7 @@ class AuthTestCase(ServerTestMixin, TestCase):
             self.assertEqual(reader.waitClosed(10), b"", where)
         return answer
 
-    def put(self, target: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> rawhttp.RawResponse:
+    def put(self, target: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> rawhttp.Answer:
         headers = list(headers) + [("Content-Length", str(len(body)))]
         return rawhttp.exchange(self.server.port, "PUT", target, headers, body, timeout=15)[1]
 

@@ -31,8 +31,8 @@ from uploadsvc.client.producer import FileRangeProducer
 from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.uploader import Uploader
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
-from uploadsvc.testing.polling import waitUntil
-from uploadsvc.testing.server import REPO_ROOT, startServer
+from tests.support.polling import waitUntil
+from tests.support.server import REPO_ROOT, startServer
 
 MiB = 1024 * 1024
 SEED = int(os.environ.get("UPLOADSVC_FAULT_SEED", "11"))

@@ -25,9 +25,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from tests.test_client_tls import TemporaryCA, selfSigned
+from tests.support.pki import TemporaryCA, selfSigned
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
-from uploadsvc.testing.server import REPO_ROOT, ServerProcess, startServer
+from tests.support.server import REPO_ROOT, ServerProcess, startServer
 
 #: Options that would make a retried failure show: a line per retry, and a
 #: bounded number of attempts, so that a broken client ends the test.

@@ -15,13 +15,13 @@ from twisted.internet.task import Cooperator
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.test_client_tls import TemporaryCA
+from tests.support.pki import TemporaryCA
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.uploader import Uploader
-from uploadsvc.testing.server import REPO_ROOT, ServerProcess, startServer
+from tests.support.server import REPO_ROOT, ServerProcess, startServer
 
 
 class TLSEndToEndTests(TestCase):

@@ -1,6 +1,6 @@
 """
-Tests for the end-to-end harness itself (L{uploadsvc.testing.server} and
-L{uploadsvc.testing.rawhttp}), run against C{twistd web} and canned bytes so
+Tests for the end-to-end harness itself (L{tests.support.server} and
+L{tests.support.rawhttp}), run against C{twistd web} and canned bytes so
 that they do not depend on the upload server.
 """
 
@@ -16,8 +16,8 @@ from twisted.internet.task import Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import _ChunkedTransferDecoder
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.server import TWISTD, ServerFailed, ServerProcess, startServer
+from tests.support import rawhttp
+from tests.support.server import TWISTD, ServerFailed, ServerProcess, startServer
 
 
 class PatternTests(SynchronousTestCase):
@@ -183,6 +183,35 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(self.reader.readResponse("HEAD").body, b"")
         last = self.reader.readResponse()
         self.assertEqual((last.status, last.header("upload-offset")), (204, "5"))
+
+    def test_rawPerResponse(self) -> None:
+        """
+        Each pipelined response keeps exactly its own bytes as C{raw}.
+        """
+        first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab"
+        second = b"HTTP/1.1 204 No Content\r\n\r\n"
+        self.theirs.sendall(first + second)
+        self.assertEqual(self.reader.readResponse().raw, first)
+        self.assertEqual(self.reader.readResponse().raw, second)
+
+    def test_strict(self) -> None:
+        """
+        Answers that a lenient reader would take are refused with
+        L{ValueError}: whitespace before a header's colon, two different
+        C{Content-Length}s, a bad chunk size, a header line without a colon.
+        """
+        bad = [
+            b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 2\r\n\r\nok",
+        ]
+        for answer in bad:
+            ours, theirs = socket.socketpair()
+            with ours, theirs:
+                ours.settimeout(5)
+                theirs.sendall(answer)
+                self.assertRaises(ValueError, rawhttp.ResponseReader(ours).readResponse)
 
     def test_bodyToClose(self) -> None:
         """

@@ -17,9 +17,9 @@ from typing import Iterable
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes
+from tests.support.server import ServerTestMixin
 
 BODY = b"evil"
 
@@ -168,7 +168,7 @@ class HostileTestCase(ServerTestMixin, TestCase):
     def rootTree(self) -> set[str]:
         return listTree(self.server.root, os.path.join(self.server.root, ".uploadsvc"))
 
-    def put(self, path: bytes, body: bytes = BODY, headers: Iterable[tuple[str, str]] = ()) -> rawhttp.RawResponse | None:
+    def put(self, path: bytes, body: bytes = BODY, headers: Iterable[tuple[str, str]] = ()) -> rawhttp.Answer | None:
         """
         PUT C{body} to C{path} on a new connection, asking for C{100
         Continue} first; the final answer, or L{None} when the server

@@ -15,9 +15,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.server import ServerProcess, ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes
+from tests.support.server import ServerProcess, ServerTestMixin
 
 #: Seconds within which something that should happen soon must happen.
 BOUND = 30.0
@@ -47,7 +47,7 @@ def closedWithoutAnswer(sock: socket.socket, timeout: float = BOUND) -> bool:
 class LimitsTestCase(ServerTestMixin, TestCase):
     timeout = 180
 
-    def put(self, path: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> rawhttp.RawResponse:
+    def put(self, path: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> rawhttp.Answer:
         headers = (headers or []) + [("Content-Length", str(len(body)))]
         return rawhttp.exchange(self.server.port, "PUT", path, headers, body, timeout=BOUND)[1]
 
@@ -85,7 +85,7 @@ class ConnectionLimitTests(LimitsTestCase):
             try:
                 with connectFrom(self.server.port, "127.0.0.3") as sock:
                     sock.sendall(rawhttp.requestHead("PUT", "/freed.bin", [("Content-Length", "4")]) + b"free")
-                    answer: rawhttp.RawResponse | None = rawhttp.ResponseReader(sock).readResponse()
+                    answer: rawhttp.Answer | None = rawhttp.ResponseReader(sock).readResponse()
             except (ConnectionError, OSError):
                 answer = None
             if answer is not None and answer.status == 201:

@@ -24,8 +24,8 @@ from twisted.trial.unittest import TestCase
 from tests.test_filestore_links import failingDisk, fillInodes, smallTmpfs
 from uploadsvc.storage.filestore import STATE_DIR, FileStore
 from uploadsvc.protocol.paths import parseRelativePath
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.server import ServerRequests, ServerTestMixin, startServer
+from tests.support import rawhttp
+from tests.support.server import ServerRequests, ServerTestMixin, startServer
 
 
 def stagedFiles(root: str, rel: str) -> tuple[str, str]:
@@ -59,16 +59,16 @@ class LinkServerTestCase(ServerTestMixin, TestCase):
 
     def put(
         self, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()
-    ) -> rawhttp.RawResponse:
+    ) -> rawhttp.Answer:
         return rawhttp.exchange(
             self.server.port, "PUT", path,
             [("Content-Length", str(len(body))), *headers], body, timeout=15,
         )[1]
 
-    def request(self, method: str, path: str) -> rawhttp.RawResponse:
+    def request(self, method: str, path: str) -> rawhttp.Answer:
         return rawhttp.exchange(self.server.port, method, path, timeout=15)[1]
 
-    def assertRefusal(self, answer: rawhttp.RawResponse, status: int) -> None:
+    def assertRefusal(self, answer: rawhttp.Answer, status: int) -> None:
         """
         C{answer} is C{status} with a one-line plain-text reason.
         """

@@ -30,10 +30,10 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.programs import startProgram
-from uploadsvc.testing.server import TWISTD, ServerProcess, freePort
-from uploadsvc.testing.tools import requireTool
+from tests.support.rawhttp import patternBytes
+from tests.support.programs import startProgram
+from tests.support.server import TWISTD, ServerProcess, freePort
+from tests.support.tools import requireTool
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 

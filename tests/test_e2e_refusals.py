@@ -12,9 +12,9 @@ from typing import Sequence
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes
+from tests.support.server import ServerTestMixin
 
 MAX = 1_000_000
 
@@ -35,7 +35,7 @@ class HeaderRefusalTests(ServerTestMixin, TestCase):
         headers: Sequence[tuple[str, str]],
         status: int,
         method: str = "PUT",
-    ) -> list[rawhttp.RawResponse]:
+    ) -> list[rawhttp.Answer]:
         """
         Send the headers of a request (with and without C{Expect:
         100-continue}, on two connections) and never its body; assert that

@@ -11,9 +11,9 @@ import hashlib
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
-from uploadsvc.testing.server import ServerTestMixin, reprDigestSha256
+from tests.support import rawhttp
+from tests.support.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
+from tests.support.server import ServerTestMixin, reprDigestSha256
 
 MiB = 1024 * 1024
 

@@ -21,9 +21,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import patternBytes, patternSha256
-from uploadsvc.testing.server import ServerTestMixin
+from tests.support import rawhttp
+from tests.support.rawhttp import patternBytes, patternSha256
+from tests.support.server import ServerTestMixin
 
 HEADER_TRICKLERS = 1000
 BODY_TRICKLERS = 1000

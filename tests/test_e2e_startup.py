@@ -16,8 +16,8 @@ from typing import Sequence
 import attr
 from twisted.trial.unittest import SkipTest, TestCase
 
-from uploadsvc.testing.rawhttp import exchange
-from uploadsvc.testing.server import REPO_ROOT, TWISTD, freePort, startServer
+from tests.support.rawhttp import exchange
+from tests.support.server import REPO_ROOT, TWISTD, freePort, startServer
 
 #: Whatever epytext leaves in text that was not rendered.
 EPYTEXT = ("L{", "C{", "I{", "B{", "U{", "@param", "@ivar", "@return", "::")

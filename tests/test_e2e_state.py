@@ -22,10 +22,10 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import exchange, fileSha256, patternBytes
-from uploadsvc.testing.staging import stageFullyAt
-from uploadsvc.testing.server import ServerProcess, reprDigestSha256, startServer
+from tests.support import rawhttp
+from tests.support.rawhttp import exchange, fileSha256, patternBytes
+from tests.support.staging import stageFullyAt
+from tests.support.server import ServerProcess, reprDigestSha256, startServer
 
 
 def reprDigest(data: bytes) -> str:

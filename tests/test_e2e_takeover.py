@@ -12,9 +12,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from uploadsvc.testing import rawhttp
-from uploadsvc.testing.rawhttp import exchange, patternBytes
-from uploadsvc.testing.server import ServerProcess, startServer
+from tests.support import rawhttp
+from tests.support.rawhttp import exchange, patternBytes
+from tests.support.server import ServerProcess, startServer
 
 MiB = 1024 * 1024
 

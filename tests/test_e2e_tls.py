@@ -10,9 +10,7 @@ negotiated by ALPN.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import socket
@@ -22,10 +20,7 @@ from typing import Any
 
 import attr
 import treq
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import trustme
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import reactor
@@ -43,8 +38,8 @@ from twisted.web.http import H2_ENABLED
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from uploadsvc.testing.rawhttp import fileSha256, patternBytes
-from uploadsvc.testing.server import ServerRequests, ServerTestMixin, startServer
+from tests.support.rawhttp import fileSha256, patternBytes
+from tests.support.server import ServerRequests, ServerTestMixin, startServer
 
 if H2_ENABLED:
     import h2.config
@@ -88,78 +83,22 @@ class TestPKI:
         return f"ssl:{{port}}:privateKey={self.keyPath}:certKey={self.certPath}:interface={{host}}"
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 def makePKI(folder: str, caName: str = "uploadsvc test CA") -> TestPKI:
     """
     Write a fresh CA and a server certificate for C{localhost} and
-    C{127.0.0.1} (P-256 keys, valid from yesterday to tomorrow) into
-    C{folder}.
+    C{127.0.0.1} (from C{trustme}) into C{folder}.
     """
     os.makedirs(folder, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    caKey = ec.generate_private_key(ec.SECP256R1())
-    caCert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(caName))
-        .issuer_name(_name(caName))
-        .public_key(caKey.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()), critical=False)
-        .sign(caKey, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(caCert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()), critical=False
-        )
-        .sign(caKey, hashes.SHA256())
-    )
+    ca = trustme.CA(organization_name=caName)
+    leaf = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
     pki = TestPKI(
         os.path.join(folder, "ca.pem"),
         os.path.join(folder, "cert.pem"),
         os.path.join(folder, "key.pem"),
     )
-    with open(pki.caPath, "wb") as f:
-        f.write(caCert.public_bytes(serialization.Encoding.PEM))
-    with open(pki.certPath, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(pki.keyPath, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    ca.cert_pem.write_to_path(pki.caPath)
+    leaf.cert_chain_pems[0].write_to_path(pki.certPath)
+    leaf.private_key_pem.write_to_path(pki.keyPath)
     return pki
 
 

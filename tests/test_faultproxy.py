@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
-from uploadsvc.testing.polling import waitUntil
+from tests.support.polling import waitUntil
 
 
 class Recorder(Protocol):

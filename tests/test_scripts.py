@@ -13,11 +13,11 @@ import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.testing.rawhttp import exchange, patternBytes
-from uploadsvc.testing.programs import startProgram
-from uploadsvc.testing.server import REPO_ROOT, freePort, startServer
-from uploadsvc.testing.staging import stageFullyAt
-from uploadsvc.testing.tools import requireTool
+from tests.support.rawhttp import exchange, patternBytes
+from tests.support.programs import startProgram
+from tests.support.server import REPO_ROOT, freePort, startServer
+from tests.support.staging import stageFullyAt
+from tests.support.tools import requireTool
 
 SERVE = os.path.join(REPO_ROOT, "scripts", "serve")
 

@@ -16,9 +16,9 @@ import time
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.tap import Options
-from uploadsvc.testing.rawhttp import exchange
-from uploadsvc.testing.server import REPO_ROOT, TWISTD, freePort
-from uploadsvc.testing.tools import requireTool
+from tests.support.rawhttp import exchange
+from tests.support.server import REPO_ROOT, TWISTD, freePort
+from tests.support.tools import requireTool
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tap-configs")
 

@@ -27,8 +27,8 @@ from tests.test_e2e_takeover import takeOver
 from tests.test_e2e_tls import makePKI
 from uploadsvc.endpoints import parseEndpoint
 from uploadsvc.tap import Options, makeService
-from uploadsvc.testing.rawhttp import exchange, patternBytes
-from uploadsvc.testing.server import freePort, startServer
+from tests.support.rawhttp import exchange, patternBytes
+from tests.support.server import freePort, startServer
 from uploadsvc.workers import (
     HEALTHY_AFTER,
     RESTART_DELAY,

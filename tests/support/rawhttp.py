@@ -27,6 +27,7 @@ import time
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import attr
+import h11
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import CooperativeTask, Cooperator, cooperate
@@ -119,22 +120,25 @@ def chunkedPieces(data: bytes, chunkSizes: Sequence[int], extension: bytes = b""
 
 
 @attr.s(frozen=True, auto_attribs=True)
-class RawResponse:
+class Answer:
     """
-    One parsed HTTP response (interim C{1xx} ones included).
+    One complete HTTP response as a test sees it (interim C{1xx} ones
+    included), whichever client read it: L{ResponseReader} here, or treq
+    through L{tests.support.server.ServerRequests}.
 
     @ivar status: the status code.
     @ivar reason: the reason phrase.
     @ivar headers: C{(lowercased name, value)} pairs in the order received.
     @ivar body: the decoded body (de-chunked where chunked).
-    @ivar raw: the response's bytes as received.
+    @ivar raw: the response's bytes as received (empty when a client library
+        read it).
     """
 
     status: int
     reason: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
-    raw: bytes
+    raw: bytes = b""
 
     def header(self, name: str) -> str | None:
         """
@@ -155,89 +159,75 @@ class ResponseReader:
     """
     Reads successive responses from one connection (for keep-alive and
     pipelining), keeping what it has read past the current one.
+
+    Responses are parsed by h11, a strict HTTP/1.1 implementation of its
+    own: an answer that a lenient reader would accept (bad framing, bad
+    header syntax) fails the test that reads it.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = b""
 
-    def _more(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError(f"connection closed; unparsed: {self._buffer[:200]!r}")
-        self._buffer += data
-
-    def _readUntil(self, marker: bytes) -> bytes:
-        while marker not in self._buffer:
-            self._more()
-        head, self._buffer = self._buffer.split(marker, 1)
-        return head + marker
-
-    def _readExactly(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            self._more()
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
-
-    def _readToClose(self) -> bytes:
-        while True:
-            try:
-                self._more()
-            except ConnectionError:
-                data, self._buffer = self._buffer, b""
-                return data
-
-    def readResponse(self, method: str = "PUT") -> RawResponse:
+    def readResponse(self, method: str = "PUT") -> Answer:
         """
         Read the next response, interim or final.
 
         @param method: the request's method (a C{HEAD} answer has no body).
+        @raise ConnectionError: the connection closed before the response
+            ended.
+        @raise ValueError: the bytes are not a valid HTTP/1.1 response.
         """
-        head = self._readUntil(b"\r\n\r\n")
-        statusLine, *headerLines = head[:-4].split(b"\r\n")
-        version, status, *reason = statusLine.split(b" ", 2)
-        if not version.startswith(b"HTTP/1."):
-            raise ValueError(f"not an HTTP response: {head[:200]!r}")
-        code = int(status)
-        headers = []
-        for line in headerLines:
-            name, _, value = line.partition(b":")
-            headers.append((name.strip().lower(), value.strip()))
-        fields = dict(headers)
-        raw = head
-        if method == "HEAD" or code < 200 or code in (204, 304):
-            body = b""
-        elif b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-            body = b""
-            while True:
-                sizeLine = self._readUntil(b"\r\n")
-                raw += sizeLine
-                size = int(sizeLine.split(b";")[0].strip(), 16)
-                if size == 0:
-                    while True:  # trailer fields, up to the blank line
-                        line = self._readUntil(b"\r\n")
-                        raw += line
-                        if line == b"\r\n":
-                            break
+        # A fresh h11 connection per response, told only the method of the
+        # request it answers: the test sends its requests as raw bytes, and
+        # a connection-level state (pipelining, Connection: close) must not
+        # stop us reading what the server actually sent.
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method=method, target="/", headers=[("Host", "rawhttp")]))
+        conn.send(h11.EndOfMessage())
+        fed = self._buffer
+        if fed:
+            conn.receive_data(fed)  # (an empty one would mean "closed")
+        closed = False
+        head: h11.Response | h11.InformationalResponse | None = None
+        body: list[bytes] = []
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as e:
+                if closed:
+                    raise ConnectionError(
+                        f"connection closed ({e}); unparsed: {fed[:200]!r}"
+                    ) from e
+                raise ValueError(f"not a valid HTTP/1.1 response ({e}): {fed[:200]!r}") from e
+            if event is h11.NEED_DATA:
+                data = self.sock.recv(65536)
+                closed = not data
+                fed += data
+                conn.receive_data(data)  # b"" tells h11 of the close
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError(f"connection closed; unparsed: {fed[:200]!r}")
+            elif isinstance(event, (h11.Response, h11.InformationalResponse)):
+                head = event
+                if isinstance(event, h11.InformationalResponse):
                     break
-                data = self._readExactly(size + 2)
-                raw += data
-                body += data[:-2]
-        elif b"content-length" in fields:
-            body = self._readExactly(int(fields[b"content-length"]))
-            raw += body
-        else:
-            body = self._readToClose()
-            raw += body
-        return RawResponse(code, reason[0] if reason else b"", tuple(headers), body, raw)
+            elif isinstance(event, h11.Data):
+                body.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        assert head is not None
+        self._buffer = conn.trailing_data[0]
+        raw = fed[: len(fed) - len(self._buffer)]
+        headers = tuple((bytes(k), bytes(v)) for k, v in head.headers)
+        return Answer(head.status_code, bytes(head.reason), headers, b"".join(body), raw)
 
-    def readFinal(self, method: str = "PUT") -> tuple[list[RawResponse], RawResponse]:
+    def readFinal(self, method: str = "PUT") -> tuple[list[Answer], Answer]:
         """
         Read interim responses up to and including the final one.
 
         @return: the interim responses (e.g. C{100 Continue}) and the final.
         """
-        interim: list[RawResponse] = []
+        interim: list[Answer] = []
         while True:
             response = self.readResponse(method)
             if response.status >= 200:
@@ -277,7 +267,7 @@ def exchange(
     headers: Headers = (),
     body: bytes = b"",
     timeout: float = DEFAULT_TIMEOUT,
-) -> tuple[list[RawResponse], RawResponse]:
+) -> tuple[list[Answer], Answer]:
     """
     Send one request on a new connection and read its answer.
 

@@ -1,6 +1,5 @@
 """
-Run a real C{twistd uploadsvc} as a child process, for end-to-end tests and
-benchmarks.
+Run a real C{twistd uploadsvc} as a child process, for end-to-end tests.
 
 The server runs exactly as a user would start it (C{python -m twisted -n
 uploadsvc ...}) on a free loopback port, with its output captured to a log
@@ -27,7 +26,7 @@ from typing import IO, Any, Callable, Sequence
 import attr
 
 import uploadsvc
-from uploadsvc.testing.rawhttp import exchange, fileSha256
+from tests.support.rawhttp import Answer, exchange, fileSha256
 
 #: The folder that holds the C{uploadsvc} package (and C{twisted/plugins}).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(uploadsvc.__file__)))
@@ -437,41 +436,19 @@ class ServerRequests:
         )
         body = await treq.content(response)
         pairs = tuple(
-            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            (name.lower(), value)
             for name, values in response.headers.getAllRawHeaders()
             for value in values
         )
-        return Answer(response.code, pairs, body)
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Answer:
-    """
-    A complete response as a test sees it (the same shape as
-    L{uploadsvc.testing.rawhttp.RawResponse} and L{CurlResult} for
-    C{status}, C{header} and C{body}).
-
-    @ivar status: the status code.
-    @ivar headers: C{(lowercased name, value)} pairs.
-    @ivar body: the body.
-    """
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """
-        The last value of header C{name}, or L{None}.
-        """
-        values = [v for k, v in self.headers if k == name.lower()]
-        return values[-1] if values else None
+        return Answer(response.code, response.phrase, pairs, body)
 
 
 @attr.s(frozen=True, auto_attribs=True)
 class CurlResult:
     """
-    What one C{curl} run got back.
+    What one C{curl} run got back: its exit status and stderr besides the
+    answer, so not an L{Answer}; C{status}, C{header} and C{body} read the
+    same way.
 
     @ivar exitCode: curl's exit status.
     @ivar interim: the statuses of interim responses (e.g. C{[100]}).
@@ -590,7 +567,7 @@ class ServerTestMixin:
         Assert that C{answer} reports the completion of C{relpath} the way
         docs/protocol.md section 2 says, and that the stored file has that digest.
 
-        @param answer: an L{Answer}, L{CurlResult} or C{RawResponse}.
+        @param answer: an L{Answer} or a L{CurlResult}.
         @param jsonBody: whether to check the JSON body too.
         """
         t: Any = self
