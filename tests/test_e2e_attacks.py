@@ -186,6 +186,16 @@ class AttackServerMixin(TLSServerMixin):
         self.assertEqual(client.alpn, alpn)  # type: ignore[attr-defined]
         return client
 
+    def startGuardedServer(self, *args: str) -> None:
+        """
+        Start the TLS server with credentials configured that the tests
+        never send: what they do happens before any is checked.
+        """
+        tokens = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        with open(tokens, "w") as f:
+            f.write("a-token-that-nobody-sends-0123456789\n")
+        self.startTLSServer("--auth-tokens", tokens, *args)
+
     def report(self, name: str, figures: dict[str, Any]) -> None:
         with open(os.path.join(os.path.dirname(self.server.root), f"{name}.json"), "w") as f:
             json.dump(figures, f, indent=2)
@@ -204,12 +214,7 @@ class HTTP2FloodTests(AttackServerMixin, TestCase):
         skip = "the h2 package is not installed"
 
     def setUp(self) -> None:
-        # Credentials are configured: everything below happens before any
-        # is checked.
-        tokens = os.path.abspath(self.mktemp())
-        with open(tokens, "w") as f:
-            f.write("a-token-that-nobody-sends-0123456789\n")
-        self.startTLSServer("--auth-tokens", tokens, "--idle-timeout", "600")
+        self.startGuardedServer("--idle-timeout", "600")
 
     def floodAfter(self, name: str, opening: bytes, piece: bytes) -> None:
         """
@@ -652,10 +657,7 @@ class HTTP2AbuseTests(AttackServerMixin, TestCase):
         skip = "the h2 package is not installed"
 
     def setUp(self) -> None:
-        tokens = os.path.abspath(self.mktemp())
-        with open(tokens, "w") as f:
-            f.write("a-token-that-nobody-sends-0123456789\n")
-        self.startTLSServer("--auth-tokens", tokens, "--idle-timeout", "2")
+        self.startGuardedServer("--idle-timeout", "2")
 
     def floodAfter(self, name: str, opening: bytes, piece: bytes) -> None:
         """
