@@ -76,6 +76,9 @@ class StagedFile:
         # A client that sends its body in small pieces (tiny chunks, DATA
         # frames or TLS records) can queue more of them than one pwritev
         # takes (IOV_MAX, 1024 on Linux: EINVAL beyond).
+        if len(chunks) <= IOV_MAX:
+            self._writeAt(chunks)  # the usual case: no copy of the list
+            return
         for start in range(0, len(chunks), IOV_MAX):
             self._writeAt(chunks[start:start + IOV_MAX])
 
