@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -126,6 +128,30 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
             self.assertEqual(f.read(), b"data")
         self.assertEqual(self.holder.pendingTakeovers(), [])
         self.assertEqual(waits, [False, False, False])  # no try waited in the pool
+
+    def test_clientGoneEndsTheWait(self) -> None:
+        """
+        A waiting request whose client goes away stops waiting and
+        withdraws its marker: the writer that holds the upload keeps it,
+        and its bytes stay, even when it lets go later.
+        """
+        staged = self.hold()
+        staged.writeChunks([b"x" * 1000])
+        finished: Deferred = Deferred()
+        request = SimpleNamespace(notifyFinish=lambda: finished)
+        began = Deferred.fromCoroutine(self.app._whenUnlocked(
+            request, self.key, self.store.begin, self.path, decide, {}, None, False
+        ))
+        self.assertNoResult(began)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        finished.errback(ConnectionDone("the client hung up"))
+        self.advance(LOCK_RETRY)
+        self.failureResultOf(began, CancelledError)
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+        staged.syncAndClose()  # the holder lets go later
+        for _ in range(30):
+            self.advance(LOCK_RETRY)
+        self.assertEqual(self.store.inspect(self.path).offset, 1000)
 
     def test_givesUpAfterLockWait(self) -> None:
         """

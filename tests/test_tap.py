@@ -151,6 +151,7 @@ class OptionsTests(SynchronousTestCase):
             ["--max-uploads", "-1"],
             ["--disk-threads", "0"],
             ["--read-size", "100"],
+            ["--read-size", "10G"],
             ["--prefix", "up"],
             ["--no-such-option"],
         ]

@@ -45,6 +45,9 @@ from uploadsvc.workers import (
     workerCount,
 )
 
+#: The largest --read-size: every socket read allocates that much at once.
+MAX_READ_SIZE = 16 * 1024 * 1024
+
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 #: Seconds between looks for takeover requests from other processes.
@@ -328,8 +331,11 @@ class Options(commandline.Options):
                     raise usage.UsageError(f"--listen {endpoint.description!r}: {e}")
         if self["disk-threads"] < 1:
             raise usage.UsageError("--disk-threads must be at least 1")
-        if self["read-size"] < 4096:
-            raise usage.UsageError("--read-size must be at least 4096")
+        if not 4096 <= self["read-size"] <= MAX_READ_SIZE:
+            raise usage.UsageError(
+                f"--read-size must be from 4K to {formatSize(MAX_READ_SIZE)}"
+                " (each connection's reads take that much memory)"
+            )
         prefix = self["prefix"].rstrip("/")
         if prefix and not prefix.startswith("/"):
             raise usage.UsageError("--prefix must start with /")

@@ -53,7 +53,7 @@ def openParent(
     @raise StorageUnavailable: a folder kept vanishing as it was made
         (removed by someone else at the same time); a later try may work.
     """
-    rootDevice = os.fstat(rootFD).st_dev
+    rootMount = mountOf(rootFD)
     fd = os.dup(rootFD)
     try:
         for name in folders:
@@ -63,12 +63,30 @@ def openParent(
                 return None
             os.close(fd)
             fd = nextFD
-            if os.fstat(fd).st_dev != rootDevice:
+            if mountOf(fd) != rootMount:
                 raise Forbidden("mount-point", f"path crosses a mount point at {name!r}")
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def mountOf(fd: int) -> tuple[int, int | None]:
+    """
+    Which mount C{fd} is on: its device, and the kernel's mount id (from
+    C{/proc/self/fdinfo}; L{None} where there is no C{/proc}). The device
+    alone misses a bind mount of a folder of the same file system, which
+    would lead a path outside the root all the same.
+    """
+    device = os.fstat(fd).st_dev
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return device, int(line.split()[1])
+    except OSError:
+        pass
+    return device, None
 
 
 def _step(

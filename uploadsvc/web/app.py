@@ -340,7 +340,7 @@ class UploadApp:
         key = self.store.keyFor(path)
         release = await self._acquire(request, path)
         try:
-            if await self._whenUnlocked(key, self.store.cancel, path, False):
+            if await self._whenUnlocked(request, key, self.store.cancel, path, False):
                 self.writers.forgetHashState(key)
                 request.setResponseCode(204)
                 return b""
@@ -407,7 +407,7 @@ class UploadApp:
         release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
             began = await self._whenUnlocked(
-                key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
+                request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
                 self.writers.takeHashState(key),
             )
         except BaseException:
@@ -439,16 +439,21 @@ class UploadApp:
             return await self._finishStaged(request, path, key, digests)
         return status(request, stored, forPut=True)
 
-    async def _whenUnlocked(self, key: str, f: Callable[..., Any], *args: Any) -> Any:
+    async def _whenUnlocked(
+        self, request: Any, key: str, f: Callable[..., Any], *args: Any
+    ) -> Any:
         """
         Run the blocking C{f(*args)}, which takes C{key}'s writer lock
         without waiting (L{Busy} C{"locked"} when another process holds it),
         in the disk pool. While another process holds the lock, ask it to
         let go (a takeover marker) and try again every L{LOCK_RETRY} seconds
         on the clock, never sleeping in the pool, for up to
-        C{config.lockWait} seconds; then 503, the marker withdrawn.
+        C{config.lockWait} seconds; then 503, the marker withdrawn. A client
+        that goes away meanwhile ends the wait, so that nobody's request
+        takes the upload from its writer (and perhaps starts it over).
         """
         deadline = self.clock.seconds() + self.config.lockWait
+        gone = _clientGone(request)
         asked = False
         try:
             while True:
@@ -461,6 +466,8 @@ class UploadApp:
                 if self.clock.seconds() >= deadline:
                     raise Busy("locked", "the upload is being written by another process")
                 await deferLater(self.clock, LOCK_RETRY)
+                if gone():
+                    raise CancelledError("the client went away while waiting for the upload")
         except BaseException:
             if asked:
                 # Taking the lock withdraws it; giving up (or failing) must too.
@@ -854,6 +861,16 @@ def _digestFields(request: Any) -> tuple[DigestSet, DigestSet]:
     The request's C{Repr-Digest} and C{Content-Digest}.
     """
     return digestHeader(request, b"Repr-Digest"), digestHeader(request, b"Content-Digest")
+
+
+def _clientGone(request: Any) -> Callable[[], bool]:
+    """
+    Whether the client of C{request} has gone away (its connection lost
+    before the answer), as a function to ask later.
+    """
+    lost: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: lost.append(True))
+    return lambda: bool(lost)
 
 
 def _known(writerTotal: int | None, stored: Stored) -> Stored:
