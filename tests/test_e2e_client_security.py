@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.support.pki import TemporaryCA, selfSigned
+from tests.support.tlsfiles import TLSFilesMixin
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
 from tests.support.server import REPO_ROOT, ServerProcess, startServer
 
@@ -67,7 +68,7 @@ def storedFiles(root: str) -> list[str]:
     return sorted(set(found) - {os.path.join(".uploadsvc", "lock")})
 
 
-class BadCertificateTests(TestCase):
+class BadCertificateTests(TLSFilesMixin, TestCase):
     """
     C{uploadsvc-upload} against C{twistd uploadsvc --listen ssl:...} with a
     certificate that must not be trusted for the URL.
@@ -76,32 +77,10 @@ class BadCertificateTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.base = os.path.abspath(self.mktemp())
-        os.makedirs(self.base)
-        self.addCleanup(shutil.rmtree, self.base, True)
-        self.ca = TemporaryCA()
-        self.caFile = self.write("ca.pem", self.ca.certPem)
-        self.source = os.path.join(self.base, "photo.jpg")
-        writeRandomFile(self.source, MiB, 5)
-
-    def write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.base, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        self.setUpFiles(MiB)
 
     def serve(self, key: bytes, cert: bytes) -> ServerProcess:
-        """
-        Start the real server on 127.0.0.1 with this key and certificate.
-        """
-        keyFile = self.write("server.key", key)
-        certFile = self.write("server.crt", cert)
-        return startServer(
-            self,
-            os.path.join(self.base, "root"),
-            "--no-fsync",
-            listen=f"ssl:{{port}}:privateKey={keyFile}:certKey={certFile}:interface={{host}}",
-        )
+        return self.serveTLS(key, cert)
 
     async def assertRefused(
         self, server: ServerProcess, url: str, expected: str, *options: str

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sys
 
 from twisted.internet import reactor
@@ -16,15 +15,16 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from tests.support.pki import TemporaryCA
-from tests.test_e2e_client import MiB, sha256File, writeRandomFile
+from tests.support.tlsfiles import TLSFilesMixin
+from tests.test_e2e_client import MiB, sha256File
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.uploader import Uploader
-from tests.support.server import REPO_ROOT, ServerProcess, startServer
+from tests.support.server import REPO_ROOT, ServerProcess
 
 
-class TLSEndToEndTests(TestCase):
+class TLSEndToEndTests(TLSFilesMixin, TestCase):
     """
     Certificate checks against the real server.
     """
@@ -32,30 +32,10 @@ class TLSEndToEndTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.base = os.path.abspath(self.mktemp())
-        os.makedirs(self.base)
-        self.addCleanup(shutil.rmtree, self.base, True)
-        self.ca = TemporaryCA()
-        self.caFile = self.write("ca.pem", self.ca.certPem)
-        self.source = os.path.join(self.base, "photo.jpg")
-        writeRandomFile(self.source, 3 * MiB, 5)
-
-    def write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.base, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
+        self.setUpFiles(3 * MiB)
 
     def startTLSServer(self, issuer: TemporaryCA, names: list[str], ips: list[str]) -> ServerProcess:
-        key, cert = issuer.issue(names, ips)
-        keyFile = self.write("server.key", key)
-        certFile = self.write("server.crt", cert)
-        return startServer(
-            self,
-            os.path.join(self.base, "root"),
-            "--no-fsync",
-            listen=f"ssl:{{port}}:privateKey={keyFile}:certKey={certFile}:interface={{host}}",
-        )
+        return self.serveTLS(*issuer.issue(names, ips))
 
     async def upload(self, url: str) -> UploadResult:
         connection = makeHTTPClient(reactor, caFile=self.caFile)
