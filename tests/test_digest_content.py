@@ -51,7 +51,8 @@ class DigestTestCase(StubRequests, SynchronousTestCase):
 
     def staged(self, path: str) -> bytes:
         key = self.store.keyFor(self.app._path(_Uri(path)))
-        with open(self.store._data(key), "rb") as f:
+        where = self.store._where(key, ".data")  # relative to the root
+        with open(os.path.join(self.root, where), "rb") as f:
             return f.read()
 
     def stored(self, rel: str) -> bytes:

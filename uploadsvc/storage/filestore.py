@@ -120,8 +120,6 @@ class FileStore:
         self.lockWait = lockWait
         self.throttle = throttle
         self._state = os.path.join(self.root, STATE_DIR)
-        self._uploads = os.path.join(self._state, "uploads")
-        self._takeovers = os.path.join(self._state, "takeover")
         os.makedirs(self.root, exist_ok=True)
         self._reopening = threading.Lock()
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
@@ -335,9 +333,6 @@ class FileStore:
         finally:
             lock.release()
 
-    def _folder(self, key: str) -> str:
-        return os.path.join(self._uploads, self._shardName(key))
-
     @staticmethod
     def _shardName(key: str) -> str:
         return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)
@@ -347,12 +342,6 @@ class FileStore:
         A state file's path relative to the root, for the operator's log.
         """
         return f"{STATE_DIR}/uploads/{self._shardName(key)}/{key}{suffix}"
-
-    def _data(self, key: str) -> str:
-        return os.path.join(self._folder(key), key + ".data")
-
-    def _info(self, key: str) -> str:
-        return os.path.join(self._folder(key), key + ".json")
 
     def _readInfo(self, key: str) -> dict[str, Any] | None:
         """
