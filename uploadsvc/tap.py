@@ -21,6 +21,7 @@ from uploadsvc import commandline
 from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
+from uploadsvc.ops.events import Events
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -469,7 +470,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     auth = _authenticator(options, reactor)
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
-    app = UploadApp(store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor)
+    events = Events()
+    app = UploadApp(
+        store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor, events=events
+    )
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = LimitedSite(
         app.resource(),

@@ -35,6 +35,7 @@ from uploadsvc.errors import (
     UploadError,
     storageRefusal,
 )
+from uploadsvc.ops.events import Events
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -166,12 +167,15 @@ class UploadApp:
         writers: WriterRegistry | None = None,
         auth: Authenticator | None = None,
         clock: IReactorTime | None = None,
+        events: Events | None = None,
     ) -> None:
         """
         @param auth: who may send requests; L{None} lets everyone (a front
             end authenticates, or the server is local).
         @param clock: what waits for another process's lock run on (the
             global reactor if L{None}).
+        @param events: where lifecycle events of uploads are told (metrics,
+            logs and hooks listen there).
         """
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -188,6 +192,7 @@ class UploadApp:
         #: but whose staged file is not open yet (see L{_writerTotal}).
         self._announced: dict[str, int] = {}
         self.auth = auth
+        self.events = events if events is not None else Events()
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
