@@ -86,6 +86,8 @@ class Config:
     @ivar maxUploads: uploads written at once before 503 (0: no limit).
     @ivar lockWait: seconds a request waits for another process to let go
         of an upload before 503.
+    @ivar expireAfter: seconds without a byte after which an incomplete
+        upload expires (0: never).
     """
 
     allowOverwrite: bool = False
@@ -97,6 +99,7 @@ class Config:
     highWater: int = HIGH_WATER
     lowWater: int = LOW_WATER
     lockWait: float = 5.0
+    expireAfter: float = 24 * 3600.0
 
 
 def _shield(d: Deferred) -> Deferred:
