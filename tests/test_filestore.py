@@ -385,15 +385,17 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
     def test_busyWhileHeld(self) -> None:
         """
         A second store cannot open an upload another store holds open: it
-        gets 503 after C{lockWait}; once released, it can.
+        is refused at once (503), asking the holder for nothing (no
+        takeover marker: the app's waiter asks); once released, it can.
         """
         path = parseRelativePath("l.bin")
         first = self.openUpload(path)
         first.writeChunks([b"abcd"])
         first.sync()
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         error = self.assertRaises(Busy, self.openUpload, path, store=other)
-        self.assertEqual(error.status, 503)
+        self.assertEqual((error.status, error.code), (503, "locked"))
+        self.assertEqual(self.store.pendingTakeovers(), [])
         first.close()
         second = self.openUpload(path, store=other)
         self.assertEqual(second.offset, 4)
@@ -408,7 +410,7 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
             raise Conflict("offset-mismatch", "no")
 
         self.assertRaises(Conflict, self.store.begin, path, refuse, {}, None)
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
 
     def test_alreadyCompleteReleasesLock(self) -> None:
@@ -423,7 +425,7 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
         )
         self.assertEqual((stored, plan, staged), (Stored(completeSize=5), AlreadyComplete(5), None))
         self.assertEqual(self.uploadsEntries(), [])
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.openUpload(path, store=other)
 
     def test_lockAfterCompletion(self) -> None:
@@ -436,10 +438,10 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"x"])
         self.store.complete(path, staged, False)
         self.assertTrue(staged.closed)
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         second = self.openUpload(path, store=other)
         self.assertEqual(second.offset, 0)
-        third = self.makeStore(lockWait=0.2)
+        third = self.makeStore()
         self.assertRaises(Busy, self.openUpload, path, store=third)
 
     def test_otherUploadsFree(self) -> None:
@@ -447,7 +449,7 @@ class LockTests(FileStoreTestsMixin, SynchronousTestCase):
         The lock covers one upload, not the store.
         """
         self.openUpload(parseRelativePath("one.bin"))
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         staged = self.openUpload(parseRelativePath("two.bin"), store=other)
         self.assertEqual(staged.offset, 0)
 
@@ -838,7 +840,7 @@ class LazyMetadataTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(staged.syncAndClose(), 3)
         self.assertTrue(staged.closed)
         self.assertEqual(self.readInfo(path)["digests"], {"sha-256": d256("AAAA")})
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 3)
 
     def test_dataWithoutInfo(self) -> None:
@@ -979,7 +981,7 @@ class RollbackDiscardTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"bad"])
         self.store.rollback(staged, 0)
         self.assertEqual((staged.offset, os.path.getsize(self.dataFile(path))), (0, 0))
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertRaises(Busy, self.openUpload, path, store=other)
 
     def test_discard(self) -> None:
@@ -995,7 +997,7 @@ class RollbackDiscardTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertTrue(staged.closed)
         self.assertEqual(self.uploadsEntries(), [])
         self.assertEqual(self.store.inspect(path), Stored())
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
 
     def test_discardFresh(self) -> None:
@@ -1024,9 +1026,10 @@ class CancelLockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged = self.openUpload(path)
         staged.writeChunks([b"abcd"])
         staged.sync()
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         error = self.assertRaises(Busy, other.cancel, path)
-        self.assertEqual(error.status, 503)
+        self.assertEqual((error.status, error.code), (503, "locked"))
+        self.assertEqual(self.store.pendingTakeovers(), [])
         self.assertEqual(self.readFile(self.dataFile(path)), b"abcd")
         self.assertEqual(other.inspect(path).offset, 4)
         staged.close()
@@ -1042,7 +1045,7 @@ class CancelLockTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertFalse(self.store.cancel(path))
         self.openUpload(path).syncAndClose()
         self.assertTrue(self.store.cancel(path))
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
 
 
@@ -1067,7 +1070,7 @@ class CompleteClosesTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertTrue(staged.closed)
         error = self.assertRaises(OSError, os.fstat, fd)
         self.assertEqual(error.errno, errno.EBADF)
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 3)
 
     def test_closedOnSuccess(self) -> None:
@@ -1080,7 +1083,7 @@ class CompleteClosesTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"ok"])
         self.store.complete(path, staged, False)
         self.assertTrue(staged.closed)
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
 
 
@@ -1102,7 +1105,7 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged.writeChunks([b"x" * 1000])
         stored = self.store.record(path, 2000, {})
         self.assertEqual(self.store.pendingTakeovers(), [])
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertRaises(Busy, self.openUpload, path, store=other)
         self.assertEqual(stored, Stored(offset=1000, total=2000, incomplete=True))
         staged.close()
@@ -1117,7 +1120,7 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         staged = self.openUpload(path)
         os.close(staged.fd)  # the close below fails with EBADF
         self.assertRaises(OSError, staged.close)
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         self.assertEqual(self.openUpload(path, store=other).offset, 0)
 
     def test_queryFromOtherProcess(self) -> None:
@@ -1130,7 +1133,7 @@ class QueryLockTests(FileStoreTestsMixin, SynchronousTestCase):
         path = parseRelativePath("q/elsewhere.bin")
         staged = self.openUpload(path)
         staged.writeChunks([b"x" * 10])
-        other = self.makeStore(lockWait=0.2)
+        other = self.makeStore()
         stored = other.record(path, 20, {})
         self.assertEqual(other.pendingTakeovers(), [])
         self.assertRaises(Busy, self.openUpload, path, store=other)

@@ -25,7 +25,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.test_filestore import FileStoreTestsMixin, shardOf
-from uploadsvc.errors import Conflict, Forbidden, UploadError
+from uploadsvc.errors import Busy, Conflict, Forbidden, UploadError
 from uploadsvc.protocol.decisions import Plan, Stored
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage import filestore
@@ -318,15 +318,17 @@ class StagingLinkTests(_Planted, SynchronousTestCase):
     def test_takeoverMarkerLinkNotFollowed(self) -> None:
         """
         A dangling link at a takeover marker's name does not make the file
-        it names when a writer waits for another process.
+        it names when a writer waiting for another process asks it to let
+        go.
         """
         path = parseRelativePath("f.bin")
         self.openUpload(path)
         made = os.path.join(self.outside, "made")
         marker = os.path.join(self.root, STATE_DIR, "takeover", FileStore.keyFor(path))
         self.plantLink(marker, made)
-        other = self.makeStore(lockWait=0.2)
-        self.assertUnsafe(other.begin, path, appendPlan, {}, None)
+        other = self.makeStore()
+        self.assertRaises(Busy, other.begin, path, appendPlan, {}, None)
+        self.assertUnsafe(other.askTakeover, FileStore.keyFor(path))
         self.assertFalse(os.path.lexists(made))
 
     def test_linkedStateFolderRefused(self) -> None:

@@ -101,7 +101,7 @@ class StoreConformanceMixin(_MixinBase):
         Begin, write C{data} as the plan says, and return the open staged
         upload.
         """
-        _, plan, staged = self.store.begin(target, decide, digests or {}, hashState, wait=False)
+        _, plan, staged = self.store.begin(target, decide, digests or {}, hashState)
         assert isinstance(plan, Plan) and staged is not None
         self.addCleanup(staged.close)
         body = data[plan.skip :]
@@ -158,7 +158,7 @@ class StoreConformanceMixin(_MixinBase):
         """A range past the stored offset is refused by the decision and leaves the bytes."""
         self.write(self.path, b"hello", ranged(0, 4, 10))
         error = self.assertRaises(
-            Conflict, self.store.begin, self.path, ranged(7, 9, 10), {}, None, False
+            Conflict, self.store.begin, self.path, ranged(7, 9, 10), {}, None
         )
         self.assertEqual(error.code, "offset-mismatch")
         self.assertEqual(self.store.inspect(self.path).offset, 5)
@@ -282,7 +282,7 @@ class StoreConformanceMixin(_MixinBase):
     def test_alreadyComplete(self) -> None:
         """A retried last request of a complete file stages nothing and holds nothing."""
         self.store.complete(self.path, self.stage(self.path, b"abc", whole(3)), False)
-        stored, plan, staged = self.store.begin(self.path, ranged(0, 2, 3), {}, None, False)
+        stored, plan, staged = self.store.begin(self.path, ranged(0, 2, 3), {}, None)
         self.assertEqual(
             (stored, plan, staged), (Stored(completeSize=3), AlreadyComplete(3), None)
         )
@@ -320,7 +320,6 @@ class StoreConformanceMixin(_MixinBase):
         """An upload being written is not cancelled under its writer."""
         staged = self.stage(self.path, b"abc")
         self.assertRaises(Busy, self.store.cancel, self.path)
-        self.assertRaises(Busy, self.store.cancel, self.path, False)
         self.assertEqual(self.store.pendingTakeovers(), [])
         self.assertEqual(staged.syncAndClose(), 3)
         self.assertEqual(self.store.inspect(self.path).offset, 3)
@@ -329,7 +328,7 @@ class StoreConformanceMixin(_MixinBase):
         """While one request holds an upload another is refused; then the next gets it."""
         staged = self.stage(self.path, b"abc")
         error = self.assertRaises(
-            Busy, self.store.begin, self.path, append, {}, None, False
+            Busy, self.store.begin, self.path, append, {}, None
         )
         self.assertEqual(error.code, "locked")
         other = self.stage(parseRelativePath("other.bin"), b"x")  # other uploads are free
@@ -394,7 +393,7 @@ class StoreConformanceMixin(_MixinBase):
         unknown = UploadId("0" * 32)
         for call in (
             lambda: self.store.inspect(unknown),
-            lambda: self.store.begin(unknown, append, {}, None, False),
+            lambda: self.store.begin(unknown, append, {}, None),
             lambda: self.store.record(unknown, 3, {}),
             lambda: self.store.cancel(unknown),
         ):
@@ -486,8 +485,7 @@ class FileStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):
 
     def makeStore(self) -> FileStore:
         self.root = os.path.abspath(self.mktemp())
-        # lockWait 0: a held upload is refused after one look, as a test wants.
-        store = FileStore(self.root, fsync=False, lockWait=0)
+        store = FileStore(self.root, fsync=False)
         self.addCleanup(store.close)
         return store
 
@@ -511,7 +509,7 @@ class FileStoreContractTests(SynchronousTestCase):
         self.path = parseRelativePath("f.bin")
 
     def open(self) -> FileStore:
-        store = FileStore(self.root, fsync=False, lockWait=0)
+        store = FileStore(self.root, fsync=False)
         self.addCleanup(store.close)
         return store
 
@@ -532,7 +530,7 @@ class FileStoreContractTests(SynchronousTestCase):
     def test_expireHeldElsewhere(self) -> None:
         """An upload another process writes is not expired (its lock is tried, not waited for)."""
         other = self.open()
-        _, _, staged = other.begin(self.path, append, {}, None, False)
+        _, _, staged = other.begin(self.path, append, {}, None)
         assert staged is not None
         self.addCleanup(staged.close)
         [entry] = self.store.listIncomplete()
@@ -590,10 +588,10 @@ class DataLockTests(SynchronousTestCase):
         """An upload whose data file a writer locks (through another lock file) is not expired."""
         from uploadsvc.storage.locks import lockData
         root = os.path.abspath(self.mktemp())
-        store = FileStore(root, fsync=False, lockWait=0)
+        store = FileStore(root, fsync=False)
         self.addCleanup(store.close)
         path = parseRelativePath("f.bin")
-        _, _, staged = store.begin(path, append, {}, None, False)
+        _, _, staged = store.begin(path, append, {}, None)
         assert staged is not None
         staged.syncAndClose()
         key = uploadKey(path)

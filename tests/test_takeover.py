@@ -33,7 +33,7 @@ class MarkerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
         self.holder = FileStore(self.root, fsync=False)
-        self.waiter = FileStore(self.root, fsync=False, lockWait=5.0)
+        self.waiter = FileStore(self.root, fsync=False)
         self.addCleanup(self.holder.close)
         self.addCleanup(self.waiter.close)
         self.path = parseRelativePath("m.bin")
@@ -56,6 +56,27 @@ class MarkerTests(SynchronousTestCase):
         staged.close()
         self.assertEqual(self.holder.pendingTakeovers(), [])
 
+    def test_heldRefusedAtOnce(self) -> None:
+        """
+        C{begin} and C{cancel} of an upload another process holds are
+        refused at once, and leave no marker: only a waiter asks the holder
+        to let go, and taking the lock withdraws the request.
+        """
+        _, _, staged = self.holder.begin(self.path, decide, {}, None)
+        for call in (
+            lambda: self.waiter.begin(self.path, decide, {}, None),
+            lambda: self.waiter.cancel(self.path),
+        ):
+            error = self.assertRaises(Busy, call)
+            self.assertEqual((error.status, error.code), (503, "locked"))
+            self.assertEqual(self.holder.pendingTakeovers(), [])
+        self.waiter.askTakeover(self.key)
+        self.assertEqual(self.holder.pendingTakeovers(), [self.key])
+        staged.close()
+        _, _, taken = self.waiter.begin(self.path, decide, {}, None)
+        self.addCleanup(taken.close)
+        self.assertEqual(self.holder.pendingTakeovers(), [])
+
 
 class LockWaitTests(StubRequests, SynchronousTestCase):
     """
@@ -66,7 +87,7 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
         self.holder = FileStore(self.root, fsync=False)  # another process
-        self.store = FileStore(self.root, fsync=False, lockWait=0.2)
+        self.store = FileStore(self.root, fsync=False)
         self.addCleanup(self.holder.close)
         self.addCleanup(self.store.close)
         self.clock = Clock()
@@ -75,20 +96,25 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
         self.path = parseRelativePath("m.bin")
         self.key = FileStore.keyFor(self.path)
 
-    def recordWaits(self, name: str) -> list[bool]:
+    def recordTries(self, name: str) -> list[str]:
         """
-        Record, for each call of the store's C{name} (C{begin} or
-        C{cancel}), whether it was let wait for the lock in the pool.
+        Record how each call of the store's C{name} (C{begin} or C{cancel})
+        in the pool ended: C{"busy"} or C{"done"}.
         """
-        waits: list[bool] = []
+        tries: list[str] = []
         method = getattr(self.store, name)
 
         def recording(*args: Any) -> Any:
-            waits.append(bool(args[-1]) if len(args) in (2, 5) else True)
-            return method(*args)
+            try:
+                result = method(*args)
+            except Busy:
+                tries.append("busy")
+                raise
+            tries.append("done")
+            return result
 
         self.patch(self.store, name, recording)
-        return waits
+        return tries
 
     def hold(self) -> Any:
         _, _, staged = self.holder.begin(self.path, decide, {}, None)
@@ -111,7 +137,7 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
         withdraws the marker.
         """
         staged = self.hold()
-        waits = self.recordWaits("begin")
+        tries = self.recordTries("begin")
         d = self.treq.request("PUT", "http://example/m.bin", data=b"data")
         self.treq.flush()
         self.assertNoResult(d)
@@ -127,7 +153,8 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
         with open(os.path.join(self.root, "m.bin"), "rb") as f:
             self.assertEqual(f.read(), b"data")
         self.assertEqual(self.holder.pendingTakeovers(), [])
-        self.assertEqual(waits, [False, False, False])  # no try waited in the pool
+        # One try per step of the clock, each answered at once in the pool.
+        self.assertEqual(tries, ["busy", "busy", "done"])
 
     def test_clientGoneEndsTheWait(self) -> None:
         """
@@ -140,7 +167,7 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
         finished: Deferred = Deferred()
         request = SimpleNamespace(notifyFinish=lambda: finished)
         began = Deferred.fromCoroutine(self.app._whenUnlocked(
-            request, self.key, self.store.begin, self.path, decide, {}, None, False
+            request, self.key, self.store.begin, self.path, decide, {}, None
         ))
         self.assertNoResult(began)
         self.assertEqual(self.holder.pendingTakeovers(), [self.key])
@@ -175,7 +202,7 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
     def test_deleteWaitsOnTheClock(self) -> None:
         """A cancel of an upload another process writes waits for it on the clock too."""
         staged = self.hold()
-        waits = self.recordWaits("cancel")
+        tries = self.recordTries("cancel")
         d = self.treq.request("DELETE", "http://example/m.bin")
         self.treq.flush()
         self.assertNoResult(d)
@@ -186,7 +213,7 @@ class LockWaitTests(StubRequests, SynchronousTestCase):
         self.assertEqual(response.code, 204)
         self.assertEqual(self.holder.pendingTakeovers(), [])
         self.assertEqual(self.store.inspect(self.path).incomplete, False)
-        self.assertEqual(waits, [False, False])
+        self.assertEqual(tries, ["busy", "done"])
 
     def test_takeoverFolderRemoved(self) -> None:
         """
@@ -262,7 +289,7 @@ class CheckTakeoversTests(SynchronousTestCase):
         app.checkTakeovers()
         self.assertEqual(interrupted, [])
         os.unlink(os.path.join(root, ".uploadsvc", "lock"))
-        later = FileStore(root, fsync=False, lockWait=0.2)  # another process, started now
+        later = FileStore(root, fsync=False)  # another process, started now
         self.addCleanup(later.close)
         app.checkTakeovers()
         self.assertEqual(interrupted, [key])

@@ -27,8 +27,9 @@ included, the folder is the whole state. Every file and folder under
 C{.uploadsvc} is reached through L{uploadsvc.storage.statedir}, never through
 a link planted there.
 
-Two locks per upload (L{uploadsvc.storage.locks}, taken and waited for in
-L{uploadsvc.storage.takeover}): its writer holds the writer lock for the
+Two locks per upload (L{uploadsvc.storage.locks}, taken in
+L{uploadsvc.storage.takeover}; the writer lock is never waited for here,
+the state lock only briefly): its writer holds the writer lock for the
 whole request; everything that reads and rewrites the C{.json}, or starts over, cancels or renames the data file, holds the state
 lock for that moment. Status queries take only the state lock. The
 generation in the C{.json} is random, new whenever the bytes start over; it
@@ -98,15 +99,14 @@ class FileStore:
     Staged uploads and completed files under one root folder.
 
     @ivar fsync: when false, nothing is fsync'd (faster, not crash-safe).
-    @ivar lockWait: seconds to wait for another process's writer to let go.
-    @ivar system: makes the fsyncs and renames that durability rests on.
+    @ivar system: makes the fsyncs and renames that durability rests on,
+        and the pauses of a wait for a state lock.
     """
 
     def __init__(
         self,
         root: str,
         fsync: bool = True,
-        lockWait: float = 5.0,
         throttle: WriteThrottle | None = None,
         system: SystemCalls | None = None,
     ) -> None:
@@ -117,7 +117,6 @@ class FileStore:
         self.system = system if system is not None else SystemCalls()
         self.root = os.path.abspath(root)
         self.fsync = fsync
-        self.lockWait = lockWait
         self.throttle = throttle
         self._state = os.path.join(self.root, STATE_DIR)
         os.makedirs(self.root, exist_ok=True)
@@ -478,7 +477,6 @@ class FileStore:
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: tuple[str, int, Any] | None,
-        wait: bool = True,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
         Lock the upload of C{path}, decide the request against what is
@@ -493,16 +491,15 @@ class FileStore:
         @param hashState: C{(generation, offset, sha256 hasher)} kept in
             memory from an earlier request of this process; see
             L{uploadsvc.storage.hashing.usableHashState} for when it is used.
-        @param wait: when false, refuse at once (L{Busy}) if anyone holds
-            the upload, and ask no holder to let go.
         @return: what was stored, the plan, and the staged file (L{None}
             when the plan is L{AlreadyComplete}).
-        @raise Busy: another process holds the upload for longer than
-            C{lockWait}.
+        @raise Busy: C{locked}, another request, of this process or
+            another, holds the upload: refused at once, asking nobody to
+            let go (see L{askTakeover}).
         """
         self._fresh()
         key, path = self._resolve(target)
-        lock = self._lock(key, wait)
+        lock = self._lock(key)
         try:
             stored = self.inspect(target, durable=False)
             plan = decide(stored)
@@ -640,27 +637,25 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _lock(self, key: str, wait: bool = True) -> HeldLock:
+    def _lock(self, key: str) -> HeldLock:
         """
-        Take the upload's writer lock (see L{takeWriterLock}: a holder in
-        another process is asked to let go, for up to C{lockWait} seconds).
-
-        @param wait: when false, refuse at once and leave no request.
+        Take the upload's writer lock, or refuse at once (see
+        L{takeWriterLock}).
         """
-        return takeWriterLock(self._locks, self._stateDir, key, wait, self.lockWait)
+        return takeWriterLock(self._locks, self._stateDir, key)
 
     def _stateLock(self, key: str) -> AbstractContextManager[None]:
         """
-        Hold the upload's state lock (see L{stateLocked}).
+        Hold the upload's state lock (see L{stateLocked}: a bounded wait).
         """
-        return stateLocked(self._locks, key, self.lockWait)
+        return stateLocked(self._locks, key, self.system.sleep)
 
     def askTakeover(self, key: str) -> None:
         """
         Ask whoever holds C{key}'s writer lock, in any process, to let go
         (see L{pendingTakeovers}): for a writer that waits between tries of
-        C{begin(..., wait=False)}, and makes it again at each try, since the
-        holder may have just cleared it.
+        L{begin} on the reactor's clock, and makes it again at each try,
+        since the holder may have just cleared it.
         """
         self._fresh()
         self._stateDir.touchMarker(key)
@@ -720,6 +715,7 @@ class FileStore:
         staged: StagedFile,
         allowOverwrite: bool,
         expected: dict[str, bytes] | None = None,
+        streamed: dict[str, bytes] | None = None,
     ) -> bool:
         """
         Move a finished upload into place atomically and durably, and let go
@@ -729,7 +725,10 @@ class FileStore:
             decided when it was made).
         @param expected: the whole file's digests (algorithm to raw digest),
             checked first: a mismatch discards the upload. L{None} when the
-            caller checked them.
+            caller checked them. Once checked, C{staged.digests} holds every
+            digest computed (sha-256 among them).
+        @param streamed: digests of the whole upload computed while it
+            streamed, used as they are (the rest are read back).
         @raise BadRequest: C{digest-mismatch}.
 
         @return: whether it replaced an existing file.
@@ -743,7 +742,7 @@ class FileStore:
             assert path is not None
             if expected is not None:
                 try:
-                    verifyStaged(staged, expected, self.hashStaged)
+                    staged.digests = verifyStaged(staged, expected, self.hashStaged, streamed)
                 except BadRequest:
                     self.discard(staged)
                     raise
@@ -835,12 +834,12 @@ class FileStore:
         os.ftruncate(staged.fd, offset)
         staged.offset = offset
 
-    def cancel(self, target: Target, wait: bool = True) -> bool:
+    def cancel(self, target: Target) -> bool:
         """
         Discard the incomplete upload of C{target}; whether there was one.
-        Takes the upload's lock (C{Busy} if another process keeps it).
+        Takes the upload's lock, without waiting (as L{begin}).
 
-        @param wait: as for L{begin}.
+        @raise Busy: C{locked}, another request holds the upload.
         @raise NotFound: an upload id that names no upload.
         """
         self._fresh()
@@ -849,7 +848,7 @@ class FileStore:
         parentFD = openParent(self._rootFD, path.components[:-1], create=False)
         if parentFD is not None:
             os.close(parentFD)
-        lock = self._lock(key, wait)
+        lock = self._lock(key)
         try:
             with self._stateLock(key):
                 return self._discard(key)

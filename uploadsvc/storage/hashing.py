@@ -79,6 +79,7 @@ def verifyStaged(
     staged: Any,
     expected: dict[str, bytes],
     hashStaged: Callable[[Any, set[str]], dict[str, bytes]],
+    known: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """
     Check a whole staged upload against the digests it must have, before it
@@ -87,10 +88,12 @@ def verifyStaged(
 
     @param staged: an L{IStagedUpload}.
     @param expected: algorithm to raw digest.
+    @param known: digests of the whole upload already computed (while it
+        streamed), used as they are.
     @return: every digest computed (sha-256 always among them).
     @raise BadRequest: C{digest-mismatch}, naming the first that differs.
     """
-    computed: dict[str, bytes] = {}
+    computed: dict[str, bytes] = dict(known or {})
     if staged.hasher is not None:
         computed[STREAMED] = staged.hasher.digest()
     missing = (set(expected) | {STREAMED}) - set(computed)

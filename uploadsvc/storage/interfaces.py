@@ -110,6 +110,10 @@ class IStagedUpload(Interface):
     )
     info = Attribute("The metadata L{sync} records (total, digests, generation).")
     closed = Attribute("Whether L{close} ran.")
+    digests = Attribute(
+        "The whole upload's digests (algorithm to raw digest, sha-256 among"
+        " them) once L{IUploadStore.complete} checked them; None before."
+    )
 
     def writeChunks(chunks: Sequence[bytes | memoryview]) -> None:
         """
@@ -175,22 +179,23 @@ class IUploadStore(Interface):
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: tuple[str, int, Any] | None,
-        wait: bool = True,
     ) -> tuple[Stored, Plan | AlreadyComplete, Any]:
         """
         Lock the upload, decide the request against what is stored now
         (under the lock) and open the staged upload as the plan says (from
-        the start when it says start over).
+        the start when it says start over). Never waits for the lock: a
+        writer that wants a held upload asks for it (L{ITakeover}) and
+        tries again later, on the reactor's clock, not in a pool thread.
 
         @param decide: C{Stored -> Plan | AlreadyComplete}; may raise the
             refusal.
         @param digests: C{Repr-Digest}s to remember (alg to base64).
         @param hashState: C{(generation, offset, hasher)} remembered from an
             earlier request, used when it still covers the bytes.
-        @param wait: when false, refuse at once if anyone holds the upload.
         @return: C{(stored, plan, staged)}; C{staged} is L{None} for
             L{AlreadyComplete}.
-        @raise Busy: someone else holds the upload.
+        @raise Busy: C{locked}, someone else holds the upload (refused at
+            once).
         """
 
     def record(
@@ -214,6 +219,7 @@ class IUploadStore(Interface):
         staged: Any,
         allowOverwrite: bool,
         expected: dict[str, bytes] | None = None,
+        streamed: dict[str, bytes] | None = None,
     ) -> bool:
         """
         Check the whole upload's digests, then move it into place atomically
@@ -221,7 +227,10 @@ class IUploadStore(Interface):
 
         @param expected: alg to raw digest; a mismatch discards the upload
             and raises L{BadRequest} C{digest-mismatch}. (L{None}: checked
-            by the caller.)
+            by the caller.) Once checked, C{staged.digests} holds every
+            digest computed, sha-256 among them (the answer's).
+        @param streamed: digests of the whole upload that the caller
+            computed while it streamed, used as they are.
         @return: whether it replaced an existing file.
         @raise Conflict: a file is at the destination and overwrite is off.
         """
@@ -231,12 +240,12 @@ class IUploadStore(Interface):
         Throw away an upload being written, and close it.
         """
 
-    def cancel(target: Target, wait: bool = True) -> bool:
+    def cancel(target: Target) -> bool:
         """
         Discard the incomplete upload of C{target}; whether there was one.
+        Never waits, as L{begin}.
 
-        @param wait: as for L{begin}.
-        @raise Busy: another writer holds it.
+        @raise Busy: C{locked}, another writer holds it.
         """
 
     def listIncomplete() -> list[Incomplete]:

@@ -7,8 +7,9 @@ queries that wait for no writer, metadata that a writer merges with what
 queries recorded meanwhile, completion that refuses a folder or an existing
 file, so that one conformance suite runs against both. Nothing survives
 the process, and nothing is ever waited for: an upload held by another
-writer is refused at once (L{Busy}), and a writer that wants it asks with
-L{MemoryStore.askTakeover}, as a file store's waiter does. Calls are
+writer is refused at once (L{Busy}), as in a file store, and a writer that
+wants it asks with L{MemoryStore.askTakeover} and tries again on the
+reactor's clock. Calls are
 serialized by one mutex, so the store may be used from a thread pool.
 """
 
@@ -79,6 +80,7 @@ class MemoryStaged:
         self.infoDirty = infoDirty
         self.infoBase = infoBase
         self.closed = False
+        self.digests: dict[str, bytes] | None = None
 
     def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         data = b"".join(chunks)
@@ -219,11 +221,9 @@ class MemoryStore:
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: tuple[str, int, Any] | None,
-        wait: bool = True,
     ) -> tuple[Stored, Plan | AlreadyComplete, MemoryStaged | None]:
         """
-        As L{IUploadStore.begin}, but a held upload is refused at once
-        whatever C{wait} says (nothing here can let go while this waits).
+        As L{IUploadStore.begin}: a held upload is refused at once.
         """
         with self._mutex:
             key, path = self._resolve(target)
@@ -319,11 +319,12 @@ class MemoryStore:
         staged: MemoryStaged,
         allowOverwrite: bool,
         expected: dict[str, bytes] | None = None,
+        streamed: dict[str, bytes] | None = None,
     ) -> bool:
         try:
             if expected is not None:
                 try:
-                    verifyStaged(staged, expected, self.hashStaged)
+                    staged.digests = verifyStaged(staged, expected, self.hashStaged, streamed)
                 except BadRequest:
                     self.discard(staged)
                     raise
@@ -347,7 +348,7 @@ class MemoryStore:
         finally:
             staged.close()
 
-    def cancel(self, target: Target, wait: bool = True) -> bool:
+    def cancel(self, target: Target) -> bool:
         """
         As L{IUploadStore.cancel}; a held upload is refused at once.
         """

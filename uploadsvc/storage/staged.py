@@ -41,6 +41,7 @@ class StagedFile:
         compares with to keep what status queries recorded meanwhile.
     @ivar lock: the upload's writer lock, held until L{close}.
     @ivar path: the upload's destination.
+    @ivar digests: the whole upload's digests, once completion checked them.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class StagedFile:
         self.lock = lock
         self.closed = False
         self.path: UploadPath | None = None
+        self.digests: dict[str, bytes] | None = None
 
     def writeChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         """

@@ -1,17 +1,19 @@
 """
-The system calls that durability and atomic replacement rest on, behind one
-injected object: tests watch or fail them through the store's own
-L{SystemCalls} instead of patching C{os}.
+The system calls that durability and atomic replacement rest on, and the
+pause between tries of a contended state lock, behind one injected object:
+tests watch or fail them through the store's own L{SystemCalls} instead of
+patching C{os} or C{time}.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 
 class SystemCalls:
     """
-    C{fsync} and C{replace} as the store makes them (blocking).
+    C{fsync}, C{replace} and C{sleep} as the store makes them (blocking).
     """
 
     def fsync(self, fd: int) -> None:
@@ -21,6 +23,13 @@ class SystemCalls:
         self, src: str, dst: str, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
     ) -> None:
         os.replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def sleep(self, seconds: float) -> None:
+        """
+        Pause the calling pool thread between two tries of a state lock
+        (see L{uploadsvc.storage.takeover.stateLocked}).
+        """
+        time.sleep(seconds)
 
 
 #: The calls of the stores and helpers given none of their own.

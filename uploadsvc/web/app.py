@@ -56,7 +56,8 @@ from uploadsvc.protocol.ranges import (
     parseContentRange,
 )
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
-from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
+from uploadsvc.storage.filestore import isNoSpace
+from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore
 from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
@@ -164,7 +165,7 @@ class UploadApp:
 
     def __init__(
         self,
-        store: FileStore,
+        store: IUploadStore,
         runner: IDiskRunner,
         config: Config = Config(),
         writers: WriterRegistry | None = None,
@@ -173,6 +174,8 @@ class UploadApp:
         events: Events | None = None,
     ) -> None:
         """
+        @param store: where uploads are kept; it must also provide
+            L{ITakeover} (writers of other processes ask for uploads).
         @param auth: who may send requests; L{None} lets everyone (a front
             end authenticates, or the server is local).
         @param clock: what waits for another process's lock run on (the
@@ -184,10 +187,11 @@ class UploadApp:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.store = store
+        self.takeover = ITakeover(store)
         self.runner = runner
         self.config = config
         self.writers = writers if writers is not None else WriterRegistry()
-        self._staging: dict[str, StagedFile] = {}
+        self._staging: dict[str, IStagedUpload] = {}
         #: The code of the storage fault that the last look for takeovers
         #: met (logged once), or L{None}.
         self._lookFailing: str | None = None
@@ -212,14 +216,14 @@ class UploadApp:
         def interrupt(keys: list[str]) -> None:
             stale = [
                 key for key, staged in self._staging.items()
-                if not self.store.holdsCurrentLock(staged)
+                if not self.takeover.holdsCurrentLock(staged)
             ]
             if stale:
                 log.error(
                     "the lock file under {root}/.uploadsvc was removed or replaced while "
                     "{count} uploads were being written: ending them (their bytes are "
                     "kept) so that every process locks the same file again",
-                    root=self.store.root, count=len(stale),
+                    root=getattr(self.store, "root", "the store's root"), count=len(stale),
                 )
             # Only requests that hold the store's lock: a request of ours
             # that is itself waiting for another process made that marker.
@@ -227,7 +231,7 @@ class UploadApp:
                 if key in self._staging:
                     self.writers.interrupt(key)
 
-        d = self.runner.run(self.store.pendingTakeovers).addCallback(interrupt)
+        d = self.runner.run(self.takeover.pendingTakeovers).addCallback(interrupt)
         d.addCallback(lambda _: setattr(self, "_lookFailing", None))
         # A failed look must not stop the timer that calls this.
         return d.addErrback(self._lookFailed)
@@ -252,7 +256,7 @@ class UploadApp:
     def recoverStaged(self) -> Deferred:
         """
         At service start: finish the uploads that a crash left fully staged
-        but not moved into place (L{FileStore.recover}), and log each.
+        but not moved into place (L{IUploadStore.recover}), and log each.
         """
 
         def report(done: list[tuple[str, str]]) -> None:
@@ -348,7 +352,7 @@ class UploadApp:
         key = self.store.keyFor(path)
         release = await self._acquire(request, path)
         try:
-            if await self._whenUnlocked(request, key, self.store.cancel, path, False):
+            if await self._whenUnlocked(request, key, self.store.cancel, path):
                 self.writers.forgetHashState(key)
                 request.setResponseCode(204)
                 return b""
@@ -479,7 +483,7 @@ class UploadApp:
         except BaseException:
             if asked:
                 # Taking the lock withdraws it; giving up (or failing) must too.
-                await self.runner.run(self.store.dropTakeover, key).addErrback(
+                await self.runner.run(self.takeover.dropTakeover, key).addErrback(
                     lambda f: log.failure("withdrawing a takeover request", f)
                 )
             raise
@@ -494,7 +498,7 @@ class UploadApp:
             return f(*args)
         except Busy as e:
             if e.code == "locked":
-                self.store.askTakeover(key)
+                self.takeover.askTakeover(key)
             raise
 
     def _announce(
@@ -543,7 +547,7 @@ class UploadApp:
 
         try:
             stored, _, staged = await self.runner.run(
-                self.store.begin, path, decide, {}, self.writers.takeHashState(key), False,
+                self.store.begin, path, decide, {}, self.writers.takeHashState(key),
             )
         except (Busy, _StateChanged) as e:
             release()
@@ -571,10 +575,10 @@ class UploadApp:
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: Any,
-    ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
+    ) -> tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None]:
         """
         Blocking: the refusals that need the disk (L{_check}), then
-        L{FileStore.begin} without waiting for the lock, whose decision
+        L{IUploadStore.begin} (which never waits for the lock), whose decision
         under the lock is refused in the same order (409, or 503 unless it
         is a retried final request).
         """
@@ -592,7 +596,7 @@ class UploadApp:
             assert not isinstance(state, UploadError)
             return state
 
-        return self.store.begin(path, decideInOrder, digests, hashState, False)
+        return self.store.begin(path, decideInOrder, digests, hashState)
 
     def _check(self, path: UploadPath, facts: Facts, query: bool) -> Facts:
         """
@@ -627,7 +631,7 @@ class UploadApp:
         digests: DigestSet,
         contentDigests: DigestSet,
         release: Callable[[], None],
-        began: tuple[Stored, Plan | AlreadyComplete, StagedFile | None],
+        began: tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None],
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
@@ -683,7 +687,7 @@ class UploadApp:
             finally:
                 release()
 
-    async def _close(self, staged: StagedFile) -> None:
+    async def _close(self, staged: IStagedUpload) -> None:
         """
         Close a staged file still open after an error: in the disk pool,
         since closing a file on NFS flushes it and may block.
@@ -692,7 +696,7 @@ class UploadApp:
             await self.runner.run(staged.close)
 
     def _streamedReprHashers(
-        self, staged: StagedFile, stored: Stored, digests: DigestSet
+        self, staged: IStagedUpload, stored: Stored, digests: DigestSet
     ) -> dict[str, Hasher]:
         """
         Hashers for the C{Repr-Digest} algorithms other than sha-256 (which
@@ -708,7 +712,7 @@ class UploadApp:
     async def _receive(
         self,
         request: Any,
-        staged: StagedFile,
+        staged: IStagedUpload,
         plan: Plan,
         digester: ContentDigester | None = None,
         streamed: dict[str, Hasher] | None = None,
@@ -771,34 +775,27 @@ class UploadApp:
         return outcome
 
     async def _complete(
-        self, request: Any, path: UploadPath, staged: StagedFile, stored: Stored,
+        self, request: Any, path: UploadPath, staged: IStagedUpload, stored: Stored,
         digests: DigestSet, streamed: dict[str, bytes] | None = None,
     ) -> bytes:
         """
-        Check the whole file's digests and move it into place.
+        Move the upload into place once the store checked the whole file's
+        digests (the request's C{Repr-Digest}, then those recorded): a
+        mismatch is 400 C{digest-mismatch} and the upload is discarded.
 
-        @param streamed: digests already computed while streaming; the rest
-            are computed from the staged file.
+        @param streamed: digests already computed while streaming; the store
+            reads the staged file for the rest.
         """
         self.writers.forgetHashState(self.store.keyFor(path))
         wanted: dict[str, bytes] = dict(digests.values)
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
-        algs = set(wanted) | {"sha-256"}
-        computed: dict[str, bytes] = dict(streamed or {})
-        if staged.hasher is not None:
-            computed["sha-256"] = staged.hasher.digest()
-        missing = algs - set(computed)
-        if missing:
-            computed.update(await self.runner.run(self.store.hashStaged, staged, missing))
-        for alg, value in wanted.items():
-            if computed[alg] != value:
-                await self.runner.run(self.store.discard, staged)
-                raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
         replaced = await self.runner.run(
-            self.store.complete, path, staged, self.config.allowOverwrite
+            self.store.complete, path, staged, self.config.allowOverwrite, wanted, streamed
         )
-        return completed(request, path, staged.offset, computed["sha-256"], 200 if replaced else 201)
+        return completed(
+            request, path, staged.offset, staged.digests["sha-256"], 200 if replaced else 201
+        )
 
     async def _completedAlready(
         self, request: Any, path: UploadPath, plan: AlreadyComplete, digests: DigestSet
