@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,6 +24,7 @@ from uploadsvc.errors import BadRequest
 from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
+from uploadsvc.storage.memory import MemoryStore
 from uploadsvc.testing.runners import ImmediateRunner
 from tests.support.staging import stageFully
 from uploadsvc.web.app import Config, UploadApp, _shield
@@ -37,20 +38,40 @@ def reprDigest(data: bytes) -> bytes:
     return b"sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()) + b":"
 
 
-class AppTests(StubRequests, SynchronousTestCase):
+if TYPE_CHECKING:
+    _MixinBase = SynchronousTestCase
+else:
+    _MixinBase = object
+
+
+class AppTestsMixin(StubRequests, _MixinBase):
+    """
+    The app's core paths (PUT, resume, HEAD, DELETE, digests, refusals),
+    run against each store of the storage contract: the app depends on
+    L{IUploadStore} and L{ITakeover}, nothing more.
+    """
+
+    store: Any
+
     def setUp(self) -> None:
-        self.root = os.path.abspath(self.mktemp())
         self.build(Config(maxUploadSize=1_000_000))
 
+    def makeStore(self) -> Any:
+        """
+        The store of the next app (the same uploads and files each time).
+        """
+        raise NotImplementedError
+
+    def stored(self, rel: str) -> bytes | None:
+        """
+        The complete file at C{rel}, L{None} when there is none.
+        """
+        raise NotImplementedError
+
     def build(self, config: Config) -> None:
-        self.store = FileStore(self.root, fsync=False)
-        self.addCleanup(self.store.close)
+        self.store = self.makeStore()
         self.app = UploadApp(self.store, ImmediateRunner(), config)
         self.treq = StubTreq(self.app.resource())
-
-    def stored(self, rel: str) -> bytes:
-        with open(os.path.join(self.root, rel), "rb") as f:
-            return f.read()
 
     def test_putCreates(self) -> None:
         """A PUT stores the file and answers 201 with size, digest and location."""
@@ -154,10 +175,45 @@ class AppTests(StubRequests, SynchronousTestCase):
         """A wrong Repr-Digest refuses completion and discards the staged data."""
         r, _ = self.request("PUT", "/d", BODY, Repr_Digest=reprDigest(b"else").decode())
         self.assertEqual(r.code, 400)
-        self.assertFalse(os.path.exists(os.path.join(self.root, "d")))
+        self.assertIsNone(self.stored("d"))
         self.assertEqual(self.request("HEAD", "/d")[0].code, 404)
         r, _ = self.request("PUT", "/d", BODY, Repr_Digest=reprDigest(BODY).decode())
         self.assertEqual(r.code, 201)
+
+    def test_digestsCheckedByTheStore(self) -> None:
+        """
+        Repr-Digests are checked once, by the store at completion: digests
+        computed while the body streamed are not read back, and one that
+        differs (here recorded by an earlier piece) is 400 digest-mismatch
+        naming its algorithm, the upload discarded.
+        """
+        reads: list[list[str]] = []
+        real = self.store.hashStaged
+
+        def hashStaged(staged: Any, algs: Any) -> dict[str, bytes]:
+            reads.append(sorted(algs))
+            return real(staged, algs)  # type: ignore[no-any-return]
+
+        self.patch(self.store, "hashStaged", hashStaged)
+        sha512 = base64.b64encode(hashlib.sha512(BODY).digest()).decode()
+        r, content = self.request("PUT", "/s", BODY, Repr_Digest=f"sha-512=:{sha512}:")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(json.loads(content)["sha256"], hashlib.sha256(BODY).hexdigest())
+        self.assertEqual(reads, [])
+        wrong = base64.b64encode(hashlib.sha512(b"else").digest()).decode()
+        total = len(BODY)
+        self.request(
+            "PUT", "/m", BODY[:100], Content_Range=f"bytes 0-99/{total}",
+            Repr_Digest=f"sha-512=:{wrong}:",
+        )
+        r, content = self.request(
+            "PUT", "/m", BODY[100:], Content_Range=f"bytes 100-{total - 1}/{total}"
+        )
+        self.assertEqual(r.code, 400)
+        self.assertEqual(content, b"the file's sha-512 digest does not match Repr-Digest\n")
+        self.assertEqual(reads, [["sha-512"]])  # the running sha-256 is not read back
+        self.assertIsNone(self.stored("m"))
+        self.assertEqual(self.request("HEAD", "/m")[0].code, 404)
 
     def test_deleteIncomplete(self) -> None:
         """DELETE cancels an incomplete upload; a complete file needs the option."""
@@ -174,23 +230,7 @@ class AppTests(StubRequests, SynchronousTestCase):
         self.build(Config(allowDelete=True))
         self.request("PUT", "/gone", BODY)
         self.assertEqual(self.request("DELETE", "/gone")[0].code, 204)
-        self.assertFalse(os.path.exists(os.path.join(self.root, "gone")))
-
-    def test_badPath(self) -> None:
-        """A hostile path is 400 with a reason and writes nothing."""
-        r, content = self.request("PUT", "/a/%2e%2e/b", BODY)
-        self.assertEqual(r.code, 400)
-        self.assertTrue(content.strip())
-        self.assertEqual(sorted(os.listdir(self.root)), [".uploadsvc"])
-
-    def test_symlinkForbidden(self) -> None:
-        """A path through a symbolic link is 403 and nothing lands behind it."""
-        outside = os.path.abspath(self.mktemp())
-        os.makedirs(outside)
-        os.symlink(outside, os.path.join(self.root, "link"))
-        r, _ = self.request("PUT", "/link/x", BODY)
-        self.assertEqual(r.code, 403)
-        self.assertEqual(os.listdir(outside), [])
+        self.assertIsNone(self.stored("gone"))
 
     def test_tooLarge(self) -> None:
         """A declared size over the maximum is 413."""
@@ -252,6 +292,51 @@ class AppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(r.code, 404)
         self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
 
+    def test_unknownMethod(self) -> None:
+        """A method no route names is 405 with Allow, not an internal error."""
+        r, _ = self.request("BREW", "/x")
+        self.assertEqual(r.code, 405)
+        self.assertIn("PUT", self.header(r, "Allow") or "")
+
+
+class AppTests(AppTestsMixin, SynchronousTestCase):
+    """
+    The app over a L{FileStore} on a temp folder, and what only files on a
+    disk have (symbolic links).
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        super().setUp()
+
+    def makeStore(self) -> FileStore:
+        store = FileStore(self.root, fsync=False)
+        self.addCleanup(store.close)
+        return store
+
+    def stored(self, rel: str) -> bytes | None:
+        try:
+            with open(os.path.join(self.root, rel), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def test_badPath(self) -> None:
+        """A hostile path is 400 with a reason and writes nothing."""
+        r, content = self.request("PUT", "/a/%2e%2e/b", BODY)
+        self.assertEqual(r.code, 400)
+        self.assertTrue(content.strip())
+        self.assertEqual(sorted(os.listdir(self.root)), [".uploadsvc"])
+
+    def test_symlinkForbidden(self) -> None:
+        """A path through a symbolic link is 403 and nothing lands behind it."""
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        os.symlink(outside, os.path.join(self.root, "link"))
+        r, _ = self.request("PUT", "/link/x", BODY)
+        self.assertEqual(r.code, 403)
+        self.assertEqual(os.listdir(outside), [])
+
     def test_refusalOrderAcrossStages(self) -> None:
         """
         Refusals found at different stages (headers, disk, the decision
@@ -277,11 +362,21 @@ class AppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(self.request("PUT", "/x", BODY[:10])[0].code, 507)
         self.assertEqual(self.request("PUT", "/link/x", BODY[:10])[0].code, 403)
 
-    def test_unknownMethod(self) -> None:
-        """A method no route names is 405 with Allow, not an internal error."""
-        r, _ = self.request("BREW", "/x")
-        self.assertEqual(r.code, 405)
-        self.assertIn("PUT", self.header(r, "Allow") or "")
+
+class MemoryStoreAppTests(AppTestsMixin, SynchronousTestCase):
+    """
+    The app over a L{MemoryStore}.
+    """
+
+    def setUp(self) -> None:
+        self.memory = MemoryStore()
+        super().setUp()
+
+    def makeStore(self) -> MemoryStore:
+        return self.memory
+
+    def stored(self, rel: str) -> bytes | None:
+        return self.memory.files.get(rel)
 
 
 V2 = bytes(reversed(BODY))  # same length as BODY, other bytes
@@ -294,7 +389,11 @@ class StateTests(SynchronousTestCase):
     hash states).
     """
 
-    setUp = AppTests.setUp
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.build(Config(maxUploadSize=1_000_000))
+
+    makeStore = AppTests.makeStore
     build = AppTests.build
     request = AppTests.request
     header = AppTests.header
