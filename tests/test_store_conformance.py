@@ -267,6 +267,20 @@ class StoreConformanceMixin(_MixinBase):
         expected = {"sha-256": sha256(data), "sha-512": hashlib.sha512(data).digest()}
         self.store.complete(self.path, staged, False, expected)
         self.assertEqual(self.readComplete(self.path), data)
+        self.assertEqual(staged.digests, expected)
+
+    def test_completeDigestsStreamed(self) -> None:
+        """
+        Digests the caller computed while the upload streamed are used as
+        they are (not read back); every digest checked is left on the
+        staged upload, sha-256 always among them (the answer's).
+        """
+        staged = self.stage(self.path, b"data", whole(4))
+        self.assertIsNone(staged.digests)
+        streamed = {"sha-512": b"as streamed"}
+        self.store.complete(self.path, staged, False, {"sha-512": b"as streamed"}, streamed)
+        self.assertEqual(staged.digests, {"sha-256": sha256(b"data"), **streamed})
+        self.assertEqual(self.readComplete(self.path), b"data")
 
     def test_hashStateReused(self) -> None:
         """A hash state remembered for the same bytes carries on; a stale one does not."""

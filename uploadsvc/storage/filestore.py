@@ -30,8 +30,9 @@ a link planted there.
 Two locks per upload (L{uploadsvc.storage.locks}, taken in
 L{uploadsvc.storage.takeover}; the writer lock is never waited for here,
 the state lock only briefly): its writer holds the writer lock for the
-whole request; everything that reads and rewrites the C{.json}, or starts over, cancels or renames the data file, holds the state
-lock for that moment. Status queries take only the state lock. The
+whole request; everything that reads and rewrites the C{.json}, or starts
+over, cancels or renames the data file, holds the state lock for that
+moment. Status queries take only the state lock. The
 generation in the C{.json} is random, new whenever the bytes start over; it
 tells whether a hash state kept in memory still describes the bytes (see
 L{uploadsvc.storage.hashing.usableHashState}).
