@@ -35,7 +35,16 @@ from uploadsvc.errors import (
     UploadError,
     storageRefusal,
 )
-from uploadsvc.ops.events import Events
+from uploadsvc.ops.events import (
+    CANCELLED,
+    COMPLETED,
+    CREATED,
+    RESUMED,
+    TAKEN_OVER,
+    Events,
+    UploadEvent,
+)
+from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -171,6 +180,7 @@ class UploadApp:
         auth: Authenticator | None = None,
         clock: IReactorTime | None = None,
         events: Events | None = None,
+        latency: Callable[[str, float], None] | None = None,
     ) -> None:
         """
         @param auth: who may send requests; L{None} lets everyone (a front
@@ -179,6 +189,9 @@ class UploadApp:
             global reactor if L{None}).
         @param events: where lifecycle events of uploads are told (metrics,
             logs and hooks listen there).
+        @param latency: told how long each C{"fsync"} (an upload left
+            incomplete made durable) and C{"completion"} (moved into place)
+            took, in seconds of C{clock}, disk-pool wait included (metrics).
         """
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -196,9 +209,33 @@ class UploadApp:
         self._announced: dict[str, int] = {}
         self.auth = auth
         self.events = events if events is not None else Events()
+        self.latency = latency if latency is not None else (lambda what, seconds: None)
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
+
+    def _emit(
+        self, kind: str, request: Any, path: UploadPath, offset: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """
+        Tell a lifecycle event of the upload at C{path} caused by C{request}.
+        """
+        notes = notesFor(request)
+        self.events.emit(UploadEvent(
+            kind, self.store.keyFor(path), path=path.relative, protocol="put",
+            offset=offset, total=total, requestId=notes.requestId,
+            credential=notes.credential,
+        ))
+
+    async def _timed(self, what: str, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        C{f(*args)} in the disk pool, its time told to L{latency}.
+        """
+        began = self.clock.seconds()
+        result = await self.runner.run(f, *args)
+        self.latency(what, self.clock.seconds() - began)
+        return result
 
     def checkTakeovers(self) -> Deferred | None:
         """
@@ -350,6 +387,7 @@ class UploadApp:
         try:
             if await self._whenUnlocked(request, key, self.store.cancel, path, False):
                 self.writers.forgetHashState(key)
+                self._emit(CANCELLED, request, path)
                 request.setResponseCode(204)
                 return b""
             stored = await self.runner.run(self.store.inspect, path, True, True)
@@ -369,9 +407,16 @@ class UploadApp:
     # --- write ----------------------------------------------------------
 
     def _acquire(self, request: Any, path: UploadPath) -> Deferred:
-        return self.writers.acquire(
-            self.store.keyFor(path), lambda: abortRequest(request)
-        )
+        key = self.store.keyFor(path)
+
+        def interrupt() -> None:
+            staged = self._staging.get(key)
+            self._emit(
+                TAKEN_OVER, request, path, staged.offset if staged is not None else None
+            )
+            abortRequest(request)
+
+        return self.writers.acquire(key, interrupt)
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
         length = contentLength(request)
@@ -640,6 +685,10 @@ class UploadApp:
             assert staged is not None
             self._staging[key] = staged
             start = staged.offset
+            notes = notesFor(request)
+            notes.offsetBefore = notes.offsetAfter = start
+            if start:
+                self._emit(RESUMED, request, path, start, plan.total or stored.total)
             digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
@@ -652,18 +701,20 @@ class UploadApp:
                     staged.hasher = reprBefore
                     e.headers.update(offsetHeaders(start))
                     outcome, streamed = e, {}  # type: ignore[assignment]
-            offset = staged.offset
+            offset = notes.offsetAfter = staged.offset
             total = plan.total
             if total is None and rng is None and outcome is Outcome.COMPLETE:
                 total = offset  # a chunked plain PUT ends at its last byte
             if total is None:
                 total = stored.total
+            if not start and (offset or outcome is Outcome.COMPLETE):
+                self._emit(CREATED, request, path, offset, total)
             if outcome is Outcome.COMPLETE and total is not None and offset == total:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
                 )
-            await self.runner.run(staged.syncAndClose)
+            await self._timed("fsync", staged.syncAndClose)
             if total is None:
                 total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
@@ -678,6 +729,7 @@ class UploadApp:
         finally:
             try:
                 if staged is not None:
+                    notesFor(request).offsetAfter = staged.offset
                     self._staging.pop(key, None)
                     await self._close(staged)
             finally:
@@ -795,9 +847,11 @@ class UploadApp:
             if computed[alg] != value:
                 await self.runner.run(self.store.discard, staged)
                 raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
-        replaced = await self.runner.run(
-            self.store.complete, path, staged, self.config.allowOverwrite
+        replaced = await self._timed(
+            "completion", self.store.complete, path, staged, self.config.allowOverwrite
         )
+        notesFor(request).offsetAfter = staged.offset
+        self._emit(COMPLETED, request, path, staged.offset, staged.offset)
         return completed(request, path, staged.offset, computed["sha-256"], 200 if replaced else 201)
 
     async def _completedAlready(
