@@ -245,10 +245,9 @@ def inMultiprocessMode() -> bool:
 class MetricsResource(Resource):
     """
     C{GET /metrics}: the Prometheus text format of one registry, or of every
-    worker's files in C{multiprocDir}.
+    worker's files in C{multiprocDir}. (Not a leaf: anything below it is
+    a 404.)
     """
-
-    isLeaf = True
 
     def __init__(
         self, registry: CollectorRegistry | None = None, multiprocDir: str | None = None

@@ -14,6 +14,7 @@ import secrets
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 
 #: The response header that carries the request's id.
 REQUEST_ID_HEADER = b"X-Request-Id"
@@ -38,6 +39,9 @@ class RequestNotes:
     @ivar uploadId: the upload's server-assigned id (tus, the draft), if any.
     @ivar offsetBefore: the upload's offset when this request began writing.
     @ivar offsetAfter: its offset when this request stopped writing.
+    @ivar work: what the app still does for the request (its bytes made
+        durable after the client went away), if anything: the access line
+        of a lost request waits for it, so that its offsets are final.
     """
 
     requestId: str = attrs.field(factory=newRequestId)
@@ -47,6 +51,7 @@ class RequestNotes:
     uploadId: str | None = None
     offsetBefore: int | None = None
     offsetAfter: int | None = None
+    work: Deferred | None = None
 
     @property
     def bytesWritten(self) -> int:

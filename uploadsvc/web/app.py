@@ -319,7 +319,10 @@ class UploadApp:
         handler: Callable[[Any, UploadPath], Any] = {
             b"PUT": self._put, b"POST": self._put, b"HEAD": self._head, b"DELETE": self._delete,
         }[request.method]
-        return _shield(Deferred.fromCoroutine(handler(request, path)))
+        work = Deferred.fromCoroutine(handler(request, path))
+        shielded = _shield(work)
+        notesFor(request).work = work  # a lost request is logged once it ends
+        return shielded
 
     @app.handle_errors(UploadError)
     def uploadError(self, request: Any, failure: Failure) -> bytes:

@@ -35,8 +35,24 @@ class ObservedSite(LimitedSite):
         notes.started = self.reactor.seconds()
         request.setHeader(REQUEST_ID_HEADER, notes.requestId.encode("ascii"))
         # A request whose client goes away is never finished: no log() call.
-        request.notifyFinish().addErrback(lambda _: self._ended(request, lost=True))
+        request.notifyFinish().addErrback(lambda _: self._lost(request))
         return super().getResourceFor(request)
+
+    def _lost(self, request: Any) -> None:
+        """
+        Log a request whose client went away once the app is done with it
+        (its bytes made durable, its offsets final).
+        """
+        work = notesFor(request).work
+        if work is None or work.called:
+            self._ended(request, lost=True)
+            return
+
+        def ended(result: object) -> object:
+            self._ended(request, lost=True)
+            return result
+
+        work.addBoth(ended)
 
     def log(self, request: Any) -> None:
         self._ended(request, lost=False)
