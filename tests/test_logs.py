@@ -11,6 +11,7 @@ import os
 import signal
 from typing import Any
 
+from prometheus_client import generate_latest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,7 +28,6 @@ from uploadsvc.web.app import Config, UploadApp
 from uploadsvc.web.auth import Authenticator, SecretFile
 from uploadsvc.web.observed import ObservedSite
 from tests.test_metrics import samples
-from prometheus_client import generate_latest
 
 
 class Captured:
@@ -37,8 +37,8 @@ class Captured:
 
     def __init__(self, testCase: SynchronousTestCase) -> None:
         self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        globalLogPublisher.addObserver(self.events.append)  # type: ignore[arg-type]
+        testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)  # type: ignore[arg-type]
 
     def records(self, kind: str) -> list[dict[str, Any]]:
         """

@@ -5,6 +5,11 @@ queue, and what the admin listener serves.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -136,3 +141,29 @@ class MetricsTests(SynchronousTestCase):
         self.assertIn(b" 404 ", scrape(self.site, b"/").split(b"\r\n")[0])
         self.assertIn(b" 404 ", scrape(self.site, b"/metrics/x").split(b"\r\n")[0])
         self.assertIn(b" 405 ", scrape(self.site, method=b"POST").split(b"\r\n")[0])
+
+
+class DashboardTests(SynchronousTestCase):
+    def test_dashboardUsesServedFamilies(self) -> None:
+        """
+        The Grafana dashboard in tap-configs/ is JSON, and every uploadsvc
+        series its queries name is one that /metrics serves.
+        """
+        path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "tap-configs", "grafana-uploadsvc.json",
+        )
+        with open(path, encoding="utf-8") as f:
+            dashboard = json.load(f)
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        used = {name for e in exprs for name in re.findall(r"uploadsvc_[a-z_]+", e)}
+        served = {name for name, _ in samples(generate_latest(Metrics().registry).decode())}
+        # Families without a sample yet (labelled, none seen) are served once counted.
+        metrics = Metrics()
+        metrics.requestEnded(b"PUT", 201, 1)
+        metrics.hookCalled("pre-create", "ok")
+        metrics.eventHeard(UploadEvent("hook-failed", "p-x", detail={"hook": "pre-create"}))
+        metrics.latency("fsync", 0.1)
+        served |= {name for name, _ in samples(generate_latest(metrics.registry).decode())}
+        self.assertTrue(used)
+        self.assertEqual(used - served, set())

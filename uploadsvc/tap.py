@@ -521,8 +521,16 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         _reportStartupErrorsInOneLine()
     checkRoot(options["root"])
     top = _UploadService()
-    if options["log-format"] == "json" and options.parent is not None:
-        top.logObserver = jsonFileObserver(options.parent)
+    if options["log-format"] == "json":
+        if options.parent is not None:
+            top.logObserver = jsonFileObserver(options.parent)
+        else:
+            # A .tac file: twistd's own options are not known here.
+            log.warn(
+                "--log-format json works on the twistd uploadsvc command line; "
+                "a .tac file sets its application's ILogObserver itself "
+                "(uploadsvc.ops.logs.jsonFileObserver)"
+            )
     if options["workers"] > 1 and not options["inherit"]:
         metricsDir = None
         if options["admin-listen"]:
