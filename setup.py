@@ -31,6 +31,13 @@ setup(
         # The client's progress bars (per file and overall, with rate): a
         # small, well-kept library instead of our own terminal handling.
         "tqdm>=4.66",
+        # Metrics (docs/operating-metrics-logs.md): the reference Prometheus
+        # client. Its multiprocess mode sums the --workers processes in one
+        # scrape (files per process, merged by the process that serves
+        # /metrics), and its text exposition and histogram buckets are what
+        # scrapers expect; writing that (and the cross-process merge) by hand
+        # would be larger and less trusted.
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

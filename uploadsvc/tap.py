@@ -13,7 +13,8 @@ from typing import Any, Iterator, Sequence
 from twisted.application import internet, service, strports
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
@@ -22,6 +23,15 @@ from uploadsvc.commandline import countOption, formatSize, parseSize, plainError
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import Events
+from uploadsvc.ops.logs import FORMATS, jsonFileObserver, logEvent
+from uploadsvc.ops.metrics import (
+    AdminSite,
+    MeteredRunner,
+    Metrics,
+    MetricsResource,
+    makeMultiprocDir,
+    removeMultiprocDir,
+)
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -34,7 +44,8 @@ from uploadsvc.web.auth import (
     SecretFileError,
     readSecrets,
 )
-from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT, LimitedSite
+from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT
+from uploadsvc.web.observed import ObservedSite
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE
 from uploadsvc.workers import (
     RESTART_DELAY,
@@ -53,6 +64,9 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 #: Seconds between looks for takeover requests from other processes.
 TAKEOVER_POLL = 0.5
+
+#: Seconds between two samples of the uploads being written (a gauge).
+METRICS_SAMPLE = 1.0
 
 log = Logger()
 
@@ -196,6 +210,8 @@ class Options(commandline.Options):
          "authenticates every request before it gets here."],
         ["insecure-no-auth", None, "Allow listening on a non-loopback address with "
          "no authentication at all (anyone who can connect may upload)."],
+        ["admin-insecure", None, "Allow --admin-listen on a non-loopback address "
+         "(the metrics have no authentication)."],
     ]
     optParameters = [
         ["root", "r", "./uploads", "Folder that receives the uploads (created if missing)."],
@@ -230,6 +246,13 @@ class Options(commandline.Options):
         ["max-connections-per-client", None, 0,
          "Open connections one client address may have; extra ones are closed "
          "at once (0: no limit).", countOption("max-connections-per-client")],
+        ["admin-listen", None, None,
+         "Endpoint of the admin listener serving GET /metrics (Prometheus), e.g. "
+         "tcp:9100:interface=127.0.0.1; loopback only unless --admin-insecure "
+         "(default: none). With --workers one scrape covers every worker."],
+        ["log-format", None, "text",
+         "Log lines as text, or json: one JSON object per line (an access line per "
+         "request, a line per upload event), in twistd's --logfile too."],
         ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
@@ -278,7 +301,10 @@ class Options(commandline.Options):
             name, default = parameter[0], parameter[2]
             if name in self.sizes:
                 default = parseSize(str(default))
-            if self[name] is not None and self[name] != default and name != "restart-delay":
+            # The supervisor's own business: its restarts, its admin listener.
+            if name in ("restart-delay", "admin-listen"):
+                continue
+            if self[name] is not None and self[name] != default:
                 args.append(f"--{name}={self[name]}")
         return args
 
@@ -341,7 +367,28 @@ class Options(commandline.Options):
         if prefix and not prefix.startswith("/"):
             raise usage.UsageError("--prefix must start with /")
         self["prefix"] = prefix
+        if self["log-format"] not in FORMATS:
+            raise usage.UsageError(
+                f"--log-format {self['log-format']}: give {' or '.join(FORMATS)}"
+            )
+        self._checkAdmin()
         self._checkAuth()
+
+    def _checkAdmin(self) -> None:
+        admin = self["admin-listen"]
+        if admin is None:
+            return
+        try:
+            endpoint = parseEndpoint(admin)
+            serverFromString(None, admin)  # type: ignore[arg-type]
+        except Exception as e:
+            raise usage.UsageError(f"bad --admin-listen {admin!r}: {e}")
+        if not endpoint.isLoopback and not self["admin-insecure"]:
+            raise usage.UsageError(
+                f"--admin-listen {admin} is reachable from the network and the metrics "
+                "have no authentication: listen on 127.0.0.1 or ::1 (or a UNIX "
+                "socket), or give --admin-insecure"
+            )
 
     def _checkAuth(self) -> None:
         files = [name for name in ("auth-tokens", "signing-key-file") if self[name]]
@@ -375,7 +422,22 @@ class _UploadService(service.MultiService):
     """
     The whole server: a listener that cannot be opened ends the start with
     a L{StartupError} that says why in one line.
+
+    @ivar logObserver: the log observer to hand twistd (C{--log-format
+        json}), or L{None} for twistd's own.
     """
+
+    logObserver: Any = None
+
+    def setServiceParent(self, parent: Any) -> Any:
+        # twistd gives the plugin's service to a fresh Application and then
+        # logs to the Application's ILogObserver, if it has one, instead of
+        # its own text observer: the one public way for a plugin to choose
+        # the log format.
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self.logObserver)
+        return super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         with _listenErrors():
@@ -426,6 +488,29 @@ def _authenticator(options: Options, reactor: Any) -> Authenticator | None:
     return Authenticator(reactor, tokens, keys)
 
 
+class _MultiprocDirService(service.Service):
+    """
+    Removes the workers' metric files (L{uploadsvc.ops.metrics.MULTIPROC_ENV}) when the
+    supervisor stops.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stopService(self) -> None:
+        super().stopService()
+        removeMultiprocDir(self.path)
+
+
+def _adminService(options: Options, metrics: MetricsResource, reactor: Any) -> service.Service:
+    """
+    The admin listener (C{--admin-listen}): C{GET /metrics}.
+    """
+    return strports.service(  # type: ignore[no-any-return]
+        options["admin-listen"], AdminSite(metrics, reactor=reactor), reactor=reactor
+    )
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """
     Build the uploadsvc service tree from parsed C{options}.
@@ -436,13 +521,29 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         _reportStartupErrorsInOneLine()
     checkRoot(options["root"])
     top = _UploadService()
+    if options["log-format"] == "json":
+        if options.parent is not None:
+            top.logObserver = jsonFileObserver(options.parent)
+        else:
+            # A .tac file: twistd's own options are not known here.
+            log.warn(
+                "--log-format json works on the twistd uploadsvc command line; "
+                "a .tac file sets its application's ILogObserver itself "
+                "(uploadsvc.ops.logs.jsonFileObserver)"
+            )
     if options["workers"] > 1 and not options["inherit"]:
+        metricsDir = None
+        if options["admin-listen"]:
+            metricsDir = makeMultiprocDir()
+            _MultiprocDirService(metricsDir).setServiceParent(top)
+            _adminService(options, MetricsResource(multiprocDir=metricsDir), reactor).setServiceParent(top)
         WorkerPool(
             reactor,
             options["workers"],
             [e.withDefaultBacklog(DEFAULT_BACKLOG) for e in options["endpoints"]],
             workerCommand(options.workerArguments()),
             restartDelay=options["restart-delay"],
+            metricsDir=metricsDir,
         ).setServiceParent(top)
         return top
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
@@ -471,12 +572,17 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
     events = Events()
+    metrics = Metrics()
+    events.subscribe(metrics.eventHeard)
+    events.subscribe(logEvent)
     app = UploadApp(
-        store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor, events=events
+        store, MeteredRunner(ThreadRunner(reactor, pool), metrics), config, auth=auth,
+        clock=reactor, events=events, latency=metrics.latency,
     )
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
-    site = LimitedSite(
+    site = ObservedSite(
         app.resource(),
+        metrics=metrics,
         readSize=options["read-size"],
         timeout=options["idle-timeout"] or None,
         reactor=reactor,
@@ -489,6 +595,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     takeovers = internet.TimerService(TAKEOVER_POLL, app.checkTakeovers)
     takeovers.clock = reactor
     takeovers.setServiceParent(top)
+    sampler = internet.TimerService(
+        METRICS_SAMPLE, lambda: metrics.sampleUploadsOpen(app.writers.busy())
+    )
+    sampler.clock = reactor
+    sampler.setServiceParent(top)
+    if options["admin-listen"] and not options["inherit"]:
+        _adminService(options, MetricsResource(metrics.registry), reactor).setServiceParent(top)
     if options["inherit"]:
         followSupervisor()
         for fd, endpoint in options["inherit"]:

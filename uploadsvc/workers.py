@@ -42,6 +42,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from uploadsvc.endpoints import TWISTED_BACKLOG, ListenEndpoint
+from uploadsvc.ops.metrics import MULTIPROC_ENV, markProcessDead
 
 log = Logger()
 
@@ -207,9 +208,11 @@ class _Worker(ProcessProtocol):
         self.pool = pool
         self.index = index
         self.started = 0.0
+        self.pid: int | None = None
         self.ended: defer.Deferred = defer.Deferred()
 
     def processEnded(self, reason: Failure) -> None:
+        self.pool._metricsOf(self)
         self.ended.callback(None)
         self.pool._ended(self, reason)
 
@@ -226,6 +229,9 @@ class WorkerPool(service.Service):
         each listener is added as C{--inherit FD=DESCRIPTION}.
     @param restartDelay: seconds before the first restart of a dead worker
         (see L{RESTART_DELAY}).
+    @param metricsDir: the folder where every worker writes its metrics
+        (prometheus_client's multiprocess mode, told to the workers in
+        L{MULTIPROC_ENV}), or L{None} when nobody reads them.
     """
 
     def __init__(
@@ -236,8 +242,10 @@ class WorkerPool(service.Service):
         command: Sequence[str],
         spawn: Callable[..., Any] | None = None,
         restartDelay: float = RESTART_DELAY,
+        metricsDir: str | None = None,
     ) -> None:
         self._reactor = reactor
+        self._metricsDir = metricsDir
         self._count = count
         self._listen = list(listen)
         self._command = list(command)
@@ -301,7 +309,11 @@ class WorkerPool(service.Service):
         worker.started = self._reactor.seconds()
         spawn = self._spawn or self._reactor.spawnProcess
         env = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
+        env.pop(MULTIPROC_ENV, None)
+        if self._metricsDir is not None:
+            env[MULTIPROC_ENV] = self._metricsDir
         process = spawn(worker, argv[0], argv, env=env, childFDs=childFDs)
+        worker.pid = process.pid
         self._workers[index] = (worker, process)
         log.info(
             "uploadsvc worker {index} started (pid {pid})", index=index, pid=process.pid
@@ -371,6 +383,16 @@ class WorkerPool(service.Service):
                     closed.add(id(sock))
                     sock.close()
         self._sockets = []
+
+    def _metricsOf(self, worker: _Worker) -> None:
+        """
+        A worker ended: drop its gauges from the sums (its counters stay).
+        """
+        if self._metricsDir is not None and worker.pid is not None:
+            try:
+                markProcessDead(worker.pid, self._metricsDir)
+            except OSError as e:
+                log.warn("uploadsvc: dropping worker {pid}'s gauges: {e}", pid=worker.pid, e=e)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         if self._workers.get(worker.index, (None,))[0] is not worker:

@@ -35,7 +35,16 @@ from uploadsvc.errors import (
     UploadError,
     storageRefusal,
 )
-from uploadsvc.ops.events import Events
+from uploadsvc.ops.events import (
+    CANCELLED,
+    COMPLETED,
+    CREATED,
+    RESUMED,
+    TAKEN_OVER,
+    Events,
+    UploadEvent,
+)
+from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -172,6 +181,7 @@ class UploadApp:
         auth: Authenticator | None = None,
         clock: IReactorTime | None = None,
         events: Events | None = None,
+        latency: Callable[[str, float], None] | None = None,
     ) -> None:
         """
         @param store: where uploads are kept; it must also provide
@@ -182,6 +192,9 @@ class UploadApp:
             global reactor if L{None}).
         @param events: where lifecycle events of uploads are told (metrics,
             logs and hooks listen there).
+        @param latency: told how long each C{"fsync"} (an upload left
+            incomplete made durable) and C{"completion"} (moved into place)
+            took, in seconds of C{clock}, disk-pool wait included (metrics).
         """
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -200,9 +213,33 @@ class UploadApp:
         self._announced: dict[str, int] = {}
         self.auth = auth
         self.events = events if events is not None else Events()
+        self.latency = latency if latency is not None else (lambda what, seconds: None)
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
+
+    def _emit(
+        self, kind: str, request: Any, path: UploadPath, offset: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """
+        Tell a lifecycle event of the upload at C{path} caused by C{request}.
+        """
+        notes = notesFor(request)
+        self.events.emit(UploadEvent(
+            kind, self.store.keyFor(path), path=path.relative, protocol="put",
+            offset=offset, total=total, requestId=notes.requestId,
+            credential=notes.credential,
+        ))
+
+    async def _timed(self, what: str, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        C{f(*args)} in the disk pool, its time told to L{latency}.
+        """
+        began = self.clock.seconds()
+        result = await self.runner.run(f, *args)
+        self.latency(what, self.clock.seconds() - began)
+        return result
 
     def checkTakeovers(self) -> Deferred | None:
         """
@@ -286,7 +323,10 @@ class UploadApp:
         handler: Callable[[Any, UploadPath], Any] = {
             b"PUT": self._put, b"POST": self._put, b"HEAD": self._head, b"DELETE": self._delete,
         }[request.method]
-        return _shield(Deferred.fromCoroutine(handler(request, path)))
+        work = Deferred.fromCoroutine(handler(request, path))
+        shielded = _shield(work)
+        notesFor(request).work = work  # a lost request is logged once it ends
+        return shielded
 
     @app.handle_errors(UploadError)
     def uploadError(self, request: Any, failure: Failure) -> bytes:
@@ -354,6 +394,7 @@ class UploadApp:
         try:
             if await self._whenUnlocked(request, key, self.store.cancel, path):
                 self.writers.forgetHashState(key)
+                self._emit(CANCELLED, request, path)
                 request.setResponseCode(204)
                 return b""
             stored = await self.runner.run(self.store.inspect, path, True, True)
@@ -373,9 +414,16 @@ class UploadApp:
     # --- write ----------------------------------------------------------
 
     def _acquire(self, request: Any, path: UploadPath) -> Deferred:
-        return self.writers.acquire(
-            self.store.keyFor(path), lambda: abortRequest(request)
-        )
+        key = self.store.keyFor(path)
+
+        def interrupt() -> None:
+            staged = self._staging.get(key)
+            self._emit(
+                TAKEN_OVER, request, path, staged.offset if staged is not None else None
+            )
+            abortRequest(request)
+
+        return self.writers.acquire(key, interrupt)
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
         length = contentLength(request)
@@ -644,6 +692,10 @@ class UploadApp:
             assert staged is not None
             self._staging[key] = staged
             start = staged.offset
+            notes = notesFor(request)
+            notes.offsetBefore = notes.offsetAfter = start
+            if start:
+                self._emit(RESUMED, request, path, start, plan.total or stored.total)
             digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
@@ -656,18 +708,20 @@ class UploadApp:
                     staged.hasher = reprBefore
                     e.headers.update(offsetHeaders(start))
                     outcome, streamed = e, {}  # type: ignore[assignment]
-            offset = staged.offset
+            offset = notes.offsetAfter = staged.offset
             total = plan.total
             if total is None and rng is None and outcome is Outcome.COMPLETE:
                 total = offset  # a chunked plain PUT ends at its last byte
             if total is None:
                 total = stored.total
+            if not start and (offset or outcome is Outcome.COMPLETE):
+                self._emit(CREATED, request, path, offset, total)
             if outcome is Outcome.COMPLETE and total is not None and offset == total:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
                 )
-            await self.runner.run(staged.syncAndClose)
+            await self._timed("fsync", staged.syncAndClose)
             if total is None:
                 total = staged.info.get("total")  # a query may have recorded it
             if staged.hasher is not None:
@@ -682,6 +736,7 @@ class UploadApp:
         finally:
             try:
                 if staged is not None:
+                    notesFor(request).offsetAfter = staged.offset
                     self._staging.pop(key, None)
                     await self._close(staged)
             finally:
@@ -790,9 +845,12 @@ class UploadApp:
         wanted: dict[str, bytes] = dict(digests.values)
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
-        replaced = await self.runner.run(
-            self.store.complete, path, staged, self.config.allowOverwrite, wanted, streamed
+        replaced = await self._timed(
+            "completion", self.store.complete, path, staged, self.config.allowOverwrite,
+            wanted, streamed,
         )
+        notesFor(request).offsetAfter = staged.offset
+        self._emit(COMPLETED, request, path, staged.offset, staged.offset)
         return completed(
             request, path, staged.offset, staged.digests["sha-256"], 200 if replaced else 201
         )

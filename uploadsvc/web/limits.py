@@ -85,6 +85,7 @@ class _Guarded:
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
         self._site._guards[transport] = self
+        self._site.connectionOpened()
         self._startDeadline()
         self.inner.makeConnection(transport)
 
@@ -200,8 +201,20 @@ class LimitedSite(StreamingSite):
             request.notifyFinish().addBoth(guard.requestEnded)
         return super().getResourceFor(request)
 
+    def connectionOpened(self) -> None:
+        """
+        A connection was accepted (not one refused over the per-client
+        limit); for subclasses that count them.
+        """
+
+    def connectionClosed(self) -> None:
+        """
+        A connection that L{connectionOpened} told of is closed.
+        """
+
     def _connectionClosed(self, guard: _Guarded) -> None:
         self._guards.pop(guard.transport, None)
+        self.connectionClosed()
         key, guard.clientKey = guard.clientKey, None
         if key is None:
             return

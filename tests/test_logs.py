@@ -1,0 +1,221 @@
+"""
+Tests for the access and lifecycle log lines (L{uploadsvc.ops.logs},
+L{uploadsvc.web.observed}): their JSON fields, no secret in them, the
+request id sent back, lost requests, and connections counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+from prometheus_client import generate_latest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.ops.events import Events, UploadEvent
+from uploadsvc.ops.logs import RECORD, jsonFileObserver, jsonLine, logEvent
+from uploadsvc.ops.metrics import Metrics
+from uploadsvc.storage.filestore import FileStore
+from uploadsvc.testing.runners import ImmediateRunner
+from uploadsvc.web.app import Config, UploadApp
+from uploadsvc.web.auth import Authenticator, SecretFile
+from uploadsvc.web.observed import ObservedSite
+from tests.test_metrics import samples
+
+
+class Captured:
+    """
+    The log events published while a test runs.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)  # type: ignore[arg-type]
+        testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)  # type: ignore[arg-type]
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """
+        The JSON lines of the events of C{kind} (access, event), parsed.
+        """
+        return [
+            json.loads(jsonLine(e) or "")
+            for e in self.events
+            if isinstance(e.get(RECORD), dict) and e[RECORD]["type"] == kind
+        ]
+
+
+class AccessLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        root = os.path.abspath(self.mktemp())
+        self.store = FileStore(root, fsync=False)
+        self.addCleanup(self.store.close)
+        tokens = os.path.abspath(self.mktemp())
+        with open(tokens, "w") as f:
+            f.write("s3cret-0123456789abcdef\n")
+        self.clock = Clock()
+        self.clock.advance(1000)
+        events = Events()
+        events.subscribe(logEvent)
+        self.metrics = Metrics()
+        auth = Authenticator(self.clock, SecretFile(tokens, self.clock))
+        app = UploadApp(
+            self.store, ImmediateRunner(), Config(), auth=auth, clock=self.clock, events=events
+        )
+        self.site = ObservedSite(app.resource(), reactor=self.clock, metrics=self.metrics)
+        self.log = Captured(self)
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4444))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4444))
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def metricValues(self) -> dict[Any, float]:
+        return samples(generate_latest(self.metrics.registry).decode())
+
+    def test_jsonFieldsNoSecrets(self) -> None:
+        """
+        A completed upload's access line has its id (the one sent back as
+        X-Request-Id), method, path without the query, status, bytes,
+        offsets, duration and client; the bearer token and the query's
+        signature appear in no log line.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"PUT /a/b.bin?sig=SIGSECRET&expires=9 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer s3cret-0123456789abcdef\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.clock.advance(2)
+        channel.dataReceived(b"hello")
+        answer = transport.value()
+        self.assertIn(b"201 Created", answer)
+        [access] = self.log.records("access")
+        self.assertIn(f"X-Request-Id: {access['requestId']}\r\n".encode(), answer)
+        self.assertEqual(len(access["requestId"]), 16)
+        self.assertEqual(
+            {k: v for k, v in access.items() if k not in ("time", "requestId", "responseBytes")},
+            {
+                "type": "access", "method": "PUT", "path": "/a/b.bin", "uploadId": None,
+                "status": 201, "bytes": 5, "offsetBefore": 0, "offsetAfter": 5,
+                "duration": 2.0, "client": "192.0.2.7", "credential": None,
+            },
+        )
+        self.assertEqual(
+            [(e["event"], e["requestId"], e["path"]) for e in self.log.records("event")],
+            [("created", access["requestId"], "a/b.bin"),
+             ("completed", access["requestId"], "a/b.bin")],
+        )
+        everything = "".join(jsonLine(e) or "" for e in self.log.events)
+        everything += "".join(str(e) for e in self.log.events)
+        self.assertNotIn("s3cret", everything)
+        self.assertNotIn("SIGSECRET", everything)
+        values = self.metricValues()
+        self.assertEqual(
+            values[("uploadsvc_requests_total", (("method", "PUT"), ("status", "201")))], 1
+        )
+        self.assertEqual(values[("uploadsvc_upload_bytes_total", ())], 5)
+
+    def test_refusedRequestLogged(self) -> None:
+        """A refused request (401) gets its access line and its id too."""
+        channel, transport = self.connect()
+        channel.dataReceived(b"HEAD /x.bin?token=QSECRET HTTP/1.1\r\nHost: x\r\n\r\n")
+        [access] = self.log.records("access")
+        self.assertEqual((access["status"], access["path"], access["bytes"]), (401, "/x.bin", 0))
+        self.assertIn(f"X-Request-Id: {access['requestId']}".encode(), transport.value())
+        self.assertNotIn("QSECRET", "".join(jsonLine(e) or "" for e in self.log.events))
+
+    def test_textLine(self) -> None:
+        """The text access line is the combined log line, query redacted, with the request id."""
+        channel, _ = self.connect()
+        channel.dataReceived(b"HEAD /x.bin?sig=SIGSECRET HTTP/1.1\r\nHost: x\r\n\r\n")
+        [event] = [e for e in self.log.events if e.get("log_namespace") == "uploadsvc.access"]
+        line = event["line"]
+        self.assertIn('"HEAD /x.bin?sig=REDACTED HTTP/1.1" 401', line)
+        self.assertTrue(line.endswith(f" rid={event[RECORD]['requestId']}"), line)
+
+    def test_lostRequest(self) -> None:
+        """
+        A request whose client goes away mid-body is logged once as lost,
+        with the bytes it wrote, and counted with status lost.
+        """
+        channel, _ = self.connect()
+        channel.dataReceived(
+            b"PUT /l.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-0123456789abcdef\r\n"
+            b"Content-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\nabcd"
+        )
+        self.assertEqual(self.log.records("access"), [])
+        channel.connectionLost(Failure(ConnectionError("gone")))
+        [access] = self.log.records("access")
+        self.assertEqual(
+            (access["status"], access["bytes"], access["offsetBefore"], access["offsetAfter"]),
+            ("lost", 4, 0, 4),
+        )
+        self.assertEqual(
+            self.metricValues()[("uploadsvc_requests_total", (("method", "PUT"), ("status", "lost")))],
+            1,
+        )
+
+    def test_connectionsCounted(self) -> None:
+        """Open connections are counted up when accepted and down when closed."""
+        gauge = lambda: self.metricValues()[("uploadsvc_connections_open", ())]  # noqa: E731
+        first, _ = self.connect()
+        second, _ = self.connect()
+        self.assertEqual(gauge(), 2)
+        first.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(gauge(), 1)
+        second.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(gauge(), 0)
+
+
+class JsonLineTests(SynchronousTestCase):
+    def test_lifecycleEvent(self) -> None:
+        """A lifecycle event's line has its kind and every field of the event."""
+        log = Captured(self)
+        logEvent(UploadEvent(
+            "hook-failed", "p-k", path="a", offset=3, total=9, requestId="r1",
+            credential="phones", detail={"hook": "post-finish", "error": "timeout"},
+        ))
+        [record] = log.records("event")
+        self.assertEqual(record.pop("time")[-1], "Z")
+        self.assertEqual(record, {
+            "type": "event", "event": "hook-failed", "key": "p-k", "path": "a", "uploadId": None,
+            "protocol": None, "offset": 3, "total": 9, "requestId": "r1",
+            "credential": "phones", "detail": {"hook": "post-finish", "error": "timeout"},
+        })
+
+    def test_otherEvents(self) -> None:
+        """Any other log event becomes a line with its level, namespace, message and traceback."""
+        log = Captured(self)
+        logger = Logger(namespace="somewhere")
+        logger.warn("disk {name} slow", name="sda")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.failure("it broke")
+        self.flushLoggedErrors(ZeroDivisionError)
+        warn, failure = [json.loads(jsonLine(e) or "") for e in log.events[-2:]]
+        self.assertEqual(
+            (warn["type"], warn["level"], warn["namespace"], warn["message"]),
+            ("log", "warn", "somewhere", "disk sda slow"),
+        )
+        self.assertIn("ZeroDivisionError", failure["traceback"])
+        self.assertEqual(failure["message"], "it broke")
+
+    def test_fileObserver(self) -> None:
+        """The JSON observer writes one parseable line per event to twistd's --logfile."""
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        path = os.path.abspath(self.mktemp())
+        observer = jsonFileObserver({"logfile": path, "nodaemon": False})
+        Logger(namespace="t", observer=observer).info("one {x}", x=1)
+        Logger(namespace="t", observer=observer).info("two")
+        with open(path) as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual([line["message"] for line in lines], ["one 1", "two"])

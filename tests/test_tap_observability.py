@@ -1,0 +1,166 @@
+"""
+The options of C{twistd uploadsvc} for metrics and logs (C{--admin-listen},
+C{--admin-insecure}, C{--log-format}) and what makeService builds from
+them, on a memory reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from twisted.application.service import Application, MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, Logger
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.ops.metrics import AdminSite
+from uploadsvc.tap import Options, makeService
+from uploadsvc.workers import WorkerPool
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """No admin listener and text logs unless asked."""
+        options = parse()
+        self.assertIsNone(options["admin-listen"])
+        self.assertEqual(options["log-format"], "text")
+
+    def test_documented(self) -> None:
+        """The three options are in --help."""
+        usage = str(Options())
+        for name in ("--admin-listen", "--admin-insecure", "--log-format"):
+            self.assertIn(name, usage)
+
+    def test_adminLoopback(self) -> None:
+        """A loopback or UNIX admin listener is accepted as given."""
+        for endpoint in ("tcp:9100:interface=127.0.0.1", "tcp6:9100:interface=\\:\\:1",
+                         "unix:/run/uploadsvc-admin.sock"):
+            self.assertEqual(parse("--admin-listen", endpoint)["admin-listen"], endpoint)
+
+    def test_adminExposedRefused(self) -> None:
+        """
+        An admin listener reachable from the network is refused in one line
+        that names the way out, unless --admin-insecure.
+        """
+        for endpoint in ("tcp:9100", "tcp:9100:interface=0.0.0.0", "tcp:9100:interface=10.1.2.3"):
+            with self.assertRaises(UsageError) as caught:
+                parse("--admin-listen", endpoint)
+            message = str(caught.exception)
+            self.assertIn("--admin-insecure", message)
+            self.assertNotIn("\n", message)
+            self.assertEqual(
+                parse("--admin-listen", endpoint, "--admin-insecure")["admin-listen"], endpoint
+            )
+
+    def test_adminMalformed(self) -> None:
+        """A malformed admin endpoint is refused in one line."""
+        for endpoint in ("tcp:notaport", "nonsense:1", ""):
+            with self.assertRaises(UsageError) as caught:
+                parse("--admin-listen", endpoint)
+            self.assertIn("--admin-listen", str(caught.exception))
+
+    def test_logFormat(self) -> None:
+        """--log-format takes text or json, and nothing else."""
+        self.assertEqual(parse("--log-format", "json")["log-format"], "json")
+        with self.assertRaises(UsageError) as caught:
+            parse("--log-format", "xml")
+        self.assertEqual(str(caught.exception), "--log-format xml: give text or json")
+
+    def test_workersGetLogFormatNotAdmin(self) -> None:
+        """Workers are told the log format, never the supervisor's admin listener."""
+        args = parse(
+            "--workers", "2", "--log-format", "json",
+            "--admin-listen", "tcp:9100:interface=127.0.0.1",
+        ).workerArguments()
+        self.assertIn("--log-format=json", args)
+        self.assertFalse([a for a in args if a.startswith("--admin-listen")], args)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.reactor = MemoryReactorClock()
+
+    def start(self, svc: MultiService) -> None:
+        svc.startService()
+        self.addCleanup(lambda: svc.running and svc.stopService())
+
+    def test_adminListener(self) -> None:
+        """--admin-listen adds a listener serving the admin site beside the public one."""
+        svc = makeService(
+            parse("--root", self.root, "--admin-listen", "tcp:9100:interface=127.0.0.1"),
+            self.reactor,
+        )
+        self.start(svc)
+        servers = {port: factory for port, factory, _, _ in self.reactor.tcpServers}
+        self.assertEqual(sorted(servers), [8080, 9100])
+        self.assertIsInstance(servers[9100], AdminSite)
+        self.assertNotIsInstance(servers[8080], AdminSite)
+
+    def test_noAdminByDefault(self) -> None:
+        """Without --admin-listen nothing but the public listener is opened."""
+        self.start(makeService(parse("--root", self.root), self.reactor))
+        self.assertEqual([entry[0] for entry in self.reactor.tcpServers], [8080])
+
+    def test_supervisorServesAdmin(self) -> None:
+        """
+        With --workers, the supervisor serves the admin listener and makes
+        the folder of the workers' metric files, removed when it stops.
+        """
+        svc = makeService(
+            parse("--root", self.root, "--workers", "2", "--admin-listen",
+                  "tcp:9100:interface=127.0.0.1"),
+            self.reactor,
+        )
+        [pool] = [s for s in svc if isinstance(s, WorkerPool)]
+        folder = pool._metricsDir
+        assert folder is not None
+        self.assertTrue(os.path.isdir(folder))
+        for child in svc:
+            if not isinstance(child, WorkerPool):
+                child.startService()
+        self.assertEqual([entry[0] for entry in self.reactor.tcpServers], [9100])
+        for child in svc:
+            if not isinstance(child, WorkerPool):
+                child.stopService()
+        self.assertFalse(os.path.exists(folder))
+
+    def test_jsonLogObserverForTwistd(self) -> None:
+        """
+        Under twistd, --log-format json gives the Application an
+        ILogObserver that writes JSON lines to twistd's --logfile.
+        """
+        hook, usr1 = sys.excepthook, signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(setattr, sys, "excepthook", hook)
+        self.addCleanup(signal.signal, signal.SIGUSR1, usr1)
+        logPath = os.path.abspath(self.mktemp())
+        options = parse("--root", self.root, "--log-format", "json")
+        options.parent = {"logfile": logPath, "nodaemon": False}  # type: ignore[assignment]
+        svc = makeService(options, self.reactor)
+        application = Application("uploadsvc")
+        svc.setServiceParent(application)
+        observer = ILogObserver(application)
+        Logger(namespace="t", observer=observer).info("hello {who}", who="log")
+        with open(logPath) as f:
+            [line] = [json.loads(text) for text in f]
+        self.assertEqual((line["message"], line["namespace"]), ("hello log", "t"))
+
+    def test_textKeepsTwistdObserver(self) -> None:
+        """With text logs, twistd keeps its own observer (no component is set)."""
+        hook = sys.excepthook
+        self.addCleanup(setattr, sys, "excepthook", hook)
+        options = parse("--root", self.root)
+        options.parent = {"logfile": "x.log", "nodaemon": False}  # type: ignore[assignment]
+        application = Application("uploadsvc")
+        makeService(options, self.reactor).setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))

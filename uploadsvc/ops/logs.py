@@ -1,0 +1,127 @@
+"""
+The log lines of uploadsvc: one per request (the access line) and one per
+lifecycle event, through L{twisted.logger}, as text or as JSON lines
+(C{--log-format json}).
+
+Each such log event carries its fields as a dict under L{RECORD}; the text
+observer of twistd writes its message, L{jsonLine} writes the fields. No
+field holds a secret: paths without their query, the credential's name
+(never the token), no header values.
+
+JSON lines reach twistd's own log file: L{jsonFileObserver} opens the file
+that twistd's C{--logfile} names the way twistd does (same rotation by size,
+same C{SIGUSR1} rotation), and the service hands it to twistd as the
+application's L{ILogObserver}, which twistd uses instead of its text one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.logger import FileLogObserver, ILogObserver, Logger, formatEvent
+from twisted.python import logfile
+
+from uploadsvc.ops.events import UploadEvent
+
+#: The key of a log event that holds its JSON fields.
+RECORD = "uploadsvc_record"
+
+#: The formats of C{--log-format}.
+FORMATS = ("text", "json")
+
+accessLog = Logger(namespace="uploadsvc.access")
+eventLog = Logger(namespace="uploadsvc.events")
+
+
+def logAccess(line: str, record: dict[str, Any]) -> None:
+    """
+    Log one request: C{line} for text logs, C{record} for JSON ones.
+    """
+    accessLog.info("{line}", line=line, **{RECORD: {"type": "access", **record}})
+
+
+def logEvent(event: UploadEvent) -> None:
+    """
+    Log one lifecycle event (an L{uploadsvc.ops.events.Events} listener).
+    """
+    fields = event.asDict()
+    where = event.path if event.path is not None else event.uploadId or event.key
+    record = {"type": "event", "event": fields.pop("kind"), **fields}
+    eventLog.info(
+        "upload {kind}: {where} offset {offset} of {total} (request {requestId}, "
+        "credential {credential}){more}",
+        kind=event.kind, where=where, offset=_dash(event.offset), total=_dash(event.total),
+        requestId=_dash(event.requestId), credential=_dash(event.credential),
+        more=f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else "",
+        **{RECORD: record},
+    )
+
+
+def _dash(value: object) -> object:
+    return "-" if value is None else value
+
+
+def _time(event: dict[str, Any]) -> str:
+    when = event.get("log_time")
+    stamp = datetime.now(timezone.utc) if when is None else datetime.fromtimestamp(
+        when, timezone.utc
+    )
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def jsonLine(event: dict[str, Any]) -> str | None:
+    """
+    One log event as a JSON line: the fields of an access or lifecycle
+    line, or, for any other event, its level, namespace, message (and
+    traceback).
+    """
+    record = event.get(RECORD)
+    if isinstance(record, dict):
+        out: dict[str, Any] = {"time": _time(event), **record}
+    else:
+        level = event.get("log_level")
+        out = {
+            "time": _time(event),
+            "type": "log",
+            "level": getattr(level, "name", None),
+            "namespace": event.get("log_namespace"),
+            "system": event.get("log_system"),
+            "message": formatEvent(event),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            try:
+                out["traceback"] = failure.getTraceback()
+            except Exception:
+                out["traceback"] = repr(failure)
+    return json.dumps(out, default=str, ensure_ascii=False) + "\n"
+
+
+def jsonFileObserver(twistdOptions: Any) -> ILogObserver:
+    """
+    A JSON-lines observer writing where twistd would write its text log:
+    C{--logfile} (rotated by size, and on C{SIGUSR1}), or standard output
+    when twistd runs in the foreground without one (or with C{--logfile -}).
+
+    @param twistdOptions: twistd's own options (the plugin options' parent).
+    """
+    name = twistdOptions.get("logfile") or ""
+    nodaemon = twistdOptions.get("nodaemon", False)
+    out: Any
+    if name == "-" or (nodaemon and not name):
+        out = sys.stdout
+    else:
+        out = logfile.LogFile.fromFullPath(name or "twistd.log")
+        if not signal.getsignal(signal.SIGUSR1):
+
+            def rotate(signum: int, frame: object) -> None:
+                from twisted.internet import reactor
+
+                reactor.callFromThread(out.rotate)  # type: ignore[attr-defined]
+
+            signal.signal(signal.SIGUSR1, rotate)
+    return FileLogObserver(out, jsonLine)

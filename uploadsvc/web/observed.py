@@ -1,0 +1,100 @@
+"""
+The public site, seen by the log and the metrics: each request gets an id
+(sent back as C{X-Request-Id}) when its header block is complete, and one
+access line and one count when it ends, answered or lost; connections are
+counted while open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.http import datetimeToLogString
+
+from uploadsvc.ops.logs import logAccess
+from uploadsvc.ops.metrics import Metrics
+from uploadsvc.ops.requestnotes import REQUEST_ID_HEADER, notesFor
+from uploadsvc.web.accesslog import redactURI, redactedLogFormatter
+from uploadsvc.web.limits import LimitedSite
+
+
+class ObservedSite(LimitedSite):
+    """
+    A L{LimitedSite} that logs every request through L{logAccess} (instead
+    of the Site's own log file) and counts into C{metrics}.
+
+    @ivar metrics: where requests and connections are counted, if anywhere.
+    """
+
+    def __init__(self, resource: Any, *, metrics: Metrics | None = None, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.metrics = metrics
+
+    def getResourceFor(self, request: Any) -> Any:
+        notes = notesFor(request)
+        notes.started = self.reactor.seconds()
+        request.setHeader(REQUEST_ID_HEADER, notes.requestId.encode("ascii"))
+        # A request whose client goes away is never finished: no log() call.
+        request.notifyFinish().addErrback(lambda _: self._lost(request))
+        return super().getResourceFor(request)
+
+    def _lost(self, request: Any) -> None:
+        """
+        Log a request whose client went away once the app is done with it
+        (its bytes made durable, its offsets final).
+        """
+        work = notesFor(request).work
+        if work is None or work.called:
+            self._ended(request, lost=True)
+            return
+
+        def ended(result: object) -> object:
+            self._ended(request, lost=True)
+            return result
+
+        work.addBoth(ended)
+
+    def log(self, request: Any) -> None:
+        self._ended(request, lost=False)
+
+    def _ended(self, request: Any, lost: bool) -> None:
+        notes = notesFor(request)
+        if getattr(request, "uploadsvcLogged", False):
+            return
+        request.uploadsvcLogged = True
+        now = self.reactor.seconds()
+        method = (request.method or b"-").decode("latin-1")
+        path = redactURI(request.uri or b"").partition(b"?")[0].decode("latin-1")
+        status: int | str = "lost" if lost else request.code
+        address = request.getClientAddress()
+        if lost:
+            line = (
+                f'"{method} {path}" lost: the client went away before the answer '
+                f"({notes.bytesWritten} bytes written) rid={notes.requestId}"
+            )
+        else:
+            line = f"{redactedLogFormatter(datetimeToLogString(now), request)} rid={notes.requestId}"
+        logAccess(line, {
+            "requestId": notes.requestId,
+            "method": method,
+            "path": path,
+            "uploadId": notes.uploadId,
+            "status": status,
+            "bytes": notes.bytesWritten,
+            "offsetBefore": notes.offsetBefore,
+            "offsetAfter": notes.offsetAfter,
+            "duration": None if notes.started is None else round(now - notes.started, 6),
+            "client": getattr(address, "host", None) or getattr(address, "name", None),
+            "credential": notes.credential,
+            "responseBytes": getattr(request, "sentLength", None),
+        })
+        if self.metrics is not None:
+            self.metrics.requestEnded(method, status, notes.bytesWritten)
+
+    def connectionOpened(self) -> None:
+        if self.metrics is not None:
+            self.metrics.connectionOpened()
+
+    def connectionClosed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.connectionClosed()
