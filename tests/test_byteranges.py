@@ -153,6 +153,22 @@ class ConditionalTests(SynchronousTestCase):
             with self.subTest(stale=stale):
                 self.assertEqual(self.decide(range=rng, ifRange=stale), Answer(200, Span(0, 100)))
 
+    def test_ifMatch(self) -> None:
+        """If-Match needs a strong match (or *); otherwise 412, before anything else."""
+        for value in (ETAG, b'"x", ' + ETAG, b"*"):
+            with self.subTest(value=value):
+                self.assertEqual(self.decide(ifMatch=value).status, 200)
+        for value in (b'"x"', b"W/" + ETAG):
+            with self.subTest(value=value):
+                self.assertEqual(self.decide(ifMatch=value, ifNoneMatch=ETAG), Answer(412))
+
+    def test_ifUnmodifiedSince(self) -> None:
+        """If-Unmodified-Since before the file's time is 412; ignored under If-Match or when bad."""
+        self.assertEqual(self.decide(ifUnmodifiedSince=EARLIER), Answer(412))
+        self.assertEqual(self.decide(ifUnmodifiedSince=DATE).status, 200)
+        self.assertEqual(self.decide(ifUnmodifiedSince=b"soon").status, 200)
+        self.assertEqual(self.decide(ifMatch=ETAG, ifUnmodifiedSince=EARLIER).status, 200)
+
     def test_notModifiedBeforeRange(self) -> None:
         """304 wins over a range."""
         self.assertEqual(self.decide(ifNoneMatch=ETAG, range=b"bytes=0-1"), Answer(304))

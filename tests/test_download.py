@@ -91,6 +91,18 @@ class DownloadAppTests(StubRequests, SynchronousTestCase):
                 self.assertEqual((again.code, content), (304, b""))
                 self.assertEqual(self.header(again, "ETag"), etag)
 
+    def test_preconditionFailed(self) -> None:
+        """If-Match with another tag is 412 with a one-line reason and the current ETag."""
+        response, _ = self.request("GET", "/d/f.bin")
+        etag = self.header(response, "ETag")
+        failed, content = self.request("GET", "/d/f.bin", If_Match='"other"')
+        self.assertEqual(failed.code, 412)
+        self.assertEqual(content.count(b"\n"), 1)
+        self.assertEqual(self.header(failed, "ETag"), etag)
+        assert etag is not None
+        ok, content = self.request("GET", "/d/f.bin", If_Match=etag, Range="bytes=0-0")
+        self.assertEqual((ok.code, content), (206, BODY[:1]))
+
     def test_replacedChangesETag(self) -> None:
         """A replaced file has another ETag: the old one no longer matches, nor does If-Range."""
         response, _ = self.request("GET", "/d/f.bin")

@@ -16,11 +16,13 @@ import time
 from typing import Sequence
 
 from twisted.trial.unittest import TestCase
+from twisted.web.http import H2_ENABLED
 
 from tests.support import rawhttp
 from tests.support.rawhttp import patternBytes
 from tests.support.server import ServerTestMixin
 from tests.test_e2e_startup import StartupTestCase
+from tests.test_e2e_tls import TLSServerMixin
 
 SIZE = 3 * 1024 * 1024 + 17
 DATA = patternBytes(11, 0, SIZE)
@@ -172,6 +174,34 @@ class DownloadTests(ServerTestMixin, TestCase):
         head, _, body = bytes(received).partition(b"\r\n\r\n")
         self.assertIn(b"Content-Length: %d" % size, head)
         self.assertEqual(hashlib.sha256(body).digest(), digest.digest())
+
+
+class HTTP2DownloadTests(TLSServerMixin, TestCase):
+    timeout = 120
+
+    if not H2_ENABLED:
+        skip = "the h2 package is not installed"
+
+    def test_curlHTTP2(self) -> None:
+        """Over HTTP/2 (ALPN), curl gets the whole file and a range, byte for byte."""
+        self.startTLSServer("--allow-download")
+        data = patternBytes(12, 0, 5 * 1024 * 1024 + 3)
+        with open(self.storedPath("h2.bin"), "wb") as f:
+            f.write(data)
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        out = os.path.abspath(self.mktemp())
+        for extra, expected, code in (([], data, "200"), (["-r", "1000-2000000"], data[1000:2000001], "206")):
+            result = subprocess.run(
+                [self.curlPath, "-sS", "--noproxy", "*", "--max-time", "60", "--http2",
+                 "--cacert", self.pki.caPath, *extra, "-o", out,
+                 "-w", "%{http_version} %{http_code}",
+                 f"https://localhost:{self.server.port}/h2.bin"],
+                capture_output=True, env=env, timeout=90,
+            )
+            self.assertEqual((result.returncode, result.stdout.decode()), (0, f"2 {code}"),
+                             result.stderr)
+            with open(out, "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(expected).digest())
 
 
 class DownloadsOffTests(ServerTestMixin, TestCase):

@@ -3,8 +3,9 @@ Serving a complete file: the C{Range} header and the conditional headers
 (RFC 9110 sections 13 and 14) as pure decisions.
 
 L{parseRange} reads a C{Range} header against a file's size; L{decide}
-combines it with C{If-None-Match}, C{If-Modified-Since} and C{If-Range} into
-what to answer: 200 (the whole file), 206 (one range), 304 or 416. Choices
+combines it with C{If-Match}, C{If-Unmodified-Since}, C{If-None-Match},
+C{If-Modified-Since} and C{If-Range}, in RFC 9110 section 13.2.2's order, into
+what to answer: 200 (the whole file), 206 (one range), 304, 412 or 416. Choices
 of our own, all allowed by RFC 9110:
 
   - a C{Range} that is malformed, names another unit, or asks for more than
@@ -107,6 +108,8 @@ class Conditions:
     The request's headers that decide a download (each L{None} if absent).
     """
 
+    ifMatch: bytes | None = None
+    ifUnmodifiedSince: bytes | None = None
     ifNoneMatch: bytes | None = None
     ifModifiedSince: bytes | None = None
     ifRange: bytes | None = None
@@ -116,7 +119,7 @@ class Conditions:
 @attrs.frozen
 class Answer:
     """
-    What to answer: C{status} 200, 206, 304 or 416, and for 200/206 the
+    What to answer: C{status} 200, 206, 304, 412 or 416, and for 200/206 the
     L{Span} to send (C{None} for an empty file).
     """
 
@@ -150,6 +153,22 @@ def parseHTTPDate(value: bytes) -> int | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
+
+
+def _preconditionFails(conditions: Conditions, validators: Validators) -> bool:
+    """
+    RFC 9110 section 13.2.2 steps 1 and 2: C{If-Match} (strong comparison;
+    C{*} holds, since the file exists), else C{If-Unmodified-Since}.
+    """
+    if conditions.ifMatch is not None:
+        tags = parseETags(conditions.ifMatch)
+        if tags is None:
+            return False
+        return not any(not weak and tag == validators.etag for weak, tag in tags)
+    if conditions.ifUnmodifiedSince is not None:
+        since = parseHTTPDate(conditions.ifUnmodifiedSince)
+        return since is not None and validators.modified > since
+    return False
 
 
 def _notModified(conditions: Conditions, validators: Validators) -> bool:
@@ -186,6 +205,8 @@ def decide(head: bool, conditions: Conditions, size: int, validators: Validators
     What a C{GET} (or, with C{head}, a C{HEAD}) of a complete file of
     C{size} bytes answers.
     """
+    if _preconditionFails(conditions, validators):
+        return Answer(412)
     if _notModified(conditions, validators):
         return Answer(304)
     whole = Answer(200, Span(0, size) if size else None)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
 from zope.interface import implementer
 
-from uploadsvc.errors import NotFound
+from uploadsvc.errors import NotFound, UploadError
 from uploadsvc.protocol.byteranges import Conditions, Span, Validators, decide
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.sink import IDiskRunner
@@ -53,6 +53,8 @@ def conditionsOf(request: Any) -> Conditions:
         return values[0] if values else None
 
     return Conditions(
+        ifMatch=first(b"If-Match"),
+        ifUnmodifiedSince=first(b"If-Unmodified-Since"),
         ifNoneMatch=first(b"If-None-Match"),
         ifModifiedSince=first(b"If-Modified-Since"),
         ifRange=first(b"If-Range"),
@@ -70,6 +72,10 @@ def writeFileHeaders(request: Any, opened: Any, etag: bytes) -> None:
     request.setHeader(b"Accept-Ranges", b"bytes")
     # Cacheable, but checked again each time: the file may be replaced.
     request.setHeader(b"Cache-Control", b"no-cache")
+
+
+class PreconditionFailed(UploadError):
+    status = 412
 
 
 async def serveFile(
@@ -92,6 +98,11 @@ async def serveFile(
         answer = decide(
             head, conditionsOf(request), opened.size, Validators(etag, opened.modified)
         )
+        if answer.status == 412:
+            raise PreconditionFailed(
+                "precondition-failed", "the file is not the one If-Match or "
+                "If-Unmodified-Since names", {b"ETag": etag},
+            )
         request.setResponseCode(answer.status)
         writeFileHeaders(request, opened, etag)
         request.setHeader(b"Upload-Complete", b"?1")
