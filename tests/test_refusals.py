@@ -13,7 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan
-from uploadsvc.protocol.refusals import REFUSALS, UNKNOWN, Facts, firstRefusal
+from uploadsvc.protocol.refusals import (
+    METHODS_WITH_DOWNLOADS, REFUSALS, UNKNOWN, Facts, firstRefusal,
+)
 
 PLAN = Plan(startOver=False, offset=0, skip=0, take=10, total=10)
 
@@ -40,6 +42,7 @@ TRIGGERS: dict[str, tuple[dict[str, Any], tuple[int, str]]] = {
     "credentials": ({"credentials": Unauthorized("credentials", "no")}, (401, "credentials")),
     "path": ({"path": BadRequest("bad-path", "no")}, (400, "bad-path")),
     "method": ({"method": b"PATCH"}, (405, "method")),
+    "scope": ({"scope": Forbidden("out-of-scope", "no")}, (403, "out-of-scope")),
     "size": ({"declaredEnd": 101}, (413, "too-large")),
     "link": ({"link": Forbidden("symlink", "no")}, (403, "symlink")),
     "space": ({"freeBytes": 50, "minFreeBytes": 45}, (507, "no-space")),
@@ -59,7 +62,7 @@ class TableTests(SynchronousTestCase):
         """The table lists the refusals in docs/protocol.md section 6's order."""
         self.assertEqual(
             [name for name, _ in REFUSALS],
-            ["credentials", "path", "method", "size", "link", "space", "busy", "headers", "state"],
+            ["credentials", "path", "method", "scope", "size", "link", "space", "busy", "headers", "state"],
         )
         self.assertEqual(set(TRIGGERS), {name for name, _ in REFUSALS})
 
@@ -94,6 +97,7 @@ class TableTests(SynchronousTestCase):
             "credentials": {"credentials": UNKNOWN},
             "path": {"path": UNKNOWN},
             "method": {"method": UNKNOWN},
+            "scope": {"scope": UNKNOWN},
             "size": {"declaredEnd": UNKNOWN},
             "link": {"link": UNKNOWN},
             "space": {"freeBytes": UNKNOWN},
@@ -125,6 +129,23 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(refusal(facts), (404, "outside"))
         self.assertEqual(refusal(attrs.evolve(facts, path=None)), (405, "method"))
         self.assertIsNone(refusal(attrs.evolve(facts, path=None, method=b"HEAD")))
+
+    def test_getOnlyWithDownloads(self) -> None:
+        """GET is 405 (with Allow) unless the server serves downloads."""
+        facts = Facts(credentials=None, path=None, method=b"GET")
+        self.assertEqual(refusal(facts), (405, "method"))
+        error = firstRefusal(facts)
+        assert error is not None
+        self.assertEqual(error.headers[b"Allow"], b"PUT, POST, HEAD, DELETE")
+        self.assertEqual(error.reason, "use PUT, POST, HEAD or DELETE")
+        self.assertIsNone(refusal(attrs.evolve(facts, methods=METHODS_WITH_DOWNLOADS)))
+
+    def test_scopeAfterMethod(self) -> None:
+        """A credential's scope is refused after the method, before anything the disk tells."""
+        outside = Forbidden("out-of-scope", "no")
+        facts = Facts(credentials=None, path=None, method=b"PATCH", scope=outside)
+        self.assertEqual(refusal(facts), (405, "method"))
+        self.assertEqual(refusal(attrs.evolve(facts, method=b"PUT")), (403, "out-of-scope"))
 
 
 class ExemptionTests(SynchronousTestCase):

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from uploadsvc.errors import BadRequest, Busy, Conflict, NotFound
+from uploadsvc.errors import BadRequest, Busy, Conflict, Forbidden, NotFound
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored, checkQuery, planWrite
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.ranges import ContentRange
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.interfaces import (
-    IStagedUpload, ITakeover, IUploadStore, UploadId, parseUploadId, uploadKey,
+    ICompleteFile, IStagedUpload, ITakeover, IUploadStore, UploadId, parseUploadId, uploadKey,
 )
 from uploadsvc.storage.memory import MemoryStore
 
@@ -312,6 +312,43 @@ class StoreConformanceMixin(_MixinBase):
         self.assertFalse(self.store.deleteComplete(self.path))
         self.assertRaises(FileNotFoundError, self.store.hashComplete, self.path, ["sha-256"])
 
+    def test_openComplete(self) -> None:
+        """A complete file opens for reading: its size, bytes by position, and a version."""
+        self.store.complete(self.path, self.stage(self.path, b"0123456789", whole(10)), False)
+        opened = self.store.openComplete(self.path)
+        self.addCleanup(opened.close)
+        verifyObject(ICompleteFile, opened)
+        self.assertEqual(opened.size, 10)
+        self.assertEqual(
+            (opened.read(0, 4), opened.read(4, 100), opened.read(10, 5)),
+            (b"0123", b"456789", b""),
+        )
+        self.assertIsInstance(opened.version, str)
+        self.assertIsInstance(opened.modified, int)
+
+    def test_openCompleteNothing(self) -> None:
+        """Nothing at the path, or only an incomplete upload, opens nothing; a folder is a conflict."""
+        self.assertRaises(FileNotFoundError, self.store.openComplete, self.path)
+        self.write(self.path, b"part", ranged(0, 3, 10))
+        self.assertRaises(FileNotFoundError, self.store.openComplete, self.path)
+        self.store.complete(
+            parseRelativePath("e/f"), self.stage(parseRelativePath("e/f"), b"x", whole(1)), False
+        )
+        folder = self.assertRaises(Conflict, self.store.openComplete, parseRelativePath("e"))
+        self.assertEqual(folder.code, "is-folder")
+
+    def test_openCompleteKeepsWhatItOpened(self) -> None:
+        """A file replaced while open reads as it was; the new one has another version."""
+        self.store.complete(self.path, self.stage(self.path, b"old!", whole(4)), False)
+        before = self.store.openComplete(self.path)
+        self.addCleanup(before.close)
+        staged = self.stage(self.path, b"new!", whole(4, allowOverwrite=True))
+        self.store.complete(self.path, staged, True)
+        after = self.store.openComplete(self.path)
+        self.addCleanup(after.close)
+        self.assertEqual((before.read(0, 4), after.read(0, 4)), (b"old!", b"new!"))
+        self.assertNotEqual(before.version, after.version)
+
     def test_folderRefused(self) -> None:
         """A destination that is a folder, or under a file, is a conflict."""
         self.store.complete(self.path, self.stage(self.path, b"abc", whole(3)), False)
@@ -566,6 +603,30 @@ class FileStoreContractTests(SynchronousTestCase):
         self.assertFalse(self.store.expire(key, 0, now=10**12))
         with open(outside, "rb") as f:
             self.assertEqual(f.read(), b"keep")
+
+
+    def test_openCompleteNoLinks(self) -> None:
+        """A download never follows a link: at the path (409) or on the way (403)."""
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        with open(os.path.join(outside, "secret"), "wb") as f:
+            f.write(b"secret")
+        os.symlink(os.path.join(outside, "secret"), os.path.join(self.root, "link"))
+        os.symlink(outside, os.path.join(self.root, "dir"))
+        atPath = self.assertRaises(
+            Conflict, self.store.openComplete, parseRelativePath("link")
+        )
+        self.assertEqual(atPath.code, "is-link")
+        onTheWay = self.assertRaises(
+            Forbidden, self.store.openComplete, parseRelativePath("dir/secret")
+        )
+        self.assertEqual(onTheWay.code, "symlink")
+
+    def test_openCompleteNotAFile(self) -> None:
+        """A FIFO at the path is no file to serve (and opening it does not block)."""
+        os.mkfifo(os.path.join(self.root, "fifo"))
+        error = self.assertRaises(Conflict, self.store.openComplete, parseRelativePath("fifo"))
+        self.assertEqual(error.code, "not-a-file")
 
 
 class MemoryStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):

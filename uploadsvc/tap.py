@@ -43,6 +43,8 @@ from uploadsvc.web.auth import (
     SecretFile,
     SecretFileError,
     readSecrets,
+    readTokens,
+    tokenFile,
 )
 from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT
 from uploadsvc.web.observed import ObservedSite
@@ -204,6 +206,8 @@ class Options(commandline.Options):
     optFlags = [
         ["allow-overwrite", None, "Let an upload replace a complete file (default: 409)."],
         ["allow-delete", None, "Let DELETE remove complete files (default: 405)."],
+        ["allow-download", None, "Serve complete files to GET (and HEAD), with Range, "
+         "ETag and Last-Modified (default: GET is 405)."],
         ["no-fsync", None, "Do not fsync: faster, but a crash or power loss may "
          "lose bytes that were acknowledged. Off by default."],
         ["trust-front-end", None, "Check no credentials: a front end (e.g. nginx) "
@@ -237,8 +241,10 @@ class Options(commandline.Options):
          "With --workers: seconds before a dead worker is first started again "
          "(for tests).", countOption("restart-delay", float)],
         ["auth-tokens", None, None,
-         "File of bearer tokens, one per line (# comments); requests need "
-         "Authorization: Bearer <token>. Re-read on change and on SIGHUP."],
+         "File of bearer tokens, one per line (# comments), each optionally "
+         "limited: <token> name=NAME prefix=FOLDER/ ops=upload,download,delete; "
+         "requests need Authorization: Bearer <token>. Re-read on change and on "
+         "SIGHUP (a bad line then keeps the tokens read before)."],
         ["signing-key-file", None, None,
          "File of HMAC keys (first line signs, all verify) for signed upload URLs "
          "(?expires=...&sig=...; see python -m uploadsvc.sign). Re-read on change "
@@ -393,8 +399,9 @@ class Options(commandline.Options):
     def _checkAuth(self) -> None:
         files = [name for name in ("auth-tokens", "signing-key-file") if self[name]]
         for name in files:
+            read = readTokens if name == "auth-tokens" else readSecrets
             try:
-                if not readSecrets(self[name]):
+                if not read(self[name]):
                     raise SecretFileError(f"{self[name]} holds no usable secret")
             except SecretFileError as e:
                 raise usage.UsageError(f"--{name}: {e}")
@@ -478,8 +485,8 @@ def _authenticator(options: Options, reactor: Any) -> Authenticator | None:
     if not (options["auth-tokens"] or options["signing-key-file"]):
         return None
     try:
-        tokens = SecretFile(options["auth-tokens"], reactor) if options["auth-tokens"] else None
-        keys = (
+        tokens = tokenFile(options["auth-tokens"], reactor) if options["auth-tokens"] else None
+        keys: SecretFile[bytes] | None = (
             SecretFile(options["signing-key-file"], reactor)
             if options["signing-key-file"] else None
         )
@@ -563,6 +570,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     config = Config(
         allowOverwrite=options["allow-overwrite"],
         allowDelete=options["allow-delete"],
+        allowDownload=options["allow-download"],
         maxUploadSize=options["max-upload-size"],
         prefix=options["prefix"].encode("utf-8"),
         minFreeBytes=options["min-free"],

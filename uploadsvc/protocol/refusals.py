@@ -31,6 +31,9 @@ UNKNOWN = _Unknown.UNKNOWN
 #: The methods the upload interface answers.
 METHODS = (b"PUT", b"POST", b"HEAD", b"DELETE")
 
+#: The methods it answers with downloads on (C{--allow-download}).
+METHODS_WITH_DOWNLOADS = (b"GET",) + METHODS
+
 #: A check's answer to one refusal: L{None} (it does not apply), the
 #: refusal, or L{UNKNOWN}.
 Verdict = Union[UploadError, None, _Unknown]
@@ -44,6 +47,12 @@ class Facts:
     @ivar credentials: the credentials check's refusal (401), or L{None}.
     @ivar path: the path rules' refusal (400, 404), or L{None}.
     @ivar method: the request's method.
+    @ivar methods: the methods the server answers (405 for others).
+    @ivar scope: the scoped credential's refusal (403 C{out-of-scope}), or
+        L{None}. Unlike the other facts it defaults to L{None}: it is
+        decided with the credentials, at dispatch (and by each front end,
+        with L{uploadsvc.protocol.scopes.checkScope}), before any later
+        stage builds its facts.
     @ivar declaredEnd: the largest size the headers claim (L{None}: none).
     @ivar link: a symbolic link found on the way on disk (403), or L{None}.
     @ivar freeBytes: the disk's free space.
@@ -60,6 +69,8 @@ class Facts:
     credentials: UploadError | None | _Unknown = UNKNOWN
     path: UploadError | None | _Unknown = UNKNOWN
     method: bytes | _Unknown = UNKNOWN
+    methods: tuple[bytes, ...] = METHODS
+    scope: UploadError | None | _Unknown = None
     declaredEnd: int | None | _Unknown = UNKNOWN
     maxUploadSize: int = 0
     link: UploadError | None | _Unknown = UNKNOWN
@@ -75,10 +86,12 @@ class Facts:
 def _method(facts: Facts) -> Verdict:
     if facts.method is UNKNOWN:
         return UNKNOWN
-    if facts.method in METHODS:
+    if facts.method in facts.methods:
         return None
+    names = [m.decode("ascii") for m in facts.methods]
     return MethodNotAllowed(
-        "method", "use PUT, POST, HEAD or DELETE", {b"Allow": b", ".join(METHODS)}
+        "method", f"use {', '.join(names[:-1])} or {names[-1]}",
+        {b"Allow": b", ".join(facts.methods)},
     )
 
 
@@ -132,6 +145,7 @@ REFUSALS: tuple[tuple[str, Callable[[Facts], Verdict]], ...] = (
     ("credentials", lambda facts: facts.credentials),  # 401
     ("path", lambda facts: facts.path),  # 400 path rules, 404 outside the prefix
     ("method", _method),  # 405
+    ("scope", lambda facts: facts.scope),  # 403 outside the credential's folder or operations
     ("size", _size),  # 413
     ("link", lambda facts: facts.link),  # 403 a symbolic link on the way
     ("space", _space),  # 507

@@ -12,9 +12,12 @@ import os
 import stat
 from typing import Iterable
 
+from zope.interface import implementer
+
 from uploadsvc.errors import Conflict
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.storage.hashing import hashFD
+from uploadsvc.storage.interfaces import ICompleteFile
 from uploadsvc.storage.safepath import fsyncFolder, lstatAt, openParent
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
@@ -52,6 +55,21 @@ def hashFile(rootFD: int, path: UploadPath, algorithms: Iterable[str]) -> dict[s
     @raise FileNotFoundError: there is none.
     @raise Conflict: the entry there is a link or not a regular file.
     """
+    fd, _ = _openRegular(rootFD, path)
+    try:
+        return hashFD(fd, algorithms)
+    finally:
+        os.close(fd)
+
+
+def _openRegular(rootFD: int, path: UploadPath) -> tuple[int, os.stat_result]:
+    """
+    Open the regular file at C{path} for reading, no link followed on the
+    way or at the end; the caller closes the descriptor.
+
+    @raise FileNotFoundError: there is none.
+    @raise Conflict: the entry there is a folder, a link or not a regular file.
+    """
     parentFD = openParent(rootFD, path.components[:-1], create=False)
     if parentFD is None:
         raise FileNotFoundError(path.relative)
@@ -70,11 +88,51 @@ def hashFile(rootFD: int, path: UploadPath, algorithms: Iterable[str]) -> dict[s
         os.close(parentFD)
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise Conflict("is-folder", f"{path.relative!r} is a folder")
         if not stat.S_ISREG(st.st_mode):
             raise notAFile(path, st)
-        return hashFD(fd, algorithms)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, st
+
+
+@implementer(ICompleteFile)
+class OpenFile:
+    """
+    A complete file on disk opened for a download: reads by position
+    (C{pread}), so that nothing is shared between readers.
+    """
+
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        self._fd: int | None = fd
+        self.size = st.st_size
+        self.modified = int(st.st_mtime)
+        # A replacement is a rename (a new inode); a rewrite in place
+        # changes the size or the time. The device is left out: it differs
+        # between hosts mounting one NFS root.
+        self.version = "%x-%x-%x" % (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._fd is None:
+            raise ValueError("read from a closed file")
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def openFile(rootFD: int, path: UploadPath) -> OpenFile:
+    """
+    Open the complete file at C{path} for a download.
+
+    @raise FileNotFoundError: there is none.
+    @raise Conflict: the entry there is a folder, a link or not a regular file.
+    """
+    return OpenFile(*_openRegular(rootFD, path))
 
 
 def deleteFile(

@@ -880,6 +880,14 @@ class FileStore:
         finally:
             os.close(folder)
 
+    def openComplete(self, path: UploadPath) -> destination.OpenFile:
+        """
+        Open the complete file at C{path} for a download, walked without
+        following links like L{hashComplete}.
+        """
+        self._fresh()
+        return destination.openFile(self._rootFD, path)
+
     def deleteComplete(self, path: UploadPath) -> bool:
         """
         Remove a complete file (only when the server allows deletes): a

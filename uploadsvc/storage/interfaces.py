@@ -141,6 +141,30 @@ class IStagedUpload(Interface):
         """
 
 
+class ICompleteFile(Interface):
+    """
+    A complete file opened for reading (a download): what was opened stays
+    readable whole even if the path is replaced or removed meanwhile.
+    """
+
+    size = Attribute("Its size in bytes, when it was opened.")
+    modified = Attribute("Its modification time, in whole seconds since the epoch.")
+    version = Attribute(
+        "Text that changes whenever the file at the path is replaced or"
+        " rewritten (what its ETag is made of)."
+    )
+
+    def read(offset: int, length: int) -> bytes:
+        """
+        Up to C{length} bytes from C{offset} (fewer only at its end).
+        """
+
+    def close() -> None:
+        """
+        Let go of it (idempotent).
+        """
+
+
 class IUploadStore(Interface):
     """
     Staged uploads and complete files. One writer per upload: L{begin}
@@ -271,6 +295,19 @@ class IUploadStore(Interface):
         Digest the complete file at C{path}.
 
         @raise FileNotFoundError: there is none.
+        """
+
+    def openComplete(path: UploadPath) -> ICompleteFile:
+        """
+        Open the complete file at C{path} for reading, reached with the
+        same care as L{hashComplete} (no link followed on the way or at
+        the end); the caller closes it.
+
+        @raise FileNotFoundError: there is none (an incomplete upload is
+            not one).
+        @raise Conflict: the entry there is a folder, a link or not a
+            regular file.
+        @raise Forbidden: the path crosses a symbolic link or mount point.
         """
 
     def deleteComplete(path: UploadPath) -> bool:

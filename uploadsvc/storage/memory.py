@@ -16,6 +16,7 @@ serialized by one mutex, so the store may be used from a thread pool.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import threading
 import time
@@ -30,7 +31,7 @@ from uploadsvc.protocol.digests import digestAll
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.storage.hashing import newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.interfaces import (
-    KEY, Incomplete, IStagedUpload, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+    KEY, ICompleteFile, Incomplete, IStagedUpload, ITakeover, IUploadStore, Target, UploadId, uploadKey,
 )
 from uploadsvc.storage.metadata import newGeneration, newInfo
 from uploadsvc.storage.staged import mergeInfo
@@ -121,6 +122,31 @@ class MemoryStaged:
                     del self.store._writers[self.key]
 
 
+@implementer(ICompleteFile)
+class MemoryFile:
+    """
+    A complete file of a L{MemoryStore}, opened for a download.
+    """
+
+    def __init__(self, data: bytes, placed: tuple[float, int]) -> None:
+        self._data: bytes | None = data
+        self.size = len(data)
+        self.modified = int(placed[0])
+        # Files put in place by hand (tests write MemoryStore.files) have
+        # no placing: their content tells them apart.
+        self.version = "%x-%x-%s" % (
+            placed[1], len(data), hashlib.sha256(data).hexdigest()[:16]
+        )
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._data is None:
+            raise ValueError("read from a closed file")
+        return self._data[offset : offset + length]
+
+    def close(self) -> None:
+        self._data = None
+
+
 @implementer(IUploadStore, ITakeover)
 class MemoryStore:
     """
@@ -144,6 +170,10 @@ class MemoryStore:
         self._writers: dict[str, MemoryStaged] = {}
         self._markers: set[str] = set()
         self.files: dict[str, bytes] = {}
+        #: When each complete file was put in place, and a count that
+        #: tells one placing from another (see L{openComplete}).
+        self._placed: dict[str, tuple[float, int]] = {}
+        self._placings = 0
 
     @staticmethod
     def keyFor(target: Target) -> str:
@@ -335,6 +365,8 @@ class MemoryStore:
                 if existing is not None and not allowOverwrite:
                     raise Conflict("exists", f"{path.relative!r} already exists")
                 self.files[path.relative] = bytes(staged.upload.data)
+                self._placings += 1
+                self._placed[path.relative] = (self._now(), self._placings)
                 del self._uploads[staged.key]
                 return existing is not None
         finally:
@@ -397,9 +429,23 @@ class MemoryStore:
             raise FileNotFoundError(path.relative)
         return digestAll(algorithms, [data])
 
+    def openComplete(self, path: UploadPath) -> MemoryFile:
+        """
+        A snapshot of the complete file at C{path}: later replacements do
+        not change what it reads, as with an open file on disk.
+        """
+        with self._mutex:
+            self._destination(path)
+            data = self.files.get(path.relative)
+            placed = self._placed.get(path.relative, (0.0, 0))
+        if data is None:
+            raise FileNotFoundError(path.relative)
+        return MemoryFile(data, placed)
+
     def deleteComplete(self, path: UploadPath) -> bool:
         with self._mutex:
             self._destination(path)
+            self._placed.pop(path.relative, None)
             return self.files.pop(path.relative, None) is not None
 
     def freeBytes(self) -> int:

@@ -57,7 +57,12 @@ from uploadsvc.protocol.decisions import (
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
-from uploadsvc.protocol.refusals import UNKNOWN, Facts, firstRefusal
+from uploadsvc.protocol.refusals import (
+    METHODS, METHODS_WITH_DOWNLOADS, UNKNOWN, Facts, firstRefusal,
+)
+from uploadsvc.protocol.scopes import (
+    DELETE, DOWNLOAD, UPLOAD, Credential, checkScope, outOfScope, requestOperation,
+)
 from uploadsvc.protocol.ranges import (
     ContentRange,
     RangeQuery,
@@ -71,6 +76,7 @@ from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
+from uploadsvc.web.download import serveFile
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
@@ -98,6 +104,7 @@ class Config:
         of an upload before 503.
     @ivar expireAfter: seconds without a byte after which an incomplete
         upload expires (0: never).
+    @ivar allowDownload: serve complete files to C{GET} (L{uploadsvc.web.download}).
     """
 
     allowOverwrite: bool = False
@@ -110,6 +117,7 @@ class Config:
     lowWater: int = LOW_WATER
     lockWait: float = 5.0
     expireAfter: float = 24 * 3600.0
+    allowDownload: bool = False
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -311,22 +319,46 @@ class UploadApp:
     # a 500 here, and would come before the credentials check).
     @app.route("/", branch=True)
     def dispatch(self, request: Any) -> Deferred | bytes:
-        _, credentials = (
+        credential, credentials = (
             _attempt(self.auth.check, request) if self.auth is not None else (None, None)
         )
+        # Who it is, for logs and hooks: a name, never the token.
+        notesFor(request).credential = credential.name if credential is not None else None
         path, pathError = _attempt(self._path, request)
+        operation, scope = None, None
+        if credentials is None and pathError is None:
+            operation, scope = _attempt(self._scope, credential, path, request.method)
         refusal = firstRefusal(
-            Facts(credentials=credentials, path=pathError, method=request.method)
+            Facts(
+                credentials=credentials, path=pathError, method=request.method,
+                methods=METHODS_WITH_DOWNLOADS if self.config.allowDownload else METHODS,
+                scope=scope,
+            )
         )
         if refusal is not None:
             raise refusal
-        handler: Callable[[Any, UploadPath], Any] = {
-            b"PUT": self._put, b"POST": self._put, b"HEAD": self._head, b"DELETE": self._delete,
-        }[request.method]
-        work = Deferred.fromCoroutine(handler(request, path))
+        handlers: dict[bytes, Callable[[Any, UploadPath], Any]] = {
+            b"PUT": self._put, b"POST": self._put,
+            b"HEAD": partial(self._head, operation=operation, credential=credential),
+            b"DELETE": partial(self._delete, operation=operation),
+            b"GET": self._get,
+        }
+        work = Deferred.fromCoroutine(handlers[request.method](request, path))
         shielded = _shield(work)
         notesFor(request).work = work  # a lost request is logged once it ends
         return shielded
+
+    def _scope(self, credential: Credential | None, path: UploadPath, method: bytes) -> str | None:
+        """
+        The operation the request performs, if its credential may perform it
+        on C{path} (L{uploadsvc.protocol.scopes}).
+
+        @raise Forbidden: C{out-of-scope}.
+        """
+        operation = requestOperation(credential, method, self.config.allowDownload)
+        if operation is not None:
+            checkScope(credential, path, operation)
+        return operation
 
     @app.handle_errors(UploadError)
     def uploadError(self, request: Any, failure: Failure) -> bytes:
@@ -362,14 +394,33 @@ class UploadApp:
 
     # --- status ---------------------------------------------------------
 
-    async def _head(self, request: Any, path: UploadPath) -> bytes:
+    async def _head(
+        self, request: Any, path: UploadPath, operation: str | None = UPLOAD,
+        credential: Credential | None = None,
+    ) -> bytes | None:
+        if operation == DOWNLOAD:
+            # A credential that may download but not upload: GET's answer.
+            return await serveFile(request, self.store, self.runner, path, head=True)
         key = self.store.keyFor(path)
         before = self._writerTotal(key)
         # strict: a link (or FIFO) at the path is no complete upload (409).
         stored = await self.runner.run(self.store.inspect, path, True, True)
         # A writer may have made the data file while the disk was read.
         total = before if before is not None else self._writerTotal(key)
-        return status(request, checkQuery(_known(total, stored), None), forPut=False)
+        query = checkQuery(_known(total, stored), None)
+        if (
+            not query.incomplete and self.config.allowDownload
+            and (credential is None or credential.allows(DOWNLOAD))
+        ):
+            # A complete file: the headers GET would send (ETag and all).
+            try:
+                return await serveFile(request, self.store, self.runner, path, head=True)
+            except NotFound:
+                pass  # removed meanwhile: the status as it was read
+        return status(request, query, forPut=False)
+
+    async def _get(self, request: Any, path: UploadPath) -> bytes | None:
+        return await serveFile(request, self.store, self.runner, path, head=False)
 
     def _writerTotal(self, key: str) -> int | None:
         """
@@ -385,7 +436,9 @@ class UploadApp:
 
     # --- cancel ---------------------------------------------------------
 
-    async def _delete(self, request: Any, path: UploadPath) -> bytes:
+    async def _delete(
+        self, request: Any, path: UploadPath, operation: str | None = DELETE
+    ) -> bytes:
         # The path rules first (403 through a link, 409 under a file), before
         # a writer of the upload is asked to let go for a refused request.
         await self.runner.run(self.store.inspect, path, False)
@@ -403,8 +456,11 @@ class UploadApp:
             if not self.config.allowDelete:
                 raise MethodNotAllowed(
                     "delete-disabled", "deleting complete files is disabled",
-                    {b"Allow": b"PUT, POST, HEAD"},
+                    {b"Allow": (b"GET, " if self.config.allowDownload else b"") + b"PUT, POST, HEAD"},
                 )
+            if operation != DELETE:
+                # A credential that may only cancel its uploads.
+                raise outOfScope("this credential may not delete files")
             await self.runner.run(self.store.deleteComplete, path)
             request.setResponseCode(204)
             return b""

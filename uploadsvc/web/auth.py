@@ -8,6 +8,10 @@ body byte is read). Secrets live in small files that the operator may edit
 while the server runs: they are re-read when their modification time, size
 or inode changes (checked at most once a second, with one C{stat}) and on
 C{SIGHUP}.
+
+A token line may limit its token to a folder and to some operations
+(L{uploadsvc.protocol.scopes}); the check returns the matched
+L{Credential}, whose scope the app checks once the path is parsed.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import hashlib
 import hmac
 import os
 import signal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from twisted.application import service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from uploadsvc.errors import Unauthorized
+from uploadsvc.protocol.scopes import Credential, ScopeSyntaxError, parseTokenLines
 from uploadsvc.protocol.signing import checkSignature, hasSignature
 
 log = Logger()
@@ -39,6 +44,13 @@ CHALLENGE = b'Bearer realm="uploadsvc"'
 class SecretFileError(Exception):
     """
     A secret file cannot be read, or holds no usable secret.
+    """
+
+
+class BadTokenLine(SecretFileError):
+    """
+    A token file holds a line that cannot be read (an unknown operation, a
+    bad prefix, a name used twice): the operator's mistake, said in one line.
     """
 
 
@@ -60,38 +72,83 @@ def readSecrets(path: str) -> list[bytes]:
         if not line or line.startswith(b"#"):
             continue
         if len(line) < MIN_SECRET_LENGTH:
-            log.warn(
-                "{path} line {number}: shorter than {minimum} characters, ignored",
-                path=path, number=number, minimum=MIN_SECRET_LENGTH,
-            )
+            _warnShort(path, number)
             continue
         secrets.append(line)
     return secrets
 
 
-class SecretFile:
+def _warnShort(path: str, number: int) -> None:
+    log.warn(
+        "{path} line {number}: shorter than {minimum} characters, ignored",
+        path=path, number=number, minimum=MIN_SECRET_LENGTH,
+    )
+
+
+def readTokens(path: str) -> list[Credential]:
+    """
+    The credentials of a token file: a token per line, optionally followed
+    by C{name=}, C{prefix=} and C{ops=} fields (L{uploadsvc.protocol.scopes});
+    blank lines and C{#} comments skipped, too short tokens skipped with a
+    warning.
+
+    @raise SecretFileError: the file cannot be read.
+    @raise BadTokenLine: a line cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise SecretFileError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        found = parseTokenLines(lines)
+    except ScopeSyntaxError as e:
+        raise BadTokenLine(f"{path} {e}") from None
+    credentials = []
+    for number, credential in found:
+        if len(credential.token) < MIN_SECRET_LENGTH:
+            _warnShort(path, number)
+            continue
+        credentials.append(credential)
+    return credentials
+
+
+_Secret = TypeVar("_Secret")
+
+
+class SecretFile(Generic[_Secret]):
     """
     The current secrets of a file that may change while the server runs.
 
     A file that becomes unreadable leaves no valid secret (fail closed) until
-    it is readable again.
+    it is readable again; one that holds a line that cannot be read
+    (L{BadTokenLine}) keeps the secrets read before, and says so in one log
+    line, until it is fixed.
 
     @ivar path: the file.
     @ivar secrets: the secrets read last.
     """
 
-    def __init__(self, path: str, clock: IReactorTime, interval: float = CHECK_INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: IReactorTime,
+        interval: float = CHECK_INTERVAL,
+        read: Callable[[str], list[_Secret]] = readSecrets,  # type: ignore[assignment]
+    ) -> None:
         """
         Read C{path} now.
 
+        @param read: reads the file (L{readSecrets}, L{readTokens}).
         @raise SecretFileError: it cannot be read or holds no usable secret.
         """
         self.path = path
+        self._read = read
         self._clock = clock
         self._interval = interval
         self._checked = clock.seconds()
         self._signature = self._stat()
-        self.secrets: list[bytes] = readSecrets(path)
+        self.secrets: list[_Secret] = read(path)
         if not self.secrets:
             raise SecretFileError(
                 f"{path} holds no secret of at least {MIN_SECRET_LENGTH} characters"
@@ -110,14 +167,19 @@ class SecretFile:
         """
         self._signature = self._stat()
         try:
-            self.secrets = readSecrets(self.path)
+            self.secrets = self._read(self.path)
+        except BadTokenLine as e:
+            log.error(
+                "{error}; keeping the {count} tokens read before until it is fixed",
+                error=e, count=len(self.secrets),
+            )
         except SecretFileError as e:
             log.error("{error}; no secret of this file is valid until it is fixed", error=e)
             self.secrets = []
         else:
             log.info("read {count} secrets from {path}", count=len(self.secrets), path=self.path)
 
-    def current(self) -> list[bytes]:
+    def current(self) -> list[_Secret]:
         """
         The secrets, re-read first if the file changed since the last look
         (looked at no more than once per interval).
@@ -128,6 +190,15 @@ class SecretFile:
             if self._stat() != self._signature:
                 self.reload()
         return self.secrets
+
+
+def tokenFile(path: str, clock: IReactorTime) -> SecretFile[Credential]:
+    """
+    The C{--auth-tokens} file, read now.
+
+    @raise SecretFileError: it cannot be read, holds a bad line, or no token.
+    """
+    return SecretFile(path, clock, read=readTokens)
 
 
 class Authenticator:
@@ -143,9 +214,13 @@ class Authenticator:
     def __init__(
         self,
         clock: IReactorTime,
-        tokens: SecretFile | None = None,
-        signingKeys: SecretFile | None = None,
+        tokens: SecretFile[Any] | None = None,
+        signingKeys: SecretFile[bytes] | None = None,
     ) -> None:
+        """
+        @param tokens: the bearer tokens: L{Credential}s (L{tokenFile}), or
+            plain secrets, each then allowed everything.
+        """
         self._clock = clock
         self.tokens = tokens
         self.signingKeys = signingKeys
@@ -162,14 +237,17 @@ class Authenticator:
             if source is not None:
                 source.reload()
 
-    def check(self, request: Any) -> None:
+    def check(self, request: Any) -> Credential | None:
         """
         Let C{request} through or refuse it.
 
+        @return: the credential of its bearer token, whose scope is checked
+            once the path is known; L{None} for a signed URL (its signature
+            names the path and method) or when nothing is checked.
         @raise Unauthorized: with a C{WWW-Authenticate} challenge.
         """
         if not self.enabled:
-            return
+            return None
         rawPath, _, query = request.uri.partition(b"?")
         if self.signingKeys is not None and hasSignature(query):
             try:
@@ -180,10 +258,10 @@ class Authenticator:
             except Unauthorized as e:
                 e.headers[b"WWW-Authenticate"] = CHALLENGE
                 raise
-            return
-        self._checkBearer(request)
+            return None
+        return self._checkBearer(request)
 
-    def _checkBearer(self, request: Any) -> None:
+    def _checkBearer(self, request: Any) -> Credential:
         values = request.requestHeaders.getRawHeaders(b"Authorization") or []
         if not values:
             raise Unauthorized(
@@ -194,20 +272,26 @@ class Authenticator:
         scheme, _, token = values[0].strip().partition(b" ")
         if len(values) != 1 or scheme.lower() != b"bearer" or self.tokens is None:
             raise Unauthorized("bad-credentials", "use Authorization: Bearer <token>", invalid)
-        if not _anyEqual(token.strip(), self.tokens.current()):
+        credentials = [
+            c if isinstance(c, Credential) else Credential(c) for c in self.tokens.current()
+        ]
+        found = _findEqual(token.strip(), [c.token for c in credentials])
+        if found is None:
             raise Unauthorized("bad-token", "the token is not valid", invalid)
+        return credentials[found]
 
 
-def _anyEqual(given: bytes, secrets: Sequence[bytes]) -> bool:
+def _findEqual(given: bytes, secrets: Sequence[bytes]) -> int | None:
     """
-    Whether C{given} is one of C{secrets}, in time that depends on neither
-    which one nor how much of it matched: every secret is compared, and
-    digests of equal length are compared rather than the secrets.
+    Which of C{secrets} C{given} is, in time that depends on neither which
+    one nor how much of it matched: every secret is compared, and digests of
+    equal length are compared rather than the secrets.
     """
     digest = hashlib.sha256(given).digest()
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(digest, hashlib.sha256(secret).digest())
+    found = None
+    for index, secret in enumerate(secrets):
+        if hmac.compare_digest(digest, hashlib.sha256(secret).digest()):
+            found = index
     return found
 
 

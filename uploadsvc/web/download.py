@@ -1,0 +1,244 @@
+"""
+Downloads (C{--allow-download}): C{GET} and C{HEAD} of a complete file.
+
+What to answer is decided by L{uploadsvc.protocol.byteranges}; here the file
+is opened through the store (never following a link: L{IUploadStore.openComplete}),
+the headers are written, and the body streams through L{FileProducer}: one
+chunk at a time read in the disk pool, none while the connection's send
+buffer is full, so a download costs about one chunk of memory whatever the
+file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
+from zope.interface import implementer
+
+from uploadsvc.errors import NotFound, UploadError
+from uploadsvc.protocol.byteranges import Conditions, Span, Validators, decide
+from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.sink import IDiskRunner
+from uploadsvc.storage.interfaces import ICompleteFile
+from uploadsvc.web.streaming import abortRequest
+
+log = Logger()
+
+#: Bytes read from disk per trip to the pool.
+CHUNK_SIZE = 256 * 1024
+
+
+def etagOf(opened: Any) -> bytes:
+    """
+    A strong entity tag for an opened file: a digest of its version (which
+    changes whenever the file is replaced), so nothing of the disk's layout
+    is shown.
+    """
+    return b'"%s"' % hashlib.sha256(opened.version.encode("utf-8")).hexdigest()[:32].encode()
+
+
+def conditionsOf(request: Any) -> Conditions:
+    """
+    The headers of C{request} that decide a download (the first of each).
+    """
+
+    def first(name: bytes) -> bytes | None:
+        values = request.requestHeaders.getRawHeaders(name)
+        return values[0] if values else None
+
+    return Conditions(
+        ifMatch=first(b"If-Match"),
+        ifUnmodifiedSince=first(b"If-Unmodified-Since"),
+        ifNoneMatch=first(b"If-None-Match"),
+        ifModifiedSince=first(b"If-Modified-Since"),
+        ifRange=first(b"If-Range"),
+        range=first(b"Range"),
+    )
+
+
+def writeFileHeaders(request: Any, opened: Any, etag: bytes) -> None:
+    """
+    The headers every answer about a complete file carries (200, 206, 304,
+    and a status query's 200 with downloads on).
+    """
+    request.setHeader(b"ETag", etag)
+    request.setHeader(b"Last-Modified", datetimeToString(opened.modified))
+    request.setHeader(b"Accept-Ranges", b"bytes")
+    # Cacheable, but checked again each time: the file may be replaced.
+    request.setHeader(b"Cache-Control", b"no-cache")
+
+
+class PreconditionFailed(UploadError):
+    status = 412
+
+
+async def serveFile(
+    request: Any, store: Any, runner: IDiskRunner, path: UploadPath, head: bool
+) -> bytes | None:
+    """
+    Answer a download of the complete file at C{path}; an incomplete upload
+    is never served (404).
+
+    @return: the body for Klein (empty), or L{None} once a streamed body
+        was cut short (the connection is closed: nothing more is owed).
+    """
+    try:
+        opened: ICompleteFile = await runner.run(store.openComplete, path)
+    except FileNotFoundError:
+        raise NotFound("not-found", "no file at this path") from None
+    streaming = False
+    try:
+        etag = etagOf(opened)
+        answer = decide(
+            head, conditionsOf(request), opened.size, Validators(etag, opened.modified)
+        )
+        if answer.status == 412:
+            raise PreconditionFailed(
+                "precondition-failed", "the file is not the one If-Match or "
+                "If-Unmodified-Since names", {b"ETag": etag},
+            )
+        request.setResponseCode(answer.status)
+        writeFileHeaders(request, opened, etag)
+        request.setHeader(b"Upload-Complete", b"?1")
+        request.setHeader(b"Upload-Offset", b"%d" % opened.size)
+        if answer.status == 304:
+            return b""
+        if answer.status == 416:
+            request.setHeader(b"Content-Range", b"bytes */%d" % opened.size)
+            request.setHeader(b"Content-Length", b"0")
+            return b""
+        span = answer.span or Span(0, 0)
+        if answer.status == 206:
+            request.setHeader(
+                b"Content-Range", b"bytes %d-%d/%d" % (span.start, span.end, opened.size)
+            )
+        request.setHeader(b"Content-Length", b"%d" % span.length)
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        if head or span.length == 0:
+            return b""
+        streaming = True
+        producer = FileProducer(runner, opened, span, request)
+        complete = await producer.start()
+        return b"" if complete else None
+    finally:
+        if not streaming:
+            await runner.run(opened.close)
+
+
+@implementer(IPushProducer)
+class FileProducer:
+    """
+    Streams part of an opened file into a request, reading one chunk at a
+    time in the disk pool; pausing (the send buffer is full) stops the reads
+    until the transport drains.
+
+    The file is closed (in the pool) when the part is sent or the request
+    ends otherwise.
+    """
+
+    def __init__(
+        self, runner: IDiskRunner, opened: Any, span: Span, request: Any,
+        chunkSize: int = CHUNK_SIZE,
+    ) -> None:
+        self._runner = runner
+        self._opened = opened
+        self._offset = span.start
+        self._left = span.length
+        self._request = request
+        self._chunkSize = chunkSize
+        self._paused = False
+        self._reading = False
+        self._done: Deferred | None = None
+        self._closed = False
+        #: Chunks read from disk, for tests.
+        self.reads = 0
+
+    def start(self) -> Deferred:
+        """
+        Begin; the result fires with C{True} once every byte was written,
+        C{False} if the request ended first (the client went away).
+        """
+        self._done = Deferred()
+        self._request.registerProducer(self, True)
+        self._request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._readNext()
+        return self._done
+
+    def _readNext(self) -> None:
+        if self._paused or self._reading or self._done is None or self._done.called:
+            return
+        if self._left == 0:
+            self._end(True)
+            return
+        self._reading = True
+        d = self._runner.run(self._opened.read, self._offset, min(self._chunkSize, self._left))
+        d.addCallbacks(self._gotChunk, self._readFailed)
+
+    def _gotChunk(self, data: bytes) -> None:
+        self._reading = False
+        self.reads += 1
+        if self._done is None or self._done.called:
+            self._close()
+            return
+        if not data:
+            # The file shrank under us (rewritten in place by someone else):
+            # the promised length cannot be kept, so the connection ends.
+            log.error("download of {size} bytes cut short: the file shrank while it was read",
+                      size=self._left)
+            self._abort()
+            return
+        self._offset += len(data)
+        self._left -= len(data)
+        self._request.write(data)  # may pause us at once
+        self._readNext()
+
+    def _readFailed(self, failure: Failure) -> None:
+        self._reading = False
+        if self._done is None or self._done.called:
+            self._close()
+            return
+        log.failure("reading a file for a download", failure)
+        self._abort()
+
+    def _abort(self) -> None:
+        abortRequest(self._request)
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        assert self._done is not None
+        if self._done.called:
+            return
+        if getattr(self._request, "channel", None) is not None:
+            self._request.unregisterProducer()
+        if not self._reading:
+            # Else once the read in flight returns: closing under it could
+            # let the descriptor's number name another file meanwhile.
+            self._close()
+        self._done.callback(complete)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.run(self._opened.close).addErrback(
+            lambda f: log.failure("closing a downloaded file", f)
+        )
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._readNext()
+
+    def stopProducing(self) -> None:
+        if self._done is not None and not self._done.called:
+            self._end(False)
