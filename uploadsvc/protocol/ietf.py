@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from typing import Iterable, Mapping
 
 import attrs
@@ -121,7 +122,7 @@ def parseVersionList(text: str) -> tuple[int, ...]:
 # --- structured fields (RFC 9651), the few shapes the draft uses ----------
 
 _KEY = r"[a-z*][a-z0-9_.*-]*"
-_BARE = r'-?[0-9]{1,15}(?:\.[0-9]{1,3})?|\?[01]|[A-Za-z*][A-Za-z0-9:/!#$%&\'*+.^_`|~-]*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"'
+_BARE = r'-?[0-9]{1,12}\.[0-9]{1,3}|-?[0-9]{1,15}|\?[01]|[A-Za-z*][A-Za-z0-9:/!#$%&\'*+.^_`|~-]*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"'
 _PARAMS = rf"(?:;[ ]*{_KEY}(?:=(?:{_BARE}))?)*"
 _ITEM = re.compile(rf"(?P<bare>{_BARE})(?P<params>{_PARAMS})")
 _INTEGER = re.compile(r"-?[0-9]{1,15}")
@@ -469,3 +470,51 @@ def _plan(
         if take is None:
             take = room  # a chunked body may not run past it either
     return Plan(False, offset, 0, take, total)
+
+
+# --- Content-Disposition (RFC 6266): the file name of a creation ----------
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"'
+_PARAM = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*({_TOKEN}|{_QUOTED})\s*")
+_EXT = re.compile(r"(?i:utf-8)'[A-Za-z0-9-]*'((?:[!#$&+.^_`|~0-9A-Za-z-]|%[0-9A-Fa-f]{2})*)")
+
+
+def dispositionFilename(values: Iterable[bytes] | None) -> str | None:
+    """
+    The file name a creation's C{Content-Disposition} gives (C{filename*}
+    in UTF-8 wins over C{filename}), or L{None} when it gives none.
+
+    @raise BadRequest: a field that is not a disposition type with
+        parameters, or a file name that is not UTF-8.
+    """
+    if not values:
+        return None
+    try:
+        text = b", ".join(values).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("bad-disposition", "Content-Disposition is not UTF-8") from None
+    head = re.match(rf"\s*{_TOKEN}", text)
+    if head is None:
+        raise BadRequest("bad-disposition", "Content-Disposition is malformed")
+    params: dict[str, str] = {}
+    at = head.end()
+    while at < len(text):
+        match = _PARAM.match(text, at)
+        if match is None or match.end() == at:
+            raise BadRequest("bad-disposition", "Content-Disposition is malformed")
+        value = match.group(2)
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params.setdefault(match.group(1).lower(), value)
+        at = match.end()
+    extended = params.get("filename*")
+    if extended is not None:
+        ext = _EXT.fullmatch(extended)
+        if ext is None:
+            raise BadRequest("bad-disposition", "Content-Disposition filename* is not UTF-8''...")
+        try:
+            return urllib.parse.unquote(ext.group(1), errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequest("bad-disposition", "Content-Disposition filename* is not UTF-8") from None
+    return params.get("filename")

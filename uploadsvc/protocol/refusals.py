@@ -70,15 +70,18 @@ class Facts:
     rangeError: UploadError | None | _Unknown = UNKNOWN
     fieldError: UploadError | None | _Unknown = UNKNOWN
     state: Plan | AlreadyComplete | UploadError | None | _Unknown = UNKNOWN
+    #: The methods answered at this path (more with the draft: OPTIONS).
+    allowed: tuple[bytes, ...] = METHODS
 
 
 def _method(facts: Facts) -> Verdict:
     if facts.method is UNKNOWN:
         return UNKNOWN
-    if facts.method in METHODS:
+    if facts.method in facts.allowed:
         return None
+    names = [m.decode("ascii") for m in facts.allowed]
     return MethodNotAllowed(
-        "method", "use PUT, POST, HEAD or DELETE", {b"Allow": b", ".join(METHODS)}
+        "method", f"use {', '.join(names[:-1])} or {names[-1]}", {b"Allow": b", ".join(facts.allowed)}
     )
 
 

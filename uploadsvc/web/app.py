@@ -47,8 +47,9 @@ from uploadsvc.protocol.decisions import (
     queryCompletes,
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
+from uploadsvc.protocol.ietf import DEFAULT_VERSIONS
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
-from uploadsvc.protocol.refusals import UNKNOWN, Facts, firstRefusal
+from uploadsvc.protocol.refusals import METHODS, UNKNOWN, Facts, firstRefusal
 from uploadsvc.protocol.ranges import (
     ContentRange,
     RangeQuery,
@@ -57,10 +58,12 @@ from uploadsvc.protocol.ranges import (
 )
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
+from uploadsvc.storage.interfaces import Target, UploadId
 from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
+from uploadsvc.web.ietf import DraftFrontEnd
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
@@ -100,6 +103,9 @@ class Config:
     lowWater: int = LOW_WATER
     lockWait: float = 5.0
     expireAfter: float = 24 * 3600.0
+    #: Interop versions of the resumable-upload draft served (section 9);
+    #: empty: the draft is off.
+    ietfVersions: tuple[int, ...] = DEFAULT_VERSIONS
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -196,6 +202,8 @@ class UploadApp:
         self._announced: dict[str, int] = {}
         self.auth = auth
         self.events = events if events is not None else Events()
+        #: The resumable-upload draft's front end (section 9), if on.
+        self.ietf = DraftFrontEnd(self) if config.ietfVersions else None
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
@@ -273,12 +281,24 @@ class UploadApp:
         _, credentials = (
             _attempt(self.auth.check, request) if self.auth is not None else (None, None)
         )
+        if self.ietf is not None and self.ietf.owns(request):
+            # /.uploads/: the draft's upload resources (section 9).
+            if credentials is not None:
+                raise credentials
+            return _shield(Deferred.fromCoroutine(self.ietf.serve(request)))
         path, pathError = _attempt(self._path, request)
         refusal = firstRefusal(
-            Facts(credentials=credentials, path=pathError, method=request.method)
+            Facts(
+                credentials=credentials, path=pathError, method=request.method,
+                allowed=self.ietf.pathMethods if self.ietf is not None else METHODS,
+            )
         )
         if refusal is not None:
             raise refusal
+        if self.ietf is not None:
+            draft = self.ietf.onPath(request, path)  # a creation, OPTIONS, or None
+            if draft is not None:
+                return _shield(Deferred.fromCoroutine(draft))
         handler: Callable[[Any, UploadPath], Any] = {
             b"PUT": self._put, b"POST": self._put, b"HEAD": self._head, b"DELETE": self._delete,
         }[request.method]
@@ -368,9 +388,9 @@ class UploadApp:
 
     # --- write ----------------------------------------------------------
 
-    def _acquire(self, request: Any, path: UploadPath) -> Deferred:
+    def _acquire(self, request: Any, target: Target) -> Deferred:
         return self.writers.acquire(
-            self.store.keyFor(path), lambda: abortRequest(request)
+            self.store.keyFor(target), lambda: abortRequest(request)
         )
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
@@ -566,7 +586,7 @@ class UploadApp:
 
     def _checkAndBegin(
         self,
-        path: UploadPath,
+        path: Target,
         facts: Facts,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
@@ -594,7 +614,7 @@ class UploadApp:
 
         return self.store.begin(path, decideInOrder, digests, hashState, False)
 
-    def _check(self, path: UploadPath, facts: Facts, query: bool) -> Facts:
+    def _check(self, path: Target, facts: Facts, query: bool) -> Facts:
         """
         Blocking: learn what the disk tells (a symbolic link on the way, the
         free space, and for a status query what is stored), and raise the
@@ -621,21 +641,32 @@ class UploadApp:
     async def _write(
         self,
         request: Any,
-        path: UploadPath,
+        path: Target,
         key: str,
         rng: ContentRange | RangeQuery | None,
         digests: DigestSet,
         contentDigests: DigestSet,
         release: Callable[[], None],
         began: tuple[Stored, Plan | AlreadyComplete, StagedFile | None],
+        completes: bool | None = None,
+        answer: Callable[[Any, int, int | None], bytes] = progress,
+        overflow: Callable[[], UploadError] | None = None,
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
         answer (completion, or the new offset).
+
+        @param completes: L{None}: the upload completes when it reaches its
+            total (Content-Range); else whether a body that ends completes
+            it (the draft's C{Upload-Complete}; then it must end at a known
+            total).
+        @param answer: the answer to a write that left the upload incomplete.
+        @param overflow: the refusal of a body longer than the plan takes.
         """
         stored, plan, staged = began
         try:
             if isinstance(plan, AlreadyComplete):
+                assert isinstance(path, UploadPath)  # only Content-Range retries
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
             self._staging[key] = staged
@@ -643,7 +674,7 @@ class UploadApp:
             digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
-            outcome = await self._receive(request, staged, plan, digester, streamed)
+            outcome = await self._receive(request, staged, plan, digester, streamed, overflow)
             if digester is not None and outcome is Outcome.COMPLETE:
                 try:
                     digester.check()
@@ -654,11 +685,22 @@ class UploadApp:
                     outcome, streamed = e, {}  # type: ignore[assignment]
             offset = staged.offset
             total = plan.total
-            if total is None and rng is None and outcome is Outcome.COMPLETE:
-                total = offset  # a chunked plain PUT ends at its last byte
-            if total is None:
-                total = stored.total
-            if outcome is Outcome.COMPLETE and total is not None and offset == total:
+            if completes is None:
+                if total is None and rng is None and outcome is Outcome.COMPLETE:
+                    total = offset  # a chunked plain PUT ends at its last byte
+                if total is None:
+                    total = stored.total
+                finished = outcome is Outcome.COMPLETE and total is not None and offset == total
+            else:
+                if total is None:
+                    total = stored.total
+                finished = outcome is Outcome.COMPLETE and completes
+                if finished and total is not None and offset != total:
+                    finished, outcome = False, BadRequest(
+                        "length-mismatch",
+                        f"the upload ended at {offset} bytes, not at its length {total}",
+                    )
+            if finished:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
@@ -674,7 +716,7 @@ class UploadApp:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            return progress(request, offset, total)
+            return answer(request, offset, total)
         finally:
             try:
                 if staged is not None:
@@ -712,6 +754,7 @@ class UploadApp:
         plan: Plan,
         digester: ContentDigester | None = None,
         streamed: dict[str, Hasher] | None = None,
+        tooLong: Callable[[], UploadError] | None = None,
     ) -> Outcome | UploadError:
         """
         Stream the body into C{staged}; return how the body ended, or the
@@ -729,9 +772,9 @@ class UploadApp:
                 "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
             )
         else:
-            overflow = lambda: BadRequest(  # noqa: E731
+            overflow = tooLong or (lambda: BadRequest(  # noqa: E731
                 "body-too-long", "the body is longer than its Content-Range"
-            )
+            ))
 
         hashLane = _hashLane(
             staged.hashChunks if staged.hasher is not None else None,
@@ -771,7 +814,7 @@ class UploadApp:
         return outcome
 
     async def _complete(
-        self, request: Any, path: UploadPath, staged: StagedFile, stored: Stored,
+        self, request: Any, path: Target, staged: StagedFile, stored: Stored,
         digests: DigestSet, streamed: dict[str, bytes] | None = None,
     ) -> bytes:
         """
@@ -798,7 +841,11 @@ class UploadApp:
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
         )
-        return completed(request, path, staged.offset, computed["sha-256"], 200 if replaced else 201)
+        destination = staged.path if isinstance(path, UploadId) else path
+        assert destination is not None
+        return completed(
+            request, destination, staged.offset, computed["sha-256"], 200 if replaced else 201
+        )
 
     async def _completedAlready(
         self, request: Any, path: UploadPath, plan: AlreadyComplete, digests: DigestSet
