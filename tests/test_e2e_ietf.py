@@ -35,8 +35,17 @@ class DraftTests(ServerTestMixin, TestCase):
     def client(self, version: int | None) -> DraftClient:
         return DraftClient(self.server.port, version)
 
-    async def call(self, client: DraftClient, *args: object, **kw: object) -> Exchange:
-        return await deferToThread(client.request, *args, **kw)  # type: ignore[no-any-return]
+    async def call(
+        self, client: DraftClient, method: str, target: str,
+        headers: dict[str, str] | None = None, body: bytes = b"", cutAfter: int | None = None,
+    ) -> Exchange:
+        """
+        One request of C{client}, in a thread (its sockets block).
+        """
+        exchange: Exchange = await deferToThread(
+            client.request, method, target, headers, body, cutAfter
+        )
+        return exchange
 
     def stored(self, relative: str) -> bytes:
         with open(self.storedPath(relative), "rb") as f:
@@ -70,7 +79,7 @@ class DraftTests(ServerTestMixin, TestCase):
         self.assertRegex(location, r"^/incoming/[0-9a-f]{32}$")
         self.assertEqual(self.stored(location[1:]), b"abc")
 
-    async def waitForOffset(self, client: DraftClient, location: str) -> Exchange:
+    async def waitForDraftOffset(self, client: DraftClient, location: str) -> Exchange:
         """
         HEAD the upload until the server has noticed the cut (bounded).
         """
@@ -94,7 +103,7 @@ class DraftTests(ServerTestMixin, TestCase):
             )
             self.assertEqual([i.status_code for i in cut.interims], [104])
             location = cut.interimHeader("Location") or ""
-            head = await self.waitForOffset(client, location)
+            head = await self.waitForDraftOffset(client, location)
             self.assertEqual(head.header("Upload-Complete"), "?0")
             self.assertEqual(head.header("Upload-Length"), str(len(BODY)))
             self.assertEqual(head.header("Cache-Control"), "no-store")

@@ -175,9 +175,9 @@ class AppendTests(SynchronousTestCase):
 
     def test_mismatch(self) -> None:
         """A wrong offset is a 409 whose problem document names both offsets."""
-        a = ietf.Append(self.v8, 3, False, None)
+        a = ietf.DraftWrite(self.v8, 3, False, None)
         with self.assertRaises(ietf.ProblemConflict) as e:
-            ietf.planAppend(Stored(offset=5, incomplete=True), a, 2)
+            ietf.planWrite(Stored(offset=5, incomplete=True), a, 2)
         error = e.exception
         self.assertEqual(error.status, 409)
         self.assertEqual(error.headers[b"Upload-Offset"], b"5")
@@ -189,23 +189,23 @@ class AppendTests(SynchronousTestCase):
         """Data past a known length is refused with an inconsistent-upload-length problem (a plain 400 for version 6)."""
         stored = Stored(offset=5, total=8, incomplete=True)
         with self.assertRaises(ietf.ProblemBadRequest) as e:
-            ietf.planAppend(stored, ietf.Append(self.v8, 5, False, None), 4)
+            ietf.planWrite(stored, ietf.DraftWrite(self.v8, 5, False, None), 4)
         self.assertIn("inconsistent-upload-length", json.loads(ietf.problemBody(e.exception) or b"")["type"])
         with self.assertRaises(BadRequest) as e6:
-            ietf.planAppend(stored, ietf.Append(ietf.KNOWN[6], 5, False, None), 4)
+            ietf.planWrite(stored, ietf.DraftWrite(ietf.KNOWN[6], 5, False, None), 4)
         self.assertIsNone(ietf.problemBody(e6.exception))
-        self.assertRaises(BadRequest, ietf.planAppend, stored, ietf.Append(self.v8, 5, True, 9), 4)
+        self.assertRaises(BadRequest, ietf.planWrite, stored, ietf.DraftWrite(self.v8, 5, True, 9), 4)
 
     def test_plan(self) -> None:
         """An append at the offset writes its body; a chunked one may run to the known length and no further."""
         stored = Stored(offset=5, total=8, incomplete=True)
-        plan = ietf.planAppend(stored, ietf.Append(self.v8, 5, False, None), None)
+        plan = ietf.planWrite(stored, ietf.DraftWrite(self.v8, 5, False, None), None)
         self.assertEqual((plan.startOver, plan.offset, plan.skip, plan.take, plan.total), (False, 5, 0, 3, 8))
-        plan = ietf.planAppend(Stored(offset=5, incomplete=True), ietf.Append(self.v8, 5, True, 7), 2)
+        plan = ietf.planWrite(Stored(offset=5, incomplete=True), ietf.DraftWrite(self.v8, 5, True, 7), 2)
         self.assertEqual((plan.take, plan.total), (2, 7))
 
     def test_gone(self) -> None:
         """An append to an upload that is no longer there is 404."""
         self.assertRaises(
-            NotFound, ietf.planAppend, Stored(completeSize=3), ietf.Append(self.v8, 0, True, None), 0
+            NotFound, ietf.planWrite, Stored(completeSize=3), ietf.DraftWrite(self.v8, 0, True, None), 0
         )

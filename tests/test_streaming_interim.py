@@ -56,7 +56,7 @@ def events(data: bytes, method: bytes = b"PUT") -> list[Any]:
     client.send(h11.Data(data=b"abc"))
     client.send(h11.EndOfMessage())
     client.receive_data(data)
-    out = []
+    out: list[Any] = []
     while True:
         event = client.next_event()
         if event in (h11.NEED_DATA, h11.PAUSED):

@@ -33,7 +33,9 @@ tus-js-client's C{ietf-draft-05} mode and Apple's):
     that ends the upload carries C{Upload-Complete: ?1} and its own
     C{Location} (the file's).
 
-For every version: the interim C{104 Upload Resumption Supported} with
+Every 2xx answer to a write carries C{Upload-Offset} and C{Upload-Limit}
+(required for 6, allowed later), so that needs no row of its own. For
+every version: the interim C{104 Upload Resumption Supported} with
 C{Location} and C{Upload-Limit}; C{Upload-Offset}, C{Upload-Length},
 C{Upload-Draft-Interop-Version} are sf-integers and C{Upload-Complete} an
 sf-boolean, and a value of another shape is ignored (the draft: "Other
@@ -68,8 +70,6 @@ class Version:
     @ivar number: the C{Upload-Draft-Interop-Version}.
     @ivar drafts: which drafts use it (for messages and docs).
     @ivar lifetimeKey: the C{Upload-Limit} key of the time left.
-    @ivar offsetOnAppend: every 2xx answer to an append carries
-        C{Upload-Offset} (and C{Upload-Limit}).
     @ivar patchCompletesByDefault: a PATCH without C{Upload-Complete}
         ends the upload (else it is refused).
     @ivar lengthProblem: C{inconsistent-upload-length} is a defined
@@ -79,7 +79,6 @@ class Version:
     number: int
     drafts: str
     lifetimeKey: str
-    offsetOnAppend: bool
     patchCompletesByDefault: bool
     lengthProblem: bool
 
@@ -88,11 +87,11 @@ class Version:
 KNOWN: Mapping[int, Version] = {
     v.number: v
     for v in (
-        Version(6, "-04, -05", "expires", True, True, False),
-        Version(7, "-06 to -08", "max-age", False, False, True),
-        Version(8, "-09 to -11", "max-age", False, False, True),
-        Version(9, "-12", "max-age", False, False, True),
-        Version(10, "-13", "max-age", False, False, True),
+        Version(6, "-04, -05", "expires", True, False),
+        Version(7, "-06 to -08", "max-age", False, True),
+        Version(8, "-09 to -11", "max-age", False, True),
+        Version(9, "-12", "max-age", False, True),
+        Version(10, "-13", "max-age", False, True),
     )
 }
 
@@ -190,20 +189,24 @@ def formatLimit(version: Version, maxSize: int, maxAge: int | None) -> bytes:
 
 
 @attrs.frozen
-class Creation:
+class DraftWrite:
     """
-    A request that creates a draft upload.
+    A request that writes a draft upload: its creation (at offset 0) or a
+    PATCH.
 
     @ivar version: the version it is served by.
-    @ivar interim: whether a C{104} is sent (the client named the version).
+    @ivar offset: C{Upload-Offset} (0 for a creation).
     @ivar complete: C{Upload-Complete}.
     @ivar length: the upload's length when the headers tell it.
+    @ivar interim: whether a C{104} is sent (a creation that named its
+        version).
     """
 
     version: Version
-    interim: bool
+    offset: int
     complete: bool
     length: int | None
+    interim: bool = False
 
 
 def unsupported(number: int | None, supported: Iterable[int]) -> BadRequest:
@@ -239,7 +242,7 @@ def readCreation(
     headers: Mapping[bytes, list[bytes]],
     contentLength: int | None,
     supported: Iterable[int],
-) -> Creation | None:
+) -> DraftWrite | None:
     """
     Decide whether a POST or PUT creates a draft upload (docs/protocol.md
     section 9): L{None} for a plain upload (no C{Upload-Complete}, or an
@@ -262,7 +265,7 @@ def readCreation(
     if offset not in (None, 0):
         raise BadRequest("ietf-offset", "a creation request starts at Upload-Offset 0")
     length = _length(version, headers, complete, 0, contentLength)
-    return Creation(version, named, complete, length)
+    return DraftWrite(version, 0, complete, length, interim=named)
 
 
 def readVersion(
@@ -281,25 +284,9 @@ def readVersion(
     return version
 
 
-@attrs.frozen
-class Append:
-    """
-    A PATCH to an upload resource.
-
-    @ivar offset: C{Upload-Offset}.
-    @ivar complete: C{Upload-Complete}.
-    @ivar length: the upload's length when the headers tell it.
-    """
-
-    version: Version
-    offset: int
-    complete: bool
-    length: int | None
-
-
 def readAppend(
     version: Version, headers: Mapping[bytes, list[bytes]], contentLength: int | None
-) -> Append:
+) -> DraftWrite:
     """
     Read a PATCH's headers.
 
@@ -320,7 +307,7 @@ def readAppend(
         if not version.patchCompletesByDefault:
             raise BadRequest("ietf-complete", "an append needs Upload-Complete (?0 or ?1)")
         complete = True
-    return Append(version, offset, complete, _length(version, headers, complete, offset, contentLength))
+    return DraftWrite(version, offset, complete, _length(version, headers, complete, offset, contentLength))
 
 
 def _length(
@@ -425,11 +412,10 @@ def completedUpload() -> ProblemBadRequest:
 # --- the decision of an append ----------------------------------------------
 
 
-def planAppend(
-    stored: Stored, append: Append, contentLength: int | None
-) -> Plan:
+def planWrite(stored: Stored, write: DraftWrite, contentLength: int | None) -> Plan:
     """
-    Decide a PATCH against what is stored, from its headers alone.
+    Decide a creation's body (against the upload it just made) or a PATCH
+    against what is stored, from the headers alone.
 
     @raise NotFound: the upload is gone (completed, cancelled, expired).
     @raise ProblemConflict: C{Upload-Offset} is not the stored offset.
@@ -438,21 +424,9 @@ def planAppend(
     """
     if not stored.incomplete:
         raise NotFound("no-upload", "there is no such upload")
-    if append.offset != stored.offset:
-        raise mismatchingOffset(stored.offset, append.offset)
-    return _plan(stored, append.version, append.offset, append.length, contentLength)
-
-
-def planCreation(stored: Stored, creation: Creation, contentLength: int | None) -> Plan:
-    """
-    Decide the body of a creation request against the upload it just made.
-    """
-    return _plan(stored, creation.version, 0, creation.length, contentLength)
-
-
-def _plan(
-    stored: Stored, version: Version, offset: int, length: int | None, contentLength: int | None
-) -> Plan:
+    if write.offset != stored.offset:
+        raise mismatchingOffset(stored.offset, write.offset)
+    version, offset, length = write.version, write.offset, write.length
     total = stored.total
     if length is not None:
         if total is not None and total != length:

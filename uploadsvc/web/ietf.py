@@ -181,7 +181,7 @@ class DraftFrontEnd:
             name = "incoming/" + secrets.token_hex(16)
         return await self._create(request, parseRelativePath(name, self.app.config.prefix), creation)
 
-    async def _create(self, request: Any, path: UploadPath, creation: ietf.Creation) -> bytes | None:
+    async def _create(self, request: Any, path: UploadPath, creation: ietf.DraftWrite) -> bytes | None:
         app = self.app
         length = contentLength(request)
         version = creation.version
@@ -205,7 +205,7 @@ class DraftFrontEnd:
             ])
         return await self._write(
             request, uploadId, key, path, facts, digests, contentDigests,
-            lambda s: ietf.planCreation(s, creation, length), creation.complete, version,
+            lambda s: ietf.planWrite(s, creation, length), creation.complete, version,
             self._progress(version, key, 201, location),
         )
 
@@ -275,14 +275,21 @@ class DraftFrontEnd:
 
     # --- upload resources -------------------------------------------------
 
-    async def _head(self, request: Any, uploadId: UploadId) -> bytes:
-        app = self.app
+    async def _take(self, request: Any, uploadId: UploadId) -> tuple[ietf.Version, str, Callable[[], None]]:
+        """
+        The version of a HEAD or DELETE (stamped on its answer), the
+        upload's key, and its writer slot: one writer at a time, so this
+        request ends an older one still open on the upload (the draft's
+        concurrency rule), whose bytes are kept.
+        """
         version = ietf.readVersion(_headers(request), self.versions)
         self._stamp(request, version)
-        key = app.store.keyFor(uploadId)
-        # One writer: a status query ends an older request still open on
-        # the upload (the draft's concurrency rule), whose bytes are kept.
-        release = await app._acquire(request, uploadId)
+        release = await self.app._acquire(request, uploadId)
+        return version, self.app.store.keyFor(uploadId), release
+
+    async def _head(self, request: Any, uploadId: UploadId) -> bytes:
+        app = self.app
+        version, key, release = await self._take(request, uploadId)
         try:
             stored = await app.runner.run(app.store.inspect, uploadId, True, True)
         finally:
@@ -310,16 +317,13 @@ class DraftFrontEnd:
         self._emit(RESUMED, key, None, uploadId, append.offset, append.length)
         return await self._write(
             request, uploadId, key, None, facts, digests, contentDigests,
-            lambda s: ietf.planAppend(s, append, length), append.complete, version,
+            lambda s: ietf.planWrite(s, append, length), append.complete, version,
             self._progress(version, key, 204, None),
         )
 
     async def _delete(self, request: Any, uploadId: UploadId) -> bytes:
         app = self.app
-        version = ietf.readVersion(_headers(request), self.versions)
-        self._stamp(request, version)
-        key = app.store.keyFor(uploadId)
-        release = await app._acquire(request, uploadId)
+        _, key, release = await self._take(request, uploadId)
         try:
             gone = await app._whenUnlocked(request, key, app.store.cancel, uploadId, False)
         finally:
