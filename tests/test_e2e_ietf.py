@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support.ietfclient import DraftClient, Exchange
 from tests.support.server import ServerTestMixin
+from tests.test_e2e_tls import H2_ENABLED, BlockingH2Client, TLSServerMixin
+
+if H2_ENABLED:
+    import h2.events
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 VERSIONS = (6, 8, 10)
@@ -157,6 +162,34 @@ class DraftTests(ServerTestMixin, TestCase):
             self.assertEqual(done.status, 201, done.body)
             self.assertEqual(self.stored(f"parts {version}.bin"), b"0123456789")
 
+    async def test_newestWriterWins(self) -> None:
+        """A HEAD ends an older PATCH still open on the upload (its connection closed, its bytes kept); a PATCH from the reported offset completes the file."""
+        client = self.client(10)
+        created = await self.call(
+            client, "POST", "/.uploads/",
+            {"Upload-Complete": "?0", "Content-Disposition": "inline; filename=taken.bin",
+             "Upload-Length": str(len(BODY))},
+        )
+        location = created.header("Location") or ""
+        patch = {"Upload-Complete": "?1", "Content-Type": "application/partial-upload"}
+        old = client.hold("PATCH", location, {**patch, "Upload-Offset": "0"}, BODY, 200_000)
+        self.addCleanup(old.close)
+        head = await self.call(client, "HEAD", location)
+        self.assertEqual(head.status, 204)
+        offset = int(head.header("Upload-Offset") or -1)
+        self.assertTrue(0 <= offset <= 200_000, offset)
+
+        def ended() -> bytes:
+            try:
+                return old.recv(65536)
+            except ConnectionResetError:
+                return b""
+
+        self.assertEqual(await deferToThread(ended), b"")  # closed, no answer owed
+        done = await self.call(client, "PATCH", location, {**patch, "Upload-Offset": str(offset)}, BODY[offset:])
+        self.assertEqual(done.status, 201, done.body)
+        self.assertEqual(self.stored("taken.bin"), BODY)
+
     async def test_cancel(self) -> None:
         """DELETE removes an incomplete upload (204); its URL then answers 404."""
         client = self.client(8)
@@ -195,3 +228,53 @@ class DraftTests(ServerTestMixin, TestCase):
             self.assertIn("min-size=0", limit)
             self.assertIn("max-age=", limit)
             self.assertEqual(answer.header("Accept-Patch"), "application/partial-upload")
+
+
+class DraftHTTP2Tests(TLSServerMixin, TestCase):
+    """
+    Over HTTP/2 (TLS, ALPN h2) the 104 is an informational HEADERS frame
+    on the creation's stream, before its final answer.
+    """
+
+    timeout = 120
+
+    if not H2_ENABLED:
+        skip = "the h2 package is not installed"
+
+    async def test_interimOnHTTP2(self) -> None:
+        """A creation on HTTP/2 gets a 104 with Location and version, then a 201; the file is byte-identical."""
+        self.startTLSServer()
+
+        def run() -> tuple[list[Any], Any, str | None]:
+            client = BlockingH2Client(self.server.port, self.pki.caPath)
+            self.addCleanup(client.close)
+            informational: list[Any] = []
+            receive = client.conn.receive_data
+
+            def recording(data: bytes) -> list[Any]:
+                events = receive(data)
+                informational.extend(
+                    e for e in events if isinstance(e, h2.events.InformationalResponseReceived)
+                )
+                return events  # type: ignore[no-any-return]
+
+            client.conn.receive_data = recording  # type: ignore[method-assign]
+            sid = client.start(
+                "POST", "/.uploads/",
+                {"upload-complete": "?1", "upload-draft-interop-version": "10",
+                 "content-disposition": 'inline; filename="h2.bin"',
+                 "content-length": str(len(BODY))},
+            )
+            client.send({sid: BODY})
+            return informational, client.wait(sid), client.alpn
+
+        informational, response, alpn = await deferToThread(run)
+        self.assertEqual(alpn, "h2")
+        [interim] = informational
+        fields = dict(interim.headers)
+        self.assertEqual(fields[b":status"], b"104")
+        self.assertRegex(fields[b"location"], rb"^/\.uploads/[0-9a-f]{32}$")
+        self.assertEqual(fields[b"upload-draft-interop-version"], b"10")
+        self.assertEqual(response.status, 201, response.body)
+        with open(self.storedPath("h2.bin"), "rb") as f:
+            self.assertEqual(f.read(), BODY)

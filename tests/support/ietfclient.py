@@ -95,6 +95,21 @@ class DraftClient:
         finally:
             sock.close()
 
+    def hold(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, sent: int
+    ) -> socket.socket:
+        """
+        Start a request whose body is C{body} but send only its first
+        C{sent} bytes, and leave it open (a half-dead connection): the
+        caller closes the socket.
+        """
+        fields = self._headers(headers) + [("Content-Length", str(len(body)))]
+        conn = h11.Connection(h11.CLIENT)
+        sock = socket.create_connection((self.host, self.port), timeout=TIMEOUT)
+        sock.sendall(conn.send(h11.Request(method=method, target=target, headers=fields)))
+        sock.sendall(body[:sent])
+        return sock
+
     def _read(
         self, conn: h11.Connection, sock: socket.socket, untilInterim: bool = False
     ) -> tuple[list[h11.InformationalResponse], h11.Response | None, bytes]:
