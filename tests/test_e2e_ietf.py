@@ -258,7 +258,7 @@ class DraftHTTP2Tests(TLSServerMixin, TestCase):
                 )
                 return events  # type: ignore[no-any-return]
 
-            client.conn.receive_data = recording  # type: ignore[method-assign]
+            client.conn.receive_data = recording  # type: ignore[method-assign,assignment]
             sid = client.start(
                 "POST", "/.uploads/",
                 {"upload-complete": "?1", "upload-draft-interop-version": "10",
