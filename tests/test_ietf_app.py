@@ -128,6 +128,19 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(response.code, 400)
         self.assertIn(b"Upload-Complete", content)
 
+    def test_rootUnknownVersion(self) -> None:
+        """At /.uploads/, an unknown version with ?1 is a plain upload to the destination; with ?0 it is refused 400."""
+        response, _ = self.request(
+            "POST", "/.uploads/", b"abc", Upload_Complete="?1", Upload_Draft_Interop_Version="99",
+            Content_Disposition="inline; filename=u.bin",
+        )
+        self.assertEqual((response.code, self.header(response, "Location")), (201, "/u.bin"))
+        response, content = self.request(
+            "POST", "/.uploads/", b"abc", Upload_Complete="?0", Upload_Draft_Interop_Version="99",
+        )
+        self.assertEqual(response.code, 400)
+        self.assertIn(b"this server speaks 6, 8, 10", content)
+
     def test_badDestination(self) -> None:
         """A Content-Disposition file name that breaks the path rules is refused 400 at creation."""
         for name in ['"../x"', '".hidden"', '"a//b"']:

@@ -173,7 +173,11 @@ class DraftFrontEnd:
         if creation is None:
             if ietf.parseBoolean(headers.get(b"upload-complete")) is None:
                 raise BadRequest("ietf-complete", "a creation needs Upload-Complete (?0 or ?1)")
-            raise ietf.unsupported(ietf.parseInteger(headers.get(b"upload-draft-interop-version")), self.versions)
+            # An unknown version with ?1: a plain upload of the whole body
+            # to the destination, as on a file path (no 104).
+            plain = {k: v for k, v in headers.items() if k != b"upload-draft-interop-version"}
+            creation = ietf.readCreation(plain, contentLength(request), self.versions)
+            assert creation is not None and not creation.interim
         name = ietf.dispositionFilename(headers.get(b"content-disposition"))
         if name is None:
             # The upload's own id is made by the store with the upload; the
