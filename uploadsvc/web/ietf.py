@@ -145,7 +145,8 @@ class DraftFrontEnd:
             if total is not None:
                 request.setHeader(b"Upload-Length", b"%d" % total)
             request.setHeader(b"Upload-Limit", self._limit(version, key))
-            request.setHeader(b"Content-Length", b"0")
+            if status != 204:  # (RFC 9110 section 8.6: never on a 204)
+                request.setHeader(b"Content-Length", b"0")
             return b""
 
         return answer
