@@ -7,6 +7,8 @@ tests/test_streaming_interim and tests/test_e2e_ietf).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 from typing import Any
@@ -74,6 +76,7 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(json.loads(content)["path"], "c.bin")
         self.assertEqual(self.header(response, "Location"), "/c.bin")
         self.assertEqual([e.kind for e in self.events], ["created", "resumed", "completed"])
+        self.assertEqual((self.events[1].offset, self.events[1].path), (5, "c.bin"))
         self.assertEqual((self.events[-1].offset, self.events[-1].path), (10, "c.bin"))
 
     def test_emptyCompletingPatch(self) -> None:
@@ -98,12 +101,47 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(self.header(response, "Upload-Offset"), "5")
 
     def test_tooLarge(self) -> None:
-        """An Upload-Length above the maximum is refused 413 before anything is made."""
+        """An Upload-Length above the maximum is refused 413 with Upload-Limit before anything is made."""
         response, _ = self.request(
             "POST", "/.uploads/", b"x", Upload_Complete="?0", Upload_Length="5000",
         )
         self.assertEqual(response.code, 413)
+        self.assertEqual(self.header(response, "Upload-Limit"), "max-size=1000, min-size=0, max-age=3600")
         self.assertEqual(self.events, [])
+
+    def test_refusedPatchTellsNothing(self) -> None:
+        """A PATCH refused for its offset tells no resumed event."""
+        location = self.create()
+        response, _ = self.request(
+            "PATCH", location, b"x", Content_Type=PARTIAL, Upload_Offset="2", Upload_Complete="?0",
+        )
+        self.assertEqual(response.code, 409)
+        self.assertEqual([e.kind for e in self.events], ["created"])
+
+    def test_contentDigest(self) -> None:
+        """A PATCH whose Content-Digest does not match is refused 400 and not appended."""
+        location = self.create()
+        response, _ = self.request(
+            "PATCH", location, b"56789", Content_Type=PARTIAL, Upload_Offset="5", Upload_Complete="?0",
+            Content_Digest="sha-256=:" + base64.b64encode(hashlib.sha256(b"other").digest()).decode() + ":",
+        )
+        self.assertEqual(response.code, 400)
+        response, _ = self.request("HEAD", location)
+        self.assertEqual(self.header(response, "Upload-Offset"), "5")
+
+    def test_reprDigest(self) -> None:
+        """A creation whose Repr-Digest does not match the whole file is refused 400 and the file is not stored; a matching one is answered with it."""
+        good = "sha-256=:" + base64.b64encode(hashlib.sha256(b"abc").digest()).decode() + ":"
+        bad = "sha-256=:" + base64.b64encode(hashlib.sha256(b"abd").digest()).decode() + ":"
+        response, _ = self.request(
+            "PUT", "/r.bin", b"abc", Upload_Complete="?1", Repr_Digest=bad,
+        )
+        self.assertEqual(response.code, 400)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "r.bin")))
+        response, _ = self.request(
+            "PUT", "/r.bin", b"abc", Upload_Complete="?1", Repr_Digest=good,
+        )
+        self.assertEqual((response.code, self.header(response, "Repr-Digest")), (201, good))
 
     def test_unknownId(self) -> None:
         """An id that names no upload, or is not an id, is 404 for HEAD, PATCH and DELETE."""

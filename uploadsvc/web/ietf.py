@@ -191,7 +191,7 @@ class DraftFrontEnd:
         length = contentLength(request)
         version = creation.version
         self._stamp(request, version)
-        facts, digests, contentDigests = self._facts(request, length, creation.length, 0)
+        facts, digests, contentDigests = self._facts(request, version, length, creation.length, 0)
         # The disk's refusals (403 through a link, 507) before anything is made.
         await app.runner.run(app._check, path, facts, False)
         stored = await app.runner.run(app.store.inspect, path, False)
@@ -215,11 +215,13 @@ class DraftFrontEnd:
         )
 
     def _facts(
-        self, request: Any, length: int | None, total: int | None, offset: int
+        self, request: Any, version: ietf.Version, length: int | None, total: int | None,
+        offset: int,
     ) -> tuple[Facts, Any, Any]:
         """
         The refusals the headers decide (413 and 503 in section 6's order),
-        raised; and the request's digests.
+        raised (a 413 with C{Upload-Limit}, as the draft asks); and the
+        request's digests.
         """
         from uploadsvc.web.app import _attempt, _digestFields
 
@@ -236,6 +238,8 @@ class DraftFrontEnd:
         )
         refusal = firstRefusal(facts)
         if refusal is not None:
+            if refusal.status == 413:
+                refusal.headers[b"Upload-Limit"] = self._limit(version, None)
             raise refusal
         if digests is None:
             from uploadsvc.protocol.digests import DigestSet
@@ -265,6 +269,8 @@ class DraftFrontEnd:
             raise
         stored, plan, staged = began
         destination = staged.path if staged is not None else path
+        if stored.offset > 0:
+            self._emit(RESUMED, key, destination, uploadId, stored.offset, plan.total)
         result = await app._write(
             request, uploadId, key, None, digests, contentDigests, release, began,
             completes=complete, answer=answer,
@@ -317,9 +323,10 @@ class DraftFrontEnd:
         self._stamp(request, version)
         length = contentLength(request)
         append = ietf.readAppend(version, headers, length)
-        facts, digests, contentDigests = self._facts(request, length, append.length, append.offset)
+        facts, digests, contentDigests = self._facts(
+            request, version, length, append.length, append.offset
+        )
         key = app.store.keyFor(uploadId)
-        self._emit(RESUMED, key, None, uploadId, append.offset, append.length)
         return await self._write(
             request, uploadId, key, None, facts, digests, contentDigests,
             lambda s: ietf.planWrite(s, append, length), append.complete, version,
