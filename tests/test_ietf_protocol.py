@@ -209,3 +209,34 @@ class AppendTests(SynchronousTestCase):
         self.assertRaises(
             NotFound, ietf.planWrite, Stored(completeSize=3), ietf.DraftWrite(self.v8, 0, True, None), 0
         )
+
+
+class DispositionTests(SynchronousTestCase):
+    """
+    The file name of a creation's Content-Disposition (RFC 6266).
+    """
+
+    def test_names(self) -> None:
+        """filename* in UTF-8 wins over filename; quoted names are unescaped; none gives None."""
+        self.assertEqual(ietf.dispositionFilename([b'inline; filename="a b.jpg"']), "a b.jpg")
+        self.assertEqual(
+            ietf.dispositionFilename([b"inline; filename=x; filename*=UTF-8''%C3%A9t%C3%A9.txt"]), "\u00e9t\u00e9.txt"
+        )
+        self.assertEqual(ietf.dispositionFilename([b'attachment; filename="q\\"x"']), 'q"x')
+        self.assertIsNone(ietf.dispositionFilename([b"inline"]))
+        self.assertIsNone(ietf.dispositionFilename(None))
+
+    def test_malformed(self) -> None:
+        """A field that is not a type with parameters, or a filename* that is not UTF-8, is refused 400."""
+        for bad in [b"", b"; filename=a", b"inline; filename", b'inline; filename="open',
+                    b"inline; filename*=latin-1''a", b"inline; filename*=UTF-8''%FF", b"\xff"]:
+            self.assertRaises(BadRequest, ietf.dispositionFilename, [bad])
+
+    @given(st.binary(max_size=60) | st.text(max_size=60).map(lambda t: t.encode("utf-8")))
+    def test_fuzz(self, value: bytes) -> None:
+        """Whatever the bytes, the parser gives a name, None, or a 400; never another error."""
+        try:
+            name = ietf.dispositionFilename([value])
+        except BadRequest:
+            return
+        self.assertTrue(name is None or isinstance(name, str))
