@@ -199,6 +199,24 @@ class OptionsTests(SynchronousTestCase):
         for argv, message in cases.items():
             self.assertIn(message, str(self.assertRaises(UsageError, parse, *argv)))
 
+    def test_ietfVersions(self) -> None:
+        """
+        --ietf-versions takes the draft's interop versions served (default
+        6, 8 and 10), or none; an unknown one is refused in one line naming
+        the option and the known versions, and workers get the text as given.
+        """
+        self.assertEqual(parse()["ietfVersions"], (6, 8, 10))
+        self.assertEqual(parse("--ietf-versions", "10,6")["ietfVersions"], (6, 10))
+        self.assertEqual(parse("--ietf-versions", "none")["ietfVersions"], ())
+        self.assertIn("--ietf-versions=10,6", parse("--ietf-versions", "10,6").workerArguments())
+        self.assertNotIn("ietf", " ".join(parse().workerArguments()))
+        for bad in ["5", "6,x", ""]:
+            error = str(self.assertRaises(UsageError, parse, "--ietf-versions", bad))
+            self.assertIn("--ietf-versions: unknown interop version", error)
+            self.assertIn("known: 6, 7, 8, 9, 10", error)
+            self.assertNotIn("\n", error)
+        self.assertIn("--ietf-versions", str(Options()))
+
     def test_hiddenOptionsWork(self) -> None:
         """
         --inherit, --bench-write-rate and --restart-delay work but are not

@@ -91,7 +91,7 @@ H2_CONNECTION_METHODS = [
     ("_handleWindowUpdate", _H2FIXES),
     ("_log", _H2GUARD),
     ("_handlePriorityUpdate", _H2GUARD),
-    ("_tryToWriteControlData", f"{_H2GUARD}, {_HTTP2}"),
+    ("_tryToWriteControlData", f"{_H2GUARD}, {_HTTP2}, {_H2STREAM}: HTTP2BodyGate._sendInterim (104)"),
     ("_requestReceived", _HTTP2),
     ("_send100Continue", _HTTP2),
     ("_requestDataReceived", _HTTP2),
@@ -107,7 +107,7 @@ H2_CONNECTION_ATTRIBUTES = [
     ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window)"),
     ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed; {_H2GUARD}; {_H2FIXES}"),
     ("streams", f"{_HTTP2}; {_H2GUARD}; {_H2STREAM}: HTTP2BodyGate"),
-    ("conn", f"{_HTTP2}, {_H2GUARD}, {_H2FIXES} (the h2 state machine)"),
+    ("conn", f"{_HTTP2}, {_H2GUARD}, {_H2FIXES}, {_H2STREAM}: HTTP2BodyGate._sendInterim (the h2 state machine)"),
 ]
 
 #: Attributes of the h2 library's connection state machine (Twisted's

@@ -32,6 +32,7 @@ from uploadsvc.ops.metrics import (
     makeMultiprocDir,
     removeMultiprocDir,
 )
+from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -263,6 +264,9 @@ class Options(commandline.Options):
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
          countOption("header-timeout")],
+        ["ietf-versions", None, ",".join(map(str, DEFAULT_VERSIONS)),
+         "Interop versions of the IETF resumable-upload draft served, comma-separated "
+         f"(known: {', '.join(map(str, KNOWN))}), or none to turn it off."],
     ]
 
     def __init__(self) -> None:
@@ -362,6 +366,14 @@ class Options(commandline.Options):
                     checkSharable(endpoint)
                 except ValueError as e:
                     raise usage.UsageError(f"--listen {endpoint.description!r}: {e}")
+        # Parsed beside the text, which workers are given as it was.
+        if self["ietf-versions"].strip() == "none":
+            self["ietfVersions"] = ()
+        else:
+            try:
+                self["ietfVersions"] = parseVersionList(self["ietf-versions"])
+            except ValueError as e:
+                raise usage.UsageError(f"--ietf-versions: {e}") from None
         if self["disk-threads"] < 1:
             raise usage.UsageError("--disk-threads must be at least 1")
         if not 4096 <= self["read-size"] <= MAX_READ_SIZE:
@@ -575,6 +587,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         prefix=options["prefix"].encode("utf-8"),
         minFreeBytes=options["min-free"],
         maxUploads=options["max-uploads"],
+        ietfVersions=options["ietfVersions"],
     )
     auth = _authenticator(options, reactor)
     if auth is not None:

@@ -37,6 +37,8 @@ class RequestNotes:
         let it through; set by the credentials check when it knows one.
     @ivar path: the upload's destination, relative to the root, once parsed.
     @ivar uploadId: the upload's server-assigned id (tus, the draft), if any.
+    @ivar protocol: the front end that serves it: C{"put"}, C{"tus"} or
+        C{"ietf"} (for events).
     @ivar offsetBefore: the upload's offset when this request began writing.
     @ivar offsetAfter: its offset when this request stopped writing.
     @ivar work: what the app still does for the request (its bytes made
@@ -49,6 +51,7 @@ class RequestNotes:
     credential: str | None = None
     path: str | None = None
     uploadId: str | None = None
+    protocol: str = "put"
     offsetBefore: int | None = None
     offsetAfter: int | None = None
     work: Deferred | None = None

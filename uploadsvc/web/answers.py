@@ -11,6 +11,7 @@ from typing import Any
 from uploadsvc.errors import UploadError
 from uploadsvc.protocol.decisions import Stored, offsetHeaders
 from uploadsvc.protocol.digests import formatDigest
+from uploadsvc.protocol.ietf import problemBody
 from uploadsvc.protocol.paths import UploadPath
 
 
@@ -25,6 +26,12 @@ def refuse(request: Any, error: UploadError) -> bytes:
         request.setHeader(name, value)
     if error.status == 503 and b"Retry-After" not in error.headers:
         request.setHeader(b"Retry-After", b"1")
+    problem = problemBody(error)
+    if problem is not None:
+        # The resumable-upload draft's refusals: an RFC 9457 document.
+        request.setHeader(b"Content-Type", b"application/problem+json")
+        request.setHeader(b"Content-Length", b"%d" % len(problem))
+        return problem
     body = error.reason.encode("utf-8") + b"\n"
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     request.setHeader(b"Content-Length", b"%d" % len(body))

@@ -56,6 +56,7 @@ from uploadsvc.protocol.decisions import (
     queryCompletes,
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
+from uploadsvc.protocol.ietf import DEFAULT_VERSIONS
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.refusals import (
     METHODS, METHODS_WITH_DOWNLOADS, UNKNOWN, Facts, firstRefusal,
@@ -71,12 +72,13 @@ from uploadsvc.protocol.ranges import (
 )
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import isNoSpace
-from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore
+from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore, Target, UploadId
 from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.download import serveFile
+from uploadsvc.web.ietf import DraftFrontEnd
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
@@ -118,6 +120,9 @@ class Config:
     lockWait: float = 5.0
     expireAfter: float = 24 * 3600.0
     allowDownload: bool = False
+    #: Interop versions of the resumable-upload draft served (section 9);
+    #: empty: the draft is off.
+    ietfVersions: tuple[int, ...] = DEFAULT_VERSIONS
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -222,22 +227,32 @@ class UploadApp:
         self.auth = auth
         self.events = events if events is not None else Events()
         self.latency = latency if latency is not None else (lambda what, seconds: None)
+        #: The resumable-upload draft's front end (section 9), if on.
+        self.ietf = DraftFrontEnd(self) if config.ietfVersions else None
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
 
     def _emit(
-        self, kind: str, request: Any, path: UploadPath, offset: int | None = None,
-        total: int | None = None,
+        self, kind: str, request: Any, target: Target, offset: int | None = None,
+        total: int | None = None, destination: UploadPath | None = None,
     ) -> None:
         """
-        Tell a lifecycle event of the upload at C{path} caused by C{request}.
+        Tell a lifecycle event of the upload C{target} caused by C{request},
+        as the request's front end (its notes) names it.
+
+        @param destination: where an upload named by its id lands, if known.
         """
         notes = notesFor(request)
+        if isinstance(target, UploadId):
+            uploadId: str | None = target.value
+            path = destination.relative if destination is not None else notes.path
+        else:
+            uploadId, path = notes.uploadId, target.relative
         self.events.emit(UploadEvent(
-            kind, self.store.keyFor(path), path=path.relative, protocol="put",
-            offset=offset, total=total, requestId=notes.requestId,
-            credential=notes.credential,
+            kind, self.store.keyFor(target), path=path, uploadId=uploadId,
+            protocol=notes.protocol, offset=offset, total=total,
+            requestId=notes.requestId, credential=notes.credential,
         ))
 
     async def _timed(self, what: str, f: Callable[..., Any], *args: Any) -> Any:
@@ -324,6 +339,11 @@ class UploadApp:
         )
         # Who it is, for logs and hooks: a name, never the token.
         notesFor(request).credential = credential.name if credential is not None else None
+        if self.ietf is not None and self.ietf.owns(request):
+            # /.uploads/: the draft's upload resources (section 9).
+            if credentials is not None:
+                raise credentials
+            return _shield(Deferred.fromCoroutine(self.ietf.serve(request)))
         path, pathError = _attempt(self._path, request)
         operation, scope = None, None
         if credentials is None and pathError is None:
@@ -331,12 +351,16 @@ class UploadApp:
         refusal = firstRefusal(
             Facts(
                 credentials=credentials, path=pathError, method=request.method,
-                methods=METHODS_WITH_DOWNLOADS if self.config.allowDownload else METHODS,
+                methods=self._methods(),
                 scope=scope,
             )
         )
         if refusal is not None:
             raise refusal
+        if self.ietf is not None:
+            draft = self.ietf.onPath(request, path)  # a creation, OPTIONS, or None
+            if draft is not None:
+                return _shield(Deferred.fromCoroutine(draft))
         handlers: dict[bytes, Callable[[Any, UploadPath], Any]] = {
             b"PUT": self._put, b"POST": self._put,
             b"HEAD": partial(self._head, operation=operation, credential=credential),
@@ -347,6 +371,13 @@ class UploadApp:
         shielded = _shield(work)
         notesFor(request).work = work  # a lost request is logged once it ends
         return shielded
+
+    def _methods(self) -> tuple[bytes, ...]:
+        """
+        The methods a file path answers (405 for others).
+        """
+        methods = METHODS_WITH_DOWNLOADS if self.config.allowDownload else METHODS
+        return methods + ((b"OPTIONS",) if self.ietf is not None else ())
 
     def _scope(self, credential: Credential | None, path: UploadPath, method: bytes) -> str | None:
         """
@@ -469,7 +500,7 @@ class UploadApp:
 
     # --- write ----------------------------------------------------------
 
-    def _acquire(self, request: Any, path: UploadPath) -> Deferred:
+    def _acquire(self, request: Any, path: Target) -> Deferred:
         key = self.store.keyFor(path)
 
         def interrupt() -> None:
@@ -674,7 +705,7 @@ class UploadApp:
 
     def _checkAndBegin(
         self,
-        path: UploadPath,
+        path: Target,
         facts: Facts,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
@@ -702,7 +733,7 @@ class UploadApp:
 
         return self.store.begin(path, decideInOrder, digests, hashState)
 
-    def _check(self, path: UploadPath, facts: Facts, query: bool) -> Facts:
+    def _check(self, path: Target, facts: Facts, query: bool) -> Facts:
         """
         Blocking: learn what the disk tells (a symbolic link on the way, the
         free space, and for a status query what is stored), and raise the
@@ -729,21 +760,32 @@ class UploadApp:
     async def _write(
         self,
         request: Any,
-        path: UploadPath,
+        path: Target,
         key: str,
         rng: ContentRange | RangeQuery | None,
         digests: DigestSet,
         contentDigests: DigestSet,
         release: Callable[[], None],
         began: tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None],
+        completes: bool | None = None,
+        answer: Callable[[Any, int, int | None], bytes] = progress,
+        overflow: Callable[[], UploadError] | None = None,
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
         answer (completion, or the new offset).
+
+        @param completes: L{None}: the upload completes when it reaches its
+            total (Content-Range); else whether a body that ends completes
+            it (the draft's C{Upload-Complete}; then it must end at a known
+            total).
+        @param answer: the answer to a write that left the upload incomplete.
+        @param overflow: the refusal of a body longer than the plan takes.
         """
         stored, plan, staged = began
         try:
             if isinstance(plan, AlreadyComplete):
+                assert isinstance(path, UploadPath)  # only Content-Range retries
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
             self._staging[key] = staged
@@ -751,11 +793,13 @@ class UploadApp:
             notes = notesFor(request)
             notes.offsetBefore = notes.offsetAfter = start
             if start:
-                self._emit(RESUMED, request, path, start, plan.total or stored.total)
+                self._emit(
+                    RESUMED, request, path, start, plan.total or stored.total, staged.path
+                )
             digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
-            outcome = await self._receive(request, staged, plan, digester, streamed)
+            outcome = await self._receive(request, staged, plan, digester, streamed, overflow)
             if digester is not None and outcome is Outcome.COMPLETE:
                 try:
                     digester.check()
@@ -766,13 +810,27 @@ class UploadApp:
                     outcome, streamed = e, {}  # type: ignore[assignment]
             offset = notes.offsetAfter = staged.offset
             total = plan.total
-            if total is None and rng is None and outcome is Outcome.COMPLETE:
-                total = offset  # a chunked plain PUT ends at its last byte
-            if total is None:
-                total = stored.total
-            if not start and (offset or outcome is Outcome.COMPLETE):
+            if completes is None:
+                if total is None and rng is None and outcome is Outcome.COMPLETE:
+                    total = offset  # a chunked plain PUT ends at its last byte
+                if total is None:
+                    total = stored.total
+                finished = outcome is Outcome.COMPLETE and total is not None and offset == total
+            else:
+                if total is None:
+                    total = stored.total
+                finished = outcome is Outcome.COMPLETE and completes
+                if finished and total is not None and offset != total:
+                    finished, outcome = False, BadRequest(
+                        "length-mismatch",
+                        f"the upload ended at {offset} bytes, not at its length {total}",
+                    )
+            if not start and (offset or outcome is Outcome.COMPLETE) and not isinstance(
+                path, UploadId
+            ):
+                # An upload named by an id was created (and told) before.
                 self._emit(CREATED, request, path, offset, total)
-            if outcome is Outcome.COMPLETE and total is not None and offset == total:
+            if finished:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()},
@@ -788,7 +846,7 @@ class UploadApp:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            return progress(request, offset, total)
+            return answer(request, offset, total)
         finally:
             try:
                 if staged is not None:
@@ -827,6 +885,7 @@ class UploadApp:
         plan: Plan,
         digester: ContentDigester | None = None,
         streamed: dict[str, Hasher] | None = None,
+        tooLong: Callable[[], UploadError] | None = None,
     ) -> Outcome | UploadError:
         """
         Stream the body into C{staged}; return how the body ended, or the
@@ -844,9 +903,9 @@ class UploadApp:
                 "too-large", f"uploads are limited to {self.config.maxUploadSize} bytes"
             )
         else:
-            overflow = lambda: BadRequest(  # noqa: E731
+            overflow = tooLong or (lambda: BadRequest(  # noqa: E731
                 "body-too-long", "the body is longer than its Content-Range"
-            )
+            ))
 
         hashLane = _hashLane(
             staged.hashChunks if staged.hasher is not None else None,
@@ -886,7 +945,7 @@ class UploadApp:
         return outcome
 
     async def _complete(
-        self, request: Any, path: UploadPath, staged: IStagedUpload, stored: Stored,
+        self, request: Any, path: Target, staged: IStagedUpload, stored: Stored,
         digests: DigestSet, streamed: dict[str, bytes] | None = None,
     ) -> bytes:
         """
@@ -906,9 +965,12 @@ class UploadApp:
             wanted, streamed,
         )
         notesFor(request).offsetAfter = staged.offset
-        self._emit(COMPLETED, request, path, staged.offset, staged.offset)
+        destination = staged.path if isinstance(path, UploadId) else path
+        assert destination is not None
+        self._emit(COMPLETED, request, path, staged.offset, staged.offset, destination)
         return completed(
-            request, path, staged.offset, staged.digests["sha-256"], 200 if replaced else 201
+            request, destination, staged.offset, staged.digests["sha-256"],
+            200 if replaced else 201,
         )
 
     async def _completedAlready(

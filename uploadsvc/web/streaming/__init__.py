@@ -22,6 +22,11 @@ is backwards. Here:
 
 Requests without a body take Twisted's ordinary path.
 
+Interim answers other than C{100 Continue} (the draft's C{104 Upload
+Resumption Supported}) have no public API in twisted.web either:
+L{sendInterim} writes one through the body gate, as a status line and
+fields on HTTP/1.1 and as a HEADERS frame without END_STREAM on HTTP/2.
+
 HTTP/2 (negotiated by ALPN over TLS when the C{h2} package is installed) gets
 the same treatment from L{StreamingH2Connection} (L{http2}), a small subclass
 of Twisted's C{H2Connection}: a stream whose HEADERS frame does not end it is
@@ -60,6 +65,7 @@ from uploadsvc.web.streaming.request import (
     abortRequest,
     closeAfterResponse,
     deliverBody,
+    sendInterim,
 )
 
 if H2_ENABLED:
@@ -79,4 +85,5 @@ __all__ = [
     "abortRequest",
     "closeAfterResponse",
     "deliverBody",
+    "sendInterim",
 ]

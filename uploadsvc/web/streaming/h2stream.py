@@ -65,6 +65,21 @@ class HTTP2BodyGate:
         if self._active():
             self._stream._send100Continue()
 
+    def _sendInterim(self, request: Any, head: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """
+        Send an interim (1xx) answer on this stream: a HEADERS frame with
+        C{:status} and without END_STREAM, before the final answer started.
+
+        @return: whether it was sent.
+        """
+        if not self._active() or request.startedWriting:
+            return False
+        block = [(b":status", head.split(b" ", 1)[0])]
+        block += [(name.lower(), value) for name, value in headers]
+        self._connection.conn.send_headers(self.streamID, block)
+        self._connection._tryToWriteControlData()
+        return True
+
     def abort(self) -> None:
         """
         Reset the stream (C{CANCEL}) and tell the request its client is gone.

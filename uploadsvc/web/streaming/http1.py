@@ -268,6 +268,31 @@ class StreamingHTTPChannel(http.HTTPChannel):
         if not self._handlingRequest and not self._bodyPauses and not self._closing:
             self._networkProducer.resumeProducing()
 
+    def _sendInterim(self, request: Any, head: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """
+        Write an interim (1xx) answer for C{request} ahead of its final one:
+        only to an HTTP/1.1 client (RFC 9110 section 15.2: never to 1.0),
+        only while C{request} is the one being answered (not behind a
+        pipelined request whose answer is still going out), and only
+        before its answer started. C{head} is the status line's code and
+        phrase.
+
+        @return: whether it was written.
+        """
+        if (
+            self._closing
+            or self.transport is None
+            or getattr(request, "clientproto", None) != b"HTTP/1.1"
+            or not self.requests
+            or self.requests[0] is not request
+            or request.startedWriting
+        ):
+            return False
+        lines = [b"HTTP/1.1 " + head + b"\r\n"]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.transport.write(b"".join(lines) + b"\r\n")
+        return True
+
     def _pauseBody(self, reason: str) -> None:
         if not self._bodyPauses:
             self._networkProducer.pauseProducing()

@@ -11,6 +11,7 @@ C{_resumeBody} and C{_send100Continue}.
 
 from __future__ import annotations
 
+import re
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,43 @@ def deliverBody(request: Any, receiver: IBodyReceiver) -> None:
     if data:
         receiver.dataReceived(data)
     receiver.connectionLost(Failure(ResponseDone()))
+
+
+#: The interim statuses L{sendInterim} sends, with their reason phrases.
+INTERIM_PHRASES = {104: b"Upload Resumption Supported"}
+
+_FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(rb"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+
+
+def sendInterim(request: Any, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    """
+    Send an interim (1xx) answer to C{request} before its final answer, on
+    HTTP/1.1 or HTTP/2 (twisted.web has no public way to: it sends only
+    C{100 Continue}, itself). Used for C{104 Upload Resumption Supported}
+    (docs/protocol.md section 9). Sends nothing (and says so) to an
+    HTTP/1.0 client, behind a pipelined request still being answered, after
+    the final answer started, or for a request that took Twisted's own
+    path; the draft makes the interim answer optional.
+
+    @param headers: its fields, each checked (no CR, LF or NUL can split
+        the answer).
+    @raise ValueError: a status not in L{INTERIM_PHRASES}, or a malformed
+        field.
+    @return: whether it was sent.
+    """
+    if status not in INTERIM_PHRASES:
+        raise ValueError(f"not an interim status this server sends: {status}")
+    for name, value in headers:
+        if _FIELD_NAME.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+            raise ValueError(f"malformed field for an interim answer: {name!r}: {value!r}")
+    if not (isinstance(request, StreamingRequest) and request.streaming):
+        return False
+    gate = request._bodyGate()
+    if gate is None or request.finished:
+        return False
+    head = b"%d %s" % (status, INTERIM_PHRASES[status])
+    return bool(gate._sendInterim(request, head, headers))
 
 
 def closeAfterResponse(request: Any) -> None:
