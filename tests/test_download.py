@@ -173,8 +173,9 @@ class DownloadAppTests(StubRequests, SynchronousTestCase):
         self.build(Config())
         response, content = self.request("GET", "/d/f.bin")
         self.assertEqual(response.code, 405)
-        self.assertEqual(self.header(response, "Allow"), "PUT, POST, HEAD, DELETE")
-        self.assertEqual(content, b"use PUT, POST, HEAD or DELETE\n")
+        # OPTIONS: the resumable-upload draft (on by default) answers it.
+        self.assertEqual(self.header(response, "Allow"), "PUT, POST, HEAD, DELETE, OPTIONS")
+        self.assertEqual(content, b"use PUT, POST, HEAD, DELETE or OPTIONS\n")
         head, _ = self.request("HEAD", "/d/f.bin")
         self.assertEqual((head.code, self.header(head, "Cache-Control")), (200, "no-store"))
         self.assertIsNone(self.header(head, "ETag"))
@@ -183,7 +184,9 @@ class DownloadAppTests(StubRequests, SynchronousTestCase):
         """With downloads on, 405s list GET among the allowed methods."""
         response, _ = self.request("PATCH", "/d/f.bin")
         self.assertEqual(response.code, 405)
-        self.assertEqual(self.header(response, "Allow"), "GET, PUT, POST, HEAD, DELETE")
+        self.assertEqual(
+            self.header(response, "Allow"), "GET, PUT, POST, HEAD, DELETE, OPTIONS"
+        )
 
 
 def get(path: bytes, *extra: bytes) -> bytes:

@@ -213,7 +213,7 @@ class DownloadsOffTests(ServerTestMixin, TestCase):
         rawhttp.exchange(self.server.port, "PUT", "/f", [("Content-Length", "3")], b"abc", timeout=10)
         _, got = rawhttp.exchange(self.server.port, "GET", "/f", timeout=10)
         self.assertEqual(got.status, 405)
-        self.assertEqual(got.header("allow"), "PUT, POST, HEAD, DELETE")
+        self.assertEqual(got.header("allow"), "PUT, POST, HEAD, DELETE, OPTIONS")
         _, head = rawhttp.exchange(self.server.port, "HEAD", "/f", timeout=10)
         self.assertEqual((head.status, head.header("cache-control")), (200, "no-store"))
         self.assertIsNone(head.header("etag"))

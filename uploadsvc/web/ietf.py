@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
-from uploadsvc.errors import BadRequest, Conflict, MethodNotAllowed, NotFound, UploadError
+from uploadsvc.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from uploadsvc.ops.events import CANCELLED, CREATED
 from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol import ietf
