@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -36,6 +36,8 @@ from uploadsvc.errors import (
     storageRefusal,
 )
 from uploadsvc.ops.events import Events
+from uploadsvc.ops.hookrunner import Hooks
+from uploadsvc.ops.hooks import PRE_CREATE, PRE_FINISH, HookUpload, requestFacts
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -171,6 +173,7 @@ class UploadApp:
         auth: Authenticator | None = None,
         clock: IReactorTime | None = None,
         events: Events | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         """
         @param auth: who may send requests; L{None} lets everyone (a front
@@ -179,6 +182,8 @@ class UploadApp:
             global reactor if L{None}).
         @param events: where lifecycle events of uploads are told (metrics,
             logs and hooks listen there).
+        @param hooks: the blocking hooks to ask (pre-create, pre-finish);
+            L{None} for none.
         """
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -196,6 +201,7 @@ class UploadApp:
         self._announced: dict[str, int] = {}
         self.auth = auth
         self.events = events if events is not None else Events()
+        self.hooks = hooks
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
@@ -259,6 +265,12 @@ class UploadApp:
             for relative, what in done:
                 log.info("staged upload {path}: {what}", path=relative, what=what)
 
+        if self.hooks is not None and self.hooks.runs(PRE_FINISH):
+            # Finishing them here would skip the hook: each stays staged
+            # until its client's retry (a status query) finishes it.
+            log.info("pre-finish hook on: fully staged uploads wait for their clients' retry")
+            return succeed(None)
+
         d = self.runner.run(self.store.recover, self.config.allowOverwrite)
         return d.addCallback(report).addErrback(
             lambda f: log.failure("recovering staged uploads", f)
@@ -315,6 +327,82 @@ class UploadApp:
     def _path(self, request: Any) -> UploadPath:
         raw = request.uri.split(b"?", 1)[0]
         return parseUploadPath(raw, self.config.prefix)
+
+    # --- hooks (docs/operating-hooks.md) ----------------------------------
+
+    def _asks(self, hook: str) -> bool:
+        return self.hooks is not None and self.hooks.runs(hook)
+
+    def askPreCreate(self, request: Any, upload: HookUpload) -> Deferred[UploadPath | None]:
+        """
+        The pre-create hook, for any front end: before a new upload takes
+        a byte (its body not read yet).
+
+        @return: fires with the destination the hook chose instead (section
+            1 checked; the disk's rules are the caller's), or L{None}; fails
+            with the client's answer (the hook's refusal, or 503).
+        """
+        if self.hooks is None:
+            return succeed(None)
+        return self.hooks.preCreate(
+            upload, requestFacts(request), _credentialName(request), _requestId(request),
+            self.config.prefix,
+        )
+
+    def askPreFinish(self, request: Any, upload: HookUpload) -> Deferred[None]:
+        """
+        The pre-finish hook, for any front end: after the last byte and the
+        digest check, before the rename.
+
+        @return: fails with the client's answer: the hook's refusal (the
+            caller discards the staged data) or a 503 with code
+            C{hook-failed} (the caller keeps it, durably).
+        """
+        if self.hooks is None:
+            return succeed(None)
+        return self.hooks.preFinish(
+            upload, requestFacts(request), _credentialName(request), _requestId(request)
+        )
+
+    async def _preCreate(self, request: Any, path: UploadPath, total: int | None) -> UploadPath:
+        """
+        Ask pre-create about a request that starts a new upload at C{path};
+        return where it goes (C{path}, or the hook's choice, then told to
+        the client as C{Location} on every answer).
+        """
+        gone = _clientGone(request)
+        upload = HookUpload(path.relative, self.store.keyFor(path), protocol="put", total=total)
+        chosen = await self.askPreCreate(request, upload)
+        if gone():
+            raise CancelledError("the client went away while the pre-create hook ran")
+        if chosen is None or chosen == path:
+            return path
+        log.info("pre-create hook: {old} goes to {new}", old=path.relative, new=chosen.relative)
+        request.setHeader(b"Location", chosen.location)
+        return chosen
+
+    async def _preFinish(self, request: Any, path: UploadPath, staged: StagedFile) -> None:
+        """
+        Ask pre-finish about a fully received upload: a refusal discards
+        it; a failed hook keeps it (durable, fully staged) for the client's
+        retry, which asks again.
+        """
+        upload = HookUpload(
+            path.relative, self.store.keyFor(path), protocol="put",
+            offset=staged.offset, total=staged.offset,
+        )
+        try:
+            await self.askPreFinish(request, upload)
+        except UploadError as e:
+            if e.code != "hook-failed":
+                await self.runner.run(self.store.discard, staged)
+                raise
+            await self.runner.run(staged.syncAndClose)
+            if staged.hasher is not None:
+                self.writers.keepHashState(
+                    upload.key, staged.info["generation"], staged.offset, staged.hasher
+                )
+            raise
 
     # --- status ---------------------------------------------------------
 
@@ -374,6 +462,15 @@ class UploadApp:
         )
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
+        return await self._putAt(request, path, False)
+
+    async def _putAt(self, request: Any, path: UploadPath, preCreated: bool) -> bytes | None:
+        """
+        A write or a status query.
+
+        @param preCreated: the pre-create hook has let this request start a
+            new upload at C{path} (it chose C{path}, perhaps).
+        """
         length = contentLength(request)
         rng, rangeError = _readRange(request.requestHeaders, length)
         fields, fieldError = _attempt(_digestFields, request)
@@ -412,12 +509,20 @@ class UploadApp:
             contentLength=length,
             allowOverwrite=self.config.allowOverwrite,
         )
+        guard = None if preCreated or not self._asks(PRE_CREATE) else _guardCreation
         release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
             began = await self._whenUnlocked(
                 request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
-                self.writers.takeHashState(key),
+                self.writers.takeHashState(key), guard,
             )
+        except _Creating:
+            # A new upload: the hook decides, with the upload let go of
+            # meanwhile; then everything is decided again for where it said.
+            release()
+            total = rng.total if isinstance(rng, ContentRange) else length
+            chosen = await self._preCreate(request, path, total)
+            return await self._putAt(request, chosen, True)
         except BaseException:
             release()
             raise
@@ -571,12 +676,16 @@ class UploadApp:
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: Any,
+        guard: Callable[[Plan | AlreadyComplete], None] | None = None,
     ) -> tuple[Stored, Plan | AlreadyComplete, StagedFile | None]:
         """
         Blocking: the refusals that need the disk (L{_check}), then
         L{FileStore.begin} without waiting for the lock, whose decision
         under the lock is refused in the same order (409, or 503 unless it
         is a retried final request).
+
+        @param guard: sees the decision once no refusal applies, and may
+            raise to go no further (see L{_guardCreation}).
         """
         facts = self._check(path, facts, False)
 
@@ -590,6 +699,8 @@ class UploadApp:
             if refusal is not None:
                 raise refusal
             assert not isinstance(state, UploadError)
+            if guard is not None:
+                guard(state)
             return state
 
         return self.store.begin(path, decideInOrder, digests, hashState, False)
@@ -795,6 +906,8 @@ class UploadApp:
             if computed[alg] != value:
                 await self.runner.run(self.store.discard, staged)
                 raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
+        if self._asks(PRE_FINISH):
+            await self._preFinish(request, path, staged)
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
         )
@@ -817,6 +930,37 @@ def _loggable(uri: bytes) -> str:
     signature or a token).
     """
     return uri.split(b"?", 1)[0].decode("latin-1")
+
+
+class _Creating(Exception):
+    """
+    The request would start a new upload, and the pre-create hook has not
+    been asked yet.
+    """
+
+
+def _guardCreation(state: Plan | AlreadyComplete) -> None:
+    """
+    Stop a request whose plan starts a new upload (a first write, a plain
+    PUT starting over, a replacement) before anything is staged, so that
+    the pre-create hook is asked first (see L{UploadApp._put}).
+    """
+    if isinstance(state, Plan) and state.startOver:
+        raise _Creating()
+
+
+def _credentialName(request: Any) -> str | None:
+    """
+    The name of the credential the request used (set by the credentials
+    check when tokens have names), never the secret.
+    """
+    name = getattr(request, "credentialName", None)
+    return name if isinstance(name, str) else None
+
+
+def _requestId(request: Any) -> str | None:
+    value = getattr(request, "requestId", None)
+    return value if isinstance(value, str) else None
 
 
 class _StateChanged(Exception):
