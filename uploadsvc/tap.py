@@ -22,6 +22,7 @@ from uploadsvc.commandline import countOption, formatSize, parseSize, plainError
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import Events
+from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -234,6 +235,7 @@ class Options(commandline.Options):
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
          countOption("header-timeout")],
+        *HOOK_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -342,6 +344,7 @@ class Options(commandline.Options):
             raise usage.UsageError("--prefix must start with /")
         self["prefix"] = prefix
         self._checkAuth()
+        checkHookOptions(self)
 
     def _checkAuth(self) -> None:
         files = [name for name in ("auth-tokens", "signing-key-file") if self[name]]
@@ -471,8 +474,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
     events = Events()
+    hooks = makeHooks(options, reactor, events, top)
     app = UploadApp(
-        store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor, events=events
+        store, ThreadRunner(reactor, pool), config, auth=auth, clock=reactor, events=events,
+        hooks=hooks,
     )
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = LimitedSite(

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, Callable, Protocol, Sequence
 
 import attrs
+from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -386,3 +387,16 @@ def _uploadOf(event: UploadEvent) -> HookUpload:
         metadata=event.detail.get("metadata") or {},
     )
 
+
+class HookService(service.Service):
+    """
+    Stops L{Hooks} with the server: what is still waiting is reported as
+    not delivered, and calls under way are waited for.
+    """
+
+    def __init__(self, hooks: Hooks) -> None:
+        self.hooks = hooks
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self.hooks.stop()
