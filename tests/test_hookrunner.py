@@ -5,10 +5,9 @@ answer, notifications retried on a L{Clock} and never lost silently.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -34,32 +33,10 @@ from uploadsvc.ops.hooks import (
     Refuse,
 )
 from uploadsvc.protocol.paths import UploadPath
+from tests.support.hooktargets import FakeTarget
 
 UPLOAD = HookUpload("a/b.bin", "p-1", protocol="put", total=10)
 REQUEST = HookRequest("PUT", "/a/b.bin", {"content-length": ("10",)}, "127.0.0.1:1")
-
-
-class FakeTarget:
-    """
-    A hook target whose answers the test gives: each call takes the next
-    answer (a decision, an exception, or a Deferred), and is recorded.
-    """
-
-    kind = "fake"
-
-    def __init__(self, *answers: Any, shown: str = "fake") -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.shown = shown
-
-    def call(self, hook: str, payload: bytes) -> Deferred[Any]:
-        self.calls.append((hook, json.loads(payload)))
-        answer = self.answers.pop(0) if self.answers else Proceed()
-        if isinstance(answer, Deferred):
-            return answer
-        if isinstance(answer, Exception):
-            return fail(answer)
-        return succeed(answer)
 
 
 class BlockingTests(SynchronousTestCase):
