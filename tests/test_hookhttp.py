@@ -9,10 +9,12 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
 
 from uploadsvc.ops.hookhttp import SECRET_HEADER, HTTPHook
@@ -55,7 +57,10 @@ class NeverAnswers:
 
     def post(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         def cancel(d: Deferred[Any]) -> None:
+            # As twisted.web.client.Agent reports a request cancelled
+            # before its answer.
             self.cancelled = True
+            d.errback(ResponseNeverReceived([Failure(CancelledError())]))
 
         return Deferred(cancel)
 
@@ -139,6 +144,12 @@ class HTTPHookTests(SynchronousTestCase):
         failure = self.failureResultOf(d, HookFailed)
         self.assertIn("within 5 s", failure.value.reason)
         self.assertTrue(client.cancelled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_answeredInTime(self) -> None:
+        """An answer in time leaves no timer behind."""
+        self.successResultOf(self.hook(Endpoint(204)).call("pre-create", PAYLOAD))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_unreachable(self) -> None:
         """A refused connection is a failure whose reason names the endpoint, not its secrets."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -90,17 +90,32 @@ class HTTPHook:
             return parseHTTPAnswer(hook, response.code, b"".join(pieces))
 
         d = Deferred.fromCoroutine(exchange())
-        d.addTimeout(self._timeout, self._clock)
-        return d.addErrback(self._explain)
+        # Not Deferred.addTimeout: the agent reports a cancelled request as
+        # ResponseNeverReceived, which addTimeout does not recognise.
+        expired: list[bool] = []
 
-    def _explain(self, failure: Failure) -> Failure:
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        timer = self._clock.callLater(self._timeout, expire)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done)
+        return d.addErrback(lambda f: self._explain(f, bool(expired)))
+
+    def _explain(self, failure: Failure, expired: bool) -> Failure:
         """
         Any failure of the exchange as a L{HookFailed} with one line that
         says what went wrong (for the log; never the client's business).
         """
-        if failure.check(HookFailed):
+        if failure.check(HookFailed) and not expired:
             return failure
-        if failure.check(TimeoutError):
+        if expired:
             reason = f"no answer from {self.shown} within {self._timeout:g} s"
         elif failure.check(_TooLong):
             reason = f"answer from {self.shown} longer than {MAX_ANSWER_BYTES} bytes"
