@@ -112,14 +112,14 @@ class CommandHook:
                 protocol, self.argv[0], [*self.argv, hook], env=env
             )
         except OSError as e:
-            result.errback(HookFailed(f"{self.shown}: cannot start: {e.strerror or e}"))
+            result.errback(HookFailed(f"cannot start: {e.strerror or e}"))
             return result
 
         def timedOut() -> None:
             _kill(transport)
             if not result.called:
                 result.errback(
-                    HookFailed(f"{self.shown} gave no answer within {self._timeout:g} s: killed")
+                    HookFailed(f"no answer within {self._timeout:g} s: killed")
                 )
 
         timer = self._clock.callLater(self._timeout, timedOut)
@@ -131,7 +131,7 @@ class CommandHook:
                 return
             if protocol.tooLong:
                 result.errback(
-                    HookFailed(f"{self.shown}: answer longer than {MAX_ANSWER_BYTES} bytes")
+                    HookFailed(f"answer longer than {MAX_ANSWER_BYTES} bytes")
                 )
                 return
             try:
@@ -139,7 +139,7 @@ class CommandHook:
             except HookFailed as e:
                 said = oneLine(protocol.stderr.decode("utf-8", "replace"))
                 result.errback(
-                    HookFailed(f"{self.shown}: {e.reason}" + (f" (stderr: {said})" if said else ""))
+                    HookFailed(e.reason + (f" (stderr: {said})" if said else ""))
                 )
                 return
             result.callback(decision)

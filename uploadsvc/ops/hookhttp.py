@@ -111,18 +111,18 @@ class HTTPHook:
     def _explain(self, failure: Failure, expired: bool) -> Failure:
         """
         Any failure of the exchange as a L{HookFailed} with one line that
-        says what went wrong (for the log; never the client's business).
+        says what went wrong (for the log, which names the hook's URL
+        without its credentials; never the client's business).
         """
         if failure.check(HookFailed) and not expired:
             return failure
         if expired:
-            reason = f"no answer from {self.shown} within {self._timeout:g} s"
+            reason = f"no answer within {self._timeout:g} s"
         elif failure.check(_TooLong):
-            reason = f"answer from {self.shown} longer than {MAX_ANSWER_BYTES} bytes"
+            reason = f"answer longer than {MAX_ANSWER_BYTES} bytes"
         else:
             error = failure.value
-            text = oneLine(str(error) or type(error).__name__)
-            reason = f"{self.shown}: {type(error).__name__}: {text}"
+            reason = f"{type(error).__name__}: {oneLine(str(error))}"
         return Failure(HookFailed(reason))
 
 
