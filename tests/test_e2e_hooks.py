@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.support import rawhttp
-from tests.support.server import ServerTestMixin, freePort
+from tests.support.server import REPO_ROOT, ServerTestMixin, freePort
 
 TOKEN = "hooks-e2e-token-7f3a9c2e41d8"
 SECRET = "hook-shared-secret-0123456789abcdef"
@@ -426,3 +426,44 @@ class CommandHookTests(HookTestMixin, TestCase):
         head = await self.head("/crash.bin")
         self.assertIncomplete(head, TOTAL, TOTAL, head=True)
         self.assertIn("scanner unavailable", self.server.logText())
+
+
+def docExample(heading: str) -> str:
+    """
+    The first python block after C{heading} in docs/operating-hooks.md.
+    """
+    with open(os.path.join(REPO_ROOT, "docs", "operating-hooks.md")) as f:
+        text = f.read()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
+
+
+class DocExampleTests(HookTestMixin, TestCase):
+    """
+    The command hook of docs/operating-hooks.md does what the page says.
+    """
+
+    timeout = 180
+
+    async def test_example(self) -> None:
+        """The documented program refuses .exe and large files, moves inbox/ to sorted/, and logs finished files."""
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        program = os.path.join(work, "hook.py")
+        with open(program, "w") as f:
+            f.write(docExample("## Example: a command hook"))
+        self.startUploadServer(
+            "--auth-tokens", self.tokenFile(),
+            "--hook-command", f"{sys.executable} {program}", "--hooks", "pre-create,post-finish",
+        )
+        answer = await self.put("/setup.exe", BODY[:1000])
+        self.assertEqual((answer.status, answer.body), (415, b"no executables, please\n"))
+        interim, answer, _ = await self.headersOnly("/big.iso", 200 * 1024 * 1024)
+        self.assertEqual(interim, [])
+        self.assertEqual((answer.status, answer.body), (413, b"files over 100 MiB go elsewhere\n"))
+        answer = await self.put("/inbox/a.jpg", BODY)
+        self.assertCompleted(answer, "sorted/a.jpg", TOTAL, rawhttp.patternSha256(11, TOTAL))
+        self.assertTrue(
+            await waitFor(lambda: f"finished sorted/a.jpg ({TOTAL} bytes)" in self.server.logText())
+        )

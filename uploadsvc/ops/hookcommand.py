@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from uploadsvc.ops.hooks import (
@@ -23,8 +24,10 @@ from uploadsvc.ops.hooks import (
     parseCommandAnswer,
 )
 
-#: How much of a command's stderr is kept to explain its failure.
+#: How much of a command's stderr is kept (logged as one line).
 MAX_STDERR_BYTES = 4096
+
+log = Logger()
 
 
 class _HookProcess(ProcessProtocol):
@@ -142,6 +145,9 @@ class CommandHook:
                     HookFailed(e.reason + (f" (stderr: {said})" if said else ""))
                 )
                 return
+            said = oneLine(protocol.stderr.decode("utf-8", "replace"), MAX_STDERR_BYTES)
+            if said:
+                log.info("{hook} hook ({command}) said: {said}", hook=hook, command=self.shown, said=said)
             result.callback(decision)
 
         protocol.ended.addCallback(ended)

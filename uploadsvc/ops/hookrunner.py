@@ -115,7 +115,7 @@ class Hooks:
         self._observers: list[Callable[[str, str], None]] = []
         self.counts: Counter[tuple[str, str]] = Counter()
         #: Notifications waiting for their next try, and calls under way.
-        self._waiting: dict[IDelayedCall, tuple[str, IHookTarget, UploadEvent]] = {}
+        self._waiting: dict[IDelayedCall, tuple[str, IHookTarget, UploadEvent, int]] = {}
         self._calls: set[Deferred[Any]] = set()
         self._stopped = False
 
@@ -264,7 +264,7 @@ class Hooks:
         or the give-up after the last.
         """
         if self._stopped:
-            self._gaveUp(hook, target, event, "the server stopped before it was sent")
+            self._gaveUp(hook, target, event, "the server stopped before it was sent", tries)
             return
         payload = buildPayload(
             hook, _uploadOf(event), None, event.credential, event.requestId,
@@ -277,7 +277,7 @@ class Hooks:
             if not failure.check(HookFailed):
                 log.failure("{hook} notification ({target})", failure, hook=hook, target=target.shown)
             if tries >= len(self._delays) or self._stopped:
-                self._gaveUp(hook, target, event, reason)
+                self._gaveUp(hook, target, event, reason, tries + 1)
                 return
             delay = self._delays[tries]
             log.warn(
@@ -287,7 +287,7 @@ class Hooks:
                 reason=reason, delay=delay, left=len(self._delays) - tries,
             )
             call = self._clock.callLater(delay, self._retry, hook, target, event, tries + 1)
-            self._waiting[call] = (hook, target, event)
+            self._waiting[call] = (hook, target, event, tries + 1)
 
         d = self._track(maybeDeferred(target.call, hook, payload))
         d.addCallbacks(lambda _: self._count(hook, OK), failed)
@@ -296,17 +296,21 @@ class Hooks:
         self._waiting = {c: w for c, w in self._waiting.items() if c.active()}
         self._notify(hook, target, event, tries)
 
-    def _gaveUp(self, hook: str, target: IHookTarget, event: UploadEvent, reason: str) -> None:
+    def _gaveUp(
+        self, hook: str, target: IHookTarget, event: UploadEvent, reason: str, tries: int
+    ) -> None:
         """
         A notification that will not be delivered: a log line, a count and
         a L{HOOK_FAILED} event, never silence.
+
+        @param tries: how many were made.
         """
         self._count(hook, GAVE_UP)
         log.error(
             "{hook} notification ({target}) for {path} not delivered after "
             "{tries} tries: {reason}",
             hook=hook, target=target.shown, path=event.path or event.key,
-            tries=len(self._delays) + 1, reason=reason,
+            tries=tries, reason=reason,
         )
         self._told(hook, _uploadOf(event), event.credential, event.requestId, reason, blocking=False)
 
@@ -363,10 +367,10 @@ class Hooks:
         """
         self._stopped = True
         waiting, self._waiting = self._waiting, {}
-        for call, (hook, target, event) in waiting.items():
+        for call, (hook, target, event, tries) in waiting.items():
             if call.active():
                 call.cancel()
-                self._gaveUp(hook, target, event, "the server stopped before its next try")
+                self._gaveUp(hook, target, event, "the server stopped before its next try", tries)
         return DeferredList(list(self._calls), consumeErrors=True)
 
 
