@@ -268,3 +268,14 @@ class NotificationTests(SynchronousTestCase):
         self.assertNoResult(stopped)
         answer.callback(Proceed())
         self.successResultOf(stopped)
+
+    def test_unwritableEventReported(self) -> None:
+        """An event that cannot be written as JSON is reported as not delivered, never dropped silently."""
+        target = FakeTarget()
+        hooks = self.hooks(target)
+        self.events.emit(UploadEvent(COMPLETED, "p-1", path="a", detail={"metadata": 5}))
+        self.clock.advance(0)
+        self.assertEqual(target.calls, [])
+        self.assertEqual(hooks.counts[("post-finish", GAVE_UP)], 1)
+        self.assertEqual([e.kind for e in self.told][-1], HOOK_FAILED)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

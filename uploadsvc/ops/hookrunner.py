@@ -266,10 +266,15 @@ class Hooks:
         if self._stopped:
             self._gaveUp(hook, target, event, "the server stopped before it was sent", tries)
             return
-        payload = buildPayload(
-            hook, _uploadOf(event), None, event.credential, event.requestId,
-            {"event": event.kind, **event.detail},
-        )
+        try:
+            payload = buildPayload(
+                hook, _uploadOf(event), None, event.credential, event.requestId,
+                {"event": event.kind, **event.detail},
+            )
+        except Exception:
+            log.failure("building the {hook} event for {key}", hook=hook, key=event.key)
+            self._gaveUp(hook, target, event, "its event could not be written as JSON", tries)
+            return
 
         def failed(failure: Failure) -> None:
             self._count(hook, FAILED)
