@@ -397,6 +397,22 @@ class CommandHookTests(HookTestMixin, TestCase):
             self.assertEqual(event["upload"]["path"], "ok.bin")
             self.assertNotIn(TOKEN, json.dumps(event))
 
+    async def test_terminated(self) -> None:
+        """Cancelling an incomplete upload tells post-terminate."""
+        first = await self.put("/t.bin", BODY[:1000], [("Content-Range", f"bytes 0-999/{TOTAL}")])
+        self.assertIncomplete(first, 1000)
+        gone = await deferToThread(
+            lambda: rawhttp.exchange(
+                self.server.port, "DELETE", "/t.bin", [("Authorization", f"Bearer {TOKEN}")],
+                timeout=30,
+            )[1]
+        )
+        self.assertEqual(gone.status, 204)
+        self.assertTrue(await waitFor(lambda: "post-terminate" in [h for h, _ in self.calls()]))
+        [event] = [e for h, e in self.calls() if h == "post-terminate"]
+        self.assertEqual(event["upload"]["path"], "t.bin")
+        self.assertEqual(event["detail"]["event"], "cancelled")
+
     async def test_refused(self) -> None:
         """The command refuses on stdout: the client gets its status and reason."""
         answer = await self.put("/forbidden/x.bin", BODY[:1000])
