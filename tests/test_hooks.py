@@ -121,6 +121,7 @@ class AnswerTests(SynchronousTestCase):
     def test_http2xx(self) -> None:
         """An HTTP 2xx carries an answer document."""
         self.assertEqual(parseHTTPAnswer(PRE_CREATE, 204, b""), Proceed())
+        self.assertEqual(parseHTTPAnswer(PRE_CREATE, 200, b'{"status": 404}'), Refuse(404, "refused by the pre-create hook"))
         self.assertEqual(parseHTTPAnswer(PRE_CREATE, 200, b'{"path": "x/y"}'), Proceed("x/y"))
         self.assertEqual(
             parseHTTPAnswer(PRE_CREATE, 200, b'{"status": 409, "reason": "taken"}'),
@@ -141,8 +142,8 @@ class AnswerTests(SynchronousTestCase):
         )
 
     def test_httpFailures(self) -> None:
-        """5xx, redirects, informational statuses, 401 and 407 are failures."""
-        for code in (500, 502, 503, 301, 302, 307, 101, 401, 407):
+        """5xx, redirects, informational statuses, 401, 407, and 404/405 (a wrong URL) are failures."""
+        for code in (500, 502, 503, 301, 302, 307, 101, 401, 407, 404, 405):
             self.assertRaises(HookFailed, parseHTTPAnswer, PRE_CREATE, code, b'{"reason": "x"}')
 
     def test_commandExit0(self) -> None:

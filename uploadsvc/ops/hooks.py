@@ -282,14 +282,19 @@ def parseAnswer(hook: str, body: bytes) -> Decision:
 def parseHTTPAnswer(hook: str, code: int, body: bytes) -> Decision:
     """
     Read an HTTP hook's answer: a 2xx carries an answer document
-    (L{parseAnswer}); a 4xx (but 401, 407) refuses, its reason the
-    document's C{"reason"} or the first line of a text body.
+    (L{parseAnswer}); a 4xx (but 401, 404, 405, 407) refuses, its reason
+    the document's C{"reason"} or the first line of a text body.
 
-    @raise HookFailed: any other status (5xx, a redirect), or a 2xx with
-        a bad document.
+    @raise HookFailed: any other status (5xx, a redirect, a 404 or 405
+        that says the URL is wrong), or a 2xx with a bad document.
     """
     if 200 <= code <= 299:
         return parseAnswer(hook, body)
+    if code in (404, 405):
+        # Far likelier a wrong --hook-url than a decision: every upload
+        # would be refused with the endpoint's error page. (A hook that
+        # means it answers 200 with the document.)
+        raise HookFailed(f"answered HTTP {code}: is the hook URL right?")
     if code not in _REFUSAL_STATUSES:
         raise HookFailed(f"answered HTTP {code}")
     reason = ""
