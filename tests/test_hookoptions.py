@@ -87,6 +87,8 @@ class HookOptionsTests(SynchronousTestCase):
             (["--hook-url", "http://h/", "--hooks", "pre-create,post-recieve"],
              "--hooks pre-create,post-recieve: unknown hook 'post-recieve'"),
             (["--hooks", "pre-create"], "--hooks: give --hook-url and/or --hook-command too"),
+            (["--hook-timeout", "3"], "--hook-timeout: give --hook-url and/or --hook-command too"),
+            (["--hook-retries", "9"], "--hook-retries: give --hook-url and/or --hook-command too"),
             (["--hook-secret-file", short], "--hook-secret-file: only HTTP hooks send it"),
             (["--hook-url", "http://h/", "--hook-secret-file", short],
              "--hook-secret-file: " + short + " holds no secret"),

@@ -81,8 +81,10 @@ def checkHookOptions(options: Any) -> None:
     except ValueError as e:
         raise usage.UsageError(f"--hooks {options['hooks']}: {e}") from None
     given = url is not None or command is not None
-    if not given and options["hooks"] != ",".join(ALL_HOOKS):
-        raise usage.UsageError("--hooks: give --hook-url and/or --hook-command too")
+    if not given:
+        for name, _, default, *_ in HOOK_PARAMETERS:
+            if default is not None and options[name] != default:
+                raise usage.UsageError(f"--{name}: give --hook-url and/or --hook-command too")
     secretFile = options["hook-secret-file"]
     if secretFile is not None:
         if url is None:
