@@ -381,16 +381,13 @@ class UploadApp:
         request.setHeader(b"Location", chosen.location)
         return chosen
 
-    async def _preFinish(self, request: Any, path: UploadPath, staged: StagedFile) -> None:
+    async def checkBeforeFinish(self, request: Any, upload: HookUpload, staged: StagedFile) -> None:
         """
-        Ask pre-finish about a fully received upload: a refusal discards
-        it; a failed hook keeps it (durable, fully staged) for the client's
-        retry, which asks again.
+        Ask pre-finish about a fully received upload (for any front end
+        that completes a L{StagedFile}): a refusal discards it; a failed
+        hook keeps it, durable and fully staged, for the client's retry,
+        which asks again. Either way the client's answer is raised.
         """
-        upload = HookUpload(
-            path.relative, self.store.keyFor(path), protocol="put",
-            offset=staged.offset, total=staged.offset,
-        )
         try:
             await self.askPreFinish(request, upload)
         except UploadError as e:
@@ -924,7 +921,11 @@ class UploadApp:
                 await self.runner.run(self.store.discard, staged)
                 raise BadRequest("digest-mismatch", f"the file's {alg} digest does not match Repr-Digest")
         if self._asks(PRE_FINISH):
-            await self._preFinish(request, path, staged)
+            upload = HookUpload(
+                path.relative, self.store.keyFor(path), protocol="put",
+                offset=staged.offset, total=staged.offset,
+            )
+            await self.checkBeforeFinish(request, upload, staged)
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
         )
