@@ -33,6 +33,7 @@ from uploadsvc.ops.metrics import (
     removeMultiprocDir,
 )
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
+from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -267,6 +268,7 @@ class Options(commandline.Options):
         ["ietf-versions", None, ",".join(map(str, DEFAULT_VERSIONS)),
          "Interop versions of the IETF resumable-upload draft served, comma-separated "
          f"(known: {', '.join(map(str, KNOWN))}), or none to turn it off."],
+        *HOOK_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -391,6 +393,7 @@ class Options(commandline.Options):
             )
         self._checkAdmin()
         self._checkAuth()
+        checkHookOptions(self)
 
     def _checkAdmin(self) -> None:
         admin = self["admin-listen"]
@@ -596,9 +599,12 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     metrics = Metrics()
     events.subscribe(metrics.eventHeard)
     events.subscribe(logEvent)
+    hooks = makeHooks(options, reactor, events, top)
+    if hooks is not None:
+        hooks.observe(metrics.hookCalled)
     app = UploadApp(
         store, MeteredRunner(ThreadRunner(reactor, pool), metrics), config, auth=auth,
-        clock=reactor, events=events, latency=metrics.latency,
+        clock=reactor, events=events, latency=metrics.latency, hooks=hooks,
     )
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = ObservedSite(

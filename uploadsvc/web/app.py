@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -45,6 +45,8 @@ from uploadsvc.ops.events import (
     UploadEvent,
 )
 from uploadsvc.ops.requestnotes import notesFor
+from uploadsvc.ops.hookrunner import Hooks
+from uploadsvc.ops.hooks import PRE_CREATE, PRE_FINISH, HookUpload, requestFacts
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -72,6 +74,7 @@ from uploadsvc.protocol.ranges import (
 )
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import isNoSpace
+from uploadsvc.storage.hashing import verifyStaged
 from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore, Target, UploadId
 from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
@@ -195,6 +198,7 @@ class UploadApp:
         clock: IReactorTime | None = None,
         events: Events | None = None,
         latency: Callable[[str, float], None] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         """
         @param store: where uploads are kept; it must also provide
@@ -208,6 +212,8 @@ class UploadApp:
         @param latency: told how long each C{"fsync"} (an upload left
             incomplete made durable) and C{"completion"} (moved into place)
             took, in seconds of C{clock}, disk-pool wait included (metrics).
+        @param hooks: the blocking hooks to ask (pre-create, pre-finish);
+            L{None} for none.
         """
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -229,6 +235,7 @@ class UploadApp:
         self.latency = latency if latency is not None else (lambda what, seconds: None)
         #: The resumable-upload draft's front end (section 9), if on.
         self.ietf = DraftFrontEnd(self) if config.ietfVersions else None
+        self.hooks = hooks
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
@@ -322,6 +329,12 @@ class UploadApp:
         def report(done: list[tuple[str, str]]) -> None:
             for relative, what in done:
                 log.info("staged upload {path}: {what}", path=relative, what=what)
+
+        if self.hooks is not None and self.hooks.runs(PRE_FINISH):
+            # Finishing them here would skip the hook: each stays staged
+            # until its client's retry (a status query) finishes it.
+            log.info("pre-finish hook on: fully staged uploads wait for their clients' retry")
+            return succeed(None)
 
         d = self.runner.run(self.store.recover, self.config.allowOverwrite)
         return d.addCallback(report).addErrback(
@@ -423,6 +436,79 @@ class UploadApp:
         raw = request.uri.split(b"?", 1)[0]
         return parseUploadPath(raw, self.config.prefix)
 
+    # --- hooks (docs/operating-hooks.md) ----------------------------------
+
+    def _asks(self, hook: str) -> bool:
+        return self.hooks is not None and self.hooks.runs(hook)
+
+    def askPreCreate(self, request: Any, upload: HookUpload) -> Deferred[UploadPath | None]:
+        """
+        The pre-create hook, for any front end: before a new upload takes
+        a byte (its body not read yet).
+
+        @return: fires with the destination the hook chose instead (section
+            1 checked; the disk's rules are the caller's), or L{None}; fails
+            with the client's answer (the hook's refusal, or 503).
+        """
+        if self.hooks is None:
+            return succeed(None)
+        return self.hooks.preCreate(
+            upload, requestFacts(request), notesFor(request).credential, notesFor(request).requestId,
+            self.config.prefix,
+        )
+
+    def askPreFinish(self, request: Any, upload: HookUpload) -> Deferred[None]:
+        """
+        The pre-finish hook, for any front end: after the last byte and the
+        digest check, before the rename.
+
+        @return: fails with the client's answer: the hook's refusal (the
+            caller discards the staged data) or a 503 with code
+            C{hook-failed} (the caller keeps it, durably).
+        """
+        if self.hooks is None:
+            return succeed(None)
+        return self.hooks.preFinish(
+            upload, requestFacts(request), notesFor(request).credential, notesFor(request).requestId
+        )
+
+    async def _preCreate(self, request: Any, path: UploadPath, total: int | None) -> UploadPath:
+        """
+        Ask pre-create about a request that starts a new upload at C{path};
+        return where it goes (C{path}, or the hook's choice, then told to
+        the client as C{Location} on every answer).
+        """
+        gone = _clientGone(request)
+        upload = HookUpload(path.relative, self.store.keyFor(path), protocol="put", total=total)
+        chosen = await self.askPreCreate(request, upload)
+        if gone():
+            raise CancelledError("the client went away while the pre-create hook ran")
+        if chosen is None or chosen == path:
+            return path
+        log.info("pre-create hook: {old} goes to {new}", old=path.relative, new=chosen.relative)
+        request.setHeader(b"Location", chosen.location)
+        return chosen
+
+    async def checkBeforeFinish(self, request: Any, upload: HookUpload, staged: IStagedUpload) -> None:
+        """
+        Ask pre-finish about a fully received upload (for any front end
+        that completes a L{IStagedUpload}): a refusal discards it; a failed
+        hook keeps it, durable and fully staged, for the client's retry,
+        which asks again. Either way the client's answer is raised.
+        """
+        try:
+            await self.askPreFinish(request, upload)
+        except UploadError as e:
+            if e.code != "hook-failed":
+                await self.runner.run(self.store.discard, staged)
+                raise
+            await self.runner.run(staged.syncAndClose)
+            if staged.hasher is not None:
+                self.writers.keepHashState(
+                    upload.key, staged.info["generation"], staged.offset, staged.hasher
+                )
+            raise
+
     # --- status ---------------------------------------------------------
 
     async def _head(
@@ -513,6 +599,15 @@ class UploadApp:
         return self.writers.acquire(key, interrupt)
 
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
+        return await self._putAt(request, path, False)
+
+    async def _putAt(self, request: Any, path: UploadPath, preCreated: bool) -> bytes | None:
+        """
+        A write or a status query.
+
+        @param preCreated: the pre-create hook has let this request start a
+            new upload at C{path} (it chose C{path}, perhaps).
+        """
         length = contentLength(request)
         rng, rangeError = _readRange(request.requestHeaders, length)
         fields, fieldError = _attempt(_digestFields, request)
@@ -551,12 +646,20 @@ class UploadApp:
             contentLength=length,
             allowOverwrite=self.config.allowOverwrite,
         )
+        guard = None if preCreated or not self._asks(PRE_CREATE) else _guardCreation
         release = self._announce(key, rng, length, await self._acquire(request, path))
         try:
             began = await self._whenUnlocked(
                 request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
-                self.writers.takeHashState(key),
+                self.writers.takeHashState(key), guard,
             )
+        except _Creating:
+            # A new upload: the hook decides, with the upload let go of
+            # meanwhile; then everything is decided again for where it said.
+            release()
+            total = rng.total if isinstance(rng, ContentRange) else length
+            chosen = await self._preCreate(request, path, total)
+            return await self._putAt(request, chosen, True)
         except BaseException:
             release()
             raise
@@ -710,12 +813,16 @@ class UploadApp:
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
         hashState: Any,
+        guard: Callable[[Plan | AlreadyComplete], None] | None = None,
     ) -> tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None]:
         """
         Blocking: the refusals that need the disk (L{_check}), then
         L{IUploadStore.begin} (which never waits for the lock), whose decision
         under the lock is refused in the same order (409, or 503 unless it
         is a retried final request).
+
+        @param guard: sees the decision once no refusal applies, and may
+            raise to go no further (see L{_guardCreation}).
         """
         facts = self._check(path, facts, False)
 
@@ -729,6 +836,8 @@ class UploadApp:
             if refusal is not None:
                 raise refusal
             assert not isinstance(state, UploadError)
+            if guard is not None:
+                guard(state)
             return state
 
         return self.store.begin(path, decideInOrder, digests, hashState)
@@ -960,13 +1069,30 @@ class UploadApp:
         wanted: dict[str, bytes] = dict(digests.values)
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
-        replaced = await self._timed(
-            "completion", self.store.complete, path, staged, self.config.allowOverwrite,
-            wanted, streamed,
-        )
-        notesFor(request).offsetAfter = staged.offset
         destination = staged.path if isinstance(path, UploadId) else path
         assert destination is not None
+        if self._asks(PRE_FINISH):
+            # The digests are checked before the hook is asked, the rename after.
+            try:
+                staged.digests = await self.runner.run(
+                    verifyStaged, staged, wanted, self.store.hashStaged, streamed
+                )
+            except BadRequest:
+                await self.runner.run(self.store.discard, staged)
+                raise
+            upload = HookUpload(
+                destination.relative, self.store.keyFor(path), protocol=notesFor(request).protocol,
+                offset=staged.offset, total=staged.offset,
+            )
+            await self.checkBeforeFinish(request, upload, staged)
+            checked: dict[str, bytes] | None = None
+        else:
+            checked = wanted
+        replaced = await self._timed(
+            "completion", self.store.complete, path, staged, self.config.allowOverwrite,
+            checked, streamed,
+        )
+        notesFor(request).offsetAfter = staged.offset
         self._emit(COMPLETED, request, path, staged.offset, staged.offset, destination)
         return completed(
             request, destination, staged.offset, staged.digests["sha-256"],
@@ -990,6 +1116,23 @@ def _loggable(uri: bytes) -> str:
     signature or a token).
     """
     return uri.split(b"?", 1)[0].decode("latin-1")
+
+
+class _Creating(Exception):
+    """
+    The request would start a new upload, and the pre-create hook has not
+    been asked yet.
+    """
+
+
+def _guardCreation(state: Plan | AlreadyComplete) -> None:
+    """
+    Stop a request whose plan starts a new upload (a first write, a plain
+    PUT starting over, a replacement) before anything is staged, so that
+    the pre-create hook is asked first (see L{UploadApp._put}).
+    """
+    if isinstance(state, Plan) and state.startOver:
+        raise _Creating()
 
 
 class _StateChanged(Exception):
