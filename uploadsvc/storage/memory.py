@@ -42,7 +42,8 @@ class _Upload:
 
     @ivar info: its recorded metadata; L{None} until a request ended or a
         query recorded something (like a data file without its C{.json}).
-    @ivar touched: when its bytes or metadata last changed.
+    @ivar touched: when it last received a byte (or was made, or started
+        over); recording metadata does not count (see L{Incomplete}).
     """
 
     path: UploadPath
@@ -100,7 +101,6 @@ class MemoryStaged:
             if self.infoDirty:
                 self.info = mergeInfo(self.info, self.infoBase, self.upload.info, self.offset)
                 self.upload.info = dict(self.info)
-                self.upload.touched = self.store._now()
                 self.infoBase = dict(self.info)
                 self.infoDirty = False
         return self.offset
@@ -303,7 +303,6 @@ class MemoryStore:
             if digests:
                 info["digests"] = {**info.get("digests", {}), **digests}
             upload.info = info
-            upload.touched = self._now()
             return attrs.evolve(
                 stored, total=info.get("total"), digests=dict(info.get("digests", {}))
             )
@@ -311,6 +310,7 @@ class MemoryStore:
     def rollback(self, staged: MemoryStaged, offset: int) -> None:
         with self._mutex:
             del staged.upload.data[offset:]
+            staged.upload.touched = self._now()
         staged.offset = offset
 
     def complete(
