@@ -18,10 +18,21 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from uploadsvc import commandline
-from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
+from uploadsvc.commandline import (
+    countOption, durationOption, formatSize, parseDuration, parseSize, plainError, sizeOption,
+)
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import Events
+from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulShutdown,
+    StopsFirst,
+    exitZeroOnTerm,
+    isRealReactor,
+    stopTimeout,
+)
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -186,6 +197,8 @@ class Options(commandline.Options):
     #: Options in bytes: their defaults are shown as sizes and parsed once
     #: options are read.
     sizes = ("max-upload-size", "min-free", "read-size", "bench-write-rate")
+    #: Options in seconds with units (see L{parseDuration}), parsed likewise.
+    durations = ("expire-after",)
 
     optFlags = [
         ["allow-overwrite", None, "Let an upload replace a complete file (default: 409)."],
@@ -230,6 +243,15 @@ class Options(commandline.Options):
         ["max-connections-per-client", None, 0,
          "Open connections one client address may have; extra ones are closed "
          "at once (0: no limit).", countOption("max-connections-per-client")],
+        ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
+         "On SIGTERM: stop accepting at once, let requests in flight go on for up "
+         "to this many seconds, then end the rest (they keep what they stored) "
+         "and exit 0. With --workers the parent waits this long plus 15 s.",
+         countOption("shutdown-timeout", float)],
+        ["expire-after", None, "24h",
+         "Remove incomplete uploads that received no byte for this long, in "
+         "every process sharing the root (e.g. 90s, 30m, 24h, 7d; a plain number "
+         "is seconds); 0 keeps them for ever.", durationOption("expire-after")],
         ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
@@ -278,6 +300,8 @@ class Options(commandline.Options):
             name, default = parameter[0], parameter[2]
             if name in self.sizes:
                 default = parseSize(str(default))
+            if name in self.durations:
+                default = parseDuration(str(default))
             if self[name] is not None and self[name] != default and name != "restart-delay":
                 args.append(f"--{name}={self[name]}")
         return args
@@ -321,6 +345,9 @@ class Options(commandline.Options):
         for name in self.sizes:
             if isinstance(self[name], str):  # a default
                 self[name] = parseSize(self[name])
+        for name in self.durations:
+            if isinstance(self[name], str):  # a default
+                self[name] = parseDuration(self[name])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
             self["endpoints"] = [parseEndpoint(DEFAULT_LISTEN)]
@@ -371,10 +398,12 @@ class Options(commandline.Options):
             )
 
 
-class _UploadService(service.MultiService):
+class _UploadService(StopsFirst):
     """
     The whole server: a listener that cannot be opened ends the start with
-    a L{StartupError} that says why in one line.
+    a L{StartupError} that says why in one line; on stop, the listeners and
+    the requests in flight (L{GracefulShutdown}, its C{first}) stop before
+    the rest.
     """
 
     def privilegedStartService(self) -> None:
@@ -443,7 +472,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
             [e.withDefaultBacklog(DEFAULT_BACKLOG) for e in options["endpoints"]],
             workerCommand(options.workerArguments()),
             restartDelay=options["restart-delay"],
+            stopTimeout=stopTimeout(options["shutdown-timeout"]),
         ).setServiceParent(top)
+        if isRealReactor(reactor):
+            reactor.callWhenRunning(exitZeroOnTerm, reactor)
         return top
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
@@ -466,6 +498,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         prefix=options["prefix"].encode("utf-8"),
         minFreeBytes=options["min-free"],
         maxUploads=options["max-uploads"],
+        expireAfter=options["expire-after"],
     )
     auth = _authenticator(options, reactor)
     if auth is not None:
@@ -489,6 +522,17 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     takeovers = internet.TimerService(TAKEOVER_POLL, app.checkTakeovers)
     takeovers.clock = reactor
     takeovers.setServiceParent(top)
+    if config.expireAfter > 0:
+        # Every process looks; the store makes each expiry happen once.
+        ExpiryService(
+            store, app.runner, reactor, config.expireAfter, events
+        ).setServiceParent(top)
+    # The listeners, and the drain of the requests in flight on SIGTERM.
+    front = GracefulShutdown(site, app.writers.busy, reactor, options["shutdown-timeout"])
+    front.setServiceParent(top)
+    top.first = front
+    if isRealReactor(reactor):
+        reactor.callWhenRunning(exitZeroOnTerm, reactor)
     if options["inherit"]:
         followSupervisor()
         for fd, endpoint in options["inherit"]:
@@ -496,10 +540,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
                 adopted = adoptedListener(endpoint, fd, site, reactor)
             except (OSError, ValueError) as e:
                 raise StartupError(f"--listen {endpoint.description}: {e}") from None
-            adopted.setServiceParent(top)
+            adopted.setServiceParent(front)
     else:
         for description in options["listen"]:
-            strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
+            strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(front)
     log.info(
         "uploadsvc storing into {root} (fsync {fsync}), listening on {listen}",
         root=store.root, fsync="off" if options["no-fsync"] else "on",
