@@ -13,9 +13,12 @@ import zlib
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from uploadsvc.commandline import formatDuration, parseDuration
 from uploadsvc.errors import NotFound
 from uploadsvc.ops.events import EXPIRED, Events, UploadEvent
 from uploadsvc.ops.expiry import MAX_INTERVAL, MIN_INTERVAL, ExpiryService, lookInterval
@@ -24,6 +27,7 @@ from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.interfaces import uploadKey
 from uploadsvc.storage.memory import MemoryStore
+from uploadsvc.tap import Options, makeService
 from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 
 
@@ -376,3 +380,76 @@ class FileExpiryTests(SynchronousTestCase):
         self.assertEqual(errors, [])
         self.assertEqual(sorted(told), sorted(keys))
         self.assertEqual(stores[1].listIncomplete(), [])
+
+
+class DurationTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        """Durations are seconds, or a number with s, m, h or d."""
+        cases = {"0": 0, "90": 90, "1.5": 1.5, "90s": 90, "30m": 1800, "24h": 86400, "7d": 604800, "2S": 2}
+        for text, seconds in cases.items():
+            self.assertEqual(parseDuration(text), seconds, text)
+
+    def test_bad(self) -> None:
+        """Anything else is refused."""
+        for text in ["", "-1", "1w", "h", "1.5.5", "1e3", " 1", "1 h", "inf", "nan"]:
+            self.assertRaises(ValueError, parseDuration, text)
+
+    def test_format(self) -> None:
+        """A duration is written in the largest unit that writes it whole."""
+        self.assertEqual(
+            [formatDuration(s) for s in (86400, 3600 * 5, 90, 120, 2.5, 0)],
+            ["1d", "5h", "90s", "2m", "2.5s", "0s"],
+        )
+
+
+class ExpiryOptionTests(SynchronousTestCase):
+    """
+    C{--expire-after} of C{twistd uploadsvc}.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_default(self) -> None:
+        """Incomplete uploads expire after 24 h by default; --help says so."""
+        self.assertEqual(self.parse()["expire-after"], 86400)
+        usage = str(Options())
+        self.assertIn("--expire-after", usage)
+        self.assertIn("24h", usage)
+
+    def test_values(self) -> None:
+        """Units and plain seconds are taken; 0 is off."""
+        for text, seconds in [("90s", 90), ("30m", 1800), ("2", 2), ("0", 0)]:
+            self.assertEqual(self.parse("--expire-after", text)["expire-after"], seconds)
+
+    def test_bad(self) -> None:
+        """A value that is no duration is refused in one line naming the option."""
+        e = self.assertRaises(UsageError, self.parse, "--expire-after", "soon")
+        self.assertEqual(
+            str(e),
+            "--expire-after soon: not a duration; give seconds, or a number with s, m, h or d, e.g. 90s, 30m, 24h",
+        )
+
+    def test_workers(self) -> None:
+        """A worker gets a --expire-after other than the default, and not the default."""
+        self.assertIn("--expire-after=90.0", self.parse("--expire-after", "90s").workerArguments())
+        self.assertFalse(
+            [a for a in self.parse().workerArguments() if a.startswith("--expire-after")]
+        )
+
+    def services(self, *argv: str) -> list[ExpiryService]:
+        reactor = MemoryReactorClock()
+        top = makeService(self.parse("--root", self.mktemp(), *argv), reactor)
+        return [s for s in top if isinstance(s, ExpiryService)]
+
+    def test_service(self) -> None:
+        """The server runs an expiry service with the option's time, and none when it is 0."""
+        [service] = self.services("--expire-after", "10m")
+        self.assertEqual((service.expireAfter, service.interval), (600, 60))
+        self.assertEqual(self.services("--expire-after", "0"), [])
+
+    def test_supervisorHasNone(self) -> None:
+        """With --workers only the workers expire (the parent has no store)."""
+        self.assertEqual(self.services("--workers", "2"), [])

@@ -6,15 +6,20 @@ the server's services stop, and the C{--shutdown-timeout} option.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.server import freePort
+from uploadsvc.endpoints import parseEndpoint
 from uploadsvc.ops.shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     FINISH_MARGIN,
@@ -27,6 +32,7 @@ from uploadsvc.tap import Options, makeService
 from uploadsvc.workers import WorkerPool
 
 from .test_limits import LimitsTestCase
+from .test_workers import Spawner
 
 TIMEOUT = 10
 
@@ -285,3 +291,50 @@ class OptionTests(SynchronousTestCase):
         [pool] = [s for s in top if isinstance(s, WorkerPool)]
         self.assertEqual(pool._stopTimeout, stopTimeout(7))
         self.assertEqual(stopTimeout(7), 7 + FINISH_MARGIN + 5)
+
+
+class WorkerStopTests(SynchronousTestCase):
+    """
+    The C{--workers} parent on SIGTERM: it stops accepting at once and
+    gives its workers the graceful stop's time.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.spawn = Spawner()
+        self.port = freePort()
+        self.pool = WorkerPool(
+            self.reactor, 2, [parseEndpoint(f"tcp:{self.port}:interface=127.0.0.1")],
+            ["python", "run"], self.spawn, stopTimeout=45,
+        )
+        self.pool.startService()
+
+    def endAll(self) -> None:
+        for i, call in enumerate(self.spawn.calls):
+            if not call[0].ended.called:
+                self.spawn.end(i, Failure(ProcessDone(0)))
+
+    def test_socketsClosedAtOnce(self) -> None:
+        """The parent's listening sockets are closed as the stop begins, while the workers still drain."""
+        fds = [call[2][3] for call in self.spawn.calls]
+        for fd in fds:
+            os.fstat(fd)  # open
+        d = self.pool.stopService()
+        self.assertNoResult(d)
+        for fd in fds:
+            self.assertRaises(OSError, os.fstat, fd)
+        with socket.socket() as s:
+            self.assertRaises(ConnectionRefusedError, s.connect, ("127.0.0.1", self.port))
+        self.endAll()
+        self.successResultOf(d)
+
+    def test_killAfterStopTimeout(self) -> None:
+        """Workers get SIGTERM, and SIGKILL only after the stop timeout."""
+        d = self.pool.stopService()
+        self.assertEqual([p.signals for p in self.spawn.processes], [["TERM"], ["TERM"]])
+        self.reactor.advance(44)
+        self.assertEqual([p.signals for p in self.spawn.processes], [["TERM"], ["TERM"]])
+        self.reactor.advance(1)
+        self.assertEqual([p.signals for p in self.spawn.processes], [["TERM", "KILL"]] * 2)
+        self.endAll()
+        self.successResultOf(d)
