@@ -174,7 +174,7 @@ def exitZeroOnTerm(reactor: Any) -> None:
     Call it once the reactor runs (twistd installs its own handler as the
     reactor starts).
     """
-    stopping = []
+    stopping: list[bool] = []
 
     def stop() -> None:
         if stopping:
