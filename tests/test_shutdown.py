@@ -7,6 +7,7 @@ the server's services stop, and the C{--shutdown-timeout} option.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 from typing import Any
 
@@ -338,3 +339,22 @@ class WorkerStopTests(SynchronousTestCase):
         self.assertEqual([p.signals for p in self.spawn.processes], [["TERM", "KILL"]] * 2)
         self.endAll()
         self.successResultOf(d)
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_stopMatchesTimeout(self) -> None:
+        """
+        The systemd unit sends SIGTERM to twistd alone (mixed kill mode, so a
+        --workers parent forwards it) and waits longer than a graceful stop
+        with its --shutdown-timeout may take before SIGKILL.
+        """
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tap-configs", "uploadsvc.service")
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        settings = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+        self.assertEqual((settings["KillSignal"], settings["KillMode"]), ("SIGTERM", "mixed"))
+        argv = shlex.split(settings["ExecStart"])
+        options = Options()
+        options.parseOptions(argv[argv.index("uploadsvc") + 1 :])
+        self.assertEqual(options["shutdown-timeout"], DEFAULT_SHUTDOWN_TIMEOUT)
+        self.assertGreater(float(settings["TimeoutStopSec"]), stopTimeout(options["shutdown-timeout"]))
