@@ -511,6 +511,19 @@ class StoreConformanceMixin(_MixinBase):
             [True, False],
         )
 
+    def test_touchedAt(self) -> None:
+        """The time an upload last received a byte is what listIncomplete reports; none when nothing is staged."""
+        self.assertIsNone(self.store.touchedAt(self.path))
+        self.write(self.path, b"abc")
+        uploadId = self.store.create(parseRelativePath("by/id.bin"))
+        self.backdate(uploadKey(self.path), 1000)
+        self.store.record(self.path, 9, {})
+        found = {entry.key: entry.touched for entry in self.store.listIncomplete()}
+        self.assertEqual(self.store.touchedAt(self.path), found[uploadKey(self.path)])
+        self.assertEqual(self.store.touchedAt(uploadId), found[uploadKey(uploadId)])
+        self.assertLess(self.store.touchedAt(self.path), self.store.touchedAt(uploadId) - 999)
+        self.assertRaises(NotFound, self.store.touchedAt, UploadId("0" * 32))
+
     def test_expireRefusesOtherKeys(self) -> None:
         """Expire acts only on keys the store makes (never a name built elsewhere)."""
         for key in ("../x", "p-abc", "i-" + "0" * 31, "q-" + "0" * 64, "p-" + "0" * 64 + ".json"):

@@ -342,6 +342,22 @@ class FileStore:
         finally:
             lock.release()
 
+    def touchedAt(self, target: Target) -> float | None:
+        """
+        When the upload of C{target} last received a byte (its data file's
+        modification time, see L{_touched}); L{None} when none is staged.
+        """
+        self._fresh()
+        key, _ = self._resolve(target)
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is None:
+            return None
+        try:
+            touched = _touched(folder, key)
+        finally:
+            os.close(folder)
+        return None if touched is None else touched[1]
+
     @staticmethod
     def _shardName(key: str) -> str:
         return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)

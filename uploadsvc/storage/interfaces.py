@@ -257,6 +257,17 @@ class IUploadStore(Interface):
         @param now: the time to measure from (default: the store's clock).
         """
 
+    def touchedAt(target: Target) -> float | None:
+        """
+        When the incomplete upload of C{target} last received a byte, or
+        was made or started over (as L{Incomplete.touched}): what the time
+        left before its expiry is measured from
+        (L{uploadsvc.protocol.expiry.secondsLeft}). L{None} when nothing is
+        staged for it.
+
+        @raise NotFound: an L{UploadId} that names no upload.
+        """
+
     def hashStaged(staged: Any, algorithms: Iterable[str]) -> dict[str, bytes]:
         """
         Digest the staged bytes (alg to raw digest).

@@ -384,6 +384,12 @@ class MemoryStore:
             del self._uploads[key]
             return True
 
+    def touchedAt(self, target: Target) -> float | None:
+        with self._mutex:
+            key, _ = self._resolve(target)
+            upload = self._uploads.get(key)
+            return None if upload is None else upload.touched
+
     def hashStaged(self, staged: MemoryStaged, algorithms: Iterable[str]) -> dict[str, bytes]:
         with self._mutex:
             data = bytes(staged.upload.data)
