@@ -198,5 +198,5 @@ def durationOption(name: str) -> Callable[[str], float]:
                 "s, m, h or d, e.g. 90s, 30m, 24h"
             ) from None
 
-    coerce.coerceDoc = "Seconds, or a number with s, m, h or d, e.g. 30m."  # type: ignore[attr-defined]
+    coerce.coerceDoc = "Seconds, or a number with s, m, h or d, e.g. 90s, 30m, 24h."  # type: ignore[attr-defined]
     return coerce

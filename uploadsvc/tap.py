@@ -250,8 +250,8 @@ class Options(commandline.Options):
          countOption("shutdown-timeout", float)],
         ["expire-after", None, "24h",
          "Remove incomplete uploads that received no byte for this long, in "
-         "every process sharing the root (e.g. 90s, 30m, 24h, 7d; a plain number "
-         "is seconds); 0 keeps them for ever.", durationOption("expire-after")],
+         "every process sharing the root; 0 keeps them for ever.",
+         durationOption("expire-after")],
         ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",

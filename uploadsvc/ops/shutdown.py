@@ -36,7 +36,7 @@ from twisted.logger import Logger
 log = Logger()
 
 #: Default seconds requests in flight may go on after SIGTERM.
-DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_SHUTDOWN_TIMEOUT: float = 30
 #: Seconds, after the deadline, that the requests ended then get to make
 #: their bytes durable (an fsync of a slow disk) before the process exits
 #: anyway.
