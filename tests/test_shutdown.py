@@ -18,6 +18,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import H2_ENABLED
 
 from tests.support.server import freePort
 from uploadsvc.endpoints import parseEndpoint
@@ -358,3 +359,72 @@ class SystemdUnitTests(SynchronousTestCase):
         options.parseOptions(argv[argv.index("uploadsvc") + 1 :])
         self.assertEqual(options["shutdown-timeout"], DEFAULT_SHUTDOWN_TIMEOUT)
         self.assertGreater(float(settings["TimeoutStopSec"]), stopTimeout(options["shutdown-timeout"]))
+
+
+class HTTP2DrainTests(LimitsTestCase):
+    """
+    The drain with HTTP/2 connections, whose streams are not counted per
+    connection.
+    """
+
+    skip = None if H2_ENABLED else "the h2 package is not installed"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.site_ = self.site()
+        self.busy = Busy()
+        self.shutdown = GracefulShutdown(self.site_, self.busy, self.clock, TIMEOUT)
+        self.shutdown.startService()
+
+    def h2(self) -> Any:
+        from .test_streaming_h2 import H2Client, NetworkTransport
+
+        transport = NetworkTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        guard = self.site_.buildProtocol(self.addr())
+        guard.makeConnection(transport)
+        client = H2Client(guard, transport, self.clock)
+        client.exchange()
+        return client
+
+    def addr(self) -> Any:
+        from .test_limits import client
+
+        return client()
+
+    def test_streamFinishesThenClosed(self) -> None:
+        """
+        An HTTP/2 connection with a stream under way stays open during the
+        drain; the stream's response has no Connection field (HTTP/2 forbids
+        it), and once nothing is in flight the connection is closed.
+        """
+        import h2.events
+
+        client = self.h2()
+        stream = client.request(b"PUT", b"/u", (b"content-length", b"10"))
+        client.send(stream, b"abc")
+        d = self.shutdown.stopService()
+        self.assertFalse(client.transport.disconnecting)
+        client.send(stream, b"defghij", end=True)
+        request = self.resource.requests[-1]
+        request.setResponseCode(201)
+        request.finish()
+        events = client.exchange()
+        [response] = client.of(h2.events.ResponseReceived, stream, events)
+        self.assertEqual(dict(response.headers)[b":status"], b"201")
+        self.assertNotIn(b"connection", dict(response.headers))
+        self.assertFalse(client.of(h2.events.StreamReset, stream, events))
+        self.clock.advance(POLL)
+        self.successResultOf(d)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_newStreamDuringDrain(self) -> None:
+        """A stream opened during the drain is answered without a Connection field."""
+        import h2.events
+
+        client = self.h2()
+        self.site_.drain()
+        stream = client.request(b"GET", b"/a", end=True)
+        [response] = client.of(h2.events.ResponseReceived, stream)
+        self.assertEqual(dict(response.headers)[b":status"], b"200")
+        self.assertNotIn(b"connection", dict(response.headers))
