@@ -143,3 +143,15 @@ class ExpiryEndToEndTests(SynchronousTestCase):
         keys = expiredKeys(first) + expiredKeys(second)
         self.assertEqual(len(keys), ABANDONED, (len(expiredKeys(first)), len(expiredKeys(second))))
         self.assertEqual(len(set(keys)), ABANDONED)
+
+    def test_workers(self) -> None:
+        """With --workers 2 both workers expire, and each abandoned upload is expired once."""
+        server = startServer(self, self.root(), "--workers", "2", "--expire-after", "2s")
+        for n in range(ABANDONED):
+            abandon(server, f"/w/{n}.bin")
+        deadline = time.monotonic() + BOUND
+        while staged(server.root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(staged(server.root), [])
+        keys = expiredKeys(server)
+        self.assertEqual((len(keys), len(set(keys))), (ABANDONED, ABANDONED))
