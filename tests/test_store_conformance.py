@@ -85,6 +85,13 @@ class StoreConformanceMixin(_MixinBase):
         """
         raise NotImplementedError
 
+    def backdate(self, key: str, seconds: float) -> None:
+        """
+        Make the upload C{key} look as if everything that happened to it
+        happened C{seconds} earlier (its bytes and its metadata).
+        """
+        raise NotImplementedError
+
     def setUp(self) -> None:
         self.store = self.makeStore()
         self.path = parseRelativePath("d/f.bin")
@@ -498,6 +505,75 @@ class StoreConformanceMixin(_MixinBase):
         self.assertTrue(self.store.expire(entry.key, 0, now=entry.touched + 10**9))
         self.assertRaises(NotFound, self.store.inspect, uploadId)
 
+    def test_queryDoesNotKeepAlive(self) -> None:
+        """A status query that records a total and digests does not count as activity for expiry."""
+        self.write(self.path, b"abc")
+        key = uploadKey(self.path)
+        self.backdate(key, 1000)
+        stored = self.store.record(self.path, 9, {"sha-256": b64(sha256(b"abcdefghi"))})
+        self.assertEqual(stored.total, 9)
+        [entry] = self.store.listIncomplete()
+        self.assertEqual(entry.total, 9)
+        self.assertTrue(self.store.expire(key, 600))  # measured from now, on the store's clock
+        self.assertEqual(self.store.inspect(self.path), Stored())
+
+    def test_queryAgeUnchanged(self) -> None:
+        """The time an upload last received a byte stays put across a recording status query."""
+        self.write(self.path, b"abc")
+        key = uploadKey(self.path)
+        self.backdate(key, 1000)
+        [before] = self.store.listIncomplete()
+        self.store.record(self.path, 9, {})
+        [after] = self.store.listIncomplete()
+        self.assertEqual(after.touched, before.touched)
+        self.assertFalse(self.store.expire(key, 1001, now=after.touched + 1000))
+
+    def test_bytesKeepAlive(self) -> None:
+        """Bytes received reset an upload's age: an old upload that gets more is not expired."""
+        self.write(self.path, b"abc")
+        key = uploadKey(self.path)
+        self.backdate(key, 1000)
+        [old] = self.store.listIncomplete()
+        self.write(self.path, b"de")
+        [entry] = self.store.listIncomplete()
+        self.assertGreaterEqual(entry.touched, old.touched + 999)
+        self.assertFalse(self.store.expire(key, 600, now=old.touched + 1000))
+        self.assertEqual(self.store.inspect(self.path).offset, 5)
+
+    def test_creationCounts(self) -> None:
+        """An upload made with no byte yet ages from its creation, then expires; its id is then unknown."""
+        uploadId = self.store.create(self.path)
+        [entry] = self.store.listIncomplete()
+        key = entry.key
+        self.assertFalse(self.store.expire(key, 600, now=entry.touched + 599))
+        self.backdate(key, 1000)
+        [entry] = self.store.listIncomplete()
+        self.assertTrue(self.store.expire(key, 600, now=entry.touched + 1000))
+        self.assertRaises(NotFound, self.store.inspect, uploadId)
+
+    def test_expireOnce(self) -> None:
+        """Of two expiries of one upload, only the first is told it removed it."""
+        self.write(self.path, b"abc")
+        [entry] = self.store.listIncomplete()
+        now = entry.touched + 10
+        self.assertEqual(
+            [self.store.expire(entry.key, 5, now=now), self.store.expire(entry.key, 5, now=now)],
+            [True, False],
+        )
+
+    def test_touchedAt(self) -> None:
+        """The time an upload last received a byte is what listIncomplete reports; none when nothing is staged."""
+        self.assertIsNone(self.store.touchedAt(self.path))
+        self.write(self.path, b"abc")
+        uploadId = self.store.create(parseRelativePath("by/id.bin"))
+        self.backdate(uploadKey(self.path), 1000)
+        self.store.record(self.path, 9, {})
+        found = {entry.key: entry.touched for entry in self.store.listIncomplete()}
+        self.assertEqual(self.store.touchedAt(self.path), found[uploadKey(self.path)])
+        self.assertEqual(self.store.touchedAt(uploadId), found[uploadKey(uploadId)])
+        self.assertLess(self.store.touchedAt(self.path), self.store.touchedAt(uploadId) - 999)
+        self.assertRaises(NotFound, self.store.touchedAt, UploadId("0" * 32))
+
     def test_expireRefusesOtherKeys(self) -> None:
         """Expire acts only on keys the store makes (never a name built elsewhere)."""
         for key in ("../x", "p-abc", "i-" + "0" * 31, "q-" + "0" * 64, "p-" + "0" * 64 + ".json"):
@@ -546,6 +622,15 @@ class FileStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def backdate(self, key: str, seconds: float) -> None:
+        shard = "%02x" % (zlib.crc32(key.encode()) & 0xFF)
+        folder = os.path.join(self.root, ".uploadsvc", "uploads", shard)
+        for suffix in (".data", ".json"):
+            name = os.path.join(folder, key + suffix)
+            if os.path.exists(name):
+                st = os.stat(name)
+                os.utime(name, (st.st_atime - seconds, st.st_mtime - seconds))
 
 
 class FileStoreContractTests(SynchronousTestCase):
@@ -639,6 +724,9 @@ class MemoryStoreConformanceTests(StoreConformanceMixin, SynchronousTestCase):
 
     def readComplete(self, path: UploadPath) -> bytes | None:
         return self.store.files.get(path.relative)  # type: ignore[no-any-return]
+
+    def backdate(self, key: str, seconds: float) -> None:
+        self.store._uploads[key].touched -= seconds
 
 
 class UploadIdTests(SynchronousTestCase):

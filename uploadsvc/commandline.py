@@ -151,3 +151,52 @@ class Options(usage.Options):
         if self.longdesc:
             lines += ["", *wrap(self.longdesc, width)]
         return "\n".join([*lines, ""])
+
+
+#: A duration: a number of seconds (decimals allowed), maybe followed by
+#: s, m, h or d.
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhd]?)", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parseDuration(text: str) -> float:
+    """
+    A duration such as C{90}, C{90s}, C{1.5}, C{30m}, C{24h} or C{7d}, in
+    seconds.
+
+    @raise ValueError: for anything else (negative numbers included).
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+def formatDuration(seconds: float) -> str:
+    """
+    C{seconds} in the largest unit of L{parseDuration} that writes it as a
+    whole number (else in seconds).
+    """
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _SECONDS[unit] == 0:
+            return f"{int(seconds // _SECONDS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def durationOption(name: str) -> Callable[[str], float]:
+    """
+    The coerce function of a duration option C{--name}, whose error names
+    it.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            return parseDuration(text)
+        except ValueError:
+            raise usage.UsageError(
+                f"--{name} {text}: not a duration; give seconds, or a number with "
+                "s, m, h or d, e.g. 90s, 30m, 24h"
+            ) from None
+
+    coerce.coerceDoc = "Seconds, or a number with s, m, h or d, e.g. 90s, 30m, 24h."  # type: ignore[attr-defined]
+    return coerce

@@ -19,7 +19,9 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from uploadsvc import commandline
-from uploadsvc.commandline import countOption, formatSize, parseSize, plainError, sizeOption
+from uploadsvc.commandline import (
+    countOption, durationOption, formatSize, parseDuration, parseSize, plainError, sizeOption,
+)
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import Events
@@ -34,6 +36,15 @@ from uploadsvc.ops.metrics import (
 )
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
 from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
+from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulShutdown,
+    StopsFirst,
+    exitZeroOnTerm,
+    isRealReactor,
+    stopTimeout,
+)
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -204,6 +215,8 @@ class Options(commandline.Options):
     #: Options in bytes: their defaults are shown as sizes and parsed once
     #: options are read.
     sizes = ("max-upload-size", "min-free", "read-size", "bench-write-rate")
+    #: Options in seconds with units (see L{parseDuration}), parsed likewise.
+    durations = ("expire-after",)
 
     optFlags = [
         ["allow-overwrite", None, "Let an upload replace a complete file (default: 409)."],
@@ -261,6 +274,15 @@ class Options(commandline.Options):
         ["log-format", None, "text",
          "Log lines as text, or json: one JSON object per line (an access line per "
          "request, a line per upload event), in twistd's --logfile too."],
+        ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
+         "On SIGTERM: stop accepting at once, let requests in flight go on for up "
+         "to this many seconds, then end the rest (they keep what they stored) "
+         "and exit 0. With --workers the parent waits this long plus 15 s.",
+         countOption("shutdown-timeout", float)],
+        ["expire-after", None, "24h",
+         "Remove incomplete uploads that received no byte for this long, in "
+         "every process sharing the root; 0 keeps them for ever.",
+         durationOption("expire-after")],
         ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
          "Seconds a client has to send a request's whole header block, however "
          "slowly it trickles (also closes idle keep-alive connections); 0: off.",
@@ -313,6 +335,8 @@ class Options(commandline.Options):
             name, default = parameter[0], parameter[2]
             if name in self.sizes:
                 default = parseSize(str(default))
+            if name in self.durations:
+                default = parseDuration(str(default))
             # The supervisor's own business: its restarts, its admin listener.
             if name in ("restart-delay", "admin-listen"):
                 continue
@@ -359,6 +383,9 @@ class Options(commandline.Options):
         for name in self.sizes:
             if isinstance(self[name], str):  # a default
                 self[name] = parseSize(self[name])
+        for name in self.durations:
+            if isinstance(self[name], str):  # a default
+                self[name] = parseDuration(self[name])
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
             self["endpoints"] = [parseEndpoint(DEFAULT_LISTEN)]
@@ -440,10 +467,12 @@ class Options(commandline.Options):
             )
 
 
-class _UploadService(service.MultiService):
+class _UploadService(StopsFirst):
     """
     The whole server: a listener that cannot be opened ends the start with
-    a L{StartupError} that says why in one line.
+    a L{StartupError} that says why in one line; on stop, the listeners and
+    the requests in flight (L{GracefulShutdown}, its C{first}) stop before
+    the rest.
 
     @ivar logObserver: the log observer to hand twistd (C{--log-format
         json}), or L{None} for twistd's own.
@@ -566,7 +595,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
             workerCommand(options.workerArguments()),
             restartDelay=options["restart-delay"],
             metricsDir=metricsDir,
+            stopTimeout=stopTimeout(options["shutdown-timeout"]),
         ).setServiceParent(top)
+        if isRealReactor(reactor):
+            reactor.callWhenRunning(exitZeroOnTerm, reactor)
         return top
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
@@ -591,6 +623,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         minFreeBytes=options["min-free"],
         maxUploads=options["max-uploads"],
         ietfVersions=options["ietfVersions"],
+        expireAfter=options["expire-after"],
     )
     auth = _authenticator(options, reactor)
     if auth is not None:
@@ -629,6 +662,17 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     sampler.setServiceParent(top)
     if options["admin-listen"] and not options["inherit"]:
         _adminService(options, MetricsResource(metrics.registry), reactor).setServiceParent(top)
+    if config.expireAfter > 0:
+        # Every process looks; the store makes each expiry happen once.
+        ExpiryService(
+            store, app.runner, reactor, config.expireAfter, events
+        ).setServiceParent(top)
+    # The listeners, and the drain of the requests in flight on SIGTERM.
+    front = GracefulShutdown(site, app.writers.busy, reactor, options["shutdown-timeout"])
+    front.setServiceParent(top)
+    top.first = front
+    if isRealReactor(reactor):
+        reactor.callWhenRunning(exitZeroOnTerm, reactor)
     if options["inherit"]:
         followSupervisor()
         for fd, endpoint in options["inherit"]:
@@ -636,10 +680,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
                 adopted = adoptedListener(endpoint, fd, site, reactor)
             except (OSError, ValueError) as e:
                 raise StartupError(f"--listen {endpoint.description}: {e}") from None
-            adopted.setServiceParent(top)
+            adopted.setServiceParent(front)
     else:
         for description in options["listen"]:
-            strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(top)
+            strports.service(withBacklog(description), site, reactor=reactor).setServiceParent(front)
     log.info(
         "uploadsvc storing into {root} (fsync {fsync}), listening on {listen}",
         root=store.root, fsync="off" if options["no-fsync"] else "on",

@@ -5,7 +5,9 @@ The parent binds every C{--listen} endpoint itself, then starts N copies of
 C{twistd uploadsvc} that inherit the listening sockets (as descriptors 3, 4,
 ...) and accept from them; the kernel hands each new connection to one of
 them. The parent serves nothing: it restarts a worker that dies, passes
-SIGHUP on, and on shutdown sends SIGTERM and waits for the workers to finish.
+SIGHUP on, and on shutdown closes its copies of the listening sockets, sends
+SIGTERM and waits for the workers to finish (their graceful stop, see
+L{uploadsvc.ops.shutdown}).
 Workers share the storage root; an upload written by one worker is taken
 over by another through the file store's locks and takeover markers.
 
@@ -52,7 +54,9 @@ RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 #: A worker that lived this long is healthy: the delay goes back down.
 HEALTHY_AFTER = 10.0
-#: Seconds the workers get to finish on shutdown before SIGKILL.
+#: Seconds the workers get to finish on shutdown before SIGKILL (by
+#: default; C{twistd uploadsvc} gives its C{--shutdown-timeout} plus a
+#: margin, see L{uploadsvc.ops.shutdown.stopTimeout}).
 STOP_TIMEOUT = 20.0
 
 
@@ -232,6 +236,8 @@ class WorkerPool(service.Service):
     @param metricsDir: the folder where every worker writes its metrics
         (prometheus_client's multiprocess mode, told to the workers in
         L{MULTIPROC_ENV}), or L{None} when nobody reads them.
+    @param stopTimeout: seconds the workers get to stop gracefully after
+        SIGTERM before SIGKILL.
     """
 
     def __init__(
@@ -243,9 +249,11 @@ class WorkerPool(service.Service):
         spawn: Callable[..., Any] | None = None,
         restartDelay: float = RESTART_DELAY,
         metricsDir: str | None = None,
+        stopTimeout: float = STOP_TIMEOUT,
     ) -> None:
         self._reactor = reactor
         self._metricsDir = metricsDir
+        self._stopTimeout = stopTimeout
         self._count = count
         self._listen = list(listen)
         self._command = list(command)
@@ -436,15 +444,26 @@ class WorkerPool(service.Service):
             signal.signal(signal.SIGHUP, self._previousHUP)
             self._previousHUP = None
         waiting = [worker.ended for worker, _ in self._workers.values()]
+        # Stop accepting at once: the workers close their copies of the
+        # listening sockets as they get SIGTERM, and a socket that nobody
+        # holds open any more refuses new connections (the parent's copies
+        # must not keep the kernel queueing them during the drain).
+        self._closeAll()
         self.signalAll("TERM")
-        kill = self._reactor.callLater(STOP_TIMEOUT, self.signalAll, "KILL")
+        kill = self._reactor.callLater(self._stopTimeout, self._kill)
 
-        def closed(_: object) -> None:
+        def ended(_: object) -> None:
             if kill.active():
                 kill.cancel()
-            self._closeAll()
 
-        return defer.DeferredList(waiting).addCallback(closed)
+        return defer.DeferredList(waiting).addCallback(ended)
+
+    def _kill(self) -> None:
+        log.warn(
+            "uploadsvc: workers {pids} still running {timeout} s after SIGTERM: killing them",
+            pids=self.pids(), timeout=self._stopTimeout,
+        )
+        self.signalAll("KILL")
 
 
 def workerCommand(arguments: Sequence[str]) -> list[str]:

@@ -240,8 +240,9 @@ class FileStore:
 
     def listIncomplete(self) -> list[Incomplete]:
         """
-        Every incomplete upload under the state folder, with when it was
-        last touched (the later change of its data file and its C{.json}).
+        Every incomplete upload under the state folder, with when it last
+        received a byte (its data file's modification time: see
+        L{_touched}).
         Entries that are not regular files are left out (and left alone).
         """
         self._fresh()
@@ -294,9 +295,17 @@ class FileStore:
 
     def expire(self, key: str, idleSeconds: float, now: float | None = None) -> bool:
         """
-        Discard the incomplete upload C{key} (from L{listIncomplete}) if
-        nothing touched it for C{idleSeconds} and no request of any process
+        Discard the incomplete upload C{key} (from L{listIncomplete}) if it
+        received no byte for C{idleSeconds} and no request of any process
         holds it (it is never waited for, nor asked to let go).
+
+        Safe against everyone else sharing the root: the writer lock is
+        tried (a writer that holds it, here or in another process, keeps the
+        upload), and the age is read again under it, so a writer that
+        appended after L{listIncomplete} looked keeps it too; a writer that
+        comes after finds nothing staged and starts from zero. Of several
+        processes expiring at once, only the one that removed the data file
+        is told C{True}.
 
         @param now: seconds since the epoch (default: now).
         @return: whether it was discarded.
@@ -332,6 +341,22 @@ class FileStore:
                     os.close(fd)
         finally:
             lock.release()
+
+    def touchedAt(self, target: Target) -> float | None:
+        """
+        When the upload of C{target} last received a byte (its data file's
+        modification time, see L{_touched}); L{None} when none is staged.
+        """
+        self._fresh()
+        key, _ = self._resolve(target)
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        if folder is None:
+            return None
+        try:
+            touched = _touched(folder, key)
+        finally:
+            os.close(folder)
+        return None if touched is None else touched[1]
 
     @staticmethod
     def _shardName(key: str) -> str:
@@ -993,9 +1018,12 @@ def _keyMatches(key: str, info: dict[str, Any], path: UploadPath) -> bool:
 
 def _touched(folderFD: int, key: str) -> tuple[int, float] | None:
     """
-    The staged size of upload C{key} in C{folderFD} and the last change of
-    its data or metadata; L{None} when it has no data file (or something
-    other than a regular file is in its place).
+    The staged size of upload C{key} in C{folderFD} and when it last
+    received a byte: its data file's modification time, which every write,
+    the creation and a start-over (truncation) move on. Its C{.json} is left
+    out: a status query rewrites it (to record a total or digests), and a
+    query must not keep an abandoned upload alive. L{None} when it has no
+    data file (or something other than a regular file is in its place).
     """
     try:
         data = os.stat(key + ".data", dir_fd=folderFD, follow_symlinks=False)
@@ -1003,14 +1031,7 @@ def _touched(folderFD: int, key: str) -> tuple[int, float] | None:
         return None
     if not stat.S_ISREG(data.st_mode):
         return None
-    when = data.st_mtime
-    try:
-        info = os.stat(key + ".json", dir_fd=folderFD, follow_symlinks=False)
-    except FileNotFoundError:
-        pass
-    else:
-        when = max(when, info.st_mtime)
-    return data.st_size, when
+    return data.st_size, data.st_mtime
 
 
 #: Seconds after which a metadata temp file is taken for one that a killed

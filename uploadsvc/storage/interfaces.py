@@ -83,8 +83,11 @@ class Incomplete:
     @ivar uploadId: its server-assigned id, for uploads made by C{create}.
     @ivar offset: bytes staged.
     @ivar total: its recorded length, when known.
-    @ivar touched: when its bytes or metadata last changed (seconds since
-        the epoch, on the store's clock).
+    @ivar touched: when it last received a byte, or was made or started
+        over (seconds since the epoch, on the store's clock): what expiry
+        measures from. A status query, even one that records a total or
+        digests, does not count, so querying never keeps an abandoned
+        upload alive.
     """
 
     key: str
@@ -279,10 +282,23 @@ class IUploadStore(Interface):
 
     def expire(key: str, idleSeconds: float, now: float | None = None) -> bool:
         """
-        Discard the incomplete upload C{key} if nothing touched it for
-        C{idleSeconds} and no writer holds it; whether it did.
+        Discard the incomplete upload C{key} if it received no byte for
+        C{idleSeconds} (see L{Incomplete.touched}) and no writer holds it;
+        whether it did. Of several callers at once (in any process sharing
+        the store), at most one is told C{True} for one upload.
 
         @param now: the time to measure from (default: the store's clock).
+        """
+
+    def touchedAt(target: Target) -> float | None:
+        """
+        When the incomplete upload of C{target} last received a byte, or
+        was made or started over (as L{Incomplete.touched}): what the time
+        left before its expiry is measured from
+        (L{uploadsvc.protocol.expiry.secondsLeft}). L{None} when nothing is
+        staged for it.
+
+        @raise NotFound: an L{UploadId} that names no upload.
         """
 
     def hashStaged(staged: Any, algorithms: Iterable[str]) -> dict[str, bytes]:

@@ -44,7 +44,8 @@ class _Upload:
 
     @ivar info: its recorded metadata; L{None} until a request ended or a
         query recorded something (like a data file without its C{.json}).
-    @ivar touched: when its bytes or metadata last changed.
+    @ivar touched: when it last received a byte (or was made, or started
+        over); recording metadata does not count (see L{Incomplete}).
     """
 
     path: UploadPath
@@ -103,7 +104,6 @@ class MemoryStaged:
             if self.infoDirty:
                 self.info = mergeInfo(self.info, self.infoBase, self.upload.info, self.offset)
                 self.upload.info = dict(self.info)
-                self.upload.touched = self.store._now()
                 self.infoBase = dict(self.info)
                 self.infoDirty = False
         return self.offset
@@ -333,7 +333,6 @@ class MemoryStore:
             if digests:
                 info["digests"] = {**info.get("digests", {}), **digests}
             upload.info = info
-            upload.touched = self._now()
             return attrs.evolve(
                 stored, total=info.get("total"), digests=dict(info.get("digests", {}))
             )
@@ -341,6 +340,7 @@ class MemoryStore:
     def rollback(self, staged: MemoryStaged, offset: int) -> None:
         with self._mutex:
             del staged.upload.data[offset:]
+            staged.upload.touched = self._now()
         staged.offset = offset
 
     def complete(
@@ -416,6 +416,12 @@ class MemoryStore:
                 return False
             del self._uploads[key]
             return True
+
+    def touchedAt(self, target: Target) -> float | None:
+        with self._mutex:
+            key, _ = self._resolve(target)
+            upload = self._uploads.get(key)
+            return None if upload is None else upload.touched
 
     def hashStaged(self, staged: MemoryStaged, algorithms: Iterable[str]) -> dict[str, bytes]:
         with self._mutex:

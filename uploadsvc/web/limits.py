@@ -9,6 +9,13 @@ header block is bounded by the streaming channel (L{MAX_HEADER_FIELDS}
 fields, L{MAX_HEADER_BYTES} bytes, counted while the block arrives); more is
 answered C{431} and the connection closed.
 
+On shutdown (L{uploadsvc.ops.shutdown}) the site I{drains}: it closes
+every HTTP/1 connection that has no request under way, answers the requests
+in flight with C{Connection: close} and closes their connections after the
+response, and ends whatever is left at the deadline (L{LimitedSite.drain},
+L{LimitedSite.abortAll}); it counts the requests in flight for that
+(L{LimitedSite.inFlight}).
+
 The I{header deadline}: from the moment a connection is open, or its last
 response is done, the client has C{headerTimeout} seconds to complete the
 next request's header block, however it trickles the bytes. Without it, a
@@ -121,11 +128,30 @@ class _Guarded:
     def requestEnded(self, _: object = None) -> None:
         """
         A request's response is done (or its connection gone): with no other
-        request under way, the next header block's deadline starts.
+        request under way, the next header block's deadline starts, or,
+        while the server drains, the connection closes.
         """
         self._requests -= 1
         if not self._requests and not self._closed:
-            self._startDeadline()
+            if self._site.draining:
+                self.close()
+            else:
+                self._startDeadline()
+
+    def idle(self) -> bool:
+        """
+        Whether this connection has no request under way: an HTTP/1
+        connection between requests (HTTP/2 streams are not counted per
+        connection, so such a connection is never called idle).
+        """
+        return self._watching and not self._requests and not self._closed
+
+    def close(self) -> None:
+        """
+        Close after what was written, reading nothing more.
+        """
+        self._cancelDeadline()
+        self.transport.loseConnection()
 
     # -- deadline -----------------------------------------------------------
 
@@ -180,6 +206,11 @@ class LimitedSite(StreamingSite):
         self.headerTimeout = headerTimeout
         self.connections: dict[str, int] = {}
         self._guards: dict[Any, _Guarded] = {}
+        #: Requests whose header block arrived and whose response is not
+        #: done (nor their connection gone), HTTP/2 streams included.
+        self._inFlight: set[Any] = set()
+        #: Whether the server is stopping (see L{drain}).
+        self.draining = False
 
     def buildProtocol(self, addr: Any) -> Any:
         key = getattr(addr, "host", None)
@@ -194,9 +225,21 @@ class LimitedSite(StreamingSite):
             self.connections[key] = self.connections.get(key, 0) + 1
         return _Guarded(self, super().buildProtocol(addr), key)
 
+    @property
+    def inFlight(self) -> int:
+        """
+        How many requests are under way: their header block arrived, their
+        response is not done and their connection not gone.
+        """
+        return len(self._inFlight)
+
     def getResourceFor(self, request: Any) -> Any:
+        self._inFlight.add(request)
+        request.notifyFinish().addBoth(lambda _: self._inFlight.discard(request))
         guard = self._guards.get(getattr(request, "transport", None))
-        if guard is not None:
+        if guard is not None:  # HTTP/1 (HTTP/2 has no Connection header)
+            if self.draining:
+                request.setHeader(b"connection", b"close")
             guard.requestStarted()
             request.notifyFinish().addBoth(guard.requestEnded)
         return super().getResourceFor(request)
@@ -211,6 +254,36 @@ class LimitedSite(StreamingSite):
         """
         A connection that L{connectionOpened} told of is closed.
         """
+    # -- graceful shutdown (see uploadsvc.ops.shutdown) ---------------------
+
+    def drain(self) -> None:
+        """
+        The server stops: close every connection that has no request under
+        way now, and each other one as its last response is sent (with
+        C{Connection: close}).
+        """
+        self.draining = True
+        for request in self._inFlight:
+            if not request.startedWriting and request.clientproto != b"HTTP/2":
+                request.setHeader(b"connection", b"close")
+        for guard in list(self._guards.values()):
+            if guard.idle():
+                guard.close()
+
+    def closeAll(self) -> None:
+        """
+        Close every connection left (after what was written).
+        """
+        for guard in list(self._guards.values()):
+            guard.close()
+
+    def abortAll(self) -> None:
+        """
+        End every connection left at once: their requests end as if the
+        clients had gone away, keeping what they stored.
+        """
+        for guard in list(self._guards.values()):
+            guard.transport.abortConnection()
 
     def _connectionClosed(self, guard: _Guarded) -> None:
         self._guards.pop(guard.transport, None)
