@@ -40,7 +40,7 @@ def stage(store: Any, target: Any, data: bytes) -> Any:
     Begin a request on C{target} and write C{data}; the staged upload stays
     open (its writer holds it).
     """
-    _, _, staged = store.begin(target, append, {}, None, wait=False)
+    _, _, staged = store.begin(target, append, {}, None)
     if data:
         staged.writeChunks([data])
     return staged
@@ -283,7 +283,7 @@ class FileExpiryTests(SynchronousTestCase):
         self.clock.advance(time.time())
 
     def open(self) -> FileStore:
-        store = FileStore(self.root, fsync=False, lockWait=0)
+        store = FileStore(self.root, fsync=False)
         self.addCleanup(store.close)
         return store
 
