@@ -36,6 +36,7 @@ from uploadsvc.errors import (
     storageRefusal,
 )
 from uploadsvc.ops.events import Events
+from uploadsvc.protocol.cors import CorsPolicy
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -47,6 +48,7 @@ from uploadsvc.protocol.decisions import (
     queryCompletes,
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
+from uploadsvc.protocol.forwarded import TrustedProxies
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.refusals import UNKNOWN, Facts, firstRefusal
 from uploadsvc.protocol.ranges import (
@@ -61,9 +63,12 @@ from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import completed, progress, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
+from uploadsvc.web.cors import applyCors
+from uploadsvc.web.forwarded import notePublicBase
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
+from uploadsvc.web.uploadpage import servePage
 
 log = Logger()
 
@@ -88,6 +93,10 @@ class Config:
         of an upload before 503.
     @ivar expireAfter: seconds without a byte after which an incomplete
         upload expires (0: never).
+    @ivar cors: which browser origins may use the server (off by default).
+    @ivar proxies: the peers whose C{Forwarded}/C{X-Forwarded-*} headers
+        decide the URLs handed out.
+    @ivar uploadPage: serve the upload page at C{/.upload/}.
     """
 
     allowOverwrite: bool = False
@@ -100,6 +109,9 @@ class Config:
     lowWater: int = LOW_WATER
     lockWait: float = 5.0
     expireAfter: float = 24 * 3600.0
+    cors: CorsPolicy = CorsPolicy()
+    proxies: TrustedProxies = TrustedProxies()
+    uploadPage: bool = True
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -132,15 +144,23 @@ class _RawPathRoot(Resource):
     Klein also decodes the C{Host} header as UTF-8, and answers one that is
     not with a 400 of its own after logging an error: a client could fill
     the log at will. Such a request is refused here instead, like any other.
+
+    Before anything else, CORS: a preflight is answered here, before
+    credentials are checked (browsers send none on one), and every other
+    answer to an allowed origin gets its headers.
     """
 
     isLeaf = True
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, config: Config = Config()) -> None:
         super().__init__()
         self._inner = inner
+        self._config = config
 
     def render(self, request: Any) -> Any:
+        preflight = applyCors(request, self._config.cors)
+        if preflight is not None:
+            return preflight
         try:
             host = request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
@@ -151,6 +171,13 @@ class _RawPathRoot(Resource):
             host.partition(":")[0].encode("idna")
         except UnicodeError:
             return refuse(request, BadRequest("bad-host", "the Host header is not a host name"))
+        try:
+            notePublicBase(request, self._config.proxies, self._config.prefix)
+        except UploadError as e:
+            return refuse(request, e)
+        page = servePage(request, self._config.prefix) if self._config.uploadPage else None
+        if page is not None:
+            return page
         request.postpath = [b""]
         return self._inner.render(request)
 
@@ -198,7 +225,7 @@ class UploadApp:
         self.events = events if events is not None else Events()
 
     def resource(self) -> Resource:
-        return _RawPathRoot(self.app.resource())
+        return _RawPathRoot(self.app.resource(), self.config)
 
     def checkTakeovers(self) -> Deferred | None:
         """
