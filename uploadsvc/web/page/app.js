@@ -13,6 +13,9 @@
   // Milliseconds before retry n; back to the first after any progress.
   var BACKOFF = [500, 1000, 2000, 4000, 8000, 15000, 30000];
   var PARALLEL = 3;
+  // A body that makes no progress for this long rides a half-dead
+  // connection (a phone that changed networks): drop it and go on.
+  var STALL_MS = 30000;
   // Statuses worth another try: the link or the server was briefly unwell.
   var RETRY = { 0: 1, 408: 1, 423: 1, 429: 1, 500: 1, 502: 1, 503: 1, 504: 1 };
 
@@ -186,13 +189,33 @@
       var t = token();
       if (t) xhr.setRequestHeader("Authorization", "Bearer " + t);
       Object.keys(headers).forEach(function (k) { xhr.setRequestHeader(k, headers[k]); });
-      xhr.onload = function () { if (self.xhr === xhr) self.xhr = null; resolve(xhr); };
+      var watchdog = null, stalled = false;
+      function disarm() { clearTimeout(watchdog); watchdog = null; }
+      function arm() {
+        disarm();
+        watchdog = setTimeout(function () { stalled = true; xhr.abort(); }, STALL_MS);
+      }
+      xhr.onload = function () {
+        disarm();
+        if (self.xhr === xhr) self.xhr = null;
+        resolve(xhr);
+      };
       xhr.onerror = function () {
+        disarm();
         if (self.xhr === xhr) self.xhr = null;
         reject(new Failure("The connection failed.", true, 0));
       };
-      xhr.onabort = function () { reject(new Failure("Stopped.", false, 0)); };
-      if (progress) xhr.upload.onprogress = function (e) { progress(e.loaded); };
+      xhr.onabort = function () {
+        disarm();
+        if (self.xhr === xhr) self.xhr = null;
+        reject(stalled ? new Failure("The connection stalled.", true, 0)
+                       : new Failure("Stopped.", false, 0));
+      };
+      if (progress) {
+        xhr.upload.onprogress = function (e) { progress(e.loaded); arm(); };
+        xhr.upload.onload = disarm; // all sent: the server finishes it
+        arm();
+      }
       xhr.send(body);
     });
   };
