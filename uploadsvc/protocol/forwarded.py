@@ -118,7 +118,7 @@ def parseScheme(text: str) -> str:
 
     @raise ForwardedError: anything else.
     """
-    scheme = text.strip().lower()
+    scheme = text.strip(" \t").lower()
     if scheme not in SCHEMES:
         raise ForwardedError(f"{text[:100]!r} is not http or https")
     return scheme
@@ -131,7 +131,7 @@ def parseHost(text: str) -> str:
     @raise ForwardedError: not a DNS name, an IPv4 address or a bracketed
         IPv6 address, or a port that is not 1-65535.
     """
-    match = _HOST.fullmatch(text.strip())
+    match = _HOST.fullmatch(text.strip(" \t"))
     if match is None:
         raise ForwardedError(f"{text[:100]!r} is not a host name")
     name, port = match.group("name"), match.group("port")
@@ -144,7 +144,7 @@ def parseHost(text: str) -> str:
         raise ForwardedError(f"{text[:100]!r} is not a host name")
     if port is not None and not 1 <= int(port) <= 65535:
         raise ForwardedError(f"{text[:100]!r} has a port out of range")
-    return match.group(0).strip().lower()
+    return match.group(0).lower()
 
 
 def parsePrefix(text: str) -> str:
@@ -154,7 +154,7 @@ def parsePrefix(text: str) -> str:
     @raise ForwardedError: not path-absolute, a C{.} or C{..} segment, an
         empty segment, or a character that a path does not hold as is.
     """
-    prefix = text.strip()
+    prefix = text.strip(" \t")
     if prefix == "/":
         return ""
     prefix = prefix[:-1] if prefix.endswith("/") else prefix
