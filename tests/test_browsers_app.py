@@ -187,6 +187,13 @@ class ForwardedAppTests(_AppCase):
         response, _ = self.request("PUT", "/i.bin", b"x", X_Forwarded_Host="a/b", Forwarded=";;")
         self.assertEqual(response.code, 201)
 
+    def test_hostNeeded(self) -> None:
+        """A scheme from the proxy and a Host that is no host name: 400 naming Host."""
+        self.build(Config(proxies=TrustedProxies.fromStrings(["127.0.0.1"])))
+        response, body = self.request("PUT", "/k.bin", b"x", X_Forwarded_Proto="https", Host="a b")
+        self.assertEqual(response.code, 400)
+        self.assertEqual(body, b"from the trusted proxy: Host: 'a b' is not a host name\n")
+
     def test_trustedBad(self) -> None:
         """A bad value from the trusted proxy is refused 400 from the headers, nothing stored."""
         self.build(Config(proxies=TrustedProxies.fromStrings(["127.0.0.1"])))

@@ -63,7 +63,11 @@ def notePublicBase(request: Any, proxies: TrustedProxies, mountPrefix: bytes) ->
         )
         ownHost = ""
         if base.scheme is not None and base.host is None:
-            ownHost = forwarded.parseHost((request.getHeader(b"Host") or b"").decode("latin-1"))
+            # The proxy passes the client's Host on: the URL's host then.
+            try:
+                ownHost = forwarded.parseHost((request.getHeader(b"Host") or b"").decode("latin-1"))
+            except ForwardedError as e:
+                raise ForwardedError(f"Host: {e}") from None
     except ForwardedError as e:
         raise BadRequest("bad-forwarded", f"from the trusted proxy: {e}") from None
     if base.empty:
