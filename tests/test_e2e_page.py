@@ -196,18 +196,23 @@ class UploadPageTests(ServerTestMixin, TestCase):
     async def test_pauseResumeWithToken(self) -> None:
         """
         With credentials required, the page sends the token typed into it;
-        an upload paused mid-way and resumed goes on from the server's
-        offset and arrives byte-identical.
+        an upload paused mid-way (on a link that stalled) and resumed goes
+        on from the server's offset and arrives byte-identical.
         """
         tokens = os.path.abspath(self.mktemp())
         with open(tokens, "w") as f:
             f.write("page-test-token-0123456789\n")
         self.startUploadServer("--auth-tokens", tokens)
         data = writePattern(os.path.join(self.picks, "p.bin"), 6, 3 * MiB)
-        proxy = self.startProxy(FaultPlan(bandwidth=512 * KiB))
+        proxy = self.startProxy(FaultPlan())
         await self.openPage(proxy.url("/.upload/"))
         await self.inBrowser(self.browser.find("#token").send_keys, "page-test-token-0123456789")
+        for connection in proxy.connections:
+            connection.abort()
+        proxy.setPlan(FaultPlan(cutAfter=(MiB, MiB), cut=0.0, stall=1.0))
         await self.pick("files", os.path.join(self.picks, "p.bin"))
+        await self.until("the upload to stall", lambda: proxy.stats.stalls >= 1)
+        proxy.setPlan(FaultPlan())
 
         async def started() -> bool:
             answer = await self.http.request(
@@ -215,7 +220,7 @@ class UploadPageTests(ServerTestMixin, TestCase):
             )
             return int(answer.header("upload-offset") or 0) > 256 * KiB
 
-        await self.until("the upload to start", started)
+        await self.until("the server to store some of it", started)
         await self.inBrowser(lambda: self.row("p.bin").find_element("css selector", "button").click())
         await self.inBrowser(
             self.browser.waitFor, "the pause",
@@ -227,7 +232,7 @@ class UploadPageTests(ServerTestMixin, TestCase):
         resumedFrom = await self.inBrowser(
             lambda: int(self.row("p.bin").get_attribute("data-resumed-from") or 0)
         )
-        self.assertGreater(resumedFrom, 0)
+        self.assertGreater(resumedFrom, 256 * KiB)
 
     async def test_tokenMissing(self) -> None:
         """
