@@ -173,6 +173,32 @@ class ForwardedAppTests(_AppCase):
         response, _ = self.request("PUT", "/up/g.bin", b"x", **self.FORWARDED)
         self.assertEqual(self.header(response, "Location"), "https://up.example.org/files/g.bin")
 
+    def test_publicBaseForHandlers(self) -> None:
+        """
+        A handler reads the proxy's word with publicBase and builds its own
+        URLs with absoluteURL (as the tus and IETF endpoints do).
+        """
+        from twisted.web.server import Request
+        from twisted.web.test.requesthelper import DummyChannel
+
+        from uploadsvc.protocol.forwarded import PublicBase
+        from uploadsvc.web.forwarded import absoluteURL, notePublicBase, publicBase
+
+        def request() -> Request:
+            made = Request(DummyChannel())  # its peer: 192.168.1.1
+            made.requestHeaders.setRawHeaders(b"X-Forwarded-Proto", [b"https"])
+            made.requestHeaders.setRawHeaders(b"X-Forwarded-Host", [b"h.example"])
+            return made
+
+        untrusted = request()
+        notePublicBase(untrusted, TrustedProxies.fromStrings(["192.168.1.2"]), b"/up")
+        self.assertEqual(publicBase(untrusted), PublicBase())
+        self.assertEqual(absoluteURL(untrusted, b"/up/.tus/abc"), b"/up/.tus/abc")
+        trusted = request()
+        notePublicBase(trusted, TrustedProxies.fromStrings(["192.168.1.1"]), b"/up")
+        self.assertEqual(publicBase(trusted), PublicBase("https", "h.example", None))
+        self.assertEqual(absoluteURL(trusted, b"/up/.tus/abc"), b"https://h.example/up/.tus/abc")
+
     def test_untrusted(self) -> None:
         """From a peer not trusted the headers change nothing."""
         for proxies in [TrustedProxies(), TrustedProxies.fromStrings(["10.0.0.0/8", "unix"])]:

@@ -4,7 +4,9 @@ L{uploadsvc.protocol.forwarded}.
 
 L{notePublicBase} runs once per request in the root resource (after CORS,
 before any handler); L{absoluteURL} is what every handler that hands out a
-URL (C{Location}, tus and IETF upload URLs) calls.
+URL (C{Location}, tus and IETF upload URLs) calls, with the path-absolute URL
+it would hand out without a proxy (mount prefix included), e.g.
+C{absoluteURL(request, config.prefix + b"/.tus/" + uploadId)}.
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ def notePublicBase(request: Any, proxies: TrustedProxies, mountPrefix: bytes) ->
         return
     own = "https" if request.isSecure() else "http"
     request.setComponent(IPublicURLs, _Public(base, own, ownHost, mountPrefix))
+
+
+def publicBase(request: Any) -> PublicBase:
+    """
+    What the trusted proxy said about C{request}'s public scheme, host and
+    prefix (each L{None} where it said nothing, all of them for a request
+    from anyone else).
+    """
+    public = request.getComponent(IPublicURLs) if hasattr(request, "getComponent") else None
+    return public.base if public is not None else PublicBase()
 
 
 def absoluteURL(request: Any, location: bytes) -> bytes:
