@@ -254,3 +254,27 @@ class UploadPageTests(ServerTestMixin, TestCase):
         self.assertIn("401", status)
         self.assertIn("access token", status)
         self.assertFalse(os.path.exists(self.storedPath("n.bin")))
+
+    async def test_dropped(self) -> None:
+        """
+        Files dropped on the page (a drop event carrying them) upload like
+        picked ones, into the folder typed into the page.
+        """
+        self.startUploadServer()
+        await self.openPage(self.server.url("/.upload/"))
+        await self.inBrowser(self.browser.find("#folder").send_keys, "dropped/here")
+        await self.inBrowser(self.browser.driver.execute_script, DROP, 200000)
+        await self.allDone()
+        self.assertStored("dropped/here/d.bin", bytes(i % 251 for i in range(200000)))
+
+
+#: Drop a file of C{arguments[0]} bytes (byte i is i % 251) on the drop zone.
+DROP = """
+const size = arguments[0];
+const bytes = new Uint8Array(size);
+for (let i = 0; i < size; i++) bytes[i] = i % 251;
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], "d.bin"));
+document.getElementById("drop").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+"""
