@@ -12,7 +12,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["uploadsvc", "uploadsvc.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["uploadsvc_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["uploadsvc_plugin.py"],
+        # The upload page at /.upload/ (uploadsvc/web/uploadpage.py).
+        "uploadsvc.web": ["page/*.html", "page/*.js", "page/*.css"],
+    },
     install_requires=[
         # Below next year's releases: the streaming glue uses twisted.web
         # internals (tests/test_twisted_internals.py lists them), which a
@@ -56,6 +60,11 @@ setup(
             # An independent structured-field implementation (RFC 9651) as
             # the oracle of a property test for protocol/digests.py's parser.
             "http-sfv>=0.9",
+            # tests/test_e2e_page.py drives the upload page in a real
+            # headless Chromium (Debian's chromium + chromium-driver): the
+            # WebDriver protocol is large, and selenium is its reference
+            # client, kept by the browser vendors' own project.
+            "selenium>=4.20",
         ],
         "bench": ["aiohttp>=3.9", "psutil>=5.9"],
         # HTTP/2 over TLS (ALPN h2): twisted's h2 support.

@@ -251,6 +251,23 @@ class NginxInFrontTests(SynchronousTestCase):
         self.assertEqual(response.status, 200)
         self.assertEqual(response.getheader("Upload-Complete"), "?1")
 
+    def test_locationIsPublic(self) -> None:
+        """
+        Location is nginx's public https URL (the unit trusts nginx's
+        X-Forwarded-Proto and -Host); what a client sends in Forwarded or
+        X-Forwarded-* itself changes nothing.
+        """
+        body = b"where am I\n"
+        response, answer = self.request(
+            "PUT", "/upload/u/where.txt", body,
+            {"Content-Length": str(len(body)), "Forwarded": "proto=http;host=evil.example",
+             "X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "evil.example"},
+        )
+        self.assertEqual(response.status, 201, answer)
+        self.assertEqual(
+            response.getheader("Location"), f"https://127.0.0.1:{self.port}/upload/u/where.txt"
+        )
+
     def test_refusedWithoutCredentials(self) -> None:
         """nginx answers 401 without credentials or with a wrong password, and nothing reaches the root."""
         body = b"not allowed\n"

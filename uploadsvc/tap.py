@@ -45,6 +45,8 @@ from uploadsvc.ops.shutdown import (
     isRealReactor,
     stopTimeout,
 )
+from uploadsvc.protocol.cors import MAX_AGE_CAP, CorsPolicy, OriginError, parseOrigin
+from uploadsvc.protocol.forwarded import TrustedProxies
 from uploadsvc.runner import ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
@@ -231,6 +233,9 @@ class Options(commandline.Options):
          "no authentication at all (anyone who can connect may upload)."],
         ["admin-insecure", None, "Allow --admin-listen on a non-loopback address "
          "(the metrics have no authentication)."],
+        ["cors-credentials", None, "With --cors-origin: let browsers send credentials "
+         "(cookies, HTTP authentication) cross-origin and read the answers."],
+        ["no-upload-page", None, "Do not serve the upload page at /.upload/."],
     ]
     optParameters = [
         ["root", "r", "./uploads", "Folder that receives the uploads (created if missing)."],
@@ -291,6 +296,9 @@ class Options(commandline.Options):
          "Interop versions of the IETF resumable-upload draft served, comma-separated "
          f"(known: {', '.join(map(str, KNOWN))}), or none to turn it off."],
         *HOOK_PARAMETERS,
+        ["cors-max-age", None, 600,
+         "With --cors-origin: seconds a browser may cache a preflight's answer.",
+         countOption("cors-max-age")],
     ]
 
     def __init__(self) -> None:
@@ -300,6 +308,16 @@ class Options(commandline.Options):
         self["endpoints"] = []
         self["inherit"] = []
         self["workers"] = 1
+        self["cors-origin"] = []
+        self["trusted-proxy"] = []
+
+    def opt_cors_origin(self, value: str) -> None:
+        """Browser origin that may upload from its pages (CORS), repeatable: scheme://host[:port], or * for any (not with --cors-credentials). Default: none (CORS off)."""
+        self["cors-origin"].append(value)
+
+    def opt_trusted_proxy(self, value: str) -> None:
+        """Proxy whose Forwarded / X-Forwarded-Proto, -Host and -Prefix headers decide the URLs handed out (Location), repeatable: an IP address, a network (10.0.0.0/8), or unix for a front end on a unix socket. From anyone else those headers are ignored."""
+        self["trusted-proxy"].append(value)
 
     def opt_workers(self, value: str) -> None:
         """Worker processes sharing the listening sockets: a number, or auto for one per core (default: 1, no separate worker)."""
@@ -331,6 +349,8 @@ class Options(commandline.Options):
         flags: list[Any] = self.optFlags
         parameters: list[Any] = self.optParameters
         args = [f"--{flag[0]}" for flag in flags if self[flag[0]]]
+        args += [f"--cors-origin={o}" for o in self["cors-origin"]]
+        args += [f"--trusted-proxy={p}" for p in self["trusted-proxy"]]
         for parameter in parameters:
             name, default = parameter[0], parameter[2]
             if name in self.sizes:
@@ -421,6 +441,7 @@ class Options(commandline.Options):
         self._checkAdmin()
         self._checkAuth()
         checkHookOptions(self)
+        self._checkBrowsers()
 
     def _checkAdmin(self) -> None:
         admin = self["admin-listen"]
@@ -437,6 +458,34 @@ class Options(commandline.Options):
                 "have no authentication: listen on 127.0.0.1 or ::1 (or a UNIX "
                 "socket), or give --admin-insecure"
             )
+
+    def _checkBrowsers(self) -> None:
+        """
+        The CORS policy and the trusted proxies, as values for L{Config}.
+        """
+        origins = self["cors-origin"]
+        if not origins and self["cors-credentials"]:
+            raise usage.UsageError("--cors-credentials needs --cors-origin")
+        if self["cors-max-age"] > MAX_AGE_CAP:
+            raise usage.UsageError(
+                f"--cors-max-age {self['cors-max-age']}: at most {MAX_AGE_CAP} (browsers cap it)"
+            )
+        if "*" in origins and self["cors-credentials"]:
+            raise usage.UsageError(
+                "--cors-origin * cannot go with --cors-credentials (browsers refuse "
+                "credentials for any origin): list the origins instead"
+            )
+        if "*" in origins and len(origins) > 1:
+            raise usage.UsageError("--cors-origin * already allows every origin: give it alone")
+        try:
+            parsed = frozenset(o if o == "*" else parseOrigin(o) for o in origins)
+            self["cors"] = CorsPolicy(parsed, bool(self["cors-credentials"]), self["cors-max-age"])
+        except OriginError as e:
+            raise usage.UsageError(f"--cors-origin {e}") from None
+        try:
+            self["proxies"] = TrustedProxies.fromStrings(self["trusted-proxy"])
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy {e}") from None
 
     def _checkAuth(self) -> None:
         files = [name for name in ("auth-tokens", "signing-key-file") if self[name]]
@@ -624,6 +673,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         maxUploads=options["max-uploads"],
         ietfVersions=options["ietfVersions"],
         expireAfter=options["expire-after"],
+        cors=options.get("cors", CorsPolicy()),
+        proxies=options.get("proxies", TrustedProxies()),
+        uploadPage=not options["no-upload-page"],
     )
     auth = _authenticator(options, reactor)
     if auth is not None:

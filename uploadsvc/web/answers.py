@@ -13,6 +13,7 @@ from uploadsvc.protocol.decisions import Stored, offsetHeaders
 from uploadsvc.protocol.digests import formatDigest
 from uploadsvc.protocol.ietf import problemBody
 from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.web.forwarded import absoluteURL
 
 
 def refuse(request: Any, error: UploadError) -> bytes:
@@ -81,7 +82,7 @@ def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: in
     request.setResponseCode(code)
     request.setHeader(b"Upload-Offset", b"%d" % size)
     request.setHeader(b"Upload-Complete", b"?1")
-    request.setHeader(b"Location", path.location)
+    request.setHeader(b"Location", absoluteURL(request, path.location))
     request.setHeader(b"Repr-Digest", formatDigest("sha-256", sha256))
     body = json.dumps({"path": path.relative, "size": size, "sha256": sha256.hex()}).encode(
         "utf-8"

@@ -47,6 +47,7 @@ from uploadsvc.ops.events import (
 from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.ops.hookrunner import Hooks
 from uploadsvc.ops.hooks import PRE_CREATE, PRE_FINISH, HookUpload, requestFacts
+from uploadsvc.protocol.cors import CorsPolicy
 from uploadsvc.protocol.decisions import (
     AlreadyComplete,
     Plan,
@@ -59,6 +60,7 @@ from uploadsvc.protocol.decisions import (
 )
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS
+from uploadsvc.protocol.forwarded import TrustedProxies
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.refusals import (
     METHODS, METHODS_WITH_DOWNLOADS, UNKNOWN, Facts, firstRefusal,
@@ -82,9 +84,12 @@ from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.download import serveFile
 from uploadsvc.web.ietf import DraftFrontEnd
+from uploadsvc.web.cors import applyCors
+from uploadsvc.web.forwarded import notePublicBase
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
+from uploadsvc.web.uploadpage import servePage
 
 log = Logger()
 
@@ -110,6 +115,10 @@ class Config:
     @ivar expireAfter: seconds without a byte after which an incomplete
         upload expires (0: never).
     @ivar allowDownload: serve complete files to C{GET} (L{uploadsvc.web.download}).
+    @ivar cors: which browser origins may use the server (off by default).
+    @ivar proxies: the peers whose C{Forwarded}/C{X-Forwarded-*} headers
+        decide the URLs handed out.
+    @ivar uploadPage: serve the upload page at C{/.upload/}.
     """
 
     allowOverwrite: bool = False
@@ -126,6 +135,9 @@ class Config:
     #: Interop versions of the resumable-upload draft served (section 9);
     #: empty: the draft is off.
     ietfVersions: tuple[int, ...] = DEFAULT_VERSIONS
+    cors: CorsPolicy = CorsPolicy()
+    proxies: TrustedProxies = TrustedProxies()
+    uploadPage: bool = True
 
 
 def _shield(d: Deferred) -> Deferred:
@@ -158,15 +170,23 @@ class _RawPathRoot(Resource):
     Klein also decodes the C{Host} header as UTF-8, and answers one that is
     not with a 400 of its own after logging an error: a client could fill
     the log at will. Such a request is refused here instead, like any other.
+
+    Before anything else, CORS: a preflight is answered here, before
+    credentials are checked (browsers send none on one), and every other
+    answer to an allowed origin gets its headers.
     """
 
     isLeaf = True
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, config: Config = Config()) -> None:
         super().__init__()
         self._inner = inner
+        self._config = config
 
     def render(self, request: Any) -> Any:
+        preflight = applyCors(request, self._config.cors)
+        if preflight is not None:
+            return preflight
         try:
             host = request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
@@ -177,6 +197,13 @@ class _RawPathRoot(Resource):
             host.partition(":")[0].encode("idna")
         except UnicodeError:
             return refuse(request, BadRequest("bad-host", "the Host header is not a host name"))
+        try:
+            notePublicBase(request, self._config.proxies, self._config.prefix)
+        except UploadError as e:
+            return refuse(request, e)
+        page = servePage(request, self._config.prefix) if self._config.uploadPage else None
+        if page is not None:
+            return page
         request.postpath = [b""]
         return self._inner.render(request)
 
@@ -238,7 +265,7 @@ class UploadApp:
         self.hooks = hooks
 
     def resource(self) -> Resource:
-        return _RawPathRoot(self.app.resource())
+        return _RawPathRoot(self.app.resource(), self.config)
 
     def _emit(
         self, kind: str, request: Any, target: Target, offset: int | None = None,

@@ -24,6 +24,7 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.refusals import METHODS, Facts, firstRefusal
 from uploadsvc.storage.interfaces import UploadId, parseUploadId
 from uploadsvc.web.requestheaders import contentLength, digestsB64
+from uploadsvc.web.forwarded import absoluteURL
 from uploadsvc.web.streaming import sendInterim
 
 if TYPE_CHECKING:
@@ -126,8 +127,11 @@ class DraftFrontEnd:
         left = None if touched is None else secondsLeft(touched, now, expireAfter)
         return ietf.formatLimit(version, self.app.config.maxUploadSize, left)
 
-    def _location(self, uploadId: UploadId) -> bytes:
-        return self.app.config.prefix + UPLOADS + uploadId.value.encode("ascii")
+    def _location(self, request: Any, uploadId: UploadId) -> bytes:
+        """
+        The upload's URL, as a trusted proxy's client must see it.
+        """
+        return absoluteURL(request, self.app.config.prefix + UPLOADS + uploadId.value.encode("ascii"))
 
     def _stamp(self, request: Any, version: ietf.Version) -> None:
         request.setHeader(b"Upload-Draft-Interop-Version", b"%d" % version.number)
@@ -199,7 +203,7 @@ class DraftFrontEnd:
         self._touched[key] = app.clock.seconds()
         notesFor(request).uploadId = uploadId.value
         self.app._emit(CREATED, request, uploadId, 0, creation.length, path)
-        location = self._location(uploadId)
+        location = self._location(request, uploadId)
         if creation.interim:
             sendInterim(request, 104, [
                 (b"Location", location),
