@@ -131,12 +131,13 @@ class CorsOffTests(_AppCase):
     """
 
     def test_off(self) -> None:
-        """A preflight is an ordinary OPTIONS (405 here), with no CORS header."""
+        """A preflight is an ordinary OPTIONS (the draft's answer here), with no CORS header."""
         self.build(Config())
         response, _ = self.request(
             "OPTIONS", "/a.bin", Origin=APP, Access_Control_Request_Method="PUT"
         )
-        self.assertEqual(response.code, 405)
+        self.assertEqual(response.code, 204)
+        self.assertIsNotNone(self.header(response, "Upload-Limit"))
         self.assertEqual(self.cors(response), {})
         self.assertIsNone(self.header(response, "Vary"))
 
@@ -282,9 +283,12 @@ class UploadPageTests(_AppCase):
     def test_otherDotEndpoints(self) -> None:
         """Names that only begin like the page's are not the page."""
         self.build(Config())
-        for path in ["/.uploads/", "/.uploadx", "/.upload.js"]:
+        for path in ["/.uploadx", "/.upload.js"]:
             response, _ = self.request("GET", path)
             self.assertEqual(response.code, 400, path)
+        # The draft's own endpoint, which has no GET.
+        response, _ = self.request("GET", "/.uploads/")
+        self.assertEqual(response.code, 405)
 
     def test_disabled(self) -> None:
         """With the page off, /.upload/ is a reserved name like any other (400)."""
