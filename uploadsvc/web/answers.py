@@ -14,13 +14,17 @@ from uploadsvc.protocol.digests import formatDigest
 from uploadsvc.protocol.paths import UploadPath
 
 
+#: Reason phrases of statuses that twisted.web does not know.
+_PHRASES = {460: b"Checksum Mismatch"}
+
+
 def refuse(request: Any, error: UploadError) -> bytes:
     """
     Answer C{error}: its status and headers, and its reason as one line of
     text. (A refusal sent before the body was read also closes the
     connection: see L{uploadsvc.web.streaming}.)
     """
-    request.setResponseCode(error.status)
+    request.setResponseCode(error.status, _PHRASES.get(error.status))
     for name, value in error.headers.items():
         request.setHeader(name, value)
     if error.status == 503 and b"Retry-After" not in error.headers:
