@@ -395,11 +395,7 @@ def readPatch(headers: Any) -> PatchHeaders:
     C{415} (content type), C{400} (offset, length, checksum).
     """
     checkResumable(headerValue(headers, b"Tus-Resumable"))
-    contentType = headerValue(headers, b"Content-Type")
-    if contentType is None or contentType.split(b";")[0].strip().lower() != OFFSET_STREAM:
-        raise UnsupportedMediaType(
-            "content-type", "a tus PATCH carries Content-Type: application/offset+octet-stream"
-        )
+    checkContentType(headerValue(headers, b"Content-Type"))
     offset = headerValue(headers, b"Upload-Offset")
     if offset is None:
         raise BadRequest("bad-upload-offset", "a tus PATCH carries Upload-Offset")
@@ -408,6 +404,18 @@ def readPatch(headers: Any) -> PatchHeaders:
         parseOptionalNumber(headerValue(headers, b"Upload-Length"), "Upload-Length"),
         parseChecksum(headerValue(headers, b"Upload-Checksum")),
     )
+
+
+def checkContentType(value: bytes | None) -> None:
+    """
+    A tus body (a PATCH's, a creation's) is C{application/offset+octet-stream}.
+
+    @raise UnsupportedMediaType: C{415} for any other type, or none.
+    """
+    if value is None or value.split(b";")[0].strip(_OWS).lower() != OFFSET_STREAM:
+        raise UnsupportedMediaType(
+            "content-type", "a tus body carries Content-Type: application/offset+octet-stream"
+        )
 
 
 def planPatch(

@@ -306,11 +306,11 @@ class FileStore:
             if self.fsync:
                 self.system.fsync(out)
             with self._stateLock(finalKey):
-                info = self._readInfo(finalKey)
-                if info is None:
+                finalInfo = self._readInfo(finalKey)
+                if finalInfo is None:
                     raise NotFound("no-upload", "there is no such upload")
-                info["total"] = total
-                self._writeInfo(finalKey, info)
+                finalInfo["total"] = total
+                self._writeInfo(finalKey, finalInfo)
             return total
         finally:
             for fd in fds:

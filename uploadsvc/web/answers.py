@@ -6,7 +6,9 @@ onto a twisted.web request in one place (docs/protocol.md sections 2, 3 and 6).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
+
+import attrs
 
 from uploadsvc.errors import UploadError
 from uploadsvc.protocol.decisions import Stored, offsetHeaders
@@ -86,3 +88,19 @@ def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: in
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+@attrs.frozen
+class Answers:
+    """
+    How a front end answers the end of a write: C{progress(request, offset,
+    total)} when the upload is still incomplete, C{completed(request, path,
+    size, sha256, code)} when it was moved into place. Path PUTs answer as
+    above; tus and the draft have answers of their own.
+    """
+
+    progress: Callable[[Any, int, "int | None"], bytes]
+    completed: Callable[[Any, UploadPath, int, bytes, int], bytes]
+
+
+PUT_ANSWERS = Answers(progress, completed)

@@ -49,6 +49,7 @@ from uploadsvc.protocol.decisions import (
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.protocol.paths import UploadPath, parseUploadPath
 from uploadsvc.protocol.refusals import UNKNOWN, Facts, firstRefusal
+from uploadsvc.protocol.tus import tusPath
 from uploadsvc.protocol.ranges import (
     ContentRange,
     RangeQuery,
@@ -57,8 +58,9 @@ from uploadsvc.protocol.ranges import (
 )
 from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import FileStore, StagedFile, isNoSpace
+from uploadsvc.storage.interfaces import Target
 from uploadsvc.storage.writers import WriterRegistry
-from uploadsvc.web.answers import completed, progress, refuse, status
+from uploadsvc.web.answers import PUT_ANSWERS, Answers, completed, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.receiver import Outcome, UploadReceiver
@@ -197,6 +199,18 @@ class UploadApp:
         self.auth = auth
         self.events = events if events is not None else Events()
 
+    @property
+    def tus(self) -> Any:
+        """
+        The tus 1.0 front end at C{/.tus/} (L{uploadsvc.web.tus}).
+        """
+        front = self.__dict__.get("_tus")
+        if front is None:
+            from uploadsvc.web.tus import TusFrontEnd
+
+            front = self.__dict__["_tus"] = TusFrontEnd(self)
+        return front
+
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource())
 
@@ -273,6 +287,12 @@ class UploadApp:
         _, credentials = (
             _attempt(self.auth.check, request) if self.auth is not None else (None, None)
         )
+        rest = tusPath(request.uri.split(b"?", 1)[0], self.config.prefix)
+        if rest is not None:
+            # tus at /.tus/ (PROTOCOL.md section 8): the same credentials.
+            if credentials is not None:
+                raise credentials
+            return _shield(Deferred.fromCoroutine(self.tus.handle(request, rest)))
         path, pathError = _attempt(self._path, request)
         refusal = firstRefusal(
             Facts(credentials=credentials, path=pathError, method=request.method)
@@ -368,7 +388,7 @@ class UploadApp:
 
     # --- write ----------------------------------------------------------
 
-    def _acquire(self, request: Any, path: UploadPath) -> Deferred:
+    def _acquire(self, request: Any, path: Target) -> Deferred:
         return self.writers.acquire(
             self.store.keyFor(path), lambda: abortRequest(request)
         )
@@ -421,7 +441,8 @@ class UploadApp:
         except BaseException:
             release()
             raise
-        return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+        digester = ContentDigester(contentDigests) if contentDigests else None
+        return await self._write(request, path, key, rng is None, digests, digester, release, began)
 
     async def _query(
         self,
@@ -566,7 +587,7 @@ class UploadApp:
 
     def _checkAndBegin(
         self,
-        path: UploadPath,
+        path: Target,
         facts: Facts,
         decide: Callable[[Stored], Plan | AlreadyComplete],
         digests: dict[str, str],
@@ -594,7 +615,7 @@ class UploadApp:
 
         return self.store.begin(path, decideInOrder, digests, hashState, False)
 
-    def _check(self, path: UploadPath, facts: Facts, query: bool) -> Facts:
+    def _check(self, path: Target, facts: Facts, query: bool) -> Facts:
         """
         Blocking: learn what the disk tells (a symbolic link on the way, the
         free space, and for a status query what is stored), and raise the
@@ -621,26 +642,36 @@ class UploadApp:
     async def _write(
         self,
         request: Any,
-        path: UploadPath,
+        path: Target,
         key: str,
-        rng: ContentRange | RangeQuery | None,
+        endsAtBody: bool,
         digests: DigestSet,
-        contentDigests: DigestSet,
+        digester: ContentDigester | None,
         release: Callable[[], None],
         began: tuple[Stored, Plan | AlreadyComplete, StagedFile | None],
+        answers: Answers = PUT_ANSWERS,
+        lands: bool = True,
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
         answer (completion, or the new offset).
+
+        @param path: the upload's path, or its id (tus, the draft).
+        @param endsAtBody: the body's end is the upload's (a plain PUT).
+        @param digester: the body's own digest to check (C{Content-Digest},
+            tus C{Upload-Checksum}): on a mismatch nothing of it is kept.
+        @param answers: how the front end answers the end of the write.
+        @param lands: false for a part of a concatenation (tus), which
+            stays staged when it reaches its total.
         """
         stored, plan, staged = began
         try:
             if isinstance(plan, AlreadyComplete):
+                assert isinstance(path, UploadPath)
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
             self._staging[key] = staged
             start = staged.offset
-            digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
             outcome = await self._receive(request, staged, plan, digester, streamed)
@@ -654,14 +685,14 @@ class UploadApp:
                     outcome, streamed = e, {}  # type: ignore[assignment]
             offset = staged.offset
             total = plan.total
-            if total is None and rng is None and outcome is Outcome.COMPLETE:
+            if total is None and endsAtBody and outcome is Outcome.COMPLETE:
                 total = offset  # a chunked plain PUT ends at its last byte
             if total is None:
                 total = stored.total
-            if outcome is Outcome.COMPLETE and total is not None and offset == total:
+            if lands and outcome is Outcome.COMPLETE and total is not None and offset == total:
                 return await self._complete(
                     request, path, staged, stored, digests,
-                    {alg: h.digest() for alg, h in streamed.items()},
+                    {alg: h.digest() for alg, h in streamed.items()}, answers,
                 )
             await self.runner.run(staged.syncAndClose)
             if total is None:
@@ -674,7 +705,7 @@ class UploadApp:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            return progress(request, offset, total)
+            return answers.progress(request, offset, total)
         finally:
             try:
                 if staged is not None:
@@ -771,8 +802,9 @@ class UploadApp:
         return outcome
 
     async def _complete(
-        self, request: Any, path: UploadPath, staged: StagedFile, stored: Stored,
+        self, request: Any, path: Target, staged: StagedFile, stored: Stored,
         digests: DigestSet, streamed: dict[str, bytes] | None = None,
+        answers: Answers = PUT_ANSWERS,
     ) -> bytes:
         """
         Check the whole file's digests and move it into place.
@@ -798,7 +830,10 @@ class UploadApp:
         replaced = await self.runner.run(
             self.store.complete, path, staged, self.config.allowOverwrite
         )
-        return completed(request, path, staged.offset, computed["sha-256"], 200 if replaced else 201)
+        assert staged.path is not None
+        return answers.completed(
+            request, staged.path, staged.offset, computed["sha-256"], 200 if replaced else 201
+        )
 
     async def _completedAlready(
         self, request: Any, path: UploadPath, plan: AlreadyComplete, digests: DigestSet
