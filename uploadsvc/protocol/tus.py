@@ -156,8 +156,8 @@ def parseMetadata(value: bytes | None) -> Metadata:
         raise _badMetadata(f"more than {MAX_PAIRS} pairs")
     pairs: list[tuple[str, bytes | None]] = []
     for item in items:
-        item = item.strip(_OWS)
-        key, space, encoded = item.partition(b" ")
+        key, space, encoded = item.lstrip(_OWS).partition(b" ")
+        encoded = encoded.strip(_OWS)
         if _KEY.fullmatch(key) is None:
             raise _badMetadata("a key is empty or not printable ASCII")
         if space and _B64.fullmatch(encoded) is None:
