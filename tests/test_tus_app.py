@@ -318,6 +318,14 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         response, _ = self.patch(url, 0, b"tus")
         self.assertEqual(response.code, 409)
         self.assertEqual(self.stored("race.bin"), b"put")
+        # HEAD does not report a finished upload that never landed.
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual(head.code, 409)
+        # Once the destination is free again, the staged bytes land.
+        os.unlink(os.path.join(self.root, "race.bin"))
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual((head.code, self.header(head, "Upload-Offset")), (200, "3"))
+        self.assertEqual(self.stored("race.bin"), b"tus")
 
     def test_concatenation(self) -> None:
         """Partial uploads land nowhere; the final one holds their bytes in order."""
@@ -382,3 +390,49 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         """Only /.tus is routed: other dot-names keep section 1's 400."""
         response, _ = self.request("PUT", "/.tusx", b"x")
         self.assertEqual(response.code, 400)
+
+
+class ExpirationTests(StubRequests, SynchronousTestCase):
+    """
+    Upload-Expires (expiration extension) from the store's touch time and
+    Config.expireAfter, on a clock the test moves.
+    """
+
+    def build(self, expireAfter: float) -> None:
+        from twisted.internet.task import Clock
+
+        from uploadsvc.storage.memory import MemoryStore
+
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        store = MemoryStore(now=self.clock.seconds)
+        self.app = UploadApp(
+            store, ImmediateRunner(), Config(expireAfter=expireAfter),  # type: ignore[arg-type]
+            clock=self.clock,
+        )
+        self.treq = StubTreq(self.app.resource())
+
+    def test_expires(self) -> None:
+        """Creation, HEAD and PATCH tell when an incomplete upload expires; a later byte moves it."""
+        from uploadsvc.protocol.expiry import httpDate
+
+        self.build(3600)
+        response, _ = self.request("POST", "/.tus/", Upload_Length="10", **TUS)
+        url = self.header(response, "Location")
+        assert url is not None
+        self.assertEqual(self.header(response, "Upload-Expires"), httpDate(1_000_000 + 3600))
+        self.clock.advance(100)
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual(self.header(head, "Upload-Expires"), httpDate(1_000_000 + 3600))
+        response, _ = self.request(
+            "PATCH", url, b"abc", Upload_Offset="0", **TUS, **STREAM
+        )
+        self.assertEqual(self.header(response, "Upload-Expires"), httpDate(1_000_100 + 3600))
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual(self.header(head, "Upload-Expires"), httpDate(1_000_100 + 3600))
+
+    def test_noExpiry(self) -> None:
+        """With expiry off no Upload-Expires is sent."""
+        self.build(0)
+        response, _ = self.request("POST", "/.tus/", Upload_Length="10", **TUS)
+        self.assertIsNone(self.header(response, "Upload-Expires"))

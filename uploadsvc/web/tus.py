@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attrs
 
 from uploadsvc.errors import (
-    BadRequest, ChecksumMismatch, Conflict, MethodNotAllowed, NotFound, TooLarge, UploadError,
+    BadRequest, Busy, ChecksumMismatch, Conflict, MethodNotAllowed, NotFound, TooLarge, UploadError,
 )
 from uploadsvc.ops.events import CANCELLED, COMPLETED, CREATED, RESUMED, TAKEN_OVER, UploadEvent
 from uploadsvc.protocol.digests import DigestSet
@@ -201,27 +201,44 @@ class TusFrontEnd:
         except BaseException:
             await app.runner.run(app.store.cancel, uploadId, False)
             raise
-        key = app.store.keyFor(uploadId)
-        release = await app._acquire(request, uploadId)
-        try:
-            stored, _, staged = await app.runner.run(
-                app.store.begin, uploadId,
-                lambda stored: planPatch(stored, PatchHeaders(stored.offset, None, None), 0),
-                {}, None, False,
-            )
-            assert staged is not None
-            body = await app._complete(
-                request, uploadId, staged, stored, DigestSet(), None, self._createAnswers(uploadId),
-            )
-        finally:
-            release()
-        app.writers.forgetHashState(key)
+        body = await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
         for part in parts:
             try:
                 await app.runner.run(app.store.cancel, part, False)
             except UploadError:
                 pass  # held or gone: expiry removes what is left
         return body
+
+    async def _finishStaged(
+        self, request: Any, uploadId: UploadId, answers: Answers, takeOver: bool = True
+    ) -> bytes:
+        """
+        Complete an upload that is fully staged (a final concatenation, or
+        one whose completion failed or was cut short): digest, atomic
+        durable rename, answered as C{answers} say.
+
+        @param takeOver: wait for (and ask) a writer in another process to
+            let go; otherwise L{Busy} at once.
+        """
+        app = self.app
+        release = await app._acquire(request, uploadId)
+        decide = lambda stored: planPatch(  # noqa: E731
+            stored, PatchHeaders(stored.offset, None, None), 0
+        )
+        try:
+            if takeOver:
+                stored, _, staged = await app._whenUnlocked(
+                    request, app.store.keyFor(uploadId), app.store.begin, uploadId,
+                    decide, {}, None, False,
+                )
+            else:
+                stored, _, staged = await app.runner.run(
+                    app.store.begin, uploadId, decide, {}, None, False
+                )
+            assert staged is not None
+            return await app._complete(request, uploadId, staged, stored, DigestSet(), None, answers)
+        finally:
+            release()
 
     # --- offsets ---------------------------------------------------------
 
@@ -242,10 +259,32 @@ class TusFrontEnd:
             self._describe(request, done.size, done.size, done.attributes)
             request.setResponseCode(200)
             return b""
+        if (
+            not entry.partial and stored.offset == stored.total
+            and not self.app.writers.isHeld(entry.key)
+        ):
+            # Every byte is in but it never landed (its destination was
+            # taken, or a crash came between): land it now, or tell why
+            # not, rather than report a finished upload that is not there.
+            try:
+                return await self._finishStaged(
+                    request, uploadId, self._headAnswers(entry), takeOver=False
+                )
+            except Busy:
+                pass  # someone completes it now: report what is staged
         self._describe(request, stored.offset, stored.total, entry.attributes)
         self._expires(request, entry.touched, stored.total, stored.offset)
         request.setResponseCode(200)
         return b""
+
+    def _headAnswers(self, entry: Incomplete) -> Answers:
+        def progress(request: Any, offset: int, total: int | None) -> bytes:
+            self._describe(request, offset, total, entry.attributes)
+            request.setResponseCode(200)
+            return b""
+
+        assert entry.uploadId is not None
+        return Answers(progress, self._completing(entry.uploadId, progress))
 
     def _describe(
         self, request: Any, offset: int, total: int | None, attributes: dict[str, str]
