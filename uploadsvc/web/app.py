@@ -402,23 +402,9 @@ class UploadApp:
         key = self.store.keyFor(path)
         # Refusals in docs/protocol.md's order (protocol.refusals), as the
         # facts become known: here the headers' (413).
-        facts = Facts(
-            credentials=None,
-            path=None,
-            method=request.method,
-            declaredEnd=declaredEnd(rng, length),
-            maxUploadSize=self.config.maxUploadSize,
-            minFreeBytes=self.config.minFreeBytes,
-            busy=bool(
-                self.config.maxUploads and self.writers.busy() >= self.config.maxUploads
-            ),
-            query=query,
-            rangeError=rangeError,
-            fieldError=fieldError,
+        facts = self._headerFacts(
+            request.method, declaredEnd(rng, length), query, rangeError, fieldError
         )
-        refusal = firstRefusal(facts)
-        if refusal is not None:
-            raise refusal
         if query or self.writers.isHeld(key):
             # The disk's refusals before a writer of the upload here is
             # asked to let go for a request that is refused anyway.
@@ -443,6 +429,39 @@ class UploadApp:
             raise
         digester = ContentDigester(contentDigests) if contentDigests else None
         return await self._write(request, path, key, rng is None, digests, digester, release, began)
+
+    def _headerFacts(
+        self,
+        method: bytes,
+        end: int | None,
+        query: bool = False,
+        rangeError: UploadError | None = None,
+        fieldError: UploadError | None = None,
+    ) -> Facts:
+        """
+        The facts a write's headers tell (with the server's limits and how
+        busy it is), its first refusal raised.
+
+        @param end: the largest size the headers claim.
+        """
+        facts = Facts(
+            credentials=None,
+            path=None,
+            method=method,
+            declaredEnd=end,
+            maxUploadSize=self.config.maxUploadSize,
+            minFreeBytes=self.config.minFreeBytes,
+            busy=bool(
+                self.config.maxUploads and self.writers.busy() >= self.config.maxUploads
+            ),
+            query=query,
+            rangeError=rangeError,
+            fieldError=fieldError,
+        )
+        refusal = firstRefusal(facts)
+        if refusal is not None:
+            raise refusal
+        return facts
 
     async def _query(
         self,

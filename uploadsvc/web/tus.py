@@ -24,7 +24,6 @@ from uploadsvc.ops.events import CANCELLED, COMPLETED, CREATED, RESUMED, TAKEN_O
 from uploadsvc.protocol.digests import DigestSet
 from uploadsvc.protocol.expiry import expiresAt, httpDate
 from uploadsvc.protocol.paths import UploadPath
-from uploadsvc.protocol.refusals import Facts, firstRefusal
 from uploadsvc.protocol.tus import (
     VERSION, Creation, Final, Partial, PatchHeaders, allowedMethods, checkContentType,
     checkResumable,
@@ -331,23 +330,11 @@ class TusFrontEnd:
                 # A retry of the request that completed it (its answer lost).
                 return answers.progress(request, done.size, done.size)
             raise
-        config = app.config
         key = app.store.keyFor(uploadId)
-        facts = Facts(
-            credentials=None,
-            path=None,
-            method=b"PUT",  # a write; tus's own methods are checked in handle
-            declaredEnd=patch.offset + length if length is not None else entry.total,
-            maxUploadSize=config.maxUploadSize,
-            minFreeBytes=config.minFreeBytes,
-            busy=bool(config.maxUploads and app.writers.busy() >= config.maxUploads),
-            query=False,
-            rangeError=None,
-            fieldError=None,
+        # A write (tus's own methods were checked in handle).
+        facts = app._headerFacts(
+            b"PUT", patch.offset + length if length is not None else entry.total
         )
-        refusal = firstRefusal(facts)
-        if refusal is not None:
-            raise refusal
         decide = partial(
             planPatch, patch=patch, length=length,
             isFinal=entry.attributes.get(CONCAT, "").startswith("final"),
