@@ -67,12 +67,22 @@ class ParserTableTests(SynchronousTestCase):
             self.assertRaises(BadRequest, parseMetadata, value)
 
     def test_destination(self) -> None:
-        """relativePath wins over filename; both obey section 1."""
+        """relativePath wins over filename (Uppy's forms read as meant); both obey section 1."""
         meta = parseMetadata(b"filename YS5iaW4=,relativePath ZC9hLmJpbg==")
         path = metadataDestination(meta, b"/up")
         assert path is not None
         self.assertEqual((path.relative, path.location), ("d/a.bin", b"/up/d/a.bin"))
         self.assertIsNone(metadataDestination(parseMetadata(b"type YQ==")))
+        uppy = parseMetadata(
+            b"filename " + base64.b64encode(b"hi.jpeg") + b",relativePath "
+            + base64.b64encode(b"/simpsons/hi.jpeg")
+        )
+        self.assertEqual(metadataDestination(uppy).relative, "simpsons/hi.jpeg")  # type: ignore[union-attr]
+        plain = parseMetadata(b"filename " + base64.b64encode(b"a.bin") + b",relativePath bnVsbA==")
+        self.assertEqual(metadataDestination(plain).relative, "a.bin")  # type: ignore[union-attr]
+        for name in (b"//x", b"/../x"):
+            meta = parseMetadata(b"relativePath " + base64.b64encode(name))
+            self.assertRaises(BadRequest, metadataDestination, meta)
         for bad in (b"../x", b"/abs", b".dot", b"a//b", b"\xff"):
             meta = parseMetadata(b"filename " + base64.b64encode(bad))
             self.assertRaises(BadRequest, metadataDestination, meta)

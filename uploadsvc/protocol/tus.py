@@ -177,19 +177,26 @@ def _badMetadata(why: str) -> BadRequest:
 def metadataDestination(metadata: Metadata, prefix: bytes = b"") -> UploadPath | None:
     """
     The destination a client names: C{relativePath} (what Uppy sends for a
-    file of a dropped folder) wins over C{filename}; L{None} when neither
-    is sent. Both obey section 1's rules.
+    file of a dropped folder, as C{/folder/name}: the one leading slash is
+    the drop's root; C{null} for any other file) wins over C{filename};
+    L{None} when neither is sent. Both obey section 1's rules.
 
     @raise BadRequest: not UTF-8, or a path section 1 refuses.
     """
     for key in ("relativePath", "filename"):
         value = metadata.get(key)
-        if value is None:
+        if value is None or (key == "relativePath" and value == b"null"):
+            # Uppy sends relativePath "null" (String(null)) for a file that
+            # is not in a dropped folder.
             continue
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("bad-metadata", f"Upload-Metadata: {key} is not UTF-8") from None
+        if key == "relativePath" and text.startswith("/"):
+            # A dropped folder's entries are rooted at the drop
+            # ("/photos/a.jpg", FileSystemEntry.fullPath): one slash off.
+            text = text[1:]
         try:
             return parseRelativePath(text, prefix)
         except BadRequest as e:
