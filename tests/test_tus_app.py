@@ -151,6 +151,12 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         assert url is not None
         self.assertEqual(self.offset(url), 100)
 
+    def test_creationBodyTooLong(self) -> None:
+        """A creation whose body is longer than its Upload-Length is 413 and creates nothing."""
+        response, _ = self.request("POST", "/.tus/", b"abcd", Upload_Length="3", **TUS, **STREAM)
+        self.assertEqual(response.code, 413)
+        self.assertEqual(self.store.listIncomplete(), [])
+
     def test_creationWithUploadNeedsType(self) -> None:
         """A creation whose body has another content type is 415 and creates nothing."""
         response, _ = self.request("POST", "/.tus/", b"abc", Upload_Length="3", **TUS)

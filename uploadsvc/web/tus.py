@@ -112,6 +112,10 @@ class TusFrontEnd:
                 raise BadRequest("body-with-final", "a final concatenation carries no body")
             checkContentType(headerValue(request.requestHeaders, b"Content-Type"))
             checksum = parseChecksum(headerValue(request.requestHeaders, b"Upload-Checksum"))
+            if length is not None and creation.total is not None and length > creation.total:
+                raise TooLarge("exceeds-length", "the body is longer than Upload-Length")
+            # Size, space and load, before anything is created.
+            self.app._headerFacts(b"PUT", length if length is not None else creation.total)
         creation = await self.beforeCreate(request, creation)
         parts: list[UploadId] = []
         total = creation.total
