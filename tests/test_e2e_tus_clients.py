@@ -193,6 +193,14 @@ class TusJsClientTests(TusClientsMixin, TestCase):
         self.assertSame(source, "par.bin")
         self.assertEqual(self.staged(), [])
 
+    async def test_emptyFile(self) -> None:
+        """An empty file (for which tus-js-client sends no PATCH) lands."""
+        source = self.source("empty.bin", 0)
+        await self.node(
+            endpoint=self.server.url("/.tus/"), file=source, metadata={"filename": "empty.bin"}
+        )
+        self.assertSame(source, "empty.bin")
+
     async def test_deferredLength(self) -> None:
         """uploadLengthDeferred: the length told in the last PATCH completes the upload."""
         source = self.source("defer.bin", 700 * KiB)

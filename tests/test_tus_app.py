@@ -151,6 +151,15 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         assert url is not None
         self.assertEqual(self.offset(url), 100)
 
+    def test_emptyFile(self) -> None:
+        """An upload of length 0 lands at its creation (clients send no PATCH for it)."""
+        response, _ = self.request(
+            "POST", "/.tus/", Upload_Length="0", Upload_Metadata=metadata(filename="empty"), **TUS
+        )
+        self.assertEqual((response.code, self.header(response, "Upload-Offset")), (201, "0"))
+        self.assertEqual(self.stored("empty"), b"")
+        self.assertEqual(self.store.listIncomplete(), [])
+
     def test_creationBodyTooLong(self) -> None:
         """A creation whose body is longer than its Upload-Length is 413 and creates nothing."""
         response, _ = self.request("POST", "/.tus/", b"abcd", Upload_Length="3", **TUS, **STREAM)

@@ -144,6 +144,10 @@ class TusFrontEnd:
                 request, uploadId, PatchHeaders(0, None, checksum), length,
                 self._createAnswers(uploadId),
             )
+        if total == 0 and not isinstance(creation.concat, Partial):
+            # An empty file is complete at its creation (tus-js-client
+            # sends no PATCH for it): it lands now.
+            return await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
         request.setResponseCode(201)
         self._expires(request, self.app.clock.seconds(), total, 0)
         return b""
