@@ -375,6 +375,23 @@ class TusAppTests(StubRequests, SynchronousTestCase):
             self.assertEqual(response.code, 400, body)
         self.assertEqual(sorted((e.key, e.offset) for e in self.store.listIncomplete()), before)
 
+    def test_partGoneMeanwhile(self) -> None:
+        """A part that goes between the check and the copy is 400; the final upload is removed."""
+        from uploadsvc.errors import NotFound
+
+        part = self.create(1, Upload_Concat="partial")
+        self.patch(part, 0, b"a")
+
+        def gone(final: object, parts: object) -> int:
+            raise NotFound("no-upload", "there is no such upload")
+
+        original = self.store.concatenate
+        self.store.concatenate = gone  # type: ignore[method-assign]
+        self.addCleanup(setattr, self.store, "concatenate", original)
+        response, _ = self.request("POST", "/.tus/", Upload_Concat="final;" + part, **TUS)
+        self.assertEqual(response.code, 400)
+        self.assertEqual([e.partial for e in self.store.listIncomplete()], [True])
+
     def test_finalIsComplete(self) -> None:
         """A final upload is complete at its creation: HEAD says so, a PATCH finds nothing to add."""
         part = self.create(1, Upload_Concat="partial")

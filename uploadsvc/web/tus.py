@@ -205,8 +205,11 @@ class TusFrontEnd:
         app = self.app
         try:
             await app.runner.run(app.store.concatenate, uploadId, parts)
-        except BaseException:
+        except BaseException as e:
             await app.runner.run(app.store.cancel, uploadId, False)
+            if isinstance(e, NotFound):
+                # A part went (another final took it) since it was looked at.
+                raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
             raise
         body = await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
         for part in parts:
