@@ -1,5 +1,5 @@
 """
-tus 1.0 (PROTOCOL.md section 8) against a real C{twistd uploadsvc}, with
+tus 1.0 (docs/protocol-tus.md) against a real C{twistd uploadsvc}, with
 raw requests: every refusal of the section decided from the headers (no
 C{100 Continue}, a one-line reason, the connection closed, nothing stored
 changed), the checksum refusal (C{460}) that needs the body, the

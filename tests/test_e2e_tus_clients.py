@@ -1,6 +1,6 @@
 """
-Stock tus clients, unchanged, against a real C{twistd uploadsvc} (PROTOCOL.md
-section 8): tuspy (Python) and tus-js-client (under node), uploading in
+Stock tus clients, unchanged, against a real C{twistd uploadsvc} (docs/protocol-tus.md,
+section 8 of the protocol): tuspy (Python) and tus-js-client (under node), uploading in
 chunks through the fault proxy, which cuts connections, and resuming; a
 concatenation of parallel uploads; checksums. Every file must end
 byte-identical on disk.

@@ -1,6 +1,6 @@
 """
 The tus 1.0 front end (L{uploadsvc.web.tus}) through treq's StubTreq: every
-status of PROTOCOL.md section 8 with what is stored before and after, fast
+status of docs/protocol-tus.md with what is stored before and after, fast
 (a real file store on a temp folder, disk calls inline). Streaming, resume
 after a cut and takeover are in test_e2e_tus*.
 """

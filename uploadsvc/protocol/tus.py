@@ -1,5 +1,5 @@
 """
-tus 1.0.0 (PROTOCOL.md section 8, docs/protocol-tus.md): its header parsers
+tus 1.0.0 (docs/protocol-tus.md, section 8 of the protocol): its header parsers
 and the decisions of its requests.
 
 Pure, like the rest of L{uploadsvc.protocol}: functions of header values and

@@ -100,7 +100,7 @@ class Incomplete:
     partial: bool = False
 
 
-#: Where an upload created without a destination lands (PROTOCOL.md
+#: Where an upload created without a destination lands (docs/protocol.md
 #: sections 8 and 9): C{incoming/<id>}.
 INCOMING = "incoming"
 

@@ -1,5 +1,5 @@
 """
-Hypothesis strategies for tus 1.0 header values (PROTOCOL.md section 8):
+Hypothesis strategies for tus 1.0 header values (docs/protocol-tus.md):
 C{Upload-Metadata}, C{Upload-Concat}, C{Upload-Checksum}, offsets and
 lengths, well-formed and hostile.
 

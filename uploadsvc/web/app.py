@@ -289,7 +289,7 @@ class UploadApp:
         )
         rest = tusPath(request.uri.split(b"?", 1)[0], self.config.prefix)
         if rest is not None:
-            # tus at /.tus/ (PROTOCOL.md section 8): the same credentials.
+            # tus at /.tus/ (docs/protocol-tus.md): the same credentials.
             if credentials is not None:
                 raise credentials
             return _shield(Deferred.fromCoroutine(self.tus.handle(request, rest)))

@@ -1,6 +1,6 @@
 """
-The tus 1.0 front end at C{<prefix>/.tus/} (PROTOCOL.md section 8,
-docs/protocol-tus.md): creation (with an upload, with a deferred length),
+The tus 1.0 front end at C{<prefix>/.tus/} (docs/protocol-tus.md, section 8
+of the protocol): creation (with an upload, with a deferred length),
 offsets, PATCH, termination, checksums, expiration and concatenation.
 
 The decisions are L{uploadsvc.protocol.tus}'s; the writing is the app's own
