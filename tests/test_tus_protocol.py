@@ -1,5 +1,5 @@
 """
-The pure tus core (L{uploadsvc.protocol.tus}): each parser on a table of
+The pure tus core (L{uploadsvc.protocol.tusheaders}, L{uploadsvc.protocol.tus}): each parser on a table of
 cases, then fuzzed with hypothesis (L{uploadsvc.testing.tusstrategies}) as
 the path parser is: every well-formed value parses to what it says, every
 hostile one is refused with C{400}, and no input raises anything else.
@@ -20,9 +20,11 @@ from uploadsvc.errors import (
 )
 from uploadsvc.protocol.decisions import Plan, Stored
 from uploadsvc.protocol.tus import (
-    MAX_DIGITS, Checksum, Final, Partial, PatchHeaders, checkResumable, decideCreation,
-    metadataDestination, parseChecksum, parseConcat, parseMetadata, parseNumber, parseTarget,
-    planPatch, readPatch, tusPath,
+    PatchHeaders, decideCreation, parseTarget, planPatch, readPatch, tusPath,
+)
+from uploadsvc.protocol.tusheaders import (
+    MAX_DIGITS, Checksum, Final, Partial, checkResumable, metadataDestination, parseChecksum,
+    parseConcat, parseMetadata, parseNumber,
 )
 from uploadsvc.testing.tusstrategies import (
     checksums, concatValues, hostileChecksums, hostileConcat, hostileMetadata, metadataPairs,

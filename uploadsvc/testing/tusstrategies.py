@@ -4,7 +4,7 @@ C{Upload-Metadata}, C{Upload-Concat}, C{Upload-Checksum}, offsets and
 lengths, well-formed and hostile.
 
 Like L{uploadsvc.testing.strategies}, they restate the rules without calling
-the parsers of L{uploadsvc.protocol.tus}, so that properties checked with
+the parsers of L{uploadsvc.protocol.tusheaders}, so that properties checked with
 them can fail. Import only where hypothesis is installed.
 """
 

@@ -25,10 +25,12 @@ from uploadsvc.protocol.digests import DigestSet
 from uploadsvc.protocol.expiry import expiresAt, httpDate
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.protocol.tus import (
-    VERSION, Creation, Final, Partial, PatchHeaders, allowedMethods, checkContentType,
-    checkResumable,
-    concatHeader, decideCreation, headerValue, methodOf, newChecksumHasher, optionsHeaders,
-    parseChecksum, parseTarget, planPatch, readPatch,
+    Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation, methodOf,
+    optionsHeaders, parseTarget, planPatch, readPatch,
+)
+from uploadsvc.protocol.tusheaders import (
+    VERSION, Final, Partial, checkContentType, checkResumable, headerValue, newChecksumHasher,
+    parseChecksum,
 )
 from uploadsvc.storage.interfaces import Incomplete, UploadId, parseUploadId
 from uploadsvc.web.answers import Answers
