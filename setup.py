@@ -65,6 +65,10 @@ setup(
             # WebDriver protocol is large, and selenium is its reference
             # client, kept by the browser vendors' own project.
             "selenium>=4.20",
+            # tests/test_e2e_tus_clients.py: a stock tus client (chunked
+            # upload, resume after a cut) proves the tus front end against
+            # someone else's reading of the protocol, not only our own.
+            "tuspy>=1.0",
         ],
         "bench": ["aiohttp>=3.9", "psutil>=5.9"],
         # HTTP/2 over TLS (ALPN h2): twisted's h2 support.

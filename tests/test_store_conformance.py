@@ -600,6 +600,69 @@ class StoreConformanceMixin(_MixinBase):
         self.assertEqual(self.store.inspect(bad), Stored())
         self.assertEqual(self.store.inspect(self.path).offset, 2)
 
+    def test_createIncoming(self) -> None:
+        """An upload made without a destination lands at incoming/<its id>."""
+        uploadId = self.store.create(None)
+        staged = self.stage(uploadId, b"abc", ranged(0, 2, 3))
+        self.store.complete(uploadId, staged, False)
+        self.assertEqual(
+            self.readComplete(parseRelativePath(f"incoming/{uploadId.value}")), b"abc"
+        )
+
+    def test_describe(self) -> None:
+        """An id's upload is described with its total, attributes, partial flag and touch time."""
+        uploadId = self.store.create(
+            self.path, total=5, attributes={"tus-metadata": "a Yg=="}, partial=True
+        )
+        self.write(uploadId, b"ab")
+        entry = self.store.describe(uploadId)
+        self.assertEqual(
+            (entry.uploadId, entry.path, entry.offset, entry.total, entry.attributes,
+             entry.partial),
+            (uploadId, "d/f.bin", 2, 5, {"tus-metadata": "a Yg=="}, True),
+        )
+        self.assertIsInstance(entry.touched, float)
+        [listed] = self.store.listIncomplete()
+        self.assertEqual(listed.attributes, {"tus-metadata": "a Yg=="})
+        self.assertRaises(NotFound, self.store.describe, UploadId("0" * 32))
+
+    def test_partialNeverRecovered(self) -> None:
+        """A fully staged partial upload is never moved into place by recovery."""
+        uploadId = self.store.create(None, total=2, partial=True)
+        self.write(uploadId, b"xy")
+        self.assertEqual(self.store.recover(True), [])
+        self.assertEqual(self.store.inspect(uploadId).offset, 2)
+
+    def test_concatenate(self) -> None:
+        """A final upload holds its parts' bytes in order, fully staged, the parts left alone."""
+        parts = [self.store.create(None, total=n, partial=True) for n in (3, 0, 4)]
+        for part, data in zip(parts, (b"abc", b"", b"defg")):
+            if data:
+                self.write(part, data)
+        final = self.store.create(self.path)
+        self.assertEqual(self.store.concatenate(final, parts), 7)
+        self.assertEqual(self.store.inspect(final), Stored(offset=7, total=7, incomplete=True))
+        staged = self.stage(final, b"", lambda stored: Plan(False, 7, 0, 0, 7))
+        self.store.complete(final, staged, False, {"sha-256": sha256(b"abcdefg")})
+        self.assertEqual(self.readComplete(self.path), b"abcdefg")
+        self.assertEqual(self.store.inspect(parts[2]).offset, 4)
+
+    def test_concatenateRefused(self) -> None:
+        """Parts that are unknown, not partial, incomplete or being written are refused."""
+        final = self.store.create(self.path)
+        whole_ = self.store.create(None, total=1)
+        self.write(whole_, b"x")
+        short = self.store.create(None, total=2, partial=True)
+        self.write(short, b"x")
+        self.assertRaises(NotFound, self.store.concatenate, final, [UploadId("0" * 32)])
+        self.assertRaises(BadRequest, self.store.concatenate, final, [whole_])
+        self.assertRaises(BadRequest, self.store.concatenate, final, [short])
+        held = self.store.create(None, total=1, partial=True)
+        staged = self.stage(held, b"x")
+        self.assertRaises(Busy, self.store.concatenate, final, [held])
+        staged.syncAndClose()
+        self.assertEqual(self.store.concatenate(final, [held]), 1)
+
     def test_freeBytes(self) -> None:
         """Free space is a count of bytes."""
         self.assertIsInstance(self.store.freeBytes(), int)

@@ -63,6 +63,31 @@ class Conflict(UploadError):
     status = 409
 
 
+class Gone(UploadError):
+    status = 410
+
+
+class PreconditionFailed(UploadError):
+    """
+    A protocol version the server does not speak (tus C{Tus-Resumable}).
+    """
+
+    status = 412
+
+
+class UnsupportedMediaType(UploadError):
+    status = 415
+
+
+class ChecksumMismatch(UploadError):
+    """
+    tus checksum extension: the chunk's C{Upload-Checksum} does not match
+    its bytes (nothing of it is kept).
+    """
+
+    status = 460
+
+
 class TooLarge(UploadError):
     status = 413
 

@@ -12,6 +12,7 @@ import random
 import re
 import sys
 from typing import IO, Any, Sequence
+from urllib.parse import urlsplit
 
 from twisted.internet.task import Cooperator, react
 from twisted.python import usage
@@ -26,7 +27,7 @@ from uploadsvc.client.http import (
 )
 from uploadsvc.client.plan import PlanError, planUploads
 from uploadsvc.client.progress import LineDisplay, ProgressDisplay, formatSummary
-from uploadsvc.client.uploader import Uploader
+from uploadsvc.client.uploader import PROTOCOLS, Uploader
 
 _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -82,6 +83,9 @@ class Options(usage.Options):
         ["give-up-after", None, None, "Seconds without progress before giving up (default: no limit).", _nonNegative(float)],
         ["retry-delay", None, 0.5, "Seconds before the first retry; doubles per failure.", _nonNegative(float)],
         ["max-retry-delay", None, 30.0, "The longest wait between attempts, in seconds.", _nonNegative(float)],
+        ["protocol", None, "put",
+         "put (path URLs resumed with Content-Range) or tus (URL is the tus endpoint "
+         "<server>/.tus/, then the folder or file name to upload to)."],
     ]
 
     def parseArgs(self, *args: str) -> None:
@@ -95,6 +99,12 @@ class Options(usage.Options):
             raise usage.UsageError("--parallel must be at least 1")
         if self["stall-timeout"] <= 0:
             raise usage.UsageError("--stall-timeout must be positive")
+        if self["protocol"] not in PROTOCOLS:
+            raise usage.UsageError("--protocol must be put or tus")
+        if self["protocol"] == "tus" and "/.tus/" not in urlsplit(self["url"]).path:
+            raise usage.UsageError(
+                "with --protocol tus the URL names the tus endpoint: <server>[/prefix]/.tus/"
+            )
 
     def retryPolicy(self) -> RetryPolicy:
         """
@@ -169,6 +179,7 @@ async def run(
         headers=headers,
         observer=display,
         rng=random.Random(),
+        protocol=options["protocol"],
     )
     started = reactor.seconds()
     try:

@@ -59,6 +59,9 @@ from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
 
+#: The protocols the client speaks (C{--protocol}).
+PROTOCOLS = ("put", "tus")
+
 __all__ = [
     "FINAL_PIECE",
     "IHTTPClient",
@@ -129,6 +132,7 @@ class Uploader:
         rng: random.Random | None = None,
         readSize: int = READ_SIZE,
         finalPiece: int = FINAL_PIECE,
+        protocol: str = "put",
     ) -> None:
         """
         @param http: a L{treq.client.HTTPClient} (or anything with its
@@ -138,6 +142,8 @@ class Uploader:
         @param cooperator: schedules file reads.
         @param headers: sent with every request, e.g. C{Authorization}.
         @param rng: randomness for the jitter (seeded in tests).
+        @param protocol: C{"put"} (path URLs with C{Content-Range}) or
+            C{"tus"} (the URLs name the tus endpoint, then the destination).
         """
         self._http = http
         self._reactor = reactor
@@ -150,6 +156,9 @@ class Uploader:
         self._rng = rng or random.Random()
         self._readSize = readSize
         self._finalPiece = finalPiece
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
         # Refuse bad settings now, not at the first upload.
         self.settings()
 
@@ -174,7 +183,12 @@ class Uploader:
         @return: a L{Deferred} that fires with the L{UploadResult}; it does
             not fail (the result says what went wrong).
         """
-        upload = _FileUpload(
+        kind = _FileUpload
+        if self.protocol == "tus":
+            from uploadsvc.client.tusupload import TusFileUpload
+
+            kind = TusFileUpload
+        upload = kind(
             job,
             self.settings(),
             HTTPExchange(self._http, self._reactor, self.stallTimeout, self._headers),
@@ -406,7 +420,14 @@ class _FileUpload:
         assert self._file is not None
         return self._hash.catchUp(self._file, upTo, self._cooperator, self._settings.readSize)
 
-    async def _sendRange(self, start: int, length: int, extra: Mapping[bytes, bytes]) -> Answer:
+    async def _sendRange(
+        self,
+        start: int,
+        length: int,
+        extra: Mapping[bytes, bytes],
+        method: str = "PUT",
+        url: str | None = None,
+    ) -> Answer:
         assert self._file is not None
         observer = self._observer
         listeners: list[Any] = []
@@ -425,7 +446,7 @@ class _FileUpload:
         observer.progress(self._job, start)
         try:
             return await self._exchange.request(
-                "PUT", self._url, {**self._auth, **extra}, producer, listeners
+                method, url or self._url, {**self._auth, **extra}, producer, listeners
             )
         finally:
             self._bytesSent += producer.written

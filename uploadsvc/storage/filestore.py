@@ -53,7 +53,7 @@ import threading
 import time
 import zlib
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 from twisted.logger import Logger
@@ -67,10 +67,11 @@ from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
+from uploadsvc.storage.concat import copyAll
 from uploadsvc.storage.interfaces import (
-    KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+    INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
 )
-from uploadsvc.storage.metadata import checkInfo, newGeneration, newInfo
+from uploadsvc.storage.metadata import checkInfo, createdInfo, newGeneration, newInfo
 from uploadsvc.storage.locks import HeldLock, RegionLocks, lockData
 from uploadsvc.storage.staged import StagedFile
 from uploadsvc.storage.takeover import stateLocked, takeWriterLock
@@ -219,24 +220,103 @@ class FileStore:
             raise NotFound("no-upload", "there is no such upload")
         return key, path
 
-    def create(self, path: UploadPath) -> UploadId:
+    def create(
+        self,
+        path: UploadPath | None,
+        total: int | None = None,
+        attributes: Mapping[str, str] | None = None,
+        partial: bool = False,
+    ) -> UploadId:
         """
         Make an empty upload for C{path} under a new server-assigned id,
         durably (its C{.json} names the destination), and return the id.
+        See L{IUploadStore.create}.
 
         @raise Forbidden: the path crosses a symbolic link.
         @raise Conflict: the path is a folder, or a parent is a file.
         """
         self._fresh()
-        destination.entry(self._rootFD, path, strict=False)
         uploadId = UploadId(secrets.token_hex(16))
+        if path is None:
+            path = parseRelativePath(f"{INCOMING}/{uploadId.value}")
+        destination.entry(self._rootFD, path, strict=False)
         key = self.keyFor(uploadId)
         with self._stateLock(key):
             fd = self._openData(key, create=True)
             assert fd is not None
             os.close(fd)
-            self._writeInfo(key, newInfo(path, key))
+            self._writeInfo(key, createdInfo(path, key, total, attributes, partial))
         return uploadId
+
+    def describe(self, target: UploadId) -> Incomplete:
+        """
+        The upload made by L{create} as L{listIncomplete} would list it.
+
+        @raise NotFound: an id that names no upload.
+        """
+        self._fresh()
+        key, path = self._resolve(target)
+        folder = self._stateDir.shard(self._shardName(key), create=False)
+        touched = None
+        if folder is not None:
+            try:
+                touched = _touched(folder, key)
+            finally:
+                os.close(folder)
+        info = self._readInfo(key)
+        if touched is None or info is None:
+            raise NotFound("no-upload", "there is no such upload")
+        size, when = touched
+        return Incomplete(
+            key=key, path=path.relative, uploadId=target, offset=size,
+            total=info.get("total"), touched=when,
+            attributes=dict(info.get("attributes", {})), partial=bool(info.get("partial")),
+        )
+
+    def concatenate(self, final: UploadId, parts: Sequence[UploadId]) -> int:
+        """
+        Fill C{final} with the bytes of the complete partial uploads
+        C{parts} (see L{IUploadStore.concatenate}): copied in the kernel
+        (L{copyAll}), never read into memory, then fsync'd and its total
+        recorded, under the writer locks of all of them (none waited for).
+        """
+        self._fresh()
+        finalKey, _ = self._resolve(final)
+        locks = [self._lock(finalKey)]
+        fds: list[int] = []
+        try:
+            for part in parts:
+                key, _ = self._resolve(part)
+                info = self._readInfo(key) or {}
+                if not info.get("partial"):
+                    raise BadRequest("bad-concat", "Upload-Concat names an upload that is not partial")
+                locks.append(self._lock(key))
+                fd = self._openData(key, create=False)
+                if fd is None:
+                    raise NotFound("no-upload", "there is no such upload")
+                fds.append(fd)
+                if info.get("total") != os.fstat(fd).st_size:
+                    raise BadRequest("bad-concat", "Upload-Concat names a partial upload not complete")
+            out = self._openData(finalKey, create=True)
+            assert out is not None
+            fds.append(out)
+            if not lockData(out):
+                raise _heldElsewhere(finalKey, self._where(finalKey, ".data"))
+            total = copyAll(fds[:-1], out)
+            if self.fsync:
+                self.system.fsync(out)
+            with self._stateLock(finalKey):
+                finalInfo = self._readInfo(finalKey)
+                if finalInfo is None:
+                    raise NotFound("no-upload", "there is no such upload")
+                finalInfo["total"] = total
+                self._writeInfo(finalKey, finalInfo)
+            return total
+        finally:
+            for fd in fds:
+                os.close(fd)
+            for lock in locks:
+                lock.release()
 
     def listIncomplete(self) -> list[Incomplete]:
         """
@@ -265,6 +345,8 @@ class FileStore:
                     offset=size,
                     total=info.get("total"),
                     touched=when,
+                    attributes=dict(info.get("attributes", {})),
+                    partial=bool(info.get("partial")),
                 ))
         return found
 
@@ -966,7 +1048,10 @@ class FileStore:
             with self._stateLock(key):
                 info = self._readInfo(key)
                 path = parseRelativePath(info["path"]) if info else None
-                if info is None or path is None or not _keyMatches(key, info, path):
+                if (
+                    info is None or path is None or not _keyMatches(key, info, path)
+                    or info.get("partial")  # a part of a concatenation lands nowhere
+                ):
                     lock.release()
                     return None
                 fd = self._openData(key, create=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import attrs
 from zope.interface import Attribute, Interface
@@ -88,6 +88,9 @@ class Incomplete:
         measures from. A status query, even one that records a total or
         digests, does not count, so querying never keeps an abandoned
         upload alive.
+    @ivar attributes: what its front end recorded at creation (tus keeps
+        its metadata and concatenation there).
+    @ivar partial: a part of a later concatenation: it lands nowhere.
     """
 
     key: str
@@ -96,6 +99,13 @@ class Incomplete:
     offset: int
     total: int | None
     touched: float
+    attributes: dict[str, str] = attrs.field(factory=dict)
+    partial: bool = False
+
+
+#: Where an upload created without a destination lands (docs/protocol.md
+#: sections 8 and 9): C{incoming/<id>}.
+INCOMING = "incoming"
 
 
 class IStagedUpload(Interface):
@@ -185,11 +195,44 @@ class IUploadStore(Interface):
         keyed by.
         """
 
-    def create(path: UploadPath) -> UploadId:
+    def create(
+        path: UploadPath | None,
+        total: int | None = None,
+        attributes: Mapping[str, str] | None = None,
+        partial: bool = False,
+    ) -> UploadId:
         """
         Make an empty upload for the destination C{path}, durably, and
         return its new L{UploadId}. It is found by that id until it
         completes, is cancelled or expires (then L{NotFound}).
+
+        @param path: L{None}: C{incoming/<id>} (L{INCOMING}).
+        @param total: its length, when known at creation.
+        @param attributes: text the front end keeps with it (L{describe}).
+        @param partial: a part of a later concatenation: never moved into
+            place, not even by L{recover}.
+        """
+
+    def describe(target: UploadId) -> Incomplete:
+        """
+        One upload made by L{create}, as L{listIncomplete} lists it (with
+        when it was last touched, for expiry's answers, and its
+        attributes); not fsync'd (L{inspect} gives the durable offset).
+
+        @raise NotFound: an id that names no upload.
+        """
+
+    def concatenate(final: UploadId, parts: Sequence[UploadId]) -> int:
+        """
+        Fill the upload C{final} with the bytes of the complete partial
+        uploads C{parts}, in order, durably, and record its total (which it
+        returns); C{final} is then fully staged, to be completed as any
+        upload. The parts are left as they are.
+
+        @raise BadRequest: C{bad-concat}, a part that is not a partial
+            upload or not complete.
+        @raise NotFound: an id that names no upload.
+        @raise Busy: someone writes C{final} or a part.
         """
 
     def inspect(target: Target, durable: bool = True, strict: bool = False) -> Stored:

@@ -20,7 +20,7 @@ import hashlib
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 from zope.interface import implementer
@@ -28,12 +28,13 @@ from zope.interface import implementer
 from uploadsvc.errors import BadRequest, Busy, Conflict, NotFound, StorageFault
 from uploadsvc.protocol.decisions import AlreadyComplete, Plan, Stored
 from uploadsvc.protocol.digests import digestAll
-from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage.hashing import newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.interfaces import (
-    KEY, ICompleteFile, Incomplete, IStagedUpload, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+    INCOMING, KEY, ICompleteFile, Incomplete, IStagedUpload, ITakeover, IUploadStore, Target,
+    UploadId, uploadKey,
 )
-from uploadsvc.storage.metadata import newGeneration, newInfo
+from uploadsvc.storage.metadata import createdInfo, newGeneration, newInfo
 from uploadsvc.storage.staged import mergeInfo
 
 
@@ -230,16 +231,62 @@ class MemoryStore:
                 f"the upload {staged.key} was removed while being written",
             )
 
-    def create(self, path: UploadPath) -> UploadId:
+    def create(
+        self,
+        path: UploadPath | None,
+        total: int | None = None,
+        attributes: Mapping[str, str] | None = None,
+        partial: bool = False,
+    ) -> UploadId:
         with self._mutex:
-            self._destination(path)
             uploadId = UploadId(secrets.token_hex(16))
+            if path is None:
+                path = parseRelativePath(f"{INCOMING}/{uploadId.value}")
+            self._destination(path)
             key = uploadKey(uploadId)
             now = self._now()
-            self._uploads[key] = _Upload(
-                path, uploadId, bytearray(), newInfo(path, key, now), now
-            )
+            info = createdInfo(path, key, total, attributes, partial, now)
+            self._uploads[key] = _Upload(path, uploadId, bytearray(), info, now)
             return uploadId
+
+    def describe(self, target: UploadId) -> Incomplete:
+        with self._mutex:
+            key, path = self._resolve(target)
+            return self._listed(key, self._uploads[key])
+
+    def _listed(self, key: str, upload: _Upload) -> Incomplete:
+        info = upload.info or {}
+        return Incomplete(
+            key=key,
+            path=upload.path.relative,
+            uploadId=upload.uploadId,
+            offset=len(upload.data),
+            total=info.get("total"),
+            touched=upload.touched,
+            attributes=dict(info.get("attributes", {})),
+            partial=bool(info.get("partial")),
+        )
+
+    def concatenate(self, final: UploadId, parts: Sequence[UploadId]) -> int:
+        with self._mutex:
+            finalKey, _ = self._resolve(final)
+            keys = [finalKey]
+            for part in parts:
+                key, _ = self._resolve(part)
+                upload = self._uploads[key]
+                info = upload.info or {}
+                if not info.get("partial"):
+                    raise BadRequest("bad-concat", "Upload-Concat names an upload that is not partial")
+                if info.get("total") != len(upload.data):
+                    raise BadRequest("bad-concat", "Upload-Concat names a partial upload not complete")
+                keys.append(key)
+            if any(key in self._writers for key in keys):
+                raise Busy("locked", "the upload is being written by another request")
+            target = self._uploads[finalKey]
+            target.data = bytearray(b"".join(self._uploads[key].data for key in keys[1:]))
+            target.info = {**(target.info or {}), "total": len(target.data)}
+            target.touched = self._now()
+            return len(target.data)
 
     def inspect(self, target: Target, durable: bool = True, strict: bool = False) -> Stored:
         with self._mutex:
@@ -393,17 +440,7 @@ class MemoryStore:
 
     def listIncomplete(self) -> list[Incomplete]:
         with self._mutex:
-            return [
-                Incomplete(
-                    key=key,
-                    path=upload.path.relative,
-                    uploadId=upload.uploadId,
-                    offset=len(upload.data),
-                    total=(upload.info or {}).get("total"),
-                    touched=upload.touched,
-                )
-                for key, upload in sorted(self._uploads.items())
-            ]
+            return [self._listed(key, upload) for key, upload in sorted(self._uploads.items())]
 
     def expire(self, key: str, idleSeconds: float, now: float | None = None) -> bool:
         if KEY.fullmatch(key) is None:
@@ -471,6 +508,7 @@ class MemoryStore:
                 (key, upload) for key, upload in sorted(self._uploads.items())
                 if key not in self._writers and upload.info is not None
                 and upload.info.get("total") == len(upload.data)
+                and not upload.info.get("partial")
             ]
             staged = []
             for key, upload in candidates:

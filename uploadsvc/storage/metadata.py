@@ -45,6 +45,13 @@ def _check(info: dict[str, Any]) -> None:
     for name in ("path", "generation"):
         if name in info and not isinstance(info[name], str):
             raise BadMetadata(f"its {name} is {info[name]!r}")
+    attributes = info.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise BadMetadata(f"its attributes are {attributes!r}")
+    if type(info.get("partial", False)) is not bool:
+        raise BadMetadata(f"its partial flag is {info['partial']!r}")
     created = info.get("created", 0)
     if type(created) not in (int, float):
         raise BadMetadata(f"its creation time is {created!r}")
@@ -67,6 +74,27 @@ def newGeneration() -> str:
     A random generation: new whenever an upload's bytes start over.
     """
     return secrets.token_hex(16)
+
+
+def createdInfo(
+    path: UploadPath,
+    key: str,
+    total: int | None,
+    attributes: Any,
+    partial: bool,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """
+    Metadata of an upload made by C{create} (see L{IUploadStore.create}).
+    """
+    info = newInfo(path, key, now)
+    if total is not None:
+        info["total"] = total
+    if attributes:
+        info["attributes"] = dict(attributes)
+    if partial:
+        info["partial"] = True
+    return info
 
 
 def newInfo(path: UploadPath, key: str, now: float | None = None) -> dict[str, Any]:

@@ -6,7 +6,9 @@ onto a twisted.web request in one place (docs/protocol.md sections 2, 3 and 6).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
+
+import attrs
 
 from uploadsvc.errors import UploadError
 from uploadsvc.protocol.decisions import Stored, offsetHeaders
@@ -16,13 +18,17 @@ from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.web.forwarded import absoluteURL
 
 
+#: Reason phrases of statuses that twisted.web does not know.
+_PHRASES = {460: b"Checksum Mismatch"}
+
+
 def refuse(request: Any, error: UploadError) -> bytes:
     """
     Answer C{error}: its status and headers, and its reason as one line of
     text. (A refusal sent before the body was read also closes the
     connection: see L{uploadsvc.web.streaming}.)
     """
-    request.setResponseCode(error.status)
+    request.setResponseCode(error.status, _PHRASES.get(error.status))
     for name, value in error.headers.items():
         request.setHeader(name, value)
     if error.status == 503 and b"Retry-After" not in error.headers:
@@ -90,3 +96,19 @@ def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: in
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+@attrs.frozen
+class Answers:
+    """
+    How a front end answers the end of a write: C{progress(request, offset,
+    total)} when the upload is still incomplete, C{completed(request, path,
+    size, sha256, code)} when it was moved into place. Path PUTs answer as
+    above; tus and the draft have answers of their own.
+    """
+
+    progress: Callable[[Any, int, "int | None"], bytes]
+    completed: Callable[[Any, UploadPath, int, bytes, int], bytes]
+
+
+PUT_ANSWERS = Answers(progress, completed)

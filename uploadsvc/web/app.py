@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Coroutine, Sequence
 
 import attrs
 from klein import Klein
@@ -68,6 +68,7 @@ from uploadsvc.protocol.refusals import (
 from uploadsvc.protocol.scopes import (
     DELETE, DOWNLOAD, UPLOAD, Credential, checkScope, outOfScope, requestOperation,
 )
+from uploadsvc.protocol.tus import tusPath
 from uploadsvc.protocol.ranges import (
     ContentRange,
     RangeQuery,
@@ -79,7 +80,7 @@ from uploadsvc.storage.filestore import isNoSpace
 from uploadsvc.storage.hashing import verifyStaged
 from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore, Target, UploadId
 from uploadsvc.storage.writers import WriterRegistry
-from uploadsvc.web.answers import completed, progress, refuse, status
+from uploadsvc.web.answers import PUT_ANSWERS, Answers, completed, refuse, status
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.download import serveFile
@@ -156,6 +157,16 @@ def _shield(d: Deferred) -> Deferred:
 
     d.addBoth(forward)
     return out
+
+
+def _serve(request: Any, work: Coroutine[Any, Any, bytes | None]) -> Deferred:
+    """
+    Run a handler's coroutine for C{request}, shielded from Klein's cancel
+    (L{_shield}); its access line waits for it when the client went away.
+    """
+    running = Deferred.fromCoroutine(work)
+    notesFor(request).work = running
+    return _shield(running)
 
 
 class _RawPathRoot(Resource):
@@ -263,6 +274,18 @@ class UploadApp:
         #: The resumable-upload draft's front end (section 9), if on.
         self.ietf = DraftFrontEnd(self) if config.ietfVersions else None
         self.hooks = hooks
+
+    @property
+    def tus(self) -> Any:
+        """
+        The tus 1.0 front end at C{/.tus/} (L{uploadsvc.web.tus}).
+        """
+        front = self.__dict__.get("_tus")
+        if front is None:
+            from uploadsvc.web.tus import TusFrontEnd
+
+            front = self.__dict__["_tus"] = TusFrontEnd(self)
+        return front
 
     def resource(self) -> Resource:
         return _RawPathRoot(self.app.resource(), self.config)
@@ -383,7 +406,13 @@ class UploadApp:
             # /.uploads/: the draft's upload resources (section 9).
             if credentials is not None:
                 raise credentials
-            return _shield(Deferred.fromCoroutine(self.ietf.serve(request)))
+            return _serve(request, self.ietf.serve(request))
+        rest = tusPath(request.uri.split(b"?", 1)[0], self.config.prefix)
+        if rest is not None:
+            # tus at /.tus/ (docs/protocol-tus.md): the same credentials.
+            if credentials is not None:
+                raise credentials
+            return _serve(request, self.tus.handle(request, rest))
         path, pathError = _attempt(self._path, request)
         operation, scope = None, None
         if credentials is None and pathError is None:
@@ -400,17 +429,14 @@ class UploadApp:
         if self.ietf is not None:
             draft = self.ietf.onPath(request, path)  # a creation, OPTIONS, or None
             if draft is not None:
-                return _shield(Deferred.fromCoroutine(draft))
+                return _serve(request, draft)
         handlers: dict[bytes, Callable[[Any, UploadPath], Any]] = {
             b"PUT": self._put, b"POST": self._put,
             b"HEAD": partial(self._head, operation=operation, credential=credential),
             b"DELETE": partial(self._delete, operation=operation),
             b"GET": self._get,
         }
-        work = Deferred.fromCoroutine(handlers[request.method](request, path))
-        shielded = _shield(work)
-        notesFor(request).work = work  # a lost request is logged once it ends
-        return shielded
+        return _serve(request, handlers[request.method](request, path))
 
     def _methods(self) -> tuple[bytes, ...]:
         """
@@ -643,23 +669,9 @@ class UploadApp:
         key = self.store.keyFor(path)
         # Refusals in docs/protocol.md's order (protocol.refusals), as the
         # facts become known: here the headers' (413).
-        facts = Facts(
-            credentials=None,
-            path=None,
-            method=request.method,
-            declaredEnd=declaredEnd(rng, length),
-            maxUploadSize=self.config.maxUploadSize,
-            minFreeBytes=self.config.minFreeBytes,
-            busy=bool(
-                self.config.maxUploads and self.writers.busy() >= self.config.maxUploads
-            ),
-            query=query,
-            rangeError=rangeError,
-            fieldError=fieldError,
+        facts = self._headerFacts(
+            request.method, declaredEnd(rng, length), query, rangeError, fieldError
         )
-        refusal = firstRefusal(facts)
-        if refusal is not None:
-            raise refusal
         if query or self.writers.isHeld(key):
             # The disk's refusals before a writer of the upload here is
             # asked to let go for a request that is refused anyway.
@@ -690,7 +702,41 @@ class UploadApp:
         except BaseException:
             release()
             raise
-        return await self._write(request, path, key, rng, digests, contentDigests, release, began)
+        digester = ContentDigester(contentDigests) if contentDigests else None
+        return await self._write(request, path, key, rng is None, digests, digester, release, began)
+
+    def _headerFacts(
+        self,
+        method: bytes,
+        end: int | None,
+        query: bool = False,
+        rangeError: UploadError | None = None,
+        fieldError: UploadError | None = None,
+    ) -> Facts:
+        """
+        The facts a write's headers tell (with the server's limits and how
+        busy it is), its first refusal raised.
+
+        @param end: the largest size the headers claim.
+        """
+        facts = Facts(
+            credentials=None,
+            path=None,
+            method=method,
+            declaredEnd=end,
+            maxUploadSize=self.config.maxUploadSize,
+            minFreeBytes=self.config.minFreeBytes,
+            busy=bool(
+                self.config.maxUploads and self.writers.busy() >= self.config.maxUploads
+            ),
+            query=query,
+            rangeError=rangeError,
+            fieldError=fieldError,
+        )
+        refusal = firstRefusal(facts)
+        if refusal is not None:
+            raise refusal
+        return facts
 
     async def _query(
         self,
@@ -898,24 +944,30 @@ class UploadApp:
         request: Any,
         path: Target,
         key: str,
-        rng: ContentRange | RangeQuery | None,
+        endsAtBody: bool,
         digests: DigestSet,
-        contentDigests: DigestSet,
+        digester: ContentDigester | None,
         release: Callable[[], None],
         began: tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None],
+        answers: Answers = PUT_ANSWERS,
+        lands: bool = True,
         completes: bool | None = None,
-        answer: Callable[[Any, int, int | None], bytes] = progress,
         overflow: Callable[[], UploadError] | None = None,
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
         answer (completion, or the new offset).
 
+        @param path: the upload's path, or its id (tus, the draft).
+        @param endsAtBody: the body's end is the upload's (a plain PUT).
+        @param digester: the body's own digest to check (C{Content-Digest},
+            tus C{Upload-Checksum}): on a mismatch nothing of it is kept.
+        @param answers: how the front end answers the end of the write.
+        @param lands: false for a part of a concatenation (tus), which
+            stays staged when it reaches its total.
         @param completes: L{None}: the upload completes when it reaches its
-            total (Content-Range); else whether a body that ends completes
-            it (the draft's C{Upload-Complete}; then it must end at a known
-            total).
-        @param answer: the answer to a write that left the upload incomplete.
+            total; else whether a body that ends completes it (the draft's
+            C{Upload-Complete}; then it must end at a known total).
         @param overflow: the refusal of a body longer than the plan takes.
         """
         stored, plan, staged = began
@@ -932,7 +984,6 @@ class UploadApp:
                 self._emit(
                     RESUMED, request, path, start, plan.total or stored.total, staged.path
                 )
-            digester = ContentDigester(contentDigests) if contentDigests else None
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
             outcome = await self._receive(request, staged, plan, digester, streamed, overflow)
@@ -946,15 +997,13 @@ class UploadApp:
                     outcome, streamed = e, {}  # type: ignore[assignment]
             offset = notes.offsetAfter = staged.offset
             total = plan.total
+            if total is None and endsAtBody and outcome is Outcome.COMPLETE:
+                total = offset  # a chunked plain PUT ends at its last byte
+            if total is None:
+                total = stored.total
             if completes is None:
-                if total is None and rng is None and outcome is Outcome.COMPLETE:
-                    total = offset  # a chunked plain PUT ends at its last byte
-                if total is None:
-                    total = stored.total
                 finished = outcome is Outcome.COMPLETE and total is not None and offset == total
             else:
-                if total is None:
-                    total = stored.total
                 finished = outcome is Outcome.COMPLETE and completes
                 if finished and total is not None and offset != total:
                     finished, outcome = False, BadRequest(
@@ -966,10 +1015,10 @@ class UploadApp:
             ):
                 # An upload named by an id was created (and told) before.
                 self._emit(CREATED, request, path, offset, total)
-            if finished:
+            if lands and finished:
                 return await self._complete(
                     request, path, staged, stored, digests,
-                    {alg: h.digest() for alg, h in streamed.items()},
+                    {alg: h.digest() for alg, h in streamed.items()}, answers,
                 )
             await self._timed("fsync", staged.syncAndClose)
             if total is None:
@@ -982,7 +1031,7 @@ class UploadApp:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
-            return answer(request, offset, total)
+            return answers.progress(request, offset, total)
         finally:
             try:
                 if staged is not None:
@@ -1083,6 +1132,7 @@ class UploadApp:
     async def _complete(
         self, request: Any, path: Target, staged: IStagedUpload, stored: Stored,
         digests: DigestSet, streamed: dict[str, bytes] | None = None,
+        answers: Answers = PUT_ANSWERS,
     ) -> bytes:
         """
         Move the upload into place once the store checked the whole file's
@@ -1121,7 +1171,7 @@ class UploadApp:
         )
         notesFor(request).offsetAfter = staged.offset
         self._emit(COMPLETED, request, path, staged.offset, staged.offset, destination)
-        return completed(
+        return answers.completed(
             request, destination, staged.offset, staged.digests["sha-256"],
             200 if replaced else 201,
         )

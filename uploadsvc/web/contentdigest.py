@@ -12,12 +12,12 @@ staged file back to where this request started.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from uploadsvc.errors import BadRequest
+from uploadsvc.errors import BadRequest, UploadError
 from uploadsvc.protocol.digests import DigestSet, Hasher, newHasher
 from uploadsvc.web.interfaces import IBodyReceiver
 
@@ -27,9 +27,21 @@ class ContentDigester:
     The running digests of one request body and the values it must match.
     """
 
-    def __init__(self, expected: DigestSet) -> None:
+    def __init__(
+        self,
+        expected: DigestSet,
+        factory: Callable[[str], Hasher] = newHasher,
+        mismatch: Callable[[str], UploadError] | None = None,
+    ) -> None:
+        """
+        @param factory: makes a hasher for an algorithm of C{expected}
+            (tus C{Upload-Checksum} names sha1 and md5 too).
+        @param mismatch: the refusal for an algorithm whose digest differs
+            (tus: C{460}); C{400} C{content-digest-mismatch} by default.
+        """
         self.expected = expected
-        self.hashers: dict[str, Hasher] = {alg: newHasher(alg) for alg, _ in expected.values}
+        self.hashers: dict[str, Hasher] = {alg: factory(alg) for alg, _ in expected.values}
+        self._mismatch = mismatch if mismatch is not None else _contentDigestMismatch
 
     def hashChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         """
@@ -52,10 +64,14 @@ class ContentDigester:
         """
         for alg, value in self.expected.values:
             if self.hashers[alg].digest() != value:
-                raise BadRequest(
-                    "content-digest-mismatch",
-                    f"the body's {alg} digest does not match Content-Digest; nothing was appended",
-                )
+                raise self._mismatch(alg)
+
+
+def _contentDigestMismatch(alg: str) -> UploadError:
+    return BadRequest(
+        "content-digest-mismatch",
+        f"the body's {alg} digest does not match Content-Digest; nothing was appended",
+    )
 
 
 @implementer(IBodyReceiver)

@@ -23,6 +23,8 @@ from uploadsvc.protocol.expiry import secondsLeft
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.refusals import METHODS, Facts, firstRefusal
 from uploadsvc.storage.interfaces import UploadId, parseUploadId
+from uploadsvc.web.answers import Answers, completed
+from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.requestheaders import contentLength, digestsB64
 from uploadsvc.web.forwarded import absoluteURL
 from uploadsvc.web.streaming import sendInterim
@@ -271,8 +273,9 @@ class DraftFrontEnd:
             raise
         stored, plan, staged = began
         result = await app._write(
-            request, uploadId, key, None, digests, contentDigests, release, began,
-            completes=complete, answer=answer,
+            request, uploadId, key, False, digests,
+            ContentDigester(contentDigests) if contentDigests else None, release, began,
+            Answers(answer, completed), completes=complete,
             overflow=lambda: ietf.inconsistentLength(
                 version, f"the body runs past the upload length {plan.total}"
             ),

@@ -1,0 +1,450 @@
+"""
+The tus 1.0 front end at C{<prefix>/.tus/} (docs/protocol-tus.md, section 8
+of the protocol): creation (with an upload, with a deferred length),
+offsets, PATCH, termination, checksums, expiration and concatenation.
+
+The decisions are L{uploadsvc.protocol.tus}'s; the writing is the app's own
+machinery for path uploads (the writer registry, the lock wait across
+processes, the streamed body with flow control, atomic durable completion),
+reached with an upload id instead of a path; only the answers are tus's.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+import attrs
+
+from uploadsvc.errors import (
+    BadRequest, Busy, ChecksumMismatch, Conflict, MethodNotAllowed, NotFound, TooLarge, UploadError,
+)
+from uploadsvc.ops.events import CANCELLED, CREATED
+from uploadsvc.ops.requestnotes import notesFor
+from uploadsvc.protocol.digests import DigestSet
+from uploadsvc.protocol.expiry import expiresAt, httpDate
+from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.protocol.tus import (
+    Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation, methodOf,
+    optionsHeaders, parseTarget, planPatch, readPatch,
+)
+from uploadsvc.protocol.tusheaders import (
+    VERSION, Final, Partial, checkContentType, checkResumable, headerValue, newChecksumHasher,
+    parseChecksum,
+)
+from uploadsvc.storage.interfaces import Incomplete, UploadId, parseUploadId
+from uploadsvc.web.answers import Answers
+from uploadsvc.web.contentdigest import ContentDigester
+from uploadsvc.web.requestheaders import contentLength
+
+if TYPE_CHECKING:
+    from uploadsvc.web.app import UploadApp
+
+#: Attribute names the store keeps for a tus upload.
+METADATA, CONCAT, DEFERRED = "tus-metadata", "tus-concat", "tus-defer-length"
+
+#: Completed uploads remembered per process, so that a client whose last
+#: answer was lost learns from HEAD that it is done (rather than 404, which
+#: makes stock clients upload again).
+MAX_DONE = 10_000
+
+
+@attrs.frozen
+class _Done:
+    size: int
+    attributes: dict[str, str]
+
+
+class TusFrontEnd:
+    """
+    tus requests of one L{UploadApp}.
+    """
+
+    def __init__(self, app: UploadApp) -> None:
+        self.app = app
+        self._done: OrderedDict[str, _Done] = OrderedDict()
+
+    # --- routing ---------------------------------------------------------
+
+    async def handle(self, request: Any, rest: bytes) -> bytes | None:
+        """
+        Answer a request for C{<prefix>/.tus<rest>}.
+        """
+        request.setHeader(b"Tus-Resumable", VERSION)
+        notesFor(request).protocol = "tus"
+        method = methodOf(request.method, headerValue(request.requestHeaders, b"X-HTTP-Method-Override"))
+        target = parseTarget(rest)
+        if method == b"OPTIONS":
+            return self._options(request)
+        allowed = allowedMethods(target is None)
+        if method not in allowed:
+            raise MethodNotAllowed(
+                "method", "use " + ", ".join(m.decode() for m in allowed),
+                {b"Allow": b", ".join(allowed)},
+            )
+        if target is None:
+            return await self._create(request)
+        uploadId = parseUploadId(target)
+        notesFor(request).uploadId = uploadId.value
+        if method == b"HEAD":
+            return await self._head(request, uploadId)
+        if method == b"DELETE":
+            return await self._delete(request, uploadId)
+        patch = readPatch(request.requestHeaders)
+        return await self._append(
+            request, uploadId, patch, contentLength(request), self._patchAnswers(uploadId)
+        )
+
+    def _options(self, request: Any) -> bytes:
+        request.setResponseCode(204)
+        for name, value in optionsHeaders(self.app.config.maxUploadSize).items():
+            request.setHeader(name, value)
+        return b""
+
+    # --- creation --------------------------------------------------------
+
+    async def _create(self, request: Any) -> bytes | None:
+        config = self.app.config
+        creation = decideCreation(request.requestHeaders, config.prefix, config.maxUploadSize)
+        length = contentLength(request)
+        hasBody = bool(length) or (
+            length is None and request.requestHeaders.hasHeader(b"Transfer-Encoding")
+        )
+        checksum = None
+        if hasBody:
+            if isinstance(creation.concat, Final):
+                raise BadRequest("body-with-final", "a final concatenation carries no body")
+            checkContentType(headerValue(request.requestHeaders, b"Content-Type"))
+            checksum = parseChecksum(headerValue(request.requestHeaders, b"Upload-Checksum"))
+            if length is not None and creation.total is not None and length > creation.total:
+                raise TooLarge("exceeds-length", "the body is longer than Upload-Length")
+            # Size, space and load, before anything is created.
+            self.app._headerFacts(b"PUT", length if length is not None else creation.total)
+        creation = await self.beforeCreate(request, creation)
+        parts: list[UploadId] = []
+        total = creation.total
+        if isinstance(creation.concat, Final):
+            parts = [UploadId(part) for part in creation.concat.parts]
+            total = await self._partsTotal(parts)
+        if creation.destination is not None:
+            await self._checkDestination(creation.destination)
+        attributes = {METADATA: creation.metadata.raw.decode("ascii")} if creation.metadata.raw else {}
+        if isinstance(creation.concat, Partial):
+            attributes[CONCAT] = "partial"
+        elif isinstance(creation.concat, Final):
+            attributes[CONCAT] = concatHeader(creation.concat.parts, config.prefix).decode("ascii")
+        if creation.deferred:
+            attributes[DEFERRED] = "1"
+        uploadId = await self.app.runner.run(
+            self.app.store.create, creation.destination,
+            None if parts else total, attributes, isinstance(creation.concat, Partial),
+        )
+        notesFor(request).uploadId = uploadId.value
+        self.app._emit(CREATED, request, uploadId, 0, total, creation.destination)
+        request.setHeader(b"Location", self._location(uploadId))
+        if parts:
+            return await self._concatenate(request, uploadId, parts, attributes)
+        if hasBody:
+            return await self._append(
+                request, uploadId, PatchHeaders(0, None, checksum), length,
+                self._createAnswers(uploadId),
+            )
+        if total == 0 and not isinstance(creation.concat, Partial):
+            # An empty file is complete at its creation (tus-js-client
+            # sends no PATCH for it): it lands now.
+            return await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
+        request.setResponseCode(201)
+        self._expires(request, self.app.clock.seconds(), total, 0)
+        return b""
+
+    async def beforeCreate(self, request: Any, creation: Creation) -> Creation:
+        """
+        The one place where a new upload is about to be created: decided
+        from its headers, nothing stored yet. (Where a C{pre-create} hook
+        may refuse it, or change its destination.)
+        """
+        return creation
+
+    async def _checkDestination(self, path: UploadPath) -> None:
+        """
+        Refuse at creation a destination that section 1 refuses on disk (a
+        link on the way: 403; under a file, a folder: 409) or that holds a
+        complete file while overwrite is off (409).
+        """
+        stored = await self.app.runner.run(self.app.store.inspect, path, False, False)
+        if stored.completeSize is not None and not self.app.config.allowOverwrite:
+            raise Conflict("exists", f"a complete file is already at {path.relative}")
+
+    def _location(self, uploadId: UploadId) -> bytes:
+        return self.app.config.prefix.rstrip(b"/") + b"/.tus/" + uploadId.value.encode("ascii")
+
+    # --- concatenation ---------------------------------------------------
+
+    async def _partsTotal(self, parts: list[UploadId]) -> int:
+        """
+        The length of a final upload: its parts must be partial uploads of
+        this server, each complete (else 400, nothing stored changed).
+        """
+        total = 0
+        for part in parts:
+            try:
+                entry = await self.app.runner.run(self.app.store.describe, part)
+            except NotFound:
+                raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
+            if not entry.partial:
+                raise BadRequest("bad-concat", "Upload-Concat names an upload that is not partial")
+            if entry.total is None or entry.offset != entry.total:
+                raise BadRequest("bad-concat", "Upload-Concat names a partial upload not complete")
+            total += entry.total
+        if total > self.app.config.maxUploadSize:
+            raise TooLarge("too-large", f"uploads are limited to {self.app.config.maxUploadSize} bytes")
+        return total
+
+    async def _concatenate(
+        self, request: Any, uploadId: UploadId, parts: list[UploadId], attributes: dict[str, str]
+    ) -> bytes:
+        """
+        Fill the new final upload with its parts' bytes (in the store, never
+        through memory) and complete it like any upload; then the parts go.
+        """
+        app = self.app
+        try:
+            await app.runner.run(app.store.concatenate, uploadId, parts)
+        except BaseException as e:
+            await app.runner.run(app.store.cancel, uploadId, False)
+            if isinstance(e, NotFound):
+                # A part went (another final took it) since it was looked at.
+                raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
+            raise
+        body = await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
+        for part in parts:
+            try:
+                await app.runner.run(app.store.cancel, part, False)
+            except UploadError:
+                pass  # held or gone: expiry removes what is left
+        return body
+
+    async def _finishStaged(
+        self, request: Any, uploadId: UploadId, answers: Answers, takeOver: bool = True
+    ) -> bytes:
+        """
+        Complete an upload that is fully staged (a final concatenation, or
+        one whose completion failed or was cut short): digest, atomic
+        durable rename, answered as C{answers} say.
+
+        @param takeOver: wait for (and ask) a writer in another process to
+            let go; otherwise L{Busy} at once.
+        """
+        app = self.app
+        release = await app._acquire(request, uploadId)
+        decide = lambda stored: planPatch(  # noqa: E731
+            stored, PatchHeaders(stored.offset, None, None), 0
+        )
+        try:
+            if takeOver:
+                stored, _, staged = await app._whenUnlocked(
+                    request, app.store.keyFor(uploadId), app.store.begin, uploadId,
+                    decide, {}, None, False,
+                )
+            else:
+                stored, _, staged = await app.runner.run(
+                    app.store.begin, uploadId, decide, {}, None, False
+                )
+            assert staged is not None
+            return await app._complete(request, uploadId, staged, stored, DigestSet(), None, answers)
+        finally:
+            release()
+
+    # --- offsets ---------------------------------------------------------
+
+    async def _head(self, request: Any, uploadId: UploadId) -> bytes:
+        checkResumable(headerValue(request.requestHeaders, b"Tus-Resumable"))
+
+        def look() -> tuple[Any, Incomplete]:
+            stored = self.app.store.inspect(uploadId)  # the durable offset
+            return stored, self.app.store.describe(uploadId)
+
+        request.setHeader(b"Cache-Control", b"no-store")
+        try:
+            stored, entry = await self.app.runner.run(look)
+        except NotFound:
+            done = self._done.get(uploadId.value)
+            if done is None:
+                raise
+            self._describe(request, done.size, done.size, done.attributes)
+            request.setResponseCode(200)
+            return b""
+        if (
+            not entry.partial and stored.offset == stored.total
+            and not self.app.writers.isHeld(entry.key)
+        ):
+            # Every byte is in but it never landed (its destination was
+            # taken, or a crash came between): land it now, or tell why
+            # not, rather than report a finished upload that is not there.
+            try:
+                return await self._finishStaged(
+                    request, uploadId, self._headAnswers(entry), takeOver=False
+                )
+            except Busy:
+                pass  # someone completes it now: report what is staged
+        self._describe(request, stored.offset, stored.total, entry.attributes)
+        self._expires(request, entry.touched, stored.total, stored.offset)
+        request.setResponseCode(200)
+        return b""
+
+    def _headAnswers(self, entry: Incomplete) -> Answers:
+        def progress(request: Any, offset: int, total: int | None) -> bytes:
+            self._describe(request, offset, total, entry.attributes)
+            request.setResponseCode(200)
+            return b""
+
+        assert entry.uploadId is not None
+        return Answers(progress, self._completing(entry.uploadId, progress))
+
+    def _describe(
+        self, request: Any, offset: int, total: int | None, attributes: dict[str, str]
+    ) -> None:
+        request.setHeader(b"Upload-Offset", b"%d" % offset)
+        if total is not None:
+            request.setHeader(b"Upload-Length", b"%d" % total)
+        else:
+            request.setHeader(b"Upload-Defer-Length", b"1")
+        if METADATA in attributes:
+            request.setHeader(b"Upload-Metadata", attributes[METADATA].encode("ascii"))
+        if CONCAT in attributes:
+            request.setHeader(b"Upload-Concat", attributes[CONCAT].encode("ascii"))
+
+    def _expires(self, request: Any, touched: float, total: int | None, offset: int) -> None:
+        """
+        C{Upload-Expires} of an incomplete upload (expiration extension).
+        """
+        at = expiresAt(touched, self.app.config.expireAfter)
+        if at is not None and (total is None or offset < total):
+            request.setHeader(b"Upload-Expires", httpDate(at).encode("ascii"))
+
+    # --- writing ---------------------------------------------------------
+
+    async def _append(
+        self,
+        request: Any,
+        uploadId: UploadId,
+        patch: PatchHeaders,
+        length: int | None,
+        answers: Answers,
+    ) -> bytes | None:
+        """
+        Stream a PATCH body (or a creation's) onto the upload, as a path
+        PUT streams: newest writer wins, the same flow control, digest and
+        completion. A failed C{Upload-Checksum} keeps nothing of the body.
+        """
+        app = self.app
+        try:
+            entry = await app.runner.run(app.store.describe, uploadId)
+        except NotFound:
+            done = self._done.get(uploadId.value)
+            if done is not None and patch.offset == done.size and not length:
+                # A retry of the request that completed it (its answer lost).
+                return answers.progress(request, done.size, done.size)
+            raise
+        key = app.store.keyFor(uploadId)
+        # A write (tus's own methods were checked in handle).
+        facts = app._headerFacts(
+            b"PUT", patch.offset + length if length is not None else entry.total
+        )
+        decide = partial(
+            planPatch, patch=patch, length=length,
+            isFinal=entry.attributes.get(CONCAT, "").startswith("final"),
+        )
+        digester = None
+        if patch.checksum is not None:
+            digester = ContentDigester(
+                DigestSet(((patch.checksum.alg, patch.checksum.digest),)),
+                newChecksumHasher, _checksumMismatch,
+            )
+        release = await app._acquire(request, uploadId)
+        try:
+            began = await app._whenUnlocked(
+                request, key, app._checkAndBegin, uploadId, facts, decide, {},
+                app.writers.takeHashState(key),
+            )
+        except BaseException:
+            release()
+            raise
+        return await app._write(
+            request, uploadId, key, False, DigestSet(), digester, release, began, answers,
+            lands=not entry.partial,
+        )
+
+    def _patchAnswers(self, uploadId: UploadId) -> Answers:
+        """
+        A PATCH is answered C{204} with the new offset, completed or not.
+        """
+
+        def progress(request: Any, offset: int, total: int | None) -> bytes:
+            request.setResponseCode(204)
+            request.setHeader(b"Upload-Offset", b"%d" % offset)
+            self._expires(request, self.app.clock.seconds(), total, offset)
+            return b""
+
+        return Answers(progress, self._completing(uploadId, progress))
+
+    def _createAnswers(self, uploadId: UploadId) -> Answers:
+        """
+        A creation is answered C{201} with its C{Location} (set already)
+        and, with an upload, the offset reached.
+        """
+
+        def progress(request: Any, offset: int, total: int | None) -> bytes:
+            request.setResponseCode(201)
+            request.setHeader(b"Upload-Offset", b"%d" % offset)
+            self._expires(request, self.app.clock.seconds(), total, offset)
+            return b""
+
+        return Answers(progress, self._completing(uploadId, progress))
+
+    def _completing(
+        self, uploadId: UploadId, progress: Callable[[Any, int, int | None], bytes]
+    ) -> Callable[[Any, UploadPath, int, bytes, int], bytes]:
+        """
+        The answer to the request that completed the upload: as C{progress}
+        at its full length, remembered for later C{HEAD}s, and told.
+        """
+
+        def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: int) -> bytes:
+            self._remember(uploadId, size)
+            return progress(request, size, size)
+
+        return completed
+
+    def _remember(self, uploadId: UploadId, size: int) -> None:
+        self._done[uploadId.value] = _Done(size, {})
+        while len(self._done) > MAX_DONE:
+            self._done.popitem(last=False)
+
+    # --- termination -----------------------------------------------------
+
+    async def _delete(self, request: Any, uploadId: UploadId) -> bytes:
+        """
+        Termination: end a request still writing the upload, remove it.
+        """
+        checkResumable(headerValue(request.requestHeaders, b"Tus-Resumable"))
+        app = self.app
+        await app.runner.run(app.store.describe, uploadId)  # 404 before anyone is ended
+        key = app.store.keyFor(uploadId)
+        release = await app._acquire(request, uploadId)
+        try:
+            await app._whenUnlocked(request, key, app.store.cancel, uploadId)
+        finally:
+            release()
+        app.writers.forgetHashState(key)
+        app._emit(CANCELLED, request, uploadId)
+        request.setResponseCode(204)
+        return b""
+
+
+def _checksumMismatch(alg: str) -> UploadError:
+    return ChecksumMismatch(
+        "checksum-mismatch", f"the body's {alg} checksum does not match Upload-Checksum; "
+        "nothing was appended",
+    )
