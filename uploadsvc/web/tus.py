@@ -212,7 +212,7 @@ class TusFrontEnd:
         try:
             await app.runner.run(app.store.concatenate, uploadId, parts)
         except BaseException as e:
-            await app.runner.run(app.store.cancel, uploadId, False)
+            await app.runner.run(app.store.cancel, uploadId)
             if isinstance(e, NotFound):
                 # A part went (another final took it) since it was looked at.
                 raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
@@ -220,7 +220,7 @@ class TusFrontEnd:
         body = await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
         for part in parts:
             try:
-                await app.runner.run(app.store.cancel, part, False)
+                await app.runner.run(app.store.cancel, part)
             except UploadError:
                 pass  # held or gone: expiry removes what is left
         return body
@@ -245,11 +245,11 @@ class TusFrontEnd:
             if takeOver:
                 stored, _, staged = await app._whenUnlocked(
                     request, app.store.keyFor(uploadId), app.store.begin, uploadId,
-                    decide, {}, None, False,
+                    decide, {}, None,
                 )
             else:
                 stored, _, staged = await app.runner.run(
-                    app.store.begin, uploadId, decide, {}, None, False
+                    app.store.begin, uploadId, decide, {}, None
                 )
             assert staged is not None
             return await app._complete(request, uploadId, staged, stored, DigestSet(), None, answers)
