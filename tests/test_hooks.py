@@ -236,6 +236,7 @@ class NamesTests(SynchronousTestCase):
     def test_list(self) -> None:
         """--hooks takes any of the six names, comma-separated."""
         self.assertEqual(parseHookList(",".join(ALL_HOOKS)), frozenset(ALL_HOOKS))
+        self.assertEqual(parseHookList(" all "), frozenset(ALL_HOOKS))
         self.assertEqual(parseHookList(" pre-create , post-finish"), {"pre-create", "post-finish"})
 
     def test_badList(self) -> None:

@@ -56,6 +56,9 @@ class BoundaryTests(SynchronousTestCase):
         """
         doc = uploadsvc.testing.__doc__ or ""
         names = [m.name for m in pkgutil.iter_modules(uploadsvc.testing.__path__)]
-        self.assertEqual(sorted(names), ["faultproxy", "runners", "strategies"])
+        self.assertEqual(
+            sorted(names),
+            ["faultproxy", "forwardedstrategies", "runners", "strategies", "tusstrategies"],
+        )
         for name in names:
             self.assertIn(f"L{{uploadsvc.testing.{name}}}", doc)

@@ -30,8 +30,8 @@ HOOK_PARAMETERS: list[list[Any]] = [
     ["hook-command", None, None,
      "Run this program for hook events: the event (JSON) on stdin, the hook's name as "
      "its last argument; words split as a shell would, but no shell runs it."],
-    ["hooks", None, ",".join(ALL_HOOKS),
-     "The hooks that run, comma-separated."],
+    ["hooks", None, "all",
+     "The hooks that run, comma-separated (" + ", ".join(ALL_HOOKS) + "), or all."],
     ["hook-timeout", None, DEFAULT_TIMEOUT,
      "Seconds a hook has to answer; a blocking hook that does not answers 503.",
      countOption("hook-timeout", float)],

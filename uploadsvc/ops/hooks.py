@@ -97,10 +97,13 @@ Decision = Union[Proceed, Refuse]
 
 def parseHookList(text: str) -> frozenset[str]:
     """
-    The hooks named in a comma-separated list (C{--hooks}).
+    The hooks named in a comma-separated list (C{--hooks}); C{all} names
+    every one.
 
     @raise ValueError: an unknown name, or none at all.
     """
+    if text.strip() == "all":
+        return frozenset(ALL_HOOKS)
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in ALL_HOOKS]
     if unknown:

@@ -9,6 +9,10 @@ package and keeps its names across releases like the rest of the public API.
     by hand to hold writes in flight).
   - L{uploadsvc.testing.strategies}: hypothesis strategies for paths,
     Content-Range fields and digest fields.
+  - L{uploadsvc.testing.tusstrategies}: hypothesis strategies for tus 1.0
+    header fields (Upload-Metadata, Upload-Concat, Upload-Checksum, ...).
+  - L{uploadsvc.testing.forwardedstrategies}: hypothesis strategies for
+    C{Forwarded} / C{X-Forwarded-*} fields from a trusted proxy.
 
 This project's own harness (a real C{twistd} child, the blocking raw HTTP
 client, polling, crash staging) lives in C{tests/support/} and is not
