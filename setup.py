@@ -35,7 +35,7 @@ setup(
         # The client's progress bars (per file and overall, with rate): a
         # small, well-kept library instead of our own terminal handling.
         "tqdm>=4.66",
-        # Metrics (docs/operating-metrics-logs.md): the reference Prometheus
+        # Metrics (docs/operating.md): the reference Prometheus
         # client. Its multiprocess mode sums the --workers processes in one
         # scrape (files per process, merged by the process that serves
         # /metrics), and its text exposition and histogram buckets are what

@@ -446,9 +446,9 @@ class CommandHookTests(HookTestMixin, TestCase):
 
 def docExample(heading: str) -> str:
     """
-    The first python block after C{heading} in docs/operating-hooks.md.
+    The first python block after C{heading} in docs/operating.md.
     """
-    with open(os.path.join(REPO_ROOT, "docs", "operating-hooks.md")) as f:
+    with open(os.path.join(REPO_ROOT, "docs", "operating.md")) as f:
         text = f.read()
     after = text[text.index(heading):]
     start = after.index("```python\n") + len("```python\n")
@@ -457,7 +457,7 @@ def docExample(heading: str) -> str:
 
 class DocExampleTests(HookTestMixin, TestCase):
     """
-    The command hook of docs/operating-hooks.md does what the page says.
+    The command hook of docs/operating.md does what the page says.
     """
 
     timeout = 180

@@ -1,6 +1,6 @@
 """
 Expiry: a timer that removes incomplete uploads which received no byte for
-C{--expire-after} (docs/operating-shutdown-expiry.md).
+C{--expire-after} (docs/operating.md).
 
 Every process serving a root runs one, on its own clock and in its disk
 pool. They need no coordination: L{IUploadStore.expire} tries the upload's

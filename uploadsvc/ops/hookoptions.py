@@ -26,7 +26,7 @@ DEFAULT_TIMEOUT = 10.0
 
 HOOK_PARAMETERS: list[list[Any]] = [
     ["hook-url", None, None,
-     "POST hook events (JSON) to this http:// or https:// URL (docs/operating-hooks.md)."],
+     "POST hook events (JSON) to this http:// or https:// URL (docs/operating.md)."],
     ["hook-command", None, None,
      "Run this program for hook events: the event (JSON) on stdin, the hook's name as "
      "its last argument; words split as a shell would, but no shell runs it."],

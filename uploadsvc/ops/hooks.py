@@ -1,5 +1,5 @@
 """
-Hooks, the pure part (docs/operating-hooks.md): their names, the JSON event
+Hooks, the pure part (docs/operating.md): their names, the JSON event
 a hook is sent, how its answer is read, and when a notification is tried
 again.
 

@@ -1,5 +1,5 @@
 """
-Prometheus metrics of one uploadsvc process (docs/operating-metrics-logs.md),
+Prometheus metrics of one uploadsvc process (docs/operating.md),
 and what serves them on the admin listener.
 
 With C{--workers N} every worker writes its values into files of its own

@@ -1,5 +1,5 @@
 """
-Graceful shutdown on SIGTERM (docs/operating-shutdown-expiry.md).
+Graceful shutdown on SIGTERM (docs/operating.md).
 
 twistd stops the reactor on SIGTERM; before it does, the services'
 C{stopService} run, and a L{Deferred} they return holds the reactor until

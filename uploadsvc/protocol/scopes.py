@@ -2,7 +2,7 @@
 Scoped credentials: what one bearer token may do, and where.
 
 A line of the C{--auth-tokens} file is a token, optionally followed by
-fields that limit it (docs/operating-downloads-credentials.md)::
+fields that limit it (docs/operating.md)::
 
     s3cr3t-token-of-alice-0001 name=alice prefix=alice/ ops=upload,download
 

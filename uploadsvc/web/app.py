@@ -489,7 +489,7 @@ class UploadApp:
         raw = request.uri.split(b"?", 1)[0]
         return parseUploadPath(raw, self.config.prefix)
 
-    # --- hooks (docs/operating-hooks.md) ----------------------------------
+    # --- hooks (docs/operating.md) ----------------------------------
 
     def _asks(self, hook: str) -> bool:
         return self.hooks is not None and self.hooks.runs(hook)
