@@ -169,6 +169,18 @@ class TusHookTests(_HookCase):
         self.assertEqual(self.stored("h.bin"), b"abcde")
         self.assertEqual(len(self.asked("pre-finish")), 2)
 
+    def test_preFinishStillFailing(self) -> None:
+        """A HEAD whose pre-finish fails again is 503 again, never an offset that says the upload is done."""
+        self.target.answers = [Proceed(), HookFailed("down"), HookFailed("still down")]
+        response, _ = self.create(Upload_Metadata=metadata(filename="s.bin"))
+        url = self.header(response, "Location") or ""
+        self.assertEqual(self.patch(url, 0, b"abcde")[0].code, 503)
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual(head.code, 503)
+        self.assertIsNone(self.header(head, "Upload-Offset"))
+        self.assertIsNone(self.stored("s.bin"))
+        self.assertEqual(self.incomplete(), [("s.bin", 5)])
+
     def test_preFinishFailsPatchRetries(self) -> None:
         """After a failed pre-finish an empty PATCH at the full offset asks again and lands it."""
         self.target.answers = [Proceed(), HookFailed("down")]

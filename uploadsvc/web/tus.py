@@ -360,8 +360,10 @@ class TusFrontEnd:
                 return await self._finishStaged(
                     request, uploadId, self._headAnswers(entry), takeOver=False
                 )
-            except Busy:
-                pass  # someone completes it now: report what is staged
+            except Busy as e:
+                if e.code == "hook-failed":
+                    raise  # not landed: never reported as finished
+                # someone completes it now: report what is staged
         self._describe(request, stored.offset, stored.total, entry.attributes)
         self._expires(request, entry.touched, stored.total, stored.offset)
         request.setResponseCode(200)
