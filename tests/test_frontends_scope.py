@@ -320,6 +320,15 @@ class DraftScopeTests(_ScopeCase):
         self.assertEqual(self.incomplete(), [])
 
 
+    def test_signedPreCreateMoves(self) -> None:
+        """A draft creation on a signed file path goes where a pre-create hook says, as a path upload would."""
+        self.build(frozenset({"pre-create"}))
+        self.target.answers = [Proceed("moved/by-hook.bin")]
+        response, _ = self.create(None, self.signed("PUT", "/s/named.bin"))
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.incomplete(), [("moved/by-hook.bin", 5)])
+
+
 class PathPreCreateScopeTests(_ScopeCase):
     def test_preCreateChoiceChecked(self) -> None:
         """On a path upload too, a pre-create hook's destination outside the credential's folder is 403, nothing staged."""

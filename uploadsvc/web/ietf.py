@@ -24,7 +24,7 @@ from uploadsvc.protocol.decisions import Stored
 from uploadsvc.protocol.expiry import expiresAt, secondsLeft
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.refusals import METHODS, Facts, firstRefusal
-from uploadsvc.protocol.scopes import checkCreation, checkUpload, outOfScope
+from uploadsvc.protocol.scopes import UPLOAD, checkCreation, checkScope, checkUpload, outOfScope
 from uploadsvc.storage.interfaces import INCOMING, UploadId, newUploadId, parseUploadId
 from uploadsvc.web.access import accessOf
 from uploadsvc.web.answers import Answers, completed
@@ -219,7 +219,10 @@ class DraftFrontEnd:
         if app._asks(PRE_CREATE):
             chosen = await self._preCreate(request, landing, uploadId, creation.length)
             if chosen is not None:
-                checkCreation(accessOf(request), chosen)
+                # The credential's folder binds the hook's choice too (a
+                # signed URL's path was the request's; the hook is the
+                # operator's word, as on a path upload).
+                checkScope(accessOf(request).credential, chosen, UPLOAD)
                 await self._checkLanding(chosen, facts)
                 landing = chosen
         uploadId = await app.runner.run(app.store.create, landing, None, None, False, uploadId)

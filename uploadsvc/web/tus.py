@@ -28,7 +28,7 @@ from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol.digests import DigestSet
 from uploadsvc.protocol.expiry import expiresAt, httpDate
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
-from uploadsvc.protocol.scopes import checkCreation, checkUpload, outOfScope
+from uploadsvc.protocol.scopes import UPLOAD, checkCreation, checkScope, checkUpload, outOfScope
 from uploadsvc.protocol.tus import (
     Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation, methodOf,
     optionsHeaders, parseTarget, planPatch, readPatch,
@@ -226,7 +226,7 @@ class TusFrontEnd:
             raise CancelledError("the client went away while the pre-create hook ran")
         if chosen is None or chosen == landing:
             return creation
-        checkCreation(accessOf(request), chosen)
+        checkScope(accessOf(request).credential, chosen, UPLOAD)
         if not isinstance(creation.concat, Partial):
             await self._checkDestination(chosen)
         return attrs.evolve(creation, destination=chosen)
