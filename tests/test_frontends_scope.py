@@ -337,3 +337,58 @@ class PathPreCreateScopeTests(_ScopeCase):
         self.assertOutOfScope(self.send(ALICE, "PUT", "/alice/a.bin", b"data"))
         self.assertEqual(self.incomplete(), [])
         self.assertEqual(self.files(), [])
+
+
+class RuleTests(SynchronousTestCase):
+    """
+    The pure rules of L{uploadsvc.protocol.scopes} for tus and the draft.
+    """
+
+    def test_checkCreation(self) -> None:
+        """A creation is checked on its destination; unnamed ones only for the whole root or incoming/; signed ones only on their own path."""
+        from uploadsvc.errors import Forbidden
+        from uploadsvc.protocol.paths import parseRelativePath
+        from uploadsvc.protocol.scopes import Access, Credential, checkCreation
+
+        alice = Credential(b"t" * 16, "alice", ("alice",), frozenset({"upload"}))
+        drop = Credential(b"d" * 16, "drop", ("incoming",), frozenset({"upload"}))
+        deep = Credential(b"e" * 16, "deep", ("incoming", "a"), frozenset({"upload"}))
+        reader = Credential(b"r" * 16, "reader", (), frozenset({"download"}))
+        everyone = Credential(b"p" * 16)
+        inside, outside = parseRelativePath("alice/a"), parseRelativePath("bob/a")
+        allowed = [
+            (Access(), outside, False), (Access(), None, False), (Access(alice), inside, False),
+            (Access(drop), None, False), (Access(everyone), None, False),
+            (Access(signed=True), outside, True),
+        ]
+        for access, destination, named in allowed:
+            checkCreation(access, destination, named)
+        refused = [
+            (Access(alice), outside, False), (Access(alice), None, False), (Access(deep), None, False),
+            (Access(reader), None, False), (Access(reader), outside, False),
+            (Access(signed=True), outside, False), (Access(signed=True), None, False),
+        ]
+        for access, destination, named in refused:
+            error = self.assertRaises(Forbidden, checkCreation, access, destination, named)
+            self.assertEqual(error.code, "out-of-scope")
+
+    def test_checkUpload(self) -> None:
+        """Requests on an id: HEAD/PATCH/POST need upload, DELETE delete or upload; a signed URL never with a method override."""
+        from uploadsvc.errors import Forbidden
+        from uploadsvc.protocol.paths import parseRelativePath
+        from uploadsvc.protocol.scopes import Access, Credential, checkUpload, idOperation
+
+        uploader = Credential(b"u" * 16, "up", (), frozenset({"upload"}))
+        deleter = Credential(b"x" * 16, "del", (), frozenset({"delete"}))
+        reader = Credential(b"r" * 16, "reader", (), frozenset({"download"}))
+        path = parseRelativePath("a/b")
+        self.assertEqual([idOperation(uploader, m) for m in (b"HEAD", b"PATCH", b"POST", b"DELETE")],
+                         ["upload"] * 4)
+        self.assertEqual(idOperation(deleter, b"DELETE"), "delete")
+        for method in (b"HEAD", b"PATCH", b"DELETE"):
+            checkUpload(Access(uploader), path, method)
+            self.assertRaises(Forbidden, checkUpload, Access(reader), path, method)
+        self.assertRaises(Forbidden, checkUpload, Access(deleter), path, b"PATCH")
+        checkUpload(Access(deleter), path, b"DELETE")
+        checkUpload(Access(signed=True), path, b"PATCH")
+        self.assertRaises(Forbidden, checkUpload, Access(signed=True), path, b"DELETE", True)
