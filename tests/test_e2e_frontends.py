@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from twisted.trial.unittest import TestCase
 
+from twisted.internet.threads import deferToThread
+
 from tests.support import rawhttp
 from tests.support.server import ServerTestMixin
+from tests.test_e2e_hooks import TOKEN as HOOK_TOKEN, HookTestMixin
 
 ADMIN = "admin-token-0123456789abcdef"
 ALICE = "alice-token-0123456789abcdef"
@@ -122,3 +125,62 @@ class ScopedFrontEndsE2ETests(ServerTestMixin, TestCase):
         done = self.send("PATCH", url, [bearer(ADMIN), DRAFT, PARTIAL, ("Upload-Offset", "5"), ("Upload-Complete", "?1")], b"56789")
         self.assertEqual(done.status, 201, done.raw)
         self.assertEqual(self.files(), ["bob/x"])
+
+
+class PreCreateE2ETests(HookTestMixin, TestCase):
+    """
+    A real hook endpoint refuses tus and draft creations from their headers.
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        port = self.startEndpoint()
+        self.startUploadServer(
+            "--auth-tokens", self.tokenFile(),
+            "--hook-url", f"http://127.0.0.1:{port}/hooks",
+            "--hook-secret-file", self.secretFile(),
+        )
+        self.endpoint.policy = lambda hook, doc: (
+            (403, b'{"reason": "no uploads into archive/"}') if hook == "pre-create" else (204, b"")
+        )
+
+    def creationHeaders(self, method: str, path: str, headers: Sequence[tuple[str, str]]) -> Any:
+        """
+        Send only the headers of a creation announcing a body, with C{Expect:
+        100-continue}, in a thread (the reactor serves the hook meanwhile).
+        """
+
+        def run() -> tuple[list[Any], Any, bytes]:
+            sent = [bearer(HOOK_TOKEN), *headers, ("Content-Length", "100000"), ("Expect", "100-continue")]
+            with rawhttp.connect(self.server.port, timeout=60) as sock:
+                sock.sendall(rawhttp.requestHead(method, path, sent))
+                reader = rawhttp.ResponseReader(sock)
+                interim, answer = reader.readFinal(method)
+                return interim, answer, reader.waitClosed(30)
+
+        return deferToThread(run)
+
+    async def test_refused(self) -> None:
+        """tus and draft creations are refused by pre-create with its status and reason before the body (no 100, no 104), with the protocol and the id the upload would have had; nothing is made."""
+        creations = [
+            ("POST", "/.tus/", [TUS, STREAM, ("Upload-Length", "100000"), filename("archive/t.bin")], "tus"),
+            ("POST", "/.uploads/", [DRAFT, ("Upload-Complete", "?0"),
+                                    ("Content-Disposition", 'attachment; filename="archive/d.bin"')], "ietf"),
+            ("PUT", "/archive/p.bin", [DRAFT, ("Upload-Complete", "?1")], "ietf"),
+        ]
+        for method, path, headers, protocol in creations:
+            interim, answer, rest = await self.creationHeaders(method, path, headers)
+            where = f"{method} {path}: {answer.raw[:300]!r}"
+            self.assertEqual(interim, [], where)
+            self.assertEqual((answer.status, answer.body), (403, b"no uploads into archive/\n"), where)
+            self.assertEqual(rest, b"", where)
+            document = self.endpoint.documents("pre-create")[-1]
+            self.assertEqual(document["upload"]["protocol"], protocol, where)
+            self.assertRegex(document["upload"]["id"], "^[0-9a-f]{32}$")
+        self.assertEqual(len(self.endpoint.documents("pre-create")), 3)
+        staged = os.path.join(self.server.root, ".uploadsvc", "uploads")
+        self.assertEqual(
+            [n for _, _, names in os.walk(staged) for n in names if n.endswith(".data")], []
+        )
+        self.assertFalse(os.path.exists(os.path.join(self.server.root, "archive")))
