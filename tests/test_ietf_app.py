@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.stubapp import StubRequests
 from uploadsvc.ops.events import UploadEvent
 from uploadsvc.storage.filestore import FileStore
+from uploadsvc.storage.memory import MemoryStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
 
@@ -31,11 +32,15 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
         self.root = os.path.abspath(self.mktemp())
         self.build(Config(maxUploadSize=1000, expireAfter=3600))
 
-    def build(self, config: Config) -> None:
-        self.store = FileStore(self.root, fsync=False)
-        self.addCleanup(self.store.close)
+    def build(self, config: Config, memory: bool = False) -> None:
+        """
+        @param memory: a L{MemoryStore} on the test's clock (whose record of
+            an upload's last byte then follows that clock) instead of files.
+        """
         self.clock = Clock()
         self.clock.advance(1_000_000)
+        self.store = MemoryStore(now=self.clock.seconds) if memory else FileStore(self.root, fsync=False)  # type: ignore[assignment]
+        self.addCleanup(self.store.close)
         self.app = UploadApp(self.store, ImmediateRunner(), config, clock=self.clock)
         self.events: list[UploadEvent] = []
         self.app.events.subscribe(self.events.append)
@@ -53,6 +58,7 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
 
     def test_createdAnswer(self) -> None:
         """?0 answers 201 with Location, offset, Upload-Limit (max-age from the expiry) and the version; a created event is told."""
+        self.build(Config(maxUploadSize=1000, expireAfter=3600), memory=True)
         response, _ = self.request(
             "POST", "/.uploads/", b"01234", Upload_Complete="?0", Upload_Draft_Interop_Version="6",
             Upload_Length="10", Content_Disposition='attachment; filename="d/x.bin"',
@@ -209,7 +215,8 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(self.request("OPTIONS", "/g.bin")[0].code, 405)
 
     def test_headAfterAppend(self) -> None:
-        """HEAD reports the offset, length, no-store and max-age while this process saw the last change."""
+        """HEAD reports the offset, length, no-store and max-age from the store's record of the last byte."""
+        self.build(Config(maxUploadSize=1000, expireAfter=3600), memory=True)
         location = self.create(Upload_Length="10")
         self.clock.advance(100)
         response, _ = self.request("HEAD", location, Upload_Draft_Interop_Version="10")

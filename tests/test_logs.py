@@ -103,6 +103,7 @@ class AccessLogTests(SynchronousTestCase):
             {k: v for k, v in access.items() if k not in ("time", "requestId", "responseBytes")},
             {
                 "type": "access", "method": "PUT", "path": "/a/b.bin", "uploadId": None,
+                "protocol": "put",
                 "status": 201, "bytes": 5, "offsetBefore": 0, "offsetAfter": 5,
                 "duration": 2.0, "client": "192.0.2.7", "credential": None,
             },

@@ -22,6 +22,9 @@ import attrs
 from uploadsvc.errors import BadRequest, Forbidden
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 
+#: Where an upload created without a name lands (C{incoming/<id>}).
+INCOMING = "incoming"
+
 UPLOAD = "upload"
 DOWNLOAD = "download"
 DELETE = "delete"
@@ -221,3 +224,85 @@ def requestOperation(
             return UPLOAD
         raise outOfScope("this credential may not delete")
     return None
+
+
+@attrs.frozen
+class Access:
+    """
+    What let a request through: its token's credential, or a signed URL
+    (which names one path and one method, nothing else), or neither (no
+    authentication configured: everything is allowed).
+    """
+
+    credential: Credential | None = None
+    signed: bool = False
+
+
+def checkCreation(access: Access, destination: UploadPath | None, named: bool = False) -> None:
+    """
+    Let a tus or draft creation that lands at C{destination} through, or
+    refuse it (C{upload} on the destination).
+
+    @param destination: L{None}: C{incoming/<id>}, the id made with the
+        upload. A credential limited to a folder may create one only if its
+        folder is C{incoming/}: any other must name its file inside its
+        folder (it is never moved there behind the client's back).
+    @param named: the destination is the request's own path (a draft
+        creation on a file path), which a signed URL names.
+    @raise Forbidden: C{out-of-scope}; always for a signed URL of a creation
+        at C{/.tus/} or C{/.uploads/}, whose signature names no destination.
+    """
+    if access.signed and not named:
+        raise outOfScope("a signed URL names no destination for a tus or draft creation")
+    credential = access.credential
+    if destination is not None:
+        checkScope(credential, destination, UPLOAD)
+        return
+    if credential is None:
+        return
+    if not credential.allows(UPLOAD):
+        raise outOfScope(f"this credential may not {UPLOAD}")
+    if credential.prefix not in ((), (INCOMING,)):
+        raise outOfScope(
+            "this credential must name its upload inside its folder "
+            f"({'/'.join(credential.prefix)}/)"
+        )
+
+
+def idOperation(credential: Credential | None, method: bytes) -> str:
+    """
+    The operation of a request on a tus or draft upload id (C{method} as
+    the front end means it): C{HEAD} (an offset query), C{PATCH} and
+    C{POST} upload; C{DELETE} terminates an incomplete upload, which a
+    credential that may upload may do as with a path C{DELETE}
+    (L{requestOperation}).
+
+    @raise Forbidden: C{out-of-scope}, a C{DELETE} the credential may do in
+        neither way.
+    """
+    if method == b"DELETE":
+        operation = requestOperation(credential, method, False)
+        assert operation is not None
+        return operation
+    return UPLOAD
+
+
+def checkUpload(
+    access: Access, destination: UploadPath, method: bytes, overridden: bool = False
+) -> None:
+    """
+    Let a later request on a tus or draft upload (an offset query, an
+    append, a termination) whose destination is C{destination} through, or
+    refuse it.
+
+    @param method: the method the front end serves it as.
+    @param overridden: the method is not the request's own (tus
+        C{X-HTTP-Method-Override}): a signed URL signs only its own.
+    @raise Forbidden: C{out-of-scope}.
+    """
+    if access.signed:
+        # The signature names this very URL and method (checked before).
+        if overridden:
+            raise outOfScope("a signed URL authorizes only its own method (no X-HTTP-Method-Override)")
+        return
+    checkScope(access.credential, destination, idOperation(access.credential, method))

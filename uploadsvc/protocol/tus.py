@@ -71,17 +71,22 @@ class Creation:
     destination: UploadPath | None
 
 
-def decideCreation(headers: Any, prefix: bytes, maxUploadSize: int) -> Creation:
+def decideCreation(
+    headers: Any, prefix: bytes, maxUploadSize: int, publicPrefix: bytes | None = None
+) -> Creation:
     """
     Decide a creation (C{POST /.tus/}) from its headers, refusing in this
     order: C{412} (version), C{400} (lengths, metadata, concatenation,
     destination), C{413} (size).
+
+    @param publicPrefix: the path a trusted proxy serves the server under
+        (its part URLs of a concatenation may use it).
     """
     checkResumable(headerValue(headers, b"Tus-Resumable"))
     total = parseOptionalNumber(headerValue(headers, b"Upload-Length"), "Upload-Length")
     deferred = parseDeferLength(headerValue(headers, b"Upload-Defer-Length"))
     metadata = parseMetadata(headerValue(headers, b"Upload-Metadata"))
-    concat = parseConcat(headerValue(headers, b"Upload-Concat"), prefix)
+    concat = parseConcat(headerValue(headers, b"Upload-Concat"), prefix, publicPrefix)
     if isinstance(concat, Final):
         if total is not None or deferred:
             raise BadRequest(

@@ -220,12 +220,15 @@ class Final:
 Concat = Union[Partial, Final]
 
 
-def parseConcat(value: bytes | None, prefix: bytes = b"") -> Concat | None:
+def parseConcat(
+    value: bytes | None, prefix: bytes = b"", publicPrefix: bytes | None = None
+) -> Concat | None:
     """
     C{Upload-Concat}: C{partial}, or C{final;} and the space-separated URLs
     of partial uploads of this server: C{<prefix>/.tus/<id>}, or an
     absolute C{http(s)} URL with that path (any host: behind a proxy the
-    client's host is not ours to know).
+    client's host is not ours to know), or with C{<publicPrefix>/.tus/<id>}
+    (the path a trusted proxy serves the server under: the URLs handed out).
 
     @raise BadRequest: C{bad-concat}, for anything else (another path, a
         query, a repeated part, an empty list).
@@ -244,7 +247,10 @@ def parseConcat(value: bytes | None, prefix: bytes = b"") -> Concat | None:
         raise _badConcat("final; names no partial upload")
     if len(urls) > MAX_PARTS:
         raise _badConcat(f"more than {MAX_PARTS} partial uploads")
-    own = re.compile(re.escape(prefix.rstrip(b"/") + ROOT) + b"/(" + ID + b")")
+    roots = [prefix.rstrip(b"/") + ROOT]
+    if publicPrefix is not None:
+        roots.append(publicPrefix.rstrip(b"/") + ROOT)
+    own = re.compile(b"(?:" + b"|".join(re.escape(r) for r in roots) + b")/(" + ID + b")")
     parts: list[str] = []
     for url in urls:
         absolute = _ABSOLUTE.fullmatch(url)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import secrets
 import stat
 import threading
 import time
@@ -69,7 +68,8 @@ from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
 from uploadsvc.storage.interfaces import (
-    INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, uploadKey,
+    INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
+    uploadKey,
 )
 from uploadsvc.storage.metadata import checkInfo, createdInfo, newGeneration, newInfo
 from uploadsvc.storage.locks import HeldLock, RegionLocks, lockData
@@ -226,6 +226,7 @@ class FileStore:
         total: int | None = None,
         attributes: Mapping[str, str] | None = None,
         partial: bool = False,
+        uploadId: UploadId | None = None,
     ) -> UploadId:
         """
         Make an empty upload for C{path} under a new server-assigned id,
@@ -236,12 +237,15 @@ class FileStore:
         @raise Conflict: the path is a folder, or a parent is a file.
         """
         self._fresh()
-        uploadId = UploadId(secrets.token_hex(16))
+        if uploadId is None:
+            uploadId = newUploadId()
         if path is None:
             path = parseRelativePath(f"{INCOMING}/{uploadId.value}")
         destination.entry(self._rootFD, path, strict=False)
         key = self.keyFor(uploadId)
         with self._stateLock(key):
+            if self._readInfo(key) is not None:
+                raise Conflict("id-taken", "an upload with this id exists")
             fd = self._openData(key, create=True)
             assert fd is not None
             os.close(fd)

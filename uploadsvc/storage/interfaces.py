@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import attrs
@@ -41,6 +42,13 @@ class UploadId:
     def _check(self, attribute: object, value: str) -> None:
         if not isinstance(value, str) or _ID.fullmatch(value) is None:
             raise ValueError(f"not an upload id: {value!r}")
+
+
+def newUploadId() -> UploadId:
+    """
+    A new random upload id (128 bits from the system's CSPRNG).
+    """
+    return UploadId(secrets.token_hex(16))
 
 
 def parseUploadId(text: str) -> UploadId:
@@ -200,6 +208,7 @@ class IUploadStore(Interface):
         total: int | None = None,
         attributes: Mapping[str, str] | None = None,
         partial: bool = False,
+        uploadId: UploadId | None = None,
     ) -> UploadId:
         """
         Make an empty upload for the destination C{path}, durably, and
@@ -211,6 +220,9 @@ class IUploadStore(Interface):
         @param attributes: text the front end keeps with it (L{describe}).
         @param partial: a part of a later concatenation: never moved into
             place, not even by L{recover}.
+        @param uploadId: the id to give it, made beforehand with
+            L{newUploadId} (so that a pre-create hook is told it); L{None}:
+            a new one.
         """
 
     def describe(target: UploadId) -> Incomplete:

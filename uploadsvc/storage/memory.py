@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage.hashing import newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, ICompleteFile, Incomplete, IStagedUpload, ITakeover, IUploadStore, Target,
-    UploadId, uploadKey,
+    UploadId, newUploadId, uploadKey,
 )
 from uploadsvc.storage.metadata import createdInfo, newGeneration, newInfo
 from uploadsvc.storage.staged import mergeInfo
@@ -237,13 +236,17 @@ class MemoryStore:
         total: int | None = None,
         attributes: Mapping[str, str] | None = None,
         partial: bool = False,
+        uploadId: UploadId | None = None,
     ) -> UploadId:
         with self._mutex:
-            uploadId = UploadId(secrets.token_hex(16))
+            if uploadId is None:
+                uploadId = newUploadId()
             if path is None:
                 path = parseRelativePath(f"{INCOMING}/{uploadId.value}")
             self._destination(path)
             key = uploadKey(uploadId)
+            if key in self._uploads:
+                raise Conflict("id-taken", "an upload with this id exists")
             now = self._now()
             info = createdInfo(path, key, total, attributes, partial, now)
             self._uploads[key] = _Upload(path, uploadId, bytearray(), info, now)

@@ -66,7 +66,7 @@ from uploadsvc.protocol.refusals import (
     METHODS, METHODS_WITH_DOWNLOADS, UNKNOWN, Facts, firstRefusal,
 )
 from uploadsvc.protocol.scopes import (
-    DELETE, DOWNLOAD, UPLOAD, Credential, checkScope, outOfScope, requestOperation,
+    DELETE, DOWNLOAD, UPLOAD, Access, Credential, checkScope, outOfScope, requestOperation,
 )
 from uploadsvc.protocol.tus import tusPath
 from uploadsvc.protocol.ranges import (
@@ -81,6 +81,7 @@ from uploadsvc.storage.hashing import verifyStaged
 from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore, Target, UploadId
 from uploadsvc.storage.writers import WriterRegistry
 from uploadsvc.web.answers import PUT_ANSWERS, Answers, completed, refuse, status
+from uploadsvc.web.access import accessOf, noteAccess
 from uploadsvc.web.auth import Authenticator
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.download import serveFile
@@ -293,12 +294,14 @@ class UploadApp:
     def _emit(
         self, kind: str, request: Any, target: Target, offset: int | None = None,
         total: int | None = None, destination: UploadPath | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """
         Tell a lifecycle event of the upload C{target} caused by C{request},
         as the request's front end (its notes) names it.
 
         @param destination: where an upload named by its id lands, if known.
+        @param detail: more for listeners (tus: C{{"metadata": ...}} for hooks).
         """
         notes = notesFor(request)
         if isinstance(target, UploadId):
@@ -309,7 +312,7 @@ class UploadApp:
         self.events.emit(UploadEvent(
             kind, self.store.keyFor(target), path=path, uploadId=uploadId,
             protocol=notes.protocol, offset=offset, total=total,
-            requestId=notes.requestId, credential=notes.credential,
+            requestId=notes.requestId, credential=notes.credential, detail=dict(detail or {}),
         ))
 
     async def _timed(self, what: str, f: Callable[..., Any], *args: Any) -> Any:
@@ -402,6 +405,11 @@ class UploadApp:
         )
         # Who it is, for logs and hooks: a name, never the token.
         notesFor(request).credential = credential.name if credential is not None else None
+        # What the front ends check each upload's destination against.
+        noteAccess(request, Access(
+            credential, credentials is None and credential is None
+            and self.auth is not None and self.auth.enabled,
+        ))
         if self.ietf is not None and self.ietf.owns(request):
             # /.uploads/: the draft's upload resources (section 9).
             if credentials is not None:
@@ -538,6 +546,8 @@ class UploadApp:
             raise CancelledError("the client went away while the pre-create hook ran")
         if chosen is None or chosen == path:
             return path
+        # The credential's folder binds the hook's choice too.
+        checkScope(accessOf(request).credential, chosen, UPLOAD)
         log.info("pre-create hook: {old} goes to {new}", old=path.relative, new=chosen.relative)
         request.setHeader(b"Location", chosen.location)
         return chosen
@@ -1158,8 +1168,10 @@ class UploadApp:
                 await self.runner.run(self.store.discard, staged)
                 raise
             upload = HookUpload(
-                destination.relative, self.store.keyFor(path), protocol=notesFor(request).protocol,
-                offset=staged.offset, total=staged.offset,
+                destination.relative, self.store.keyFor(path),
+                uploadId=path.value if isinstance(path, UploadId) else None,
+                protocol=notesFor(request).protocol, offset=staged.offset, total=staged.offset,
+                metadata=_metadataOf(staged).get("metadata", {}),
             )
             await self.checkBeforeFinish(request, upload, staged)
             checked: dict[str, bytes] | None = None
@@ -1170,7 +1182,10 @@ class UploadApp:
             checked, streamed,
         )
         notesFor(request).offsetAfter = staged.offset
-        self._emit(COMPLETED, request, path, staged.offset, staged.offset, destination)
+        self._emit(
+            COMPLETED, request, path, staged.offset, staged.offset, destination,
+            _metadataOf(staged),
+        )
         return answers.completed(
             request, destination, staged.offset, staged.digests["sha-256"],
             200 if replaced else 201,
@@ -1185,6 +1200,19 @@ class UploadApp:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
         return completed(request, path, plan.size, computed["sha-256"], 200)
+
+
+def _metadataOf(staged: IStagedUpload) -> dict[str, Any]:
+    """
+    An event's detail for the upload being completed: the metadata its
+    front end recorded at creation (tus C{Upload-Metadata}), for hooks.
+    """
+    attributes = (staged.info or {}).get("attributes") or {}
+    if "tus-metadata" not in attributes:
+        return {}
+    from uploadsvc.web.tus import hookMetadata
+
+    return {"metadata": hookMetadata(attributes["tus-metadata"])}
 
 
 def _loggable(uri: bytes) -> str:

@@ -11,18 +11,22 @@ L{UploadId}.
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
+
+from twisted.internet.defer import CancelledError
 
 from uploadsvc.errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from uploadsvc.ops.events import CANCELLED, CREATED
+from uploadsvc.ops.hooks import PRE_CREATE, HookUpload
 from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol import ietf
 from uploadsvc.protocol.decisions import Stored
-from uploadsvc.protocol.expiry import secondsLeft
+from uploadsvc.protocol.expiry import expiresAt, secondsLeft
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.refusals import METHODS, Facts, firstRefusal
-from uploadsvc.storage.interfaces import UploadId, parseUploadId
+from uploadsvc.protocol.scopes import UPLOAD, checkCreation, checkScope, checkUpload, outOfScope
+from uploadsvc.storage.interfaces import INCOMING, UploadId, newUploadId, parseUploadId
+from uploadsvc.web.access import accessOf
 from uploadsvc.web.answers import Answers, completed
 from uploadsvc.web.contentdigest import ContentDigester
 from uploadsvc.web.requestheaders import contentLength, digestsB64
@@ -58,9 +62,6 @@ class DraftFrontEnd:
     def __init__(self, app: UploadApp) -> None:
         self.app = app
         self.versions = app.config.ietfVersions
-        #: When this process last saw each upload's bytes change (for
-        #: C{max-age} on a status query: never more than is left).
-        self._touched: dict[str, float] = {}
 
     # --- routing ----------------------------------------------------------
 
@@ -113,21 +114,30 @@ class DraftFrontEnd:
         if creation is None:
             return None
         notesFor(request).protocol = "ietf"
-        return self._create(request, path, creation)
+        return self._create(request, path, creation, named=True)
 
     # --- answers ----------------------------------------------------------
 
-    def _limit(self, version: ietf.Version, key: str | None) -> bytes:
+    def _limit(self, version: ietf.Version, touched: float | None) -> bytes:
         """
-        C{Upload-Limit}: C{max-age} as this process knows it (a fresh
-        upload's lifetime when C{key} is L{None}; nothing when it did not
-        see the upload's last change).
+        C{Upload-Limit}: C{max-age} from when the upload last received a
+        byte as the store records it (L{IUploadStore.touchedAt}: the same
+        in every process, and after a restart); a fresh upload's lifetime
+        when C{touched} is L{None}.
         """
         expireAfter = self.app.config.expireAfter
         now = self.app.clock.seconds()
-        touched = now if key is None else self._touched.get(key)
-        left = None if touched is None else secondsLeft(touched, now, expireAfter)
+        left = secondsLeft(now if touched is None else touched, now, expireAfter)
         return ietf.formatLimit(version, self.app.config.maxUploadSize, left)
+
+    async def _touchedAt(self, uploadId: UploadId) -> float | None:
+        """
+        When the store says the upload last received a byte (L{None}: gone).
+        """
+        try:
+            return await self.app.runner.run(self.app.store.touchedAt, uploadId)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
 
     def _location(self, request: Any, uploadId: UploadId) -> bytes:
         """
@@ -139,14 +149,14 @@ class DraftFrontEnd:
         request.setHeader(b"Upload-Draft-Interop-Version", b"%d" % version.number)
 
     def _progress(
-        self, version: ietf.Version, key: str, status: int, location: bytes | None
+        self, version: ietf.Version, status: int, location: bytes | None
     ) -> Callable[[Any, int, int | None], bytes]:
         """
-        The answer to a request that left the upload incomplete.
+        The answer to a request that left the upload incomplete (its
+        C{Upload-Limit} added by L{_write}, from the store).
         """
 
         def answer(request: Any, offset: int, total: int | None) -> bytes:
-            self._touched[key] = self.app.clock.seconds()
             request.setResponseCode(status)
             if location is not None:
                 request.setHeader(b"Location", location)
@@ -154,7 +164,6 @@ class DraftFrontEnd:
             request.setHeader(b"Upload-Complete", b"?0")
             if total is not None:
                 request.setHeader(b"Upload-Length", b"%d" % total)
-            request.setHeader(b"Upload-Limit", self._limit(version, key))
             if status != 204:  # (RFC 9110 section 8.6: never on a 204)
                 request.setHeader(b"Content-Length", b"0")
             return b""
@@ -183,40 +192,86 @@ class DraftFrontEnd:
             creation = ietf.readCreation(plain, contentLength(request), self.versions)
             assert creation is not None and not creation.interim
         name = ietf.dispositionFilename(headers.get(b"content-disposition"))
-        if name is None:
-            # The upload's own id is made by the store with the upload; the
-            # file name is another 128 random bits.
-            name = "incoming/" + secrets.token_hex(16)
-        return await self._create(request, parseRelativePath(name, self.app.config.prefix), creation)
+        # Without a name: incoming/<id> (its id made in _create).
+        path = None if name is None else parseRelativePath(name, self.app.config.prefix)
+        return await self._create(request, path, creation, named=False)
 
-    async def _create(self, request: Any, path: UploadPath, creation: ietf.DraftWrite) -> bytes | None:
+    async def _create(
+        self, request: Any, path: UploadPath | None, creation: ietf.DraftWrite, named: bool
+    ) -> bytes | None:
+        """
+        Make a draft upload for C{path} (L{None}: C{incoming/<id>}) and
+        stream the creation's body into it.
+
+        @param named: C{path} is the request's own (a file path), which a
+            signed URL names.
+        """
         app = self.app
         length = contentLength(request)
         version = creation.version
         self._stamp(request, version)
+        checkCreation(accessOf(request), path, named)
         facts, digests, contentDigests = self._facts(request, version, length, creation.length, 0)
-        # The disk's refusals (403 through a link, 507) before anything is made.
-        await app.runner.run(app._check, path, facts, False)
-        stored = await app.runner.run(app.store.inspect, path, False)
-        if stored.completeSize is not None and not app.config.allowOverwrite:
-            raise Conflict("exists", "a complete file is already there")
-        uploadId = await app.runner.run(app.store.create, path)
+        uploadId = newUploadId()
+        landing = path if path is not None else parseRelativePath(f"{INCOMING}/{uploadId.value}")
+        # The disk's refusals (403 through a link, 507, 409) before anything is made.
+        await self._checkLanding(landing, facts)
+        if app._asks(PRE_CREATE):
+            chosen = await self._preCreate(request, landing, uploadId, creation.length)
+            if chosen is not None:
+                # The credential's folder binds the hook's choice too (a
+                # signed URL's path was the request's; the hook is the
+                # operator's word, as on a path upload).
+                checkScope(accessOf(request).credential, chosen, UPLOAD)
+                await self._checkLanding(chosen, facts)
+                landing = chosen
+        uploadId = await app.runner.run(app.store.create, landing, None, None, False, uploadId)
         key = app.store.keyFor(uploadId)
-        self._touched[key] = app.clock.seconds()
         notesFor(request).uploadId = uploadId.value
-        self.app._emit(CREATED, request, uploadId, 0, creation.length, path)
+        self.app._emit(CREATED, request, uploadId, 0, creation.length, landing)
         location = self._location(request, uploadId)
         if creation.interim:
             sendInterim(request, 104, [
                 (b"Location", location),
                 (b"Upload-Draft-Interop-Version", b"%d" % version.number),
-                (b"Upload-Limit", self._limit(version, key)),
+                (b"Upload-Limit", self._limit(version, await self._touchedAt(uploadId))),
             ])
         return await self._write(
-            request, uploadId, key, path, facts, digests, contentDigests,
+            request, uploadId, key, landing, facts, digests, contentDigests,
             lambda s: ietf.planWrite(s, creation, length), creation.complete, version,
-            self._progress(version, key, 201, location),
+            self._progress(version, 201, location),
         )
+
+    async def _checkLanding(self, path: UploadPath, facts: Facts) -> None:
+        """
+        Refuse a destination that the disk refuses (a link on the way,
+        C{403}; no room, C{507}) or that holds a complete file while
+        overwrite is off (C{409}).
+        """
+        app = self.app
+        await app.runner.run(app._check, path, facts, False)
+        stored = await app.runner.run(app.store.inspect, path, False)
+        if stored.completeSize is not None and not app.config.allowOverwrite:
+            raise Conflict("exists", "a complete file is already there")
+
+    async def _preCreate(
+        self, request: Any, path: UploadPath, uploadId: UploadId, total: int | None
+    ) -> UploadPath | None:
+        """
+        Ask C{pre-create} about a draft creation (nothing made yet): its
+        refusal or failure is raised; the destination it chose instead, or
+        L{None}.
+        """
+        from uploadsvc.web.app import _clientGone
+
+        gone = _clientGone(request)
+        upload = HookUpload(
+            path.relative, self.app.store.keyFor(uploadId), uploadId.value, "ietf", 0, total,
+        )
+        chosen = await self.app.askPreCreate(request, upload)
+        if gone():
+            raise CancelledError("the client went away while the pre-create hook ran")
+        return None if chosen is None or chosen == path else chosen
 
     def _facts(
         self, request: Any, version: ietf.Version, length: int | None, total: int | None,
@@ -280,8 +335,9 @@ class DraftFrontEnd:
                 version, f"the body runs past the upload length {plan.total}"
             ),
         )
-        if request.code in (200, 201) and request.responseHeaders.getRawHeaders(b"Upload-Complete") == [b"?1"]:
-            self._touched.pop(key, None)
+        if request.responseHeaders.getRawHeaders(b"Upload-Complete") == [b"?0"]:
+            # Still open: how long it is kept now, as the store records it.
+            request.setHeader(b"Upload-Limit", self._limit(version, await self._touchedAt(uploadId)))
         return result
 
     # --- upload resources -------------------------------------------------
@@ -295,8 +351,24 @@ class DraftFrontEnd:
         """
         version = ietf.readVersion(_headers(request), self.versions)
         self._stamp(request, version)
+        await self._checkUpload(request, uploadId)
         release = await self.app._acquire(request, uploadId)
         return version, self.app.store.keyFor(uploadId), release
+
+    async def _checkUpload(self, request: Any, uploadId: UploadId) -> float:
+        """
+        Refuse a request on an upload that is gone or expired (C{404}), or
+        that its credential may not touch (C{403}), before it ends anyone
+        or reads a byte; return when the upload last received a byte.
+        """
+        entry = await self.app.runner.run(self.app.store.describe, uploadId)
+        at = expiresAt(entry.touched, self.app.config.expireAfter)
+        if at is not None and at <= self.app.clock.seconds():
+            raise NotFound("no-upload", "there is no such upload (it expired)")
+        if entry.path is None:
+            raise outOfScope("this upload has no destination to check")
+        checkUpload(accessOf(request), parseRelativePath(entry.path), request.method)
+        return entry.touched
 
     async def _head(self, request: Any, uploadId: UploadId) -> bytes:
         app = self.app
@@ -312,7 +384,7 @@ class DraftFrontEnd:
         request.setHeader(b"Upload-Complete", b"?0")
         if stored.total is not None:
             request.setHeader(b"Upload-Length", b"%d" % stored.total)
-        request.setHeader(b"Upload-Limit", self._limit(version, key))
+        request.setHeader(b"Upload-Limit", self._limit(version, await self._touchedAt(uploadId)))
         request.setHeader(b"Cache-Control", b"no-store")
         return b""
 
@@ -326,11 +398,12 @@ class DraftFrontEnd:
         facts, digests, contentDigests = self._facts(
             request, version, length, append.length, append.offset
         )
+        await self._checkUpload(request, uploadId)
         key = app.store.keyFor(uploadId)
         return await self._write(
             request, uploadId, key, None, facts, digests, contentDigests,
             lambda s: ietf.planWrite(s, append, length), append.complete, version,
-            self._progress(version, key, 204, None),
+            self._progress(version, 204, None),
         )
 
     async def _delete(self, request: Any, uploadId: UploadId) -> bytes:
@@ -343,7 +416,6 @@ class DraftFrontEnd:
         if not gone:
             raise NotFound("no-upload", "there is no such upload")
         app.writers.forgetHashState(key)
-        self._touched.pop(key, None)
         self.app._emit(CANCELLED, request, uploadId)
         request.setResponseCode(204)
         return b""

@@ -79,6 +79,7 @@ class ObservedSite(LimitedSite):
             "method": method,
             "path": path,
             "uploadId": notes.uploadId,
+            "protocol": notes.protocol,
             "status": status,
             "bytes": notes.bytesWritten,
             "offsetBefore": notes.offsetBefore,

@@ -17,25 +17,33 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
+from twisted.internet.defer import CancelledError
+
 from uploadsvc.errors import (
     BadRequest, Busy, ChecksumMismatch, Conflict, MethodNotAllowed, NotFound, TooLarge, UploadError,
 )
 from uploadsvc.ops.events import CANCELLED, CREATED
+from uploadsvc.ops.hooks import PRE_CREATE, HookUpload
 from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol.digests import DigestSet
 from uploadsvc.protocol.expiry import expiresAt, httpDate
-from uploadsvc.protocol.paths import UploadPath
+from uploadsvc.protocol.paths import UploadPath, parseRelativePath
+from uploadsvc.protocol.scopes import UPLOAD, checkCreation, checkScope, checkUpload, outOfScope
 from uploadsvc.protocol.tus import (
     Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation, methodOf,
     optionsHeaders, parseTarget, planPatch, readPatch,
 )
 from uploadsvc.protocol.tusheaders import (
-    VERSION, Final, Partial, checkContentType, checkResumable, headerValue, newChecksumHasher,
-    parseChecksum,
+    VERSION, Final, Partial, checkContentType, checkResumable, headerValue, metadataDestination,
+    newChecksumHasher, parseChecksum, parseConcat, parseMetadata,
 )
-from uploadsvc.storage.interfaces import Incomplete, UploadId, parseUploadId
+from uploadsvc.storage.interfaces import (
+    INCOMING, Incomplete, UploadId, newUploadId, parseUploadId,
+)
+from uploadsvc.web.access import accessOf
 from uploadsvc.web.answers import Answers
 from uploadsvc.web.contentdigest import ContentDigester
+from uploadsvc.web.forwarded import absoluteURL, publicBase
 from uploadsvc.web.requestheaders import contentLength
 
 if TYPE_CHECKING:
@@ -54,6 +62,26 @@ MAX_DONE = 10_000
 class _Done:
     size: int
     attributes: dict[str, str]
+    #: Its destination, which the scope of a later request is checked on.
+    path: UploadPath
+
+
+def hookMetadata(raw: str | None) -> dict[str, str]:
+    """
+    A tus upload's C{Upload-Metadata} (as stored) for a hook's
+    C{upload.metadata}: keys to their decoded values as text (a key sent
+    alone: C{""}; bytes that are not UTF-8 replaced).
+    """
+    if not raw:
+        return {}
+    try:
+        metadata = parseMetadata(raw.encode("ascii"))
+    except (UploadError, UnicodeEncodeError):
+        return {}
+    return {
+        key: "" if value is None else value.decode("utf-8", "replace")
+        for key, value in metadata.pairs
+    }
 
 
 class TusFrontEnd:
@@ -106,7 +134,19 @@ class TusFrontEnd:
 
     async def _create(self, request: Any) -> bytes | None:
         config = self.app.config
-        creation = decideCreation(request.requestHeaders, config.prefix, config.maxUploadSize)
+        public = publicBase(request).prefix
+        creation = decideCreation(
+            request.requestHeaders, config.prefix, config.maxUploadSize,
+            None if public is None else public.encode("ascii"),
+        )
+        if isinstance(creation.concat, Partial):
+            # A part lands nowhere, but its metadata names where its final
+            # upload will: what a credential's folder is checked against.
+            creation = attrs.evolve(
+                creation, destination=metadataDestination(creation.metadata, config.prefix)
+            )
+        access = accessOf(request)
+        checkCreation(access, creation.destination)
         length = contentLength(request)
         hasBody = bool(length) or (
             length is None and request.requestHeaders.hasHeader(b"Transfer-Encoding")
@@ -121,14 +161,15 @@ class TusFrontEnd:
                 raise TooLarge("exceeds-length", "the body is longer than Upload-Length")
             # Size, space and load, before anything is created.
             self.app._headerFacts(b"PUT", length if length is not None else creation.total)
-        creation = await self.beforeCreate(request, creation)
         parts: list[UploadId] = []
         total = creation.total
         if isinstance(creation.concat, Final):
             parts = [UploadId(part) for part in creation.concat.parts]
-            total = await self._partsTotal(parts)
-        if creation.destination is not None:
+            total = await self._partsTotal(request, parts)
+        uploadId = newUploadId()
+        if creation.destination is not None and not isinstance(creation.concat, Partial):
             await self._checkDestination(creation.destination)
+        creation = await self.beforeCreate(request, creation, uploadId)
         attributes = {METADATA: creation.metadata.raw.decode("ascii")} if creation.metadata.raw else {}
         if isinstance(creation.concat, Partial):
             attributes[CONCAT] = "partial"
@@ -138,33 +179,57 @@ class TusFrontEnd:
             attributes[DEFERRED] = "1"
         uploadId = await self.app.runner.run(
             self.app.store.create, creation.destination,
-            None if parts else total, attributes, isinstance(creation.concat, Partial),
+            None if parts else total, attributes, isinstance(creation.concat, Partial), uploadId,
         )
         notesFor(request).uploadId = uploadId.value
-        self.app._emit(CREATED, request, uploadId, 0, total, creation.destination)
-        request.setHeader(b"Location", self._location(uploadId))
+        self.app._emit(
+            CREATED, request, uploadId, 0, total, _landing(creation.destination, uploadId),
+            detail=_metadataDetail(attributes),
+        )
+        request.setHeader(b"Location", self._location(request, uploadId))
         if parts:
             return await self._concatenate(request, uploadId, parts, attributes)
         if hasBody:
             return await self._append(
                 request, uploadId, PatchHeaders(0, None, checksum), length,
-                self._createAnswers(uploadId),
+                self._createAnswers(uploadId), checked=True,
             )
         if total == 0 and not isinstance(creation.concat, Partial):
             # An empty file is complete at its creation (tus-js-client
             # sends no PATCH for it): it lands now.
             return await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
         request.setResponseCode(201)
-        self._expires(request, self.app.clock.seconds(), total, 0)
+        await self._expiresFromStore(request, uploadId, total, 0)
         return b""
 
-    async def beforeCreate(self, request: Any, creation: Creation) -> Creation:
+    async def beforeCreate(self, request: Any, creation: Creation, uploadId: UploadId) -> Creation:
         """
         The one place where a new upload is about to be created: decided
-        from its headers, nothing stored yet. (Where a C{pre-create} hook
-        may refuse it, or change its destination.)
+        from its headers and checked, nothing stored yet. The C{pre-create}
+        hook may refuse it (its status and reason; C{503} when it failed)
+        or choose another destination, checked again against section 1,
+        the credential's scope and the disk.
         """
-        return creation
+        app = self.app
+        if not app._asks(PRE_CREATE):
+            return creation
+        from uploadsvc.web.app import _clientGone
+
+        gone = _clientGone(request)
+        landing = _landing(creation.destination, uploadId)
+        upload = HookUpload(
+            landing.relative, app.store.keyFor(uploadId), uploadId.value, "tus", 0,
+            creation.total, hookMetadata(creation.metadata.raw.decode("ascii")),
+        )
+        chosen = await app.askPreCreate(request, upload)
+        if gone():
+            raise CancelledError("the client went away while the pre-create hook ran")
+        if chosen is None or chosen == landing:
+            return creation
+        checkScope(accessOf(request).credential, chosen, UPLOAD)
+        if not isinstance(creation.concat, Partial):
+            await self._checkDestination(chosen)
+        return attrs.evolve(creation, destination=chosen)
 
     async def _checkDestination(self, path: UploadPath) -> None:
         """
@@ -176,15 +241,21 @@ class TusFrontEnd:
         if stored.completeSize is not None and not self.app.config.allowOverwrite:
             raise Conflict("exists", f"a complete file is already at {path.relative}")
 
-    def _location(self, uploadId: UploadId) -> bytes:
-        return self.app.config.prefix.rstrip(b"/") + b"/.tus/" + uploadId.value.encode("ascii")
+    def _location(self, request: Any, uploadId: UploadId) -> bytes:
+        """
+        The upload's URL, as a trusted proxy's client must see it.
+        """
+        return absoluteURL(
+            request, self.app.config.prefix.rstrip(b"/") + b"/.tus/" + uploadId.value.encode("ascii")
+        )
 
     # --- concatenation ---------------------------------------------------
 
-    async def _partsTotal(self, parts: list[UploadId]) -> int:
+    async def _partsTotal(self, request: Any, parts: list[UploadId]) -> int:
         """
         The length of a final upload: its parts must be partial uploads of
-        this server, each complete (else 400, nothing stored changed).
+        this server, each complete (else 400, nothing stored changed), each
+        in the credential's scope (else 403).
         """
         total = 0
         for part in parts:
@@ -192,6 +263,7 @@ class TusFrontEnd:
                 entry = await self.app.runner.run(self.app.store.describe, part)
             except NotFound:
                 raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
+            _checkScope(request, entry.path, b"POST")
             if not entry.partial:
                 raise BadRequest("bad-concat", "Upload-Concat names an upload that is not partial")
             if entry.total is None or entry.offset != entry.total:
@@ -272,9 +344,11 @@ class TusFrontEnd:
             done = self._done.get(uploadId.value)
             if done is None:
                 raise
+            _checkScope(request, done.path.relative, b"HEAD")
             self._describe(request, done.size, done.size, done.attributes)
             request.setResponseCode(200)
             return b""
+        self._checkEntry(request, entry, b"HEAD")
         if (
             not entry.partial and stored.offset == stored.total
             and not self.app.writers.isHeld(entry.key)
@@ -286,8 +360,10 @@ class TusFrontEnd:
                 return await self._finishStaged(
                     request, uploadId, self._headAnswers(entry), takeOver=False
                 )
-            except Busy:
-                pass  # someone completes it now: report what is staged
+            except Busy as e:
+                if e.code == "hook-failed":
+                    raise  # not landed: never reported as finished
+                # someone completes it now: report what is staged
         self._describe(request, stored.offset, stored.total, entry.attributes)
         self._expires(request, entry.touched, stored.total, stored.offset)
         request.setResponseCode(200)
@@ -313,7 +389,50 @@ class TusFrontEnd:
         if METADATA in attributes:
             request.setHeader(b"Upload-Metadata", attributes[METADATA].encode("ascii"))
         if CONCAT in attributes:
-            request.setHeader(b"Upload-Concat", attributes[CONCAT].encode("ascii"))
+            request.setHeader(b"Upload-Concat", self._concatURLs(request, attributes[CONCAT]))
+
+    def _checkEntry(self, request: Any, entry: Incomplete, method: bytes) -> None:
+        """
+        Refuse a request on an upload that expired (C{404}, as once it is
+        removed: the time its C{Upload-Expires} told has passed), or that
+        the request's credential may not touch (C{403}).
+        """
+        at = expiresAt(entry.touched, self.app.config.expireAfter)
+        if at is not None and at <= self.app.clock.seconds():
+            raise NotFound("no-upload", "there is no such upload (it expired)")
+        _checkScope(request, entry.path, method)
+
+    async def _expiresFromStore(
+        self, request: Any, uploadId: UploadId, total: int | None, offset: int
+    ) -> None:
+        """
+        C{Upload-Expires} from the store's record of the upload's last byte
+        (L{IUploadStore.touchedAt}), the same in every process and after a
+        restart.
+        """
+        if expiresAt(0, self.app.config.expireAfter) is None:
+            return
+        try:
+            touched = await self.app.runner.run(self.app.store.touchedAt, uploadId)
+        except NotFound:
+            return
+        if touched is not None:
+            self._expires(request, touched, total, offset)
+
+    def _concatURLs(self, request: Any, stored: str) -> bytes:
+        """
+        C{Upload-Concat} as stored, a final upload's parts' URLs as this
+        request's client must see them (behind a trusted proxy).
+        """
+        if not stored.startswith("final;"):
+            return stored.encode("ascii")
+        prefix = self.app.config.prefix
+        concat = parseConcat(stored.encode("ascii"), prefix)
+        assert isinstance(concat, Final)
+        root = prefix.rstrip(b"/") + b"/.tus/"
+        return b"final;" + b" ".join(
+            absoluteURL(request, root + part.encode("ascii")) for part in concat.parts
+        )
 
     def _expires(self, request: Any, touched: float, total: int | None, offset: int) -> None:
         """
@@ -332,11 +451,14 @@ class TusFrontEnd:
         patch: PatchHeaders,
         length: int | None,
         answers: Answers,
+        checked: bool = False,
     ) -> bytes | None:
         """
         Stream a PATCH body (or a creation's) onto the upload, as a path
         PUT streams: newest writer wins, the same flow control, digest and
         completion. A failed C{Upload-Checksum} keeps nothing of the body.
+
+        @param checked: the request may write it (its creation).
         """
         app = self.app
         try:
@@ -345,8 +467,11 @@ class TusFrontEnd:
             done = self._done.get(uploadId.value)
             if done is not None and patch.offset == done.size and not length:
                 # A retry of the request that completed it (its answer lost).
+                _checkScope(request, done.path.relative, b"PATCH")
                 return answers.progress(request, done.size, done.size)
             raise
+        if not checked:
+            self._checkEntry(request, entry, b"PATCH")
         key = app.store.keyFor(uploadId)
         # A write (tus's own methods were checked in handle).
         facts = app._headerFacts(
@@ -371,10 +496,15 @@ class TusFrontEnd:
         except BaseException:
             release()
             raise
-        return await app._write(
+        result = await app._write(
             request, uploadId, key, False, DigestSet(), digester, release, began, answers,
             lands=not entry.partial,
         )
+        if uploadId.value not in self._done:
+            # Still incomplete: when it expires now that it got bytes.
+            offset = int(request.responseHeaders.getRawHeaders(b"Upload-Offset", [b"0"])[0])
+            await self._expiresFromStore(request, uploadId, began[1].total, offset)
+        return result
 
     def _patchAnswers(self, uploadId: UploadId) -> Answers:
         """
@@ -384,7 +514,6 @@ class TusFrontEnd:
         def progress(request: Any, offset: int, total: int | None) -> bytes:
             request.setResponseCode(204)
             request.setHeader(b"Upload-Offset", b"%d" % offset)
-            self._expires(request, self.app.clock.seconds(), total, offset)
             return b""
 
         return Answers(progress, self._completing(uploadId, progress))
@@ -398,7 +527,6 @@ class TusFrontEnd:
         def progress(request: Any, offset: int, total: int | None) -> bytes:
             request.setResponseCode(201)
             request.setHeader(b"Upload-Offset", b"%d" % offset)
-            self._expires(request, self.app.clock.seconds(), total, offset)
             return b""
 
         return Answers(progress, self._completing(uploadId, progress))
@@ -412,13 +540,13 @@ class TusFrontEnd:
         """
 
         def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: int) -> bytes:
-            self._remember(uploadId, size)
+            self._remember(uploadId, size, path)
             return progress(request, size, size)
 
         return completed
 
-    def _remember(self, uploadId: UploadId, size: int) -> None:
-        self._done[uploadId.value] = _Done(size, {})
+    def _remember(self, uploadId: UploadId, size: int, path: UploadPath) -> None:
+        self._done[uploadId.value] = _Done(size, {}, path)
         while len(self._done) > MAX_DONE:
             self._done.popitem(last=False)
 
@@ -430,7 +558,8 @@ class TusFrontEnd:
         """
         checkResumable(headerValue(request.requestHeaders, b"Tus-Resumable"))
         app = self.app
-        await app.runner.run(app.store.describe, uploadId)  # 404 before anyone is ended
+        # 404 (and 403 out of scope) before anyone is ended.
+        self._checkEntry(request, await app.runner.run(app.store.describe, uploadId), b"DELETE")
         key = app.store.keyFor(uploadId)
         release = await app._acquire(request, uploadId)
         try:
@@ -441,6 +570,38 @@ class TusFrontEnd:
         app._emit(CANCELLED, request, uploadId)
         request.setResponseCode(204)
         return b""
+
+
+def _landing(destination: UploadPath | None, uploadId: UploadId) -> UploadPath:
+    """
+    Where an upload made with C{uploadId} lands: C{destination}, or
+    C{incoming/<id>}.
+    """
+    if destination is not None:
+        return destination
+    return parseRelativePath(f"{INCOMING}/{uploadId.value}")
+
+
+def _metadataDetail(attributes: dict[str, str]) -> dict[str, Any]:
+    """
+    An event's detail for a tus upload: its metadata (for hooks).
+    """
+    metadata = hookMetadata(attributes.get(METADATA))
+    return {"metadata": metadata} if metadata else {}
+
+
+def _checkScope(request: Any, destination: str | None, method: bytes) -> None:
+    """
+    Refuse (C{403}) a request on an upload whose destination the request's
+    credential does not cover, for the method it is served as.
+    """
+    if destination is None:
+        raise outOfScope("this upload has no destination to check")
+    override = headerValue(request.requestHeaders, b"X-HTTP-Method-Override")
+    checkUpload(
+        accessOf(request), parseRelativePath(destination), method,
+        overridden=methodOf(request.method, override) != request.method,
+    )
 
 
 def _checksumMismatch(alg: str) -> UploadError:
