@@ -182,12 +182,17 @@ class DraftFrontEnd:
             plain = {k: v for k, v in headers.items() if k != b"upload-draft-interop-version"}
             creation = ietf.readCreation(plain, contentLength(request), self.versions)
             assert creation is not None and not creation.interim
+        prefix = self.app.config.prefix
         name = ietf.dispositionFilename(headers.get(b"content-disposition"))
-        if name is None:
+        # Without one, tus-js-client's ietf-draft-05 names it in Upload-Metadata.
+        path = None if name is not None else ietf.metadataDestination(headers.get(b"upload-metadata"), prefix)
+        if path is None:
             # The upload's own id is made by the store with the upload; the
             # file name is another 128 random bits.
-            name = "incoming/" + secrets.token_hex(16)
-        return await self._create(request, parseRelativePath(name, self.app.config.prefix), creation)
+            if name is None:
+                name = "incoming/" + secrets.token_hex(16)
+            path = parseRelativePath(name, prefix)
+        return await self._create(request, path, creation)
 
     async def _create(self, request: Any, path: UploadPath, creation: ietf.DraftWrite) -> bytes | None:
         app = self.app
