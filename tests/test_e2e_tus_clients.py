@@ -218,3 +218,37 @@ class TusJsClientTests(TusClientsMixin, TestCase):
             overridePatchMethod=True, metadata={"filename": "over.bin"},
         )
         self.assertSame(source, "over.bin")
+
+
+class TusJsClientDraftTests(TusClientsMixin, TestCase):
+    """
+    tus-js-client with C{protocol: 'ietf-draft-05'} (the IETF draft's interop
+    version 6) against C{/.uploads/}: creation with C{Upload-Complete: ?0},
+    PATCHes of C{application/partial-upload}, HEAD after a cut.
+    """
+
+    node = TusJsClientTests.node
+
+    async def test_resumedAfterCuts(self) -> None:
+        """Through a cutting link the draft client resumes from HEAD; the file lands byte-identical where its metadata says."""
+        source = self.source("draft.bin", 4 * MiB)
+        proxy = self.proxy()
+        result = await self.node(
+            endpoint=proxy.url("/.uploads/"), file=source, protocol="ietf-draft-05",
+            metadata={"filename": "draft/a.bin"},
+        )
+        self.assertSame(source, "draft/a.bin")
+        self.assertTrue(result["url"].startswith(proxy.url("/.uploads/")), result["url"])
+        self.assertGreater(result["events"]["retries"], 0)
+        self.assertGreater(sum(c.faulted for c in proxy.connections), 0)
+        self.assertEqual(self.staged(), [])
+
+    async def test_chunked(self) -> None:
+        """In chunks (Upload-Complete ?0 on all but the last PATCH), with Uppy's relativePath for a folder."""
+        source = self.source("draftchunks.bin", 1 * MiB + 3)
+        await self.node(
+            endpoint=self.server.url("/.uploads/"), file=source, protocol="ietf-draft-05",
+            chunkSize=256 * KiB, metadata={"filename": "x.bin", "relativePath": "/album/d.bin"},
+        )
+        self.assertSame(source, "album/d.bin")
+        self.assertEqual(self.staged(), [])
