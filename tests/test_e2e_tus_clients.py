@@ -104,6 +104,22 @@ class TusClientsMixin:
         self.assertEqual(sha256(self.stored(relative)), sha256(source))  # type: ignore[attr-defined]
         self.assertNotIn("Traceback", self.server.logText())  # type: ignore[attr-defined]
 
+    async def node(self, **spec: Any) -> dict[str, Any]:
+        """
+        Run C{tests/clients/node/upload.js} (tus-js-client) with C{spec}
+        and return the JSON line it ends with; it must have succeeded.
+        """
+        node = requireNodeClient()
+        out, err, code = await getProcessOutputAndValue(
+            node, [os.path.join(NODE_DIR, "upload.js"), json.dumps(spec)],
+            env=dict(os.environ), path=NODE_DIR,
+        )
+        lines = out.decode().strip().splitlines()
+        self.assertTrue(lines, err.decode())  # type: ignore[attr-defined]
+        result: dict[str, Any] = json.loads(lines[-1])
+        self.assertEqual((code, result.get("error")), (0, None), err.decode())  # type: ignore[attr-defined]
+        return result
+
 
 class TuspyTests(TusClientsMixin, TestCase):
     """
@@ -146,18 +162,6 @@ class TusJsClientTests(TusClientsMixin, TestCase):
     tus-js-client under node: upload, resume after cuts, parallel uploads
     concatenated.
     """
-
-    async def node(self, **spec: Any) -> dict[str, Any]:
-        node = requireNodeClient()
-        out, err, code = await getProcessOutputAndValue(
-            node, [os.path.join(NODE_DIR, "upload.js"), json.dumps(spec)],
-            env=dict(os.environ), path=NODE_DIR,
-        )
-        lines = out.decode().strip().splitlines()
-        self.assertTrue(lines, err.decode())
-        result: dict[str, Any] = json.loads(lines[-1])
-        self.assertEqual((code, result.get("error")), (0, None), err.decode())
-        return result
 
     async def test_resumedAfterCuts(self) -> None:
         """tus-js-client resumes through a cutting link; the file is byte-identical."""
@@ -226,8 +230,6 @@ class TusJsClientDraftTests(TusClientsMixin, TestCase):
     version 6) against C{/.uploads/}: creation with C{Upload-Complete: ?0},
     PATCHes of C{application/partial-upload}, HEAD after a cut.
     """
-
-    node = TusJsClientTests.node
 
     async def test_resumedAfterCuts(self) -> None:
         """Through a cutting link the draft client resumes from HEAD; the file lands byte-identical where its metadata says."""

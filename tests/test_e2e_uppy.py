@@ -70,9 +70,9 @@ class UppyTests(ServerTestMixin, TestCase):
             env=dict(os.environ), path=NODE_DIR,
         )
         self.assertEqual(code, 0, (out + err).decode())
-        listening = reactor.listenTCP(0, Site(File(page)), interface="127.0.0.1")
+        listening = reactor.listenTCP(0, Site(File(page)), interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(listening.stopListening)
-        self.origin = f"http://127.0.0.1:{listening.getHost().port}"
+        self.origin = f"http://127.0.0.1:{listening.getHost().port}"  # type: ignore[attr-defined]
         self.startUploadServer("--cors-origin", self.origin)
         self.browser = HeadlessChromium(self)
         self.picks = os.path.abspath(self.mktemp())
