@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 
-from uploadsvc.errors import BadRequest
+from uploadsvc.errors import BadRequest, Conflict, StorageFault
 from uploadsvc.protocol.decisions import Plan
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
@@ -647,6 +647,17 @@ class ShieldTests(SynchronousTestCase):
         self.failureResultOf(answer, CancelledError)
         work.errback(CancelledError())
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_lateRefusalNotLogged(self) -> None:
+        """A 4xx refusal after the client went away is nobody's news; a 5xx one is logged."""
+        for error, logged in [(Conflict("offset-mismatch", "upload offset is 5, not 0"), 0),
+                              (StorageFault("disk", "the disk failed"), 1)]:
+            work: Deferred = Deferred()
+            answer = _shield(work)
+            answer.cancel()
+            self.failureResultOf(answer, CancelledError)
+            work.errback(error)
+            self.assertEqual(len(self.flushLoggedErrors(type(error))), logged, error)
 
     def test_resultForwarded(self) -> None:
         """Without a cancel, the work's result is the answer."""

@@ -81,7 +81,7 @@ class OptionTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--protocol", "tus", "a", "http://h/up/.tus/in/"])
         self.assertEqual(options["protocol"], "tus")
-        for argv in (["--protocol", "ietf", "a", "http://h/"], ["--protocol", "tus", "a", "http://h/in/"]):
+        for argv in (["--protocol", "ftp", "a", "http://h/"], ["--protocol", "tus", "a", "http://h/in/"]):
             self.assertRaises(UsageError, Options().parseOptions, argv)
 
 

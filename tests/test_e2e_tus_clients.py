@@ -104,6 +104,22 @@ class TusClientsMixin:
         self.assertEqual(sha256(self.stored(relative)), sha256(source))  # type: ignore[attr-defined]
         self.assertNotIn("Traceback", self.server.logText())  # type: ignore[attr-defined]
 
+    async def node(self, **spec: Any) -> dict[str, Any]:
+        """
+        Run C{tests/clients/node/upload.js} (tus-js-client) with C{spec}
+        and return the JSON line it ends with; it must have succeeded.
+        """
+        node = requireNodeClient()
+        out, err, code = await getProcessOutputAndValue(
+            node, [os.path.join(NODE_DIR, "upload.js"), json.dumps(spec)],
+            env=dict(os.environ), path=NODE_DIR,
+        )
+        lines = out.decode().strip().splitlines()
+        self.assertTrue(lines, err.decode())  # type: ignore[attr-defined]
+        result: dict[str, Any] = json.loads(lines[-1])
+        self.assertEqual((code, result.get("error")), (0, None), err.decode())  # type: ignore[attr-defined]
+        return result
+
 
 class TuspyTests(TusClientsMixin, TestCase):
     """
@@ -146,18 +162,6 @@ class TusJsClientTests(TusClientsMixin, TestCase):
     tus-js-client under node: upload, resume after cuts, parallel uploads
     concatenated.
     """
-
-    async def node(self, **spec: Any) -> dict[str, Any]:
-        node = requireNodeClient()
-        out, err, code = await getProcessOutputAndValue(
-            node, [os.path.join(NODE_DIR, "upload.js"), json.dumps(spec)],
-            env=dict(os.environ), path=NODE_DIR,
-        )
-        lines = out.decode().strip().splitlines()
-        self.assertTrue(lines, err.decode())
-        result: dict[str, Any] = json.loads(lines[-1])
-        self.assertEqual((code, result.get("error")), (0, None), err.decode())
-        return result
 
     async def test_resumedAfterCuts(self) -> None:
         """tus-js-client resumes through a cutting link; the file is byte-identical."""
@@ -218,3 +222,35 @@ class TusJsClientTests(TusClientsMixin, TestCase):
             overridePatchMethod=True, metadata={"filename": "over.bin"},
         )
         self.assertSame(source, "over.bin")
+
+
+class TusJsClientDraftTests(TusClientsMixin, TestCase):
+    """
+    tus-js-client with C{protocol: 'ietf-draft-05'} (the IETF draft's interop
+    version 6) against C{/.uploads/}: creation with C{Upload-Complete: ?0},
+    PATCHes of C{application/partial-upload}, HEAD after a cut.
+    """
+
+    async def test_resumedAfterCuts(self) -> None:
+        """Through a cutting link the draft client resumes from HEAD; the file lands byte-identical where its metadata says."""
+        source = self.source("draft.bin", 4 * MiB)
+        proxy = self.proxy()
+        result = await self.node(
+            endpoint=proxy.url("/.uploads/"), file=source, protocol="ietf-draft-05",
+            metadata={"filename": "draft/a.bin"},
+        )
+        self.assertSame(source, "draft/a.bin")
+        self.assertTrue(result["url"].startswith(proxy.url("/.uploads/")), result["url"])
+        self.assertGreater(result["events"]["retries"], 0)
+        self.assertGreater(sum(c.faulted for c in proxy.connections), 0)
+        self.assertEqual(self.staged(), [])
+
+    async def test_chunked(self) -> None:
+        """In chunks (Upload-Complete ?0 on all but the last PATCH), with Uppy's relativePath for a folder."""
+        source = self.source("draftchunks.bin", 1 * MiB + 3)
+        await self.node(
+            endpoint=self.server.url("/.uploads/"), file=source, protocol="ietf-draft-05",
+            chunkSize=256 * KiB, metadata={"filename": "x.bin", "relativePath": "/album/d.bin"},
+        )
+        self.assertSame(source, "album/d.bin")
+        self.assertEqual(self.staged(), [])

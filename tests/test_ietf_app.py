@@ -194,6 +194,45 @@ class DraftAppTests(StubRequests, SynchronousTestCase):
             self.assertEqual(response.code, 400, name)
         self.assertEqual(self.events, [])
 
+    def test_metadataDestination(self) -> None:
+        """
+        At /.uploads/ without Content-Disposition, tus-style Upload-Metadata
+        (tus-js-client's ietf-draft-05) names the destination: relativePath
+        wins over filename, relativePath "null" is not sent, and
+        Content-Disposition wins over both.
+        """
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        for metadata, disposition, expected in [
+            (f"filename {b64('m/a.bin')}", None, "m/a.bin"),
+            (f"filename {b64('b.bin')},relativePath {b64('/album/b.bin')}", None, "album/b.bin"),
+            (f"relativePath {b64('null')},filename {b64('c.bin')}", None, "c.bin"),
+            (f"filename {b64('no.bin')}", "inline; filename=d.bin", "d.bin"),
+        ]:
+            headers = {"Upload_Metadata": metadata}
+            if disposition is not None:
+                headers["Content_Disposition"] = disposition
+            response, _ = self.request(
+                "POST", "/.uploads/", b"abc", Upload_Complete="?1",
+                Upload_Draft_Interop_Version="6", **headers,
+            )
+            self.assertEqual((response.code, self.header(response, "Location")), (201, "/" + expected))
+            with open(os.path.join(self.root, *expected.split("/")), "rb") as f:
+                self.assertEqual(f.read(), b"abc")
+
+    def test_badMetadataRefused(self) -> None:
+        """Upload-Metadata at /.uploads/ that is malformed or names a path section 1 refuses is 400 at creation; nothing is made."""
+        for metadata in ["filename !!notbase64", "filename " + base64.b64encode(b"../x").decode(),
+                         "relativePath " + base64.b64encode(b"/a//b").decode()]:
+            response, content = self.request(
+                "POST", "/.uploads/", b"x", Upload_Complete="?0", Upload_Draft_Interop_Version="6",
+                Upload_Metadata=metadata,
+            )
+            self.assertEqual(response.code, 400, metadata)
+            self.assertIn(b"Upload-Metadata", content)
+        self.assertEqual(self.events, [])
+
     def test_existingFile(self) -> None:
         """A creation on a path that holds a complete file is 409 (overwrite off)."""
         self.assertEqual(self.request("PUT", "/f.bin", b"abc")[0].code, 201)

@@ -19,6 +19,9 @@ Modules, the pure ones first:
   - L{tls}: certificate and host name checks that fail closed;
   - L{producer}: file-range bodies and the running digest;
   - L{uploader}: the resume loop that ties them together;
+  - L{tus}, L{tusupload}: the same over tus 1.0 (C{--protocol tus});
+  - L{ietf}, L{ietfupload}: the same over the IETF resumable-upload draft
+    (C{--protocol ietf});
   - L{observer}, L{progress}: events, the tqdm display and the summary;
   - L{cli}: the C{uploadsvc-upload} script;
   - L{testing}: a scripted in-memory server and a step-by-step clock for

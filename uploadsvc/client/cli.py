@@ -84,8 +84,9 @@ class Options(usage.Options):
         ["retry-delay", None, 0.5, "Seconds before the first retry; doubles per failure.", _nonNegative(float)],
         ["max-retry-delay", None, 30.0, "The longest wait between attempts, in seconds.", _nonNegative(float)],
         ["protocol", None, "put",
-         "put (path URLs resumed with Content-Range) or tus (URL is the tus endpoint "
-         "<server>/.tus/, then the folder or file name to upload to)."],
+         "put (path URLs resumed with Content-Range), tus (URL is the tus endpoint "
+         "<server>/.tus/, then the folder or file name to upload to) or ietf (the IETF "
+         "resumable-upload draft: path URLs, or <server>/.uploads/ then the folder or file name)."],
     ]
 
     def parseArgs(self, *args: str) -> None:
@@ -100,7 +101,7 @@ class Options(usage.Options):
         if self["stall-timeout"] <= 0:
             raise usage.UsageError("--stall-timeout must be positive")
         if self["protocol"] not in PROTOCOLS:
-            raise usage.UsageError("--protocol must be put or tus")
+            raise usage.UsageError("--protocol must be put, tus or ietf")
         if self["protocol"] == "tus" and "/.tus/" not in urlsplit(self["url"]).path:
             raise usage.UsageError(
                 "with --protocol tus the URL names the tus endpoint: <server>[/prefix]/.tus/"

@@ -60,7 +60,7 @@ from uploadsvc.client.observer import IUploadObserver, NullObserver
 from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
 
 #: The protocols the client speaks (C{--protocol}).
-PROTOCOLS = ("put", "tus")
+PROTOCOLS = ("put", "tus", "ietf")
 
 __all__ = [
     "FINAL_PIECE",
@@ -142,8 +142,10 @@ class Uploader:
         @param cooperator: schedules file reads.
         @param headers: sent with every request, e.g. C{Authorization}.
         @param rng: randomness for the jitter (seeded in tests).
-        @param protocol: C{"put"} (path URLs with C{Content-Range}) or
-            C{"tus"} (the URLs name the tus endpoint, then the destination).
+        @param protocol: C{"put"} (path URLs with C{Content-Range}),
+            C{"tus"} (the URLs name the tus endpoint, then the destination)
+            or C{"ietf"} (the resumable-upload draft: path URLs, or
+            C{/.uploads/} then the destination).
         """
         self._http = http
         self._reactor = reactor
@@ -188,6 +190,10 @@ class Uploader:
             from uploadsvc.client.tusupload import TusFileUpload
 
             kind = TusFileUpload
+        elif self.protocol == "ietf":
+            from uploadsvc.client.ietfupload import DraftFileUpload
+
+            kind = DraftFileUpload
         upload = kind(
             job,
             self.settings(),

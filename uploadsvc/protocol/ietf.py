@@ -56,7 +56,9 @@ from typing import Iterable, Mapping
 import attrs
 
 from uploadsvc.errors import BadRequest, Conflict, NotFound, UploadError
+from uploadsvc.protocol import tusheaders
 from uploadsvc.protocol.decisions import Plan, Stored
+from uploadsvc.protocol.paths import UploadPath
 
 #: The media type of a PATCH that appends.
 PARTIAL_UPLOAD = b"application/partial-upload"
@@ -438,6 +440,22 @@ def planWrite(stored: Stored, write: DraftWrite, contentLength: int | None) -> P
         if take is None:
             take = room  # a chunked body may not run past it either
     return Plan(False, offset, 0, take, total)
+
+
+# --- Upload-Metadata: tus-js-client's ietf-draft-05 names the file so -----
+
+
+def metadataDestination(values: Iterable[bytes] | None, prefix: bytes = b"") -> UploadPath | None:
+    """
+    The destination tus-style C{Upload-Metadata} names (C{relativePath},
+    then C{filename}: what tus-js-client's C{ietf-draft-05} mode and Uppy
+    send instead of C{Content-Disposition}), or L{None} when it names none.
+
+    @raise BadRequest: malformed metadata, or a path section 1 refuses.
+    """
+    if not values:
+        return None
+    return tusheaders.metadataDestination(tusheaders.parseMetadata(b",".join(values)), prefix)
 
 
 # --- Content-Disposition (RFC 6266): the file name of a creation ----------

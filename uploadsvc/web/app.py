@@ -142,6 +142,16 @@ class Config:
     uploadPage: bool = True
 
 
+def _refusal(failure: Failure) -> bool:
+    """
+    A cancel, or a 4xx refusal (a browser retrying a cut PATCH at a stale
+    offset gets 409 after it left): an answer nobody waits for, not news.
+    """
+    if failure.check(CancelledError):
+        return True
+    return isinstance(failure.value, UploadError) and failure.value.status < 500
+
+
 def _shield(d: Deferred) -> Deferred:
     """
     Klein cancels a handler's Deferred when the client goes away; the storage
@@ -152,7 +162,7 @@ def _shield(d: Deferred) -> Deferred:
     def forward(result: object) -> None:
         if not out.called:
             out.callback(result)  # a Failure errbacks
-        elif isinstance(result, Failure) and not result.check(CancelledError):
+        elif isinstance(result, Failure) and not _refusal(result):
             # Nobody waits for the answer any more, but the failure is news.
             log.failure("uploadsvc request failed after its client went away", result)
 

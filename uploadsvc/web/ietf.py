@@ -191,9 +191,14 @@ class DraftFrontEnd:
             plain = {k: v for k, v in headers.items() if k != b"upload-draft-interop-version"}
             creation = ietf.readCreation(plain, contentLength(request), self.versions)
             assert creation is not None and not creation.interim
+        prefix = self.app.config.prefix
         name = ietf.dispositionFilename(headers.get(b"content-disposition"))
-        # Without a name: incoming/<id> (its id made in _create).
-        path = None if name is None else parseRelativePath(name, self.app.config.prefix)
+        if name is not None:
+            path: UploadPath | None = parseRelativePath(name, prefix)
+        else:
+            # tus-js-client's ietf-draft-05 mode names it in Upload-Metadata;
+            # without any name: incoming/<id> (its id made in _create).
+            path = ietf.metadataDestination(headers.get(b"upload-metadata"), prefix)
         return await self._create(request, path, creation, named=False)
 
     async def _create(

@@ -38,6 +38,8 @@ if (spec.uploadLengthDeferred) {
   options.uploadLengthDeferred = true
 }
 if (spec.overridePatchMethod) options.overridePatchMethod = true
+// 'ietf-draft-05': the IETF draft's interop version 6 instead of tus 1.0.
+if (spec.protocol) options.protocol = spec.protocol
 
 const upload = new tus.Upload(data, options)
 upload.start()
