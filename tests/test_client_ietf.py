@@ -24,7 +24,7 @@ from tests.support.server import REPO_ROOT, startServer
 from tests.test_e2e_client import sha256File, writeRandomFile
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.cli import Options
-from uploadsvc.client.decisions import Answer, Completed
+from uploadsvc.client.decisions import Answer, Completed, Piece
 from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable
 from uploadsvc.client.http import makeHTTPClient
 from uploadsvc.client.ietf import (
@@ -32,6 +32,7 @@ from uploadsvc.client.ietf import (
     appendHeaders,
     creationHeaders,
     draftTarget,
+    nextAppend,
     readAppend,
     readCreation,
     readOffset,
@@ -106,6 +107,22 @@ class DecisionTests(SynchronousTestCase):
         self.assertRaises(Fatal, readAppend, Answer(204, {b"Upload-Offset": b"6"}), 0, 5, False)
         self.assertRaises(Fatal, readAppend, Answer(201, {b"Upload-Offset": b"4"}), 0, 5, False)
         self.assertRaises(Retryable, readAppend, Answer(503), 0, 5, False)
+
+
+    def test_nextAppend(self) -> None:
+        """
+        PATCHes run up to the closing piece (in chunks when asked), which
+        completes the upload; a server holding every byte without having
+        completed is sent an empty closing PATCH, and a file shorter than
+        the closing piece is one.
+        """
+        self.assertEqual(nextAppend(0, 100, None, 10), Piece(0, 90, 100, False))
+        self.assertEqual(nextAppend(0, 100, 40, 10), Piece(0, 40, 100, False))
+        self.assertEqual(nextAppend(80, 100, 40, 10), Piece(80, 90, 100, False))
+        self.assertEqual(nextAppend(90, 100, 40, 10), Piece(90, 100, 100, True))
+        self.assertEqual(nextAppend(95, 100, 40, 10), Piece(95, 100, 100, True))
+        self.assertEqual(nextAppend(100, 100, 40, 10), Piece(100, 100, 100, True))
+        self.assertEqual(nextAppend(2, 5, 40, 10), Piece(2, 5, 5, True))
 
 
 class OptionTests(SynchronousTestCase):

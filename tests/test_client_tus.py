@@ -16,10 +16,10 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from uploadsvc.client.cli import Options
-from uploadsvc.client.decisions import Answer
+from uploadsvc.client.decisions import Answer, Piece
 from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable
 from uploadsvc.client.tus import (
-    NoTusEndpoint, creationHeaders, readCreation, readOffset, readPatch, splitTusURL,
+    NoTusEndpoint, creationHeaders, nextPatch, readCreation, readOffset, readPatch, splitTusURL,
 )
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
 from tests.support.server import REPO_ROOT, startServer
@@ -70,6 +70,13 @@ class DecisionTests(SynchronousTestCase):
         self.assertRaises(Retryable, readPatch, Answer(460), 0, 5, False)
         self.assertRaises(Fatal, readPatch, Answer(415), 0, 5, False)
         self.assertRaises(Fatal, readPatch, Answer(204, {b"Upload-Offset": b"6"}), 0, 5, False)
+
+
+    def test_nextPatch(self) -> None:
+        """A PATCH runs to the end, or a chunk when that is less; none is a closing piece."""
+        self.assertEqual(nextPatch(0, 10, None), Piece(0, 10, 10, False))
+        self.assertEqual(nextPatch(3, 10, 4), Piece(3, 7, 10, False))
+        self.assertEqual(nextPatch(8, 10, 4), Piece(8, 10, 10, False))
 
 
 class OptionTests(SynchronousTestCase):

@@ -30,7 +30,8 @@ from uploadsvc.client.testing import (
     b64digest,
 )
 from uploadsvc.client.jobs import UploadJob, UploadResult
-from uploadsvc.client.uploader import Uploader, UploadSettings, _FileUpload
+from uploadsvc.client.putupload import PutFileUpload
+from uploadsvc.client.uploader import Uploader, UploadSettings
 
 SIZE = 10_000
 FINAL = 500
@@ -645,7 +646,7 @@ class SettingsTests(UploaderTestsMixin, SynchronousTestCase):
         A file upload needs no L{Uploader}: its settings, an exchange, the
         clock, the cooperator, an observer and randomness are enough.
         """
-        upload = _FileUpload(
+        upload = PutFileUpload(
             UploadJob(self.path, URL),
             UploadSettings(
                 retry=RetryPolicy(initialDelay=1.0, jitter=0.0, maxAttempts=3),
@@ -671,7 +672,7 @@ class SettingsTests(UploaderTestsMixin, SynchronousTestCase):
         The settings say whether an C{Authorization} header is configured,
         which credentials in the URL then conflict with.
         """
-        upload = _FileUpload(
+        upload = PutFileUpload(
             UploadJob(self.path, "http://a:b@upload.example/a/b.bin"),
             UploadSettings(authorizationConfigured=True),
             HTTPExchange(HTTPClient(self.server), self.sim.clock, 10.0),

@@ -18,7 +18,11 @@ Modules, the pure ones first:
   - L{http}: the treq client, the token, credentials in the URL;
   - L{tls}: certificate and host name checks that fail closed;
   - L{producer}: file-range bodies and the running digest;
-  - L{uploader}: the resume loop that ties them together;
+  - L{fileupload}: one file's upload and the resume loop, which each
+    protocol's loop extends: L{putupload} (the path protocol), L{tusupload}
+    and L{ietfupload};
+  - L{uploader}: picks each file's loop by protocol, runs them in parallel;
+  - L{created}: sans IO, the answers tus and the draft read alike;
   - L{tus}, L{tusupload}: the same over tus 1.0 (C{--protocol tus});
   - L{ietf}, L{ietfupload}: the same over the IETF resumable-upload draft
     (C{--protocol ietf});

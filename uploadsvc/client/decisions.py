@@ -7,7 +7,7 @@ L{uploadsvc.protocol.decisions} is for the server: no reactor, no file, no
 socket. L{nextPiece} chooses the next range; L{readQuery}, L{readDataAnswer}
 and L{checkDigest} read answers and raise L{Retryable}, L{Fatal} or
 L{OffsetConflict} (from L{uploadsvc.client.errors}) for the resume loop in
-L{uploadsvc.client.uploader}. Keeping them here lets them be tested as
+L{uploadsvc.client.putupload}. Keeping them here lets them be tested as
 tables and properties, apart from the HTTP plumbing
 (L{uploadsvc.client.exchange}).
 """

@@ -14,11 +14,12 @@ that serves any of them serves this client too.
 from __future__ import annotations
 
 from typing import Mapping
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
 
-from uploadsvc.client.decisions import Answer, Completed, digestField, readDataAnswer, refusal
+from uploadsvc.client.created import readCreated, readResourceOffset
+from uploadsvc.client.decisions import Answer, Completed, Piece, digestField, readDataAnswer
 from uploadsvc.client.errors import Fatal, OffsetConflict
 
 #: The interop version every request names.
@@ -96,21 +97,25 @@ def creationHeaders(size: int, destination: str | None, digest: bytes | None = N
     return headers
 
 
-def readCreation(answer: Answer, creationURL: str, size: int, sendsCredentials: bool) -> str:
-    """
-    The URL of the upload a creation made (its C{Location}, resolved
-    against the creation's URL).
+#: The upload's URL from the answer to its creation (as tus's).
+readCreation = readCreated
 
-    @raise Fatal: the server refused (C{409}: a complete file is there), or
-        answered C{201} without a C{Location}.
-    @raise Retryable: for an answer worth another attempt.
+
+def nextAppend(offset: int, size: int, chunkSize: int | None, finalPiece: int) -> Piece:
     """
-    if answer.code == 201:
-        location = answer.header(b"Location")
-        if location is None:
-            raise Fatal("the server created the upload but sent no Location")
-        return urljoin(creationURL, location.decode("latin-1"))
-    raise refusal(answer, size, sendsCredentials)
+    The bytes of the next C{PATCH}, the server holding C{offset} bytes of a
+    file of C{size}: up to the closing piece (the last C{finalPiece} bytes,
+    which completes the upload and carries the digest), or C{chunkSize}
+    bytes when that is less; from there on the rest of the file (nothing,
+    when the server holds it all but has not completed it).
+    """
+    closing = offset >= size - finalPiece
+    length = size - offset
+    if not closing:
+        length = min(length, size - finalPiece - offset)
+        if chunkSize is not None:
+            length = min(length, chunkSize)
+    return Piece(offset, offset + length, size, closing)
 
 
 def appendHeaders(offset: int, complete: bool, digest: bytes | None = None) -> dict[bytes, bytes]:
@@ -130,27 +135,9 @@ def appendHeaders(offset: int, complete: bool, digest: bytes | None = None) -> d
     return headers
 
 
-def readOffset(answer: Answer, size: int, sendsCredentials: bool) -> int | None:
-    """
-    Read the answer to C{HEAD <upload>}: its offset, or L{None} when the
-    upload is gone (completed, expired or cancelled: C{404}/C{410}).
-
-    @raise Fatal: the upload is of another length, holds more than the
-        file, or the server refused.
-    """
-    if answer.code in (404, 410):
-        return None
-    if answer.code in (200, 204):
-        offset = answer.intHeader(b"Upload-Offset")
-        if offset is None:
-            raise Fatal("the server did not report an Upload-Offset")
-        total = answer.intHeader(b"Upload-Length")
-        if total is not None and total != size:
-            raise Fatal(f"the server's upload is of {total} bytes; the file has {size}")
-        if offset > size:
-            raise Fatal(f"the server holds {offset} bytes; the file has {size}")
-        return offset
-    raise refusal(answer, size, sendsCredentials)
+#: The upload's offset from the answer to C{HEAD} on it, or L{None} when it
+#: is gone (as tus's).
+readOffset = readResourceOffset
 
 
 def readAppend(answer: Answer, start: int, size: int, sendsCredentials: bool) -> int | Completed:

@@ -1,8 +1,8 @@
 """
 One file's upload over the IETF resumable-upload draft
-(C{uploadsvc-upload --protocol ietf}): the resume loop of
-L{uploadsvc.client.uploader} with the draft's requests. What an answer
-means is decided in L{uploadsvc.client.ietf}.
+(C{uploadsvc-upload --protocol ietf}): the loop of
+L{uploadsvc.client.fileupload.CreatedUpload} with the draft's requests.
+What an answer means is decided in L{uploadsvc.client.ietf}.
 
   1. Creation: C{POST} to the file's URL, or to C{/.uploads/} with the
      destination in C{Content-Disposition}, with C{Upload-Complete: ?0} and
@@ -25,114 +25,92 @@ means is decided in L{uploadsvc.client.ietf}.
 
 from __future__ import annotations
 
-from uploadsvc.client.decisions import Completed, checkDigest, readQuery
+from typing import Mapping
+
+from uploadsvc.client.decisions import Answer, Completed, Piece, checkDigest, readQuery
 from uploadsvc.client.errors import Fatal
+from uploadsvc.client.fileupload import CreatedUpload
 from uploadsvc.client.ietf import (
     DRAFT_HEADERS,
     DraftTarget,
     appendHeaders,
     creationHeaders,
     draftTarget,
+    nextAppend,
     readAppend,
-    readCreation,
-    readOffset,
 )
-from uploadsvc.client.uploader import _FileUpload
 
 
-class DraftFileUpload(_FileUpload):
+class DraftFileUpload(CreatedUpload):
     """
     The state of one file's draft upload: where it is created, the upload's
-    URL once created, and whether a completing C{PATCH} went out.
+    URL once created, and whether it was found complete at the file's URL.
     """
 
+    protocolHeaders = DRAFT_HEADERS
     _target = DraftTarget("", None, None)
-    _uploadURL: str | None = None
-    _sentComplete = False
     _landed = False
 
-    def _prepareURL(self) -> None:
-        super()._prepareURL()
+    def prepareTarget(self) -> None:
         try:
-            self._target = draftTarget(self._url)
+            self._target = draftTarget(self.url)
         except UnicodeDecodeError:
-            raise Fatal(f"the destination in the URL is not UTF-8: {self._url}") from None
+            raise Fatal(f"the destination in the URL is not UTF-8: {self.url}") from None
 
-    async def _query(self) -> int:
+    def creation(self) -> tuple[str, Mapping[bytes, bytes]]:
+        return self._target.creationURL, creationHeaders(self.size, self._target.destination)
+
+    def nextPiece(self, offset: int) -> Piece:
+        return nextAppend(offset, self.size, self.settings.chunkSize, self.settings.finalPiece)
+
+    def appendHeaders(self, piece: Piece, digest: bytes | None) -> Mapping[bytes, bytes]:
+        return appendHeaders(piece.start, piece.closing, digest)
+
+    def readAppend(self, answer: Answer, start: int) -> int | Completed:
+        return readAppend(answer, start, self.size, self.sendsCredentials())
+
+    async def whenGone(self) -> int | None:
         """
-        The upload's offset (C{HEAD}), or 0 after creating it (the first
-        time, or when the server no longer has it).
+        After the completing C{PATCH} went out, an upload gone may have
+        completed with its answer lost: a complete file of the same size at
+        the file's URL ends the upload.
         """
-        if self._uploadURL is not None:
-            answer = await self._exchange.request("HEAD", self._uploadURL, {**self._auth, **DRAFT_HEADERS})
-            offset = readOffset(answer, self._size, self._sendsCredentials())
-            if offset is not None:
-                return offset
-            if self._sentComplete and self._target.fileURL is not None:
-                answer = await self._exchange.request("HEAD", self._target.fileURL, self._auth)
-                if readQuery(answer, self._size, self._sendsCredentials()).complete:
-                    self._landed = True
-                    return self._size
-        if self._size == 0:
-            # Created complete in one request by _send.
+        if self.sentClosing and self._target.fileURL is not None:
+            answer = await self.request("HEAD", self._target.fileURL)
+            if readQuery(answer, self.size, self.sendsCredentials()).complete:
+                self._landed = True
+                return self.size
+        return None
+
+    async def query(self) -> int:
+        if self.size == 0:
+            # Created complete in one request by send.
             return 0
-        self._requests += 1
-        answer = await self._exchange.request(
-            "POST", self._target.creationURL,
-            {**self._auth, **creationHeaders(self._size, self._target.destination)},
-        )
-        self._uploadURL = readCreation(answer, self._target.creationURL, self._size, self._sendsCredentials())
-        return 0
+        return await super().query()
 
-    async def _send(self, offset: int) -> int | None:
+    async def send(self, offset: int) -> int | None:
         """
         C{PATCH} the next piece from C{offset}; L{None} once the server
         completed the file with the file's digest.
         """
         if self._landed:
             # The completing PATCH (which carried the digest) was accepted.
-            await self._catchUp(self._size)
-            self._checkUnchanged()
+            await self.finish(None)
             return None
-        if self._size == 0:
+        if self.size == 0:
             await self._createEmpty()
             return None
-        if offset > self._hash.position:
-            await self._catchUp(offset)
-        closing = offset >= self._size - self._settings.finalPiece
-        length = self._size - offset
-        if not closing:
-            length = min(length, self._size - self._settings.finalPiece - offset)
-            if self._settings.chunkSize is not None:
-                length = min(length, self._settings.chunkSize)
-        digest = None
-        if closing:
-            # Finish the digest first, so that the request can carry it.
-            await self._catchUp(self._size)
-            digest = self._hash.digest()
-            self._sentComplete = True
-        assert self._uploadURL is not None
-        answer = await self._sendRange(
-            offset, length, appendHeaders(offset, closing, digest), method="PATCH", url=self._uploadURL
-        )
-        outcome = readAppend(answer, offset, self._size, self._sendsCredentials())
-        if isinstance(outcome, Completed):
-            self._checkUnchanged()
-            checkDigest(outcome, self._hash.digest())
-            return None
-        return outcome
+        return await super().send(offset)
 
     async def _createEmpty(self) -> None:
         """
         An empty file is created complete in one request (C{?1}).
         """
-        self._requests += 1
-        self._startOffsets.append(0)
-        answer = await self._exchange.request(
+        answer = await self.sendEmpty(
             "POST", self._target.creationURL,
-            {**self._auth, **creationHeaders(0, self._target.destination, self._hash.digest())},
+            creationHeaders(0, self._target.destination, self.digest()),
         )
-        outcome = readAppend(answer, 0, 0, self._sendsCredentials())
+        outcome = readAppend(answer, 0, 0, self.sendsCredentials())
         if not isinstance(outcome, Completed):
             raise Fatal("the server did not complete the empty file")
-        checkDigest(outcome, self._hash.digest())
+        checkDigest(outcome, self.digest())

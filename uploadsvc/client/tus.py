@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 from typing import Mapping
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from uploadsvc.client.decisions import Answer, refusal
+from uploadsvc.client.created import readCreated, readResourceOffset
+from uploadsvc.client.decisions import Answer, Piece, refusal
 from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable
 
 #: What every tus request carries.
@@ -64,37 +65,24 @@ def patchHeaders(offset: int) -> dict[bytes, bytes]:
     }
 
 
-def readCreation(answer: Answer, endpoint: str, size: int, sendsCredentials: bool) -> str:
-    """
-    The URL of the upload a creation made (its C{Location}, resolved
-    against the endpoint).
-    """
-    if answer.code == 201:
-        location = answer.header(b"Location")
-        if location is None:
-            raise Fatal("the server created the upload but sent no Location")
-        return urljoin(endpoint, location.decode("latin-1"))
-    raise refusal(answer, size, sendsCredentials)
+#: The upload's URL from the answer to its creation (as the draft's).
+readCreation = readCreated
+
+#: The upload's offset from the answer to C{HEAD} on it, or L{None} when it
+#: is gone (as the draft's).
+readOffset = readResourceOffset
 
 
-def readOffset(answer: Answer, size: int, sendsCredentials: bool) -> int | None:
+def nextPatch(offset: int, size: int, chunkSize: int | None) -> Piece:
     """
-    Read the answer to C{HEAD <upload>}: its offset, or L{None} when the
-    upload is gone (expired, removed: create it again).
+    The bytes of the next C{PATCH}, the server holding C{offset} bytes of a
+    file of C{size}: up to the end, or C{chunkSize} bytes when that is
+    less. tus has no closing piece (no digest the server checks).
     """
-    if answer.code in (404, 410):
-        return None
-    if answer.code in (200, 204):
-        offset = answer.intHeader(b"Upload-Offset")
-        if offset is None:
-            raise Fatal("the server did not report an Upload-Offset")
-        total = answer.intHeader(b"Upload-Length")
-        if total is not None and total != size:
-            raise Fatal(f"the server's upload is of {total} bytes; the file has {size}")
-        if offset > size:
-            raise Fatal(f"the server holds {offset} bytes; the file has {size}")
-        return offset
-    raise refusal(answer, size, sendsCredentials)
+    length = size - offset
+    if chunkSize is not None:
+        length = min(length, chunkSize)
+    return Piece(offset, offset + length, size, False)
 
 
 def readPatch(answer: Answer, start: int, size: int, sendsCredentials: bool) -> int:

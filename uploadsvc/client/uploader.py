@@ -22,45 +22,47 @@ pass). Holding back the last 64 KiB lets the client finish the digest before
 the last request starts, so that request can carry it and the server refuses
 a corrupted whole (section 4) instead of renaming it into place.
 
-This module holds the loop and its bookkeeping only: which bytes to send
-next and what an answer means are decided in L{uploadsvc.client.decisions}
-(sans IO), a request goes through L{uploadsvc.client.exchange}, and the
-value types are in L{uploadsvc.client.jobs}. The reactor (for time), the
+This module holds the uploader only: it picks each file's loop by protocol
+(L{uploadsvc.client.putupload} is the one above; tus and the draft have
+theirs), all of them on L{uploadsvc.client.fileupload}. Which bytes to send
+next and what an answer means are decided sans IO in
+L{uploadsvc.client.decisions}, L{uploadsvc.client.tus} and
+L{uploadsvc.client.ietf}; a request goes through
+L{uploadsvc.client.exchange}, and the value types are in
+L{uploadsvc.client.jobs}. The reactor (for time), the
 HTTP client and the cooperator are passed in; nothing here uses the global
 reactor.
 """
 
 from __future__ import annotations
 
-import os
 import random
-from typing import IO, Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
-import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import Cooperator, deferLater
+from twisted.internet.task import Cooperator
 
-from uploadsvc.client.backoff import RetryPolicy, RetryState
-from uploadsvc.client.decisions import (
-    FINAL_PIECE,
-    Answer,
-    Completed,
-    checkDigest,
-    digestField,
-    nextPiece,
-    readDataAnswer,
-    readQuery,
-)
-from uploadsvc.client.errors import Fatal, OffsetConflict, Retryable
+from uploadsvc.client.backoff import RetryPolicy
+from uploadsvc.client.decisions import FINAL_PIECE
 from uploadsvc.client.exchange import HTTPExchange, IHTTPClient
-from uploadsvc.client.http import ConfigError, checkSendable, splitCredentials
+from uploadsvc.client.fileupload import FileUpload, UploadSettings
+from uploadsvc.client.ietfupload import DraftFileUpload
 from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.observer import IUploadObserver, NullObserver
-from uploadsvc.client.producer import READ_SIZE, FileRangeProducer, RunningHash
+from uploadsvc.client.producer import READ_SIZE
+from uploadsvc.client.putupload import PutFileUpload
+from uploadsvc.client.tusupload import TusFileUpload
+
+#: Each protocol's loop, by its C{--protocol} name.
+_LOOPS: dict[str, type[FileUpload]] = {
+    "put": PutFileUpload,
+    "tus": TusFileUpload,
+    "ietf": DraftFileUpload,
+}
 
 #: The protocols the client speaks (C{--protocol}).
-PROTOCOLS = ("put", "tus", "ietf")
+PROTOCOLS = tuple(_LOOPS)
 
 __all__ = [
     "FINAL_PIECE",
@@ -74,33 +76,6 @@ __all__ = [
 
 def _hasAuthorization(headers: Mapping[str, str]) -> bool:
     return any(name.lower() == "authorization" for name in headers)
-
-
-@attrs.frozen
-class UploadSettings:
-    """
-    What one file's upload needs of the uploader's configuration, taken
-    when the upload starts.
-
-    @ivar retry: the back-off and give-up policy.
-    @ivar chunkSize: bytes per request below the closing piece, or L{None}.
-    @ivar finalPiece: the size of the closing piece.
-    @ivar readSize: bytes read from the file per cooperative step.
-    @ivar authorizationConfigured: the configured headers hold an
-        C{Authorization} (so credentials in the URL cannot also be sent).
-    """
-
-    retry: RetryPolicy = RetryPolicy()
-    chunkSize: int | None = None
-    finalPiece: int = FINAL_PIECE
-    readSize: int = READ_SIZE
-    authorizationConfigured: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        if self.chunkSize is not None and self.chunkSize < 1:
-            raise ValueError("chunkSize must be positive")
-        if self.finalPiece < 1:
-            raise ValueError("finalPiece must be positive")
 
 
 class Uploader:
@@ -185,16 +160,7 @@ class Uploader:
         @return: a L{Deferred} that fires with the L{UploadResult}; it does
             not fail (the result says what went wrong).
         """
-        kind = _FileUpload
-        if self.protocol == "tus":
-            from uploadsvc.client.tusupload import TusFileUpload
-
-            kind = TusFileUpload
-        elif self.protocol == "ietf":
-            from uploadsvc.client.ietfupload import DraftFileUpload
-
-            kind = DraftFileUpload
-        upload = kind(
+        upload = _LOOPS[self.protocol](
             job,
             self.settings(),
             HTTPExchange(self._http, self._reactor, self.stallTimeout, self._headers),
@@ -219,269 +185,3 @@ class Uploader:
         return gatherResults(
             [semaphore.run(self.upload, job) for job in jobs], consumeErrors=True
         )
-
-
-class _FileUpload:
-    """
-    The state of one file's upload: the open file, its running digest, the
-    server's last acknowledged offset and the counts reported in the
-    L{UploadResult}.
-    """
-
-    def __init__(
-        self,
-        job: UploadJob,
-        settings: UploadSettings,
-        exchange: HTTPExchange,
-        *,
-        clock: IReactorTime,
-        cooperator: Cooperator,
-        observer: IUploadObserver,
-        rng: random.Random,
-    ) -> None:
-        """
-        @param settings: the uploader's configuration for this upload.
-        @param exchange: sends the requests (with the configured headers).
-        @param clock: for the back-off and the elapsed time.
-        @param cooperator: schedules file reads.
-        @param observer: told of every event.
-        @param rng: randomness for the jitter.
-        """
-        self._job = job
-        self._settings = settings
-        self._exchange = exchange
-        self._clock = clock
-        self._cooperator = cooperator
-        self._observer = observer
-        self._rng = rng
-        self._hash = RunningHash()
-        self._file: IO[bytes] | None = None
-        self._size = -1
-        self._acked = 0
-        self._requests = 0
-        self._resumes = 0
-        self._startOffsets: list[int] = []
-        self._bytesSent = 0
-        self._alreadyComplete = False
-        self._started = clock.seconds()
-        self._url = job.url
-        self._auth: dict[bytes, bytes] = {}
-
-    def _result(self, ok: bool, error: str | None = None) -> UploadResult:
-        return UploadResult(
-            job=self._job,
-            ok=ok,
-            size=self._size,
-            error=error,
-            sha256=self._hash.digest().hex() if ok else None,
-            requests=self._requests,
-            resumes=self._resumes,
-            startOffsets=tuple(self._startOffsets),
-            bytesSent=self._bytesSent,
-            elapsed=self._clock.seconds() - self._started,
-            alreadyComplete=self._alreadyComplete,
-        )
-
-    def _prepareURL(self) -> None:
-        """
-        Move C{user:password@} from the job's URL to an C{Authorization:
-        Basic} header, so that no request, message or retry line carries the
-        password, and refuse a URL that no attempt could send to.
-
-        @raise Fatal: when the URL or its credentials cannot be sent.
-        """
-        try:
-            url, basic = splitCredentials(self._job.url)
-            checkSendable(url)
-        except ConfigError as e:
-            raise Fatal(str(e)) from None
-        if basic and self._settings.authorizationConfigured:
-            raise Fatal("credentials in the URL and an Authorization header cannot both be sent")
-        self._url = url
-        self._auth = {k.encode("ascii"): v.encode("ascii") for k, v in basic.items()}
-
-    def _sendsCredentials(self) -> bool:
-        return bool(self._auth) or self._settings.authorizationConfigured
-
-    async def run(self) -> UploadResult:
-        observer = self._observer
-        try:
-            self._prepareURL()
-        except Fatal as e:
-            result = self._result(False, e.reason)
-            observer.finished(result)
-            return result
-        try:
-            self._file = open(self._job.path, "rb")
-        except OSError as e:
-            result = self._result(False, f"cannot read {self._job.path}: {e.strerror or e}")
-            observer.finished(result)
-            return result
-        try:
-            self._size = os.fstat(self._file.fileno()).st_size
-            observer.started(self._job, self._size)
-            try:
-                await self._loop()
-            except Fatal as e:
-                result = self._result(False, e.reason)
-            except CancelledError:
-                result = self._result(False, "cancelled")
-            except Exception as e:  # a bug, reported rather than lost
-                result = self._result(False, f"internal error: {e!r}")
-            else:
-                result = self._result(True)
-        finally:
-            self._file.close()
-        observer.finished(result)
-        return result
-
-    def _checkUnchanged(self) -> None:
-        assert self._file is not None
-        if os.fstat(self._file.fileno()).st_size != self._size:
-            raise Fatal("the file changed size during the upload")
-
-    async def _loop(self) -> None:
-        state = RetryState(self._settings.retry, self._clock.seconds())
-        offset: int | None = None
-        lastError = ""
-        while True:
-            try:
-                if offset is None:
-                    offset = await self._query()
-                    if self._resumes:
-                        self._observer.resumed(self._job, offset)
-                self._checkUnchanged()
-                if offset > self._acked:
-                    state.progressed(self._clock.seconds())
-                self._acked = max(self._acked, offset)
-                newOffset = await self._send(offset)
-                if newOffset is None:
-                    return
-                if newOffset > self._acked:
-                    state.progressed(self._clock.seconds())
-                    self._acked = newOffset
-                offset = newOffset
-            except OffsetConflict as e:
-                # The server says where it is: go on from there at once, but
-                # count it, so a server that keeps answering 409 without
-                # moving is given up on.
-                if e.offset <= self._acked and state.failed(self._clock.seconds(), self._rng) is None:
-                    raise Fatal(f"gave up: the server keeps answering 409 at offset {e.offset}")
-                offset = e.offset
-            except Retryable as e:
-                lastError = e.reason
-                delay = state.failed(self._clock.seconds(), self._rng)
-                if delay is None:
-                    raise Fatal(
-                        f"gave up after {state.failures} failed attempts"
-                        f" without progress; last: {lastError}"
-                    )
-                if e.retryAfter is not None:
-                    delay = max(delay, e.retryAfter)
-                self._observer.retrying(self._job, e.reason, delay, state.failures)
-                await deferLater(self._clock, delay)
-                self._resumes += 1
-                offset = None
-
-    # -- the requests ------------------------------------------------------
-
-    async def _query(self) -> int:
-        """
-        C{HEAD} the URL: how many bytes does the server hold?
-        """
-        answer = await self._exchange.request("HEAD", self._url, self._auth)
-        held = readQuery(answer, self._size, self._sendsCredentials())
-        if held.complete and self._requests == 0:
-            self._alreadyComplete = True
-        return held.offset
-
-    async def _send(self, offset: int) -> int | None:
-        """
-        Send the next request from C{offset}.
-
-        @return: the server's new offset, or L{None} when the upload is
-            complete and verified.
-        """
-        assert self._file is not None
-        piece = nextPiece(offset, self._size, self._settings.chunkSize, self._settings.finalPiece)
-        if piece.total == 0:
-            return await self._sendEmpty()
-        if offset > self._hash.position:
-            # The server holds bytes this run never read (an earlier run
-            # sent them): hash them once, so the digest stays whole.
-            await self._catchUp(offset)
-        if piece.closing:
-            # Finish the digest first, so that the request can carry it.
-            await self._catchUp(self._size)
-        extra: dict[bytes, bytes] = {}
-        if self._hash.position == self._size:
-            extra[b"Repr-Digest"] = digestField(self._hash.digest())
-        contentRange = piece.contentRange()
-        assert contentRange is not None
-        extra[b"Content-Range"] = contentRange
-        answer = await self._sendRange(piece.start, piece.length, extra)
-        return await self._handle(answer, piece.start)
-
-    def _catchUp(self, upTo: int) -> Deferred[None]:
-        assert self._file is not None
-        return self._hash.catchUp(self._file, upTo, self._cooperator, self._settings.readSize)
-
-    async def _sendRange(
-        self,
-        start: int,
-        length: int,
-        extra: Mapping[bytes, bytes],
-        method: str = "PUT",
-        url: str | None = None,
-    ) -> Answer:
-        assert self._file is not None
-        observer = self._observer
-        listeners: list[Any] = []
-
-        def onRead(offset: int, data: bytes) -> None:
-            self._hash.feed(offset, data)
-            for listener in listeners:
-                listener()
-            observer.progress(self._job, offset + len(data))
-
-        producer = FileRangeProducer(
-            self._file, start, length, self._cooperator, onRead, self._settings.readSize
-        )
-        self._requests += 1
-        self._startOffsets.append(start)
-        observer.progress(self._job, start)
-        try:
-            return await self._exchange.request(
-                method, url or self._url, {**self._auth, **extra}, producer, listeners
-            )
-        finally:
-            self._bytesSent += producer.written
-
-    async def _sendEmpty(self) -> int | None:
-        """
-        A file of zero bytes cannot be described by a C{Content-Range}: send
-        it as a plain C{PUT} (section 2), unless it is already there.
-        """
-        if self._alreadyComplete:
-            # Two empty files are the same file.
-            return None
-        self._requests += 1
-        self._startOffsets.append(0)
-        answer = await self._exchange.request(
-            "PUT", self._url, {**self._auth, b"Repr-Digest": digestField(self._hash.digest())}
-        )
-        return await self._handle(answer, 0)
-
-    async def _handle(self, answer: Answer, start: int) -> int | None:
-        """
-        Read the answer to a data request that started at C{start}: the
-        server's new offset, or L{None} once the completed upload's digest
-        matched the file's.
-        """
-        outcome = readDataAnswer(answer, start, self._size, self._sendsCredentials())
-        if not isinstance(outcome, Completed):
-            return outcome
-        await self._catchUp(self._size)
-        self._checkUnchanged()
-        checkDigest(outcome, self._hash.digest())
-        return None
