@@ -187,7 +187,8 @@ class _RawPathRoot(Resource):
     twisted.web splits and percent-decodes the path for routing (turning
     C{%2F} into a slash) and Klein refuses non-UTF-8 paths with its own
     answer; uploadsvc parses the raw path itself, so Klein only sees a
-    neutral path. Reserved dot-endpoints (tus) will be routed here.
+    neutral path; the reserved endpoints (/.tus/, /.uploads/, /.upload/) are
+    routed from here and from L{UploadApp.dispatch}.
 
     Klein also decodes the C{Host} header as UTF-8, and answers one that is
     not with a 400 of its own after logging an error: a client could fill
