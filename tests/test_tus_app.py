@@ -390,6 +390,7 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         self.addCleanup(setattr, self.store, "concatenate", original)
         response, _ = self.request("POST", "/.tus/", Upload_Concat="final;" + part, **TUS)
         self.assertEqual(response.code, 400)
+        self.assertIsNone(self.header(response, "Location"))
         self.assertEqual([e.partial for e in self.store.listIncomplete()], [True])
 
     def test_finalIsComplete(self) -> None:
@@ -531,6 +532,7 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         )
         staged.close()
         self.assertEqual(response.code, 409, reason)
+        self.assertIsNone(self.header(response, "Location"))
         self.assertEqual(reason.count(b"\n"), 1)
         self.assertEqual(
             sorted((e.partial, e.offset) for e in self.store.listIncomplete()), [(True, 2), (True, 2)]

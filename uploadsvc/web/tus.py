@@ -305,6 +305,7 @@ class TusFrontEnd:
             await app.runner.run(app.store.concatenate, uploadId, parts)
         except BaseException as e:
             await app.runner.run(app.store.cancel, uploadId)
+            request.responseHeaders.removeHeader(b"Location")  # no upload there
             if isinstance(e, NotFound):
                 # A part went (another final took it) since it was looked at.
                 raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
