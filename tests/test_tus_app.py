@@ -454,6 +454,17 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         head, _ = self.request("HEAD", url, **TUS)
         self.assertEqual((head.code, self.header(head, "Upload-Metadata")), (200, meta))
 
+    def test_rememberedBytesBounded(self) -> None:
+        """Completed uploads are remembered within a bound of their attributes' bytes: the oldest are forgotten first."""
+        self.app.tus.maxDoneBytes = 1000
+        urls = []
+        for name in ("a", "b", "c"):
+            url = self.create(1, Upload_Metadata=metadata(filename=name, note="x" * 300))
+            self.assertEqual(self.patch(url, 0, b"1")[0].code, 204)
+            urls.append(url)
+        heads = [self.request("HEAD", url, **TUS)[0].code for url in urls]
+        self.assertEqual(heads, [404, 200, 200])
+
     def test_retriedLastPatch(self) -> None:
         """A PATCH retried after its answer was lost (it completed the upload) is 204 at the full offset; nothing changes."""
         url = self.create(8, Upload_Metadata=metadata(filename="r.txt"))

@@ -60,6 +60,10 @@ METADATA, CONCAT, DEFERRED = "tus-metadata", "tus-concat", "tus-defer-length"
 #: makes stock clients upload again).
 MAX_DONE = 10_000
 
+#: And at most this many bytes of their attributes (a client chooses its
+#: C{Upload-Metadata}, up to the header block's limit per upload).
+MAX_DONE_BYTES = 8 * 1024 * 1024
+
 
 @attrs.frozen
 class _Done:
@@ -92,11 +96,16 @@ def hookMetadata(raw: str | None) -> dict[str, str]:
 class TusFrontEnd:
     """
     tus requests of one L{UploadApp}.
+
+    @ivar maxDoneBytes: the most bytes of attributes of completed uploads
+        remembered (L{MAX_DONE_BYTES}).
     """
 
     def __init__(self, app: UploadApp) -> None:
         self.app = app
         self._done: OrderedDict[str, _Done] = OrderedDict()
+        self._doneBytes = 0
+        self.maxDoneBytes = MAX_DONE_BYTES
 
     # --- routing ---------------------------------------------------------
 
@@ -587,9 +596,17 @@ class TusFrontEnd:
     def _remember(
         self, uploadId: UploadId, size: int, path: UploadPath, attributes: dict[str, str]
     ) -> None:
-        self._done[uploadId.value] = _Done(size, dict(attributes), path)
-        while len(self._done) > MAX_DONE:
-            self._done.popitem(last=False)
+        self._forget(uploadId.value)
+        done = _Done(size, dict(attributes), path)
+        self._done[uploadId.value] = done
+        self._doneBytes += _weight(done)
+        while len(self._done) > MAX_DONE or self._doneBytes > self.maxDoneBytes:
+            self._forget(next(iter(self._done)))
+
+    def _forget(self, uploadId: str) -> None:
+        done = self._done.pop(uploadId, None)
+        if done is not None:
+            self._doneBytes -= _weight(done)
 
     # --- termination -----------------------------------------------------
 
@@ -611,6 +628,13 @@ class TusFrontEnd:
         app._emit(CANCELLED, request, uploadId)
         request.setResponseCode(204)
         return b""
+
+
+def _weight(done: _Done) -> int:
+    """
+    The bytes a remembered upload's attributes count for (its text).
+    """
+    return sum(len(name) + len(value) for name, value in done.attributes.items())
 
 
 def _landing(destination: UploadPath | None, uploadId: UploadId) -> UploadPath:
