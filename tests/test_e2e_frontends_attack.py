@@ -126,6 +126,27 @@ class FrontEndAttackTests(ServerTestMixin, TestCase):
         self.assertEqual(answer.status, 201, answer.raw)
         self.assertEqual(self.landed(), ["cd.bin"])
 
+    def test_draftEndsNoTusWriter(self) -> None:
+        """The draft's HEAD and DELETE on a tus upload being written are 404 and do not end its PATCH, which completes."""
+        url = self.create(1000, ("Upload-Metadata", "filename " + b64(b"w.bin")))
+        uploadId = url.rsplit("/", 1)[1]
+        body = bytes(range(250)) * 4
+        with rawhttp.connect(self.server.port, timeout=10) as writer:
+            writer.sendall(rawhttp.requestHead("PATCH", url, [
+                TUS, STREAM, ("Upload-Offset", "0"), ("Content-Length", "1000"),
+                ("Expect", "100-continue"),
+            ]))
+            reader = rawhttp.ResponseReader(writer)
+            self.assertEqual(reader.readResponse("PATCH").status, 100)  # it holds the upload
+            writer.sendall(body[:400])
+            for method in ("HEAD", "DELETE"):
+                self.assertEqual(self.send(method, "/.uploads/" + uploadId, [DRAFT]).status, 404)
+            writer.sendall(body[400:])
+            answer = reader.readResponse("PATCH")
+            self.assertEqual((answer.status, answer.header("upload-offset")), (204, "1000"))
+        with open(self.storedPath("w.bin"), "rb") as f:
+            self.assertEqual(f.read(), body)
+
     def test_tusOnDraftUpload(self) -> None:
         """A tus PATCH with Upload-Length on a draft upload is 404 from its headers; the draft completes it later."""
         answer = self.send("POST", "/.uploads/", [
