@@ -390,6 +390,7 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         self.addCleanup(setattr, self.store, "concatenate", original)
         response, _ = self.request("POST", "/.tus/", Upload_Concat="final;" + part, **TUS)
         self.assertEqual(response.code, 400)
+        self.assertIsNone(self.header(response, "Location"))
         self.assertEqual([e.partial for e in self.store.listIncomplete()], [True])
 
     def test_finalIsComplete(self) -> None:
@@ -402,8 +403,159 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         self.assertEqual(self.offset(final), 1)
         self.assertEqual(self.stored("incoming/" + final.rsplit("/", 1)[1]), b"a")
         response, _ = self.patch(final, 0, b"b")
-        self.assertEqual(response.code, 404)
+        self.assertEqual(response.code, 403)
         self.assertEqual(self.stored("incoming/" + final.rsplit("/", 1)[1]), b"a")
+
+    def completedFinal(self, **headers: Any) -> tuple[list[str], str]:
+        """
+        Two complete parts joined by a final upload; their URLs and its.
+        """
+        parts = []
+        for chunk in (b"ab", b"cd"):
+            url = self.create(2, Upload_Concat="partial")
+            self.patch(url, 0, chunk)
+            parts.append(url)
+        response, body = self.request(
+            "POST", "/.tus/", Upload_Concat="final;" + " ".join(parts), **TUS, **headers
+        )
+        self.assertEqual(response.code, 201, body)
+        final = self.header(response, "Location")
+        assert final is not None
+        return parts, final
+
+    def test_patchCompletedFinal(self) -> None:
+        """A PATCH of a final upload completed here is 403 (never patched), even at its full offset; nothing changes."""
+        _, final = self.completedFinal(Upload_Metadata=metadata(filename="joined.bin"))
+        for offset, body in ((4, b""), (4, b"e"), (0, b"abcd"), (3, b"d")):
+            response, reason = self.patch(final, offset, body)
+            self.assertEqual(response.code, 403, (offset, body))
+            self.assertEqual(reason, b"a final concatenation is not patched\n")
+        self.assertEqual(self.stored("joined.bin"), b"abcd")
+
+    def test_headCompletedFinal(self) -> None:
+        """HEAD of a final upload completed here tells its Upload-Concat (the parts' URLs) and its Upload-Metadata."""
+        meta = metadata(filename="joined.bin", filetype="a/b")
+        parts, final = self.completedFinal(Upload_Metadata=meta)
+        head, _ = self.request("HEAD", final, **TUS)
+        self.assertEqual(head.code, 200)
+        self.assertEqual(self.header(head, "Upload-Offset"), "4")
+        self.assertEqual(self.header(head, "Upload-Length"), "4")
+        self.assertEqual(
+            self.header(head, "Upload-Concat"),
+            "final;" + " ".join(parts),
+        )
+        self.assertEqual(self.header(head, "Upload-Metadata"), meta)
+
+    def test_headCompletedKeepsMetadata(self) -> None:
+        """HEAD of a plain upload completed here still tells its Upload-Metadata."""
+        meta = metadata(filename="m.bin")
+        url = self.create(3, Upload_Metadata=meta)
+        self.assertEqual(self.patch(url, 0, b"abc")[0].code, 204)
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual((head.code, self.header(head, "Upload-Metadata")), (200, meta))
+
+    def test_rememberedBytesBounded(self) -> None:
+        """Completed uploads are remembered within a bound of their attributes' bytes: the oldest are forgotten first."""
+        self.app.tus.maxDoneBytes = 1000
+        urls = []
+        for name in ("a", "b", "c"):
+            url = self.create(1, Upload_Metadata=metadata(filename=name, note="x" * 300))
+            self.assertEqual(self.patch(url, 0, b"1")[0].code, 204)
+            urls.append(url)
+        heads = [self.request("HEAD", url, **TUS)[0].code for url in urls]
+        self.assertEqual(heads, [404, 200, 200])
+
+    def test_retriedLastPatch(self) -> None:
+        """A PATCH retried after its answer was lost (it completed the upload) is 204 at the full offset; nothing changes."""
+        url = self.create(8, Upload_Metadata=metadata(filename="r.txt"))
+        self.assertEqual(self.patch(url, 0, b"abcd")[0].code, 204)
+        self.assertEqual(self.patch(url, 4, b"efgh")[0].code, 204)
+        events = len(self.events)
+        response, _ = self.patch(url, 4, b"efgh")
+        self.assertEqual((response.code, self.header(response, "Upload-Offset")), (204, "8"))
+        # The same for a deferred length's last PATCH, which told the length.
+        deferred = self.create(None, Upload_Defer_Length="1", Upload_Metadata=metadata(filename="d.txt"))
+        self.assertEqual(self.patch(deferred, 0, b"xy", Upload_Length="2")[0].code, 204)
+        response, _ = self.patch(deferred, 0, b"xy", Upload_Length="2")
+        self.assertEqual((response.code, self.header(response, "Upload-Offset")), (204, "2"))
+        self.assertEqual((self.stored("r.txt"), self.stored("d.txt")), (b"abcdefgh", b"xy"))
+        self.assertEqual(len(self.events), events + 2)  # d.txt's created and completed only
+
+    def test_notARetry(self) -> None:
+        """A PATCH of an upload completed here that does not end at its size (or tells another length) is 404."""
+        url = self.create(8, Upload_Metadata=metadata(filename="r.txt"))
+        self.assertEqual(self.patch(url, 0, b"abcdefgh")[0].code, 204)
+        for offset, body, fields in (
+            (4, b"efg", {}), (4, b"efghi", {}), (8, b"x", {}), (0, b"abcdefgh", {"Upload_Length": "9"}),
+        ):
+            response, _ = self.patch(url, offset, body, **fields)
+            self.assertEqual(response.code, 404, (offset, body, fields))
+        self.assertEqual(self.stored("r.txt"), b"abcdefgh")
+
+    def test_deferredLengthPastMaximum(self) -> None:
+        """A PATCH telling a deferred length past the maximum is 413 from the headers; nothing appended or recorded."""
+        url = self.create(None, Upload_Defer_Length="1", Upload_Metadata=metadata(filename="big"))
+        for body in (b"x" * 30, b""):
+            response, reason = self.patch(url, 0, body, Upload_Length="1000001")
+            self.assertEqual(response.code, 413, reason)
+            self.assertEqual(reason.count(b"\n"), 1)
+        head, _ = self.request("HEAD", url, **TUS)
+        self.assertEqual(self.header(head, "Upload-Offset"), "0")
+        self.assertEqual(self.header(head, "Upload-Defer-Length"), "1")
+        self.assertIsNone(self.header(head, "Upload-Length"))
+        # At the maximum itself it is taken.
+        response, _ = self.patch(url, 0, b"x" * 30, Upload_Length="1000000")
+        self.assertEqual((response.code, self.header(response, "Upload-Offset")), (204, "30"))
+
+    def test_checksumAnswerIsTus(self) -> None:
+        """A 460 carries Upload-Offset and no header of another protocol (Upload-Complete, Range)."""
+        url = self.create(6)
+        self.patch(url, 0, b"abc")
+        bad = "sha1 " + b64(hashlib.sha1(b"other").digest())
+        response, _ = self.patch(url, 3, b"def", Upload_Checksum=bad)
+        self.assertEqual(response.code, 460)
+        self.assertEqual(self.header(response, "Upload-Offset"), "3")
+        self.assertIsNone(self.header(response, "Upload-Complete"))
+        self.assertIsNone(self.header(response, "Range"))
+        response, _ = self.request(
+            "POST", "/.tus/", b"abc", Upload_Length="6", Upload_Checksum=bad, **TUS, **STREAM
+        )
+        self.assertEqual((response.code, self.header(response, "Upload-Offset")), (460, "0"))
+        self.assertIsNone(self.header(response, "Upload-Complete"))
+
+    def test_partHeldElsewhere(self) -> None:
+        """A final upload whose part another request holds (another final joining it) is 409; the parts stay, no final is made."""
+        from uploadsvc.protocol.decisions import Plan
+        from uploadsvc.storage.interfaces import UploadId
+
+        parts = []
+        for chunk in (b"ab", b"cd"):
+            url = self.create(2, Upload_Concat="partial")
+            self.patch(url, 0, chunk)
+            parts.append(url)
+        _, _, staged = self.store.begin(
+            UploadId(parts[1].rsplit("/", 1)[1]),
+            lambda stored: Plan(False, stored.offset, 0, 0, stored.total), {}, None,
+        )
+        response, reason = self.request(
+            "POST", "/.tus/", Upload_Concat="final;" + " ".join(parts),
+            Upload_Metadata=metadata(filename="joined.bin"), **TUS,
+        )
+        staged.close()
+        self.assertEqual(response.code, 409, reason)
+        self.assertIsNone(self.header(response, "Location"))
+        self.assertEqual(reason.count(b"\n"), 1)
+        self.assertEqual(
+            sorted((e.partial, e.offset) for e in self.store.listIncomplete()), [(True, 2), (True, 2)]
+        )
+        self.assertIsNone(self.stored("joined.bin"))
+        # Once it is free, the same final upload is made.
+        response, _ = self.request(
+            "POST", "/.tus/", Upload_Concat="final;" + " ".join(parts),
+            Upload_Metadata=metadata(filename="joined.bin"), **TUS,
+        )
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.stored("joined.bin"), b"abcd")
 
     def test_prefix(self) -> None:
         """Under a mount prefix tus lives at <prefix>/.tus/ and hands out URLs there."""

@@ -20,7 +20,8 @@ from uploadsvc.errors import (
 )
 from uploadsvc.protocol.decisions import Plan, Stored
 from uploadsvc.protocol.tus import (
-    PatchHeaders, decideCreation, parseTarget, planPatch, readPatch, tusPath,
+    PatchHeaders, declaredEnd, decideCreation, isFinal, parseTarget, planPatch, readPatch,
+    retriesCompleted, tusPath,
 )
 from uploadsvc.protocol.tusheaders import (
     MAX_DIGITS, Checksum, Final, Partial, checkResumable, metadataDestination, parseChecksum,
@@ -165,6 +166,34 @@ class DecisionTests(SynchronousTestCase):
         )
         self.assertEqual(planPatch(deferred, PatchHeaders(3, None, None), None), Plan(False, 3, 0, None, None))
         self.assertRaises(BadRequest, planPatch, deferred, PatchHeaders(3, 2, None), 0)
+
+    def test_declaredEnd(self) -> None:
+        """A PATCH claims the largest of its end, the length it tells and the upload's length."""
+        self.assertEqual(declaredEnd(PatchHeaders(3, None, None), 4, None), 7)
+        self.assertEqual(declaredEnd(PatchHeaders(3, 2000, None), 30, None), 2000)
+        self.assertEqual(declaredEnd(PatchHeaders(3, None, None), None, 10), 10)
+        self.assertEqual(declaredEnd(PatchHeaders(0, 5, None), None, None), 5)
+        self.assertIsNone(declaredEnd(PatchHeaders(3, None, None), None, None))
+
+    def test_retriesCompleted(self) -> None:
+        """A PATCH retries the completing one when it ends at the size and tells no other length."""
+        for patch, length in (
+            (PatchHeaders(4, None, None), 4), (PatchHeaders(8, None, None), 0),
+            (PatchHeaders(8, None, None), None), (PatchHeaders(0, 8, None), 8),
+        ):
+            self.assertTrue(retriesCompleted(8, patch, length), (patch, length))
+        for patch, length in (
+            (PatchHeaders(4, None, None), 3), (PatchHeaders(4, None, None), 5),
+            (PatchHeaders(4, None, None), None), (PatchHeaders(0, 9, None), 8),
+            (PatchHeaders(9, None, None), 0),
+        ):
+            self.assertFalse(retriesCompleted(8, patch, length), (patch, length))
+
+    def test_isFinal(self) -> None:
+        """Only a stored final;... Upload-Concat makes a final upload."""
+        self.assertTrue(isFinal("final;/.tus/" + ID))
+        for concat in (None, "", "partial"):
+            self.assertFalse(isFinal(concat))
 
 
 class FuzzTests(SynchronousTestCase):

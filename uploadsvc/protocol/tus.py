@@ -171,6 +171,45 @@ def planPatch(
     return Plan(False, stored.offset, 0, take, total)
 
 
+def declaredEnd(patch: PatchHeaders, length: int | None, total: int | None) -> int | None:
+    """
+    The largest size a C{PATCH}'s headers claim for its upload (what
+    C{--max-upload-size} is checked against before the body): its end
+    (C{Upload-Offset} + C{Content-Length}), the C{Upload-Length} it tells a
+    deferred upload, the upload's known length.
+    """
+    claims = [
+        end for end in (
+            None if length is None else patch.offset + length, patch.total, total,
+        ) if end is not None
+    ]
+    return max(claims, default=None)
+
+
+def isFinal(concat: str | None) -> bool:
+    """
+    Whether an upload's stored C{Upload-Concat} makes it a final
+    concatenation (never patched).
+    """
+    return concat is not None and concat.startswith("final")
+
+
+def retriesCompleted(size: int, patch: PatchHeaders, length: int | None) -> bool:
+    """
+    Whether a C{PATCH} of an upload completed at C{size} is a retry of the
+    request that completed it (its answer lost): it ends there (a chunked
+    body: it starts there) and tells no other length. Its body is not
+    checked (the upload is no longer staged).
+    """
+    return patch.total in (None, size) and patch.offset + (length or 0) == size
+
+
+#: Headers of the other protocols that the app's shared write path puts on
+#: its refusals (the draft's C{Upload-Complete} and limits, section 3's
+#: C{Range}), never sent in a tus answer.
+FOREIGN_HEADERS = (b"Upload-Complete", b"Range", b"Upload-Limit", b"Upload-Draft-Interop-Version")
+
+
 def methodOf(method: bytes, override: bytes | None) -> bytes:
     """
     The method a tus request means: a C{POST} may carry

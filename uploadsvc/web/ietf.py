@@ -20,6 +20,7 @@ from uploadsvc.ops.events import CANCELLED, CREATED
 from uploadsvc.ops.hooks import PRE_CREATE, HookUpload
 from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol import ietf
+from uploadsvc.protocol.creator import IETF, checkCreator, createdBy
 from uploadsvc.protocol.decisions import Stored
 from uploadsvc.protocol.expiry import expiresAt, secondsLeft
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
@@ -230,7 +231,9 @@ class DraftFrontEnd:
                 checkScope(accessOf(request).credential, chosen, UPLOAD)
                 await self._checkLanding(chosen, facts)
                 landing = chosen
-        uploadId = await app.runner.run(app.store.create, landing, None, None, False, uploadId)
+        uploadId = await app.runner.run(
+            app.store.create, landing, None, createdBy(IETF), False, uploadId
+        )
         key = app.store.keyFor(uploadId)
         notesFor(request).uploadId = uploadId.value
         self.app._emit(CREATED, request, uploadId, 0, creation.length, landing)
@@ -362,11 +365,13 @@ class DraftFrontEnd:
 
     async def _checkUpload(self, request: Any, uploadId: UploadId) -> float:
         """
-        Refuse a request on an upload that is gone or expired (C{404}), or
-        that its credential may not touch (C{403}), before it ends anyone
-        or reads a byte; return when the upload last received a byte.
+        Refuse a request on an upload that is gone, expired or another
+        protocol's (C{404}: a tus upload is never the draft's), or that its
+        credential may not touch (C{403}), before it ends anyone or reads a
+        byte; return when the upload last received a byte.
         """
         entry = await self.app.runner.run(self.app.store.describe, uploadId)
+        checkCreator(entry.attributes, entry.partial, IETF)
         at = expiresAt(entry.touched, self.app.config.expireAfter)
         if at is not None and at <= self.app.clock.seconds():
             raise NotFound("no-upload", "there is no such upload (it expired)")

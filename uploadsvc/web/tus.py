@@ -20,18 +20,21 @@ import attrs
 from twisted.internet.defer import CancelledError
 
 from uploadsvc.errors import (
-    BadRequest, Busy, ChecksumMismatch, Conflict, MethodNotAllowed, NotFound, TooLarge, UploadError,
+    BadRequest, Busy, ChecksumMismatch, Conflict, Forbidden, MethodNotAllowed, NotFound, TooLarge,
+    UploadError,
 )
 from uploadsvc.ops.events import CANCELLED, CREATED
 from uploadsvc.ops.hooks import PRE_CREATE, HookUpload
 from uploadsvc.ops.requestnotes import notesFor
+from uploadsvc.protocol.creator import TUS, checkCreator, createdBy
 from uploadsvc.protocol.digests import DigestSet
 from uploadsvc.protocol.expiry import expiresAt, httpDate
 from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.protocol.scopes import UPLOAD, checkCreation, checkScope, checkUpload, outOfScope
 from uploadsvc.protocol.tus import (
-    Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation, methodOf,
-    optionsHeaders, parseTarget, planPatch, readPatch,
+    FOREIGN_HEADERS, Creation, PatchHeaders, allowedMethods, concatHeader, decideCreation,
+    declaredEnd, isFinal, methodOf, optionsHeaders, parseTarget, planPatch, readPatch,
+    retriesCompleted,
 )
 from uploadsvc.protocol.tusheaders import (
     VERSION, Final, Partial, checkContentType, checkResumable, headerValue, metadataDestination,
@@ -57,10 +60,16 @@ METADATA, CONCAT, DEFERRED = "tus-metadata", "tus-concat", "tus-defer-length"
 #: makes stock clients upload again).
 MAX_DONE = 10_000
 
+#: And at most this many bytes of their attributes (a client chooses its
+#: C{Upload-Metadata}, up to the header block's limit per upload).
+MAX_DONE_BYTES = 8 * 1024 * 1024
+
 
 @attrs.frozen
 class _Done:
     size: int
+    #: What it was created with (its metadata and concatenation, which
+    #: HEAD still tells; a final upload is never patched).
     attributes: dict[str, str]
     #: Its destination, which the scope of a later request is checked on.
     path: UploadPath
@@ -87,18 +96,33 @@ def hookMetadata(raw: str | None) -> dict[str, str]:
 class TusFrontEnd:
     """
     tus requests of one L{UploadApp}.
+
+    @ivar maxDoneBytes: the most bytes of attributes of completed uploads
+        remembered (L{MAX_DONE_BYTES}).
     """
 
     def __init__(self, app: UploadApp) -> None:
         self.app = app
         self._done: OrderedDict[str, _Done] = OrderedDict()
+        self._doneBytes = 0
+        self.maxDoneBytes = MAX_DONE_BYTES
 
     # --- routing ---------------------------------------------------------
 
     async def handle(self, request: Any, rest: bytes) -> bytes | None:
         """
-        Answer a request for C{<prefix>/.tus<rest>}.
+        Answer a request for C{<prefix>/.tus<rest>}: tus's headers only, also
+        on a refusal that the app's write path (shared with path uploads and
+        the draft) made.
         """
+        try:
+            return await self._handle(request, rest)
+        except UploadError as e:
+            for name in FOREIGN_HEADERS:
+                e.headers.pop(name, None)
+            raise
+
+    async def _handle(self, request: Any, rest: bytes) -> bytes | None:
         request.setHeader(b"Tus-Resumable", VERSION)
         notesFor(request).protocol = "tus"
         method = methodOf(request.method, headerValue(request.requestHeaders, b"X-HTTP-Method-Override"))
@@ -121,7 +145,7 @@ class TusFrontEnd:
             return await self._delete(request, uploadId)
         patch = readPatch(request.requestHeaders)
         return await self._append(
-            request, uploadId, patch, contentLength(request), self._patchAnswers(uploadId)
+            request, uploadId, patch, contentLength(request), self._patchAnswers
         )
 
     def _options(self, request: Any) -> bytes:
@@ -170,7 +194,9 @@ class TusFrontEnd:
         if creation.destination is not None and not isinstance(creation.concat, Partial):
             await self._checkDestination(creation.destination)
         creation = await self.beforeCreate(request, creation, uploadId)
-        attributes = {METADATA: creation.metadata.raw.decode("ascii")} if creation.metadata.raw else {}
+        attributes = createdBy(TUS)
+        if creation.metadata.raw:
+            attributes[METADATA] = creation.metadata.raw.decode("ascii")
         if isinstance(creation.concat, Partial):
             attributes[CONCAT] = "partial"
         elif isinstance(creation.concat, Final):
@@ -192,12 +218,14 @@ class TusFrontEnd:
         if hasBody:
             return await self._append(
                 request, uploadId, PatchHeaders(0, None, checksum), length,
-                self._createAnswers(uploadId), checked=True,
+                self._createAnswers, checked=True,
             )
         if total == 0 and not isinstance(creation.concat, Partial):
             # An empty file is complete at its creation (tus-js-client
             # sends no PATCH for it): it lands now.
-            return await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
+            return await self._finishStaged(
+                request, uploadId, self._createAnswers(uploadId, attributes)
+            )
         request.setResponseCode(201)
         await self._expiresFromStore(request, uploadId, total, 0)
         return b""
@@ -261,6 +289,7 @@ class TusFrontEnd:
         for part in parts:
             try:
                 entry = await self.app.runner.run(self.app.store.describe, part)
+                checkCreator(entry.attributes, entry.partial, TUS)
             except NotFound:
                 raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
             _checkScope(request, entry.path, b"POST")
@@ -285,11 +314,20 @@ class TusFrontEnd:
             await app.runner.run(app.store.concatenate, uploadId, parts)
         except BaseException as e:
             await app.runner.run(app.store.cancel, uploadId)
+            request.responseHeaders.removeHeader(b"Location")  # no upload there
             if isinstance(e, NotFound):
                 # A part went (another final took it) since it was looked at.
                 raise BadRequest("bad-concat", "Upload-Concat names an unknown upload") from None
+            if isinstance(e, Busy) and e.code == "locked":
+                # Another request holds a part: another final joining it.
+                raise Conflict(
+                    "part-in-use", "Upload-Concat names a partial upload that another"
+                    " request holds (another final upload joining it?)",
+                ) from None
             raise
-        body = await self._finishStaged(request, uploadId, self._createAnswers(uploadId))
+        body = await self._finishStaged(
+            request, uploadId, self._createAnswers(uploadId, attributes)
+        )
         for part in parts:
             try:
                 await app.runner.run(app.store.cancel, part)
@@ -376,7 +414,7 @@ class TusFrontEnd:
             return b""
 
         assert entry.uploadId is not None
-        return Answers(progress, self._completing(entry.uploadId, progress))
+        return Answers(progress, self._completing(entry.uploadId, entry.attributes, progress))
 
     def _describe(
         self, request: Any, offset: int, total: int | None, attributes: dict[str, str]
@@ -393,10 +431,12 @@ class TusFrontEnd:
 
     def _checkEntry(self, request: Any, entry: Incomplete, method: bytes) -> None:
         """
-        Refuse a request on an upload that expired (C{404}, as once it is
-        removed: the time its C{Upload-Expires} told has passed), or that
-        the request's credential may not touch (C{403}).
+        Refuse a request on an upload that the draft created or that
+        expired (C{404}, as once it is removed: the time its
+        C{Upload-Expires} told has passed), or that the request's credential
+        may not touch (C{403}).
         """
+        checkCreator(entry.attributes, entry.partial, TUS)
         at = expiresAt(entry.touched, self.app.config.expireAfter)
         if at is not None and at <= self.app.clock.seconds():
             raise NotFound("no-upload", "there is no such upload (it expired)")
@@ -450,7 +490,7 @@ class TusFrontEnd:
         uploadId: UploadId,
         patch: PatchHeaders,
         length: int | None,
-        answers: Answers,
+        answersFor: Callable[[UploadId, dict[str, str]], Answers],
         checked: bool = False,
     ) -> bytes | None:
         """
@@ -458,6 +498,7 @@ class TusFrontEnd:
         PUT streams: newest writer wins, the same flow control, digest and
         completion. A failed C{Upload-Checksum} keeps nothing of the body.
 
+        @param answersFor: its answers, given the upload's attributes.
         @param checked: the request may write it (its creation).
         """
         app = self.app
@@ -465,21 +506,26 @@ class TusFrontEnd:
             entry = await app.runner.run(app.store.describe, uploadId)
         except NotFound:
             done = self._done.get(uploadId.value)
-            if done is not None and patch.offset == done.size and not length:
-                # A retry of the request that completed it (its answer lost).
-                _checkScope(request, done.path.relative, b"PATCH")
-                return answers.progress(request, done.size, done.size)
+            if done is None:
+                raise
+            _checkScope(request, done.path.relative, b"PATCH")
+            if isFinal(done.attributes.get(CONCAT)):
+                raise Forbidden("final-upload", "a final concatenation is not patched") from None
+            if retriesCompleted(done.size, patch, length):
+                # A retry of the request that completed it (its answer
+                # lost): answered as then, its body not read.
+                return answersFor(uploadId, done.attributes).progress(
+                    request, done.size, done.size
+                )
             raise
         if not checked:
             self._checkEntry(request, entry, b"PATCH")
+        answers = answersFor(uploadId, entry.attributes)
         key = app.store.keyFor(uploadId)
         # A write (tus's own methods were checked in handle).
-        facts = app._headerFacts(
-            b"PUT", patch.offset + length if length is not None else entry.total
-        )
+        facts = app._headerFacts(b"PUT", declaredEnd(patch, length, entry.total))
         decide = partial(
-            planPatch, patch=patch, length=length,
-            isFinal=entry.attributes.get(CONCAT, "").startswith("final"),
+            planPatch, patch=patch, length=length, isFinal=isFinal(entry.attributes.get(CONCAT)),
         )
         digester = None
         if patch.checksum is not None:
@@ -506,7 +552,7 @@ class TusFrontEnd:
             await self._expiresFromStore(request, uploadId, began[1].total, offset)
         return result
 
-    def _patchAnswers(self, uploadId: UploadId) -> Answers:
+    def _patchAnswers(self, uploadId: UploadId, attributes: dict[str, str]) -> Answers:
         """
         A PATCH is answered C{204} with the new offset, completed or not.
         """
@@ -516,9 +562,9 @@ class TusFrontEnd:
             request.setHeader(b"Upload-Offset", b"%d" % offset)
             return b""
 
-        return Answers(progress, self._completing(uploadId, progress))
+        return Answers(progress, self._completing(uploadId, attributes, progress))
 
-    def _createAnswers(self, uploadId: UploadId) -> Answers:
+    def _createAnswers(self, uploadId: UploadId, attributes: dict[str, str]) -> Answers:
         """
         A creation is answered C{201} with its C{Location} (set already)
         and, with an upload, the offset reached.
@@ -529,26 +575,38 @@ class TusFrontEnd:
             request.setHeader(b"Upload-Offset", b"%d" % offset)
             return b""
 
-        return Answers(progress, self._completing(uploadId, progress))
+        return Answers(progress, self._completing(uploadId, attributes, progress))
 
     def _completing(
-        self, uploadId: UploadId, progress: Callable[[Any, int, int | None], bytes]
+        self, uploadId: UploadId, attributes: dict[str, str],
+        progress: Callable[[Any, int, int | None], bytes],
     ) -> Callable[[Any, UploadPath, int, bytes, int], bytes]:
         """
         The answer to the request that completed the upload: as C{progress}
-        at its full length, remembered for later C{HEAD}s, and told.
+        at its full length, remembered (with its C{attributes}) for later
+        C{HEAD}s and retried C{PATCH}es, and told.
         """
 
         def completed(request: Any, path: UploadPath, size: int, sha256: bytes, code: int) -> bytes:
-            self._remember(uploadId, size, path)
+            self._remember(uploadId, size, path, attributes)
             return progress(request, size, size)
 
         return completed
 
-    def _remember(self, uploadId: UploadId, size: int, path: UploadPath) -> None:
-        self._done[uploadId.value] = _Done(size, {}, path)
-        while len(self._done) > MAX_DONE:
-            self._done.popitem(last=False)
+    def _remember(
+        self, uploadId: UploadId, size: int, path: UploadPath, attributes: dict[str, str]
+    ) -> None:
+        self._forget(uploadId.value)
+        done = _Done(size, dict(attributes), path)
+        self._done[uploadId.value] = done
+        self._doneBytes += _weight(done)
+        while len(self._done) > MAX_DONE or self._doneBytes > self.maxDoneBytes:
+            self._forget(next(iter(self._done)))
+
+    def _forget(self, uploadId: str) -> None:
+        done = self._done.pop(uploadId, None)
+        if done is not None:
+            self._doneBytes -= _weight(done)
 
     # --- termination -----------------------------------------------------
 
@@ -570,6 +628,13 @@ class TusFrontEnd:
         app._emit(CANCELLED, request, uploadId)
         request.setResponseCode(204)
         return b""
+
+
+def _weight(done: _Done) -> int:
+    """
+    The bytes a remembered upload's attributes count for (its text).
+    """
+    return sum(len(name) + len(value) for name, value in done.attributes.items())
 
 
 def _landing(destination: UploadPath | None, uploadId: UploadId) -> UploadPath:
