@@ -250,3 +250,106 @@ class ProducerTests(SynchronousTestCase):
             names.append(getattr(self.runner.pending[0][0], "__name__", ""))
             self.runner.complete()
         self.assertEqual(names, ["read", "close"])
+
+    def test_clientGoneWhileOpening(self) -> None:
+        """
+        A client that leaves while its file is being opened gets nothing
+        more: the file is closed and no error is logged.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.channel.dataReceived(get(b"/big"))
+        self.assertEqual(len(self.runner.pending), 1)  # the open, in the pool
+        self.transport.producer.stopProducing()  # as a real transport does first
+        self.channel.connectionLost(Failure(ConnectionLost()))
+        names = []
+        while self.runner.pending:
+            names.append(getattr(self.runner.pending[0][0], "__name__", ""))
+            self.runner.complete()
+        self.assertEqual(names, ["openComplete", "close"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LostDownloadTests(SynchronousTestCase):
+    """
+    A download whose client goes away before the last byte is logged and
+    counted as lost, not as a 200 with part of the body.
+    """
+
+    def setUp(self) -> None:
+        from uploadsvc.ops.metrics import Metrics
+        from uploadsvc.web.observed import ObservedSite
+        from tests.test_logs import Captured
+
+        self.root = os.path.abspath(self.mktemp())
+        store = FileStore(self.root, fsync=False)
+        self.addCleanup(store.close)
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(os.urandom(CHUNK_SIZE * 3))
+        self.runner = ManualRunner()
+        clock = Clock()
+        app = UploadApp(store, self.runner, Config(allowDownload=True), clock=clock)
+        self.metrics = Metrics()
+        site = ObservedSite(app.resource(), reactor=clock, metrics=self.metrics)
+        self.log = Captured(self)
+        self.channel: Any = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def loseConnection(self) -> None:
+        """
+        What a real transport does when its peer resets: stop its producer,
+        then tell the protocol.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.transport.producer.stopProducing()
+        self.channel.connectionLost(Failure(ConnectionLost()))
+
+    def test_lostMidBody(self) -> None:
+        """A client gone after the first chunk: one access line, status lost; the file closed."""
+        from prometheus_client import generate_latest
+        from tests.test_metrics import samples
+
+        self.channel.dataReceived(get(b"/big"))
+        self.runner.complete(2)  # open, first chunk
+        self.assertEqual(len(self.runner.pending), 1)  # the second read
+        self.loseConnection()
+        names = []
+        while self.runner.pending:
+            names.append(getattr(self.runner.pending[0][0], "__name__", ""))
+            self.runner.complete()
+        self.assertEqual(names, ["read", "close"])
+        [access] = self.log.records("access")
+        self.assertEqual((access["method"], access["status"]), ("GET", "lost"))
+        counts = samples(generate_latest(self.metrics.registry).decode())
+        self.assertEqual(
+            counts[("uploadsvc_requests_total", (("method", "GET"), ("status", "lost")))], 1
+        )
+        self.assertNotIn(
+            ("uploadsvc_requests_total", (("method", "GET"), ("status", "200"))), counts
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_fileShrank(self) -> None:
+        """
+        A file cut shorter while it is served drops the connection (the
+        promised length cannot be kept), closes the file, and the request
+        is logged as lost once the connection is gone.
+        """
+        self.channel.dataReceived(get(b"/big"))
+        self.runner.complete(2)  # open, first chunk
+        os.truncate(os.path.join(self.root, "big"), CHUNK_SIZE)
+        self.runner.complete()  # the second read finds nothing
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(
+            [getattr(f, "__name__", "") for f, _, _ in self.runner.pending], ["close"]
+        )
+        self.runner.completeAll()
+        self.loseConnection()
+        [access] = self.log.records("access")
+        self.assertEqual(access["status"], "lost")
+        self.assertEqual(self.flushLoggedErrors(), [])
