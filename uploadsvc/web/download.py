@@ -45,21 +45,42 @@ def etagOf(opened: Any) -> bytes:
 
 def conditionsOf(request: Any) -> Conditions:
     """
-    The headers of C{request} that decide a download (the first of each).
+    The headers of C{request} that decide a download.
+
+    A list field sent on several lines (C{If-Match}, C{If-None-Match}) is
+    one list: its lines joined with commas (RFC 9110 section 5.3). C{Range}
+    and C{If-Range} on several lines are joined too, which makes them
+    unreadable, so the whole file is sent (the safe reading of an
+    ambiguous request); of the dates, the first line counts.
     """
 
     def first(name: bytes) -> bytes | None:
         values = request.requestHeaders.getRawHeaders(name)
         return values[0] if values else None
 
+    def joined(name: bytes) -> bytes | None:
+        values = request.requestHeaders.getRawHeaders(name)
+        return b", ".join(values) if values else None
+
     return Conditions(
-        ifMatch=first(b"If-Match"),
+        ifMatch=joined(b"If-Match"),
         ifUnmodifiedSince=first(b"If-Unmodified-Since"),
-        ifNoneMatch=first(b"If-None-Match"),
+        ifNoneMatch=joined(b"If-None-Match"),
         ifModifiedSince=first(b"If-Modified-Since"),
-        ifRange=first(b"If-Range"),
-        range=first(b"Range"),
+        ifRange=joined(b"If-Range"),
+        range=joined(b"Range"),
     )
+
+
+def answerTime(request: Any) -> float:
+    """
+    The time of C{request}'s answer (its C{Date}), on the clock of the site
+    that serves it (injected; the reactor in the daemon).
+    """
+    clock = getattr(getattr(request, "site", None), "reactor", None)
+    if clock is None:
+        from twisted.internet import reactor as clock
+    return clock.seconds()  # type: ignore[no-any-return]
 
 
 def writeFileHeaders(request: Any, opened: Any, etag: bytes) -> None:
@@ -95,9 +116,12 @@ async def serveFile(
     streaming = False
     try:
         etag = etagOf(opened)
+        now = answerTime(request)
         answer = decide(
-            head, conditionsOf(request), opened.size, Validators(etag, opened.modified)
+            head, conditionsOf(request), opened.size, Validators(etag, opened.modified), now=now
         )
+        # The Date that the If-Range decision was made against.
+        request.setHeader(b"Date", datetimeToString(int(now)))
         if answer.status == 412:
             raise PreconditionFailed(
                 "precondition-failed", "the file is not the one If-Match or "
