@@ -114,7 +114,7 @@ class ParseRangeTests(SynchronousTestCase):
 
 class ConditionalTests(SynchronousTestCase):
     def decide(self, head: bool = False, size: int = 100, **conditions: bytes) -> Answer:
-        return decide(head, Conditions(**conditions), size, VALIDATORS)
+        return decide(head, Conditions(**conditions), size, VALIDATORS, now=MODIFIED + 60)
 
     def test_plain(self) -> None:
         """No conditions: the whole file; an empty file has nothing to send."""
@@ -180,3 +180,89 @@ class ConditionalTests(SynchronousTestCase):
         self.assertEqual(parseHTTPDate(DATE), MODIFIED)
         self.assertIsNone(parseHTTPDate(b"\xff"))
         self.assertIsNone(parseHTTPDate(b""))
+
+
+def _number() -> st.SearchStrategy[bytes]:
+    return st.integers(0, 10**22).map(lambda n: b"%d" % n)
+
+
+#: HTTP-date-shaped values (RFC 5322 and RFC 850 order) whose numbers are
+#: of any size, with real month names so that the parser goes deep.
+_dateShaped = st.builds(
+    lambda weekday, day, month, year, hour, minute, second, zone: b"%s%s %s %s %s:%s:%s %s" % (
+        weekday, day, month, year, hour, minute, second, zone
+    ),
+    st.sampled_from([b"", b"Mon, ", b"Sunday, "]),
+    _number(),
+    st.sampled_from([b"Jan", b"Feb", b"Dec", b"jan"]),
+    _number(), _number(), _number(), _number(),
+    st.one_of(
+        st.sampled_from([b"GMT", b"UT", b"EST", b"Z", b""]),
+        st.builds(lambda sign, n: sign + n, st.sampled_from([b"+", b"-"]), _number()),
+    ),
+)
+
+#: One second after MODIFIED: a date validator equal to it is then strong.
+LATER = MODIFIED + 1
+
+
+class DateValidatorTests(SynchronousTestCase):
+    """
+    HTTP dates that cannot be parsed are ignored, and an If-Range date is
+    trusted only when it can tell two versions apart (RFC 9110 13.1.5).
+    """
+
+    def test_overflow(self) -> None:
+        """Dates whose numbers overflow the platform's integers are no dates (None)."""
+        for value in (
+            b"Mon, 01 Jan 2020 00:00:99999999999999 GMT",
+            b"1 Jan 9999999999999999999 00:00:00 GMT",
+            b"01 Jan 2020 00:00:00 +99999999999999999999",
+        ):
+            with self.subTest(value=value):
+                self.assertIsNone(parseHTTPDate(value))
+
+    def test_overflowIgnoredByDecide(self) -> None:
+        """A download whose If-* date overflows is answered as if the header were absent."""
+        bad = b"1 Jan 9999999999999999999 00:00:00 GMT"
+        for field in ("ifModifiedSince", "ifUnmodifiedSince", "ifRange"):
+            with self.subTest(field=field):
+                answer = decide(False, Conditions(**{field: bad}), 100, VALIDATORS, now=LATER)
+                self.assertEqual(answer, Answer(200, Span(0, 100)))
+
+    @given(st.binary(max_size=80))
+    @example(b"Mon, 01 Jan 2020 00:00:99999999999999 GMT")
+    @example(b"\x00")
+    def test_anyBytes(self, value: bytes) -> None:
+        """Whatever bytes a date header holds, parsing never raises."""
+        result = parseHTTPDate(value)
+        self.assertTrue(result is None or isinstance(result, int))
+
+    @given(_dateShaped)
+    @settings(max_examples=300)
+    def test_dateShapedBytes(self, value: bytes) -> None:
+        """Date-shaped headers with numbers of any size never raise either."""
+        result = parseHTTPDate(value)
+        self.assertTrue(result is None or isinstance(result, int))
+
+    def test_ifRangeDateNeedsASecond(self) -> None:
+        """
+        An If-Range date equal to Last-Modified keeps the range only once the
+        file is at least a second old; a file modified within the second of
+        the answer might have been replaced within that second: whole file.
+        """
+        conditions = Conditions(range=b"bytes=10-19", ifRange=DATE)
+        self.assertEqual(decide(False, conditions, 100, VALIDATORS, now=LATER).status, 206)
+        self.assertEqual(
+            decide(False, conditions, 100, VALIDATORS, now=LATER + 3600).status, 206
+        )
+        for now in (MODIFIED, MODIFIED + 0.999, MODIFIED - 5):
+            with self.subTest(now=now):
+                self.assertEqual(
+                    decide(False, conditions, 100, VALIDATORS, now=now), Answer(200, Span(0, 100))
+                )
+
+    def test_ifRangeETagAnyTime(self) -> None:
+        """An If-Range entity tag is strong by itself: the range holds in the file's own second."""
+        conditions = Conditions(range=b"bytes=10-19", ifRange=ETAG)
+        self.assertEqual(decide(False, conditions, 100, VALIDATORS, now=MODIFIED).status, 206)

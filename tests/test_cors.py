@@ -104,6 +104,22 @@ class DecideTests(SynchronousTestCase):
             self.assertIn(name, allowed)
         self.assertNotIn(b"Access-Control-Allow-Credentials", h)
 
+    def test_preflightAllowsDownloadHeaders(self) -> None:
+        """
+        A preflight allows every request header a download uses (a range,
+        a resumed range, and each conditional header), so a browser can
+        fetch and resume a file.
+        """
+        decision = decide(POLICY, b"OPTIONS", APP.encode(), b"GET")
+        assert isinstance(decision, Preflight)
+        allowed = {v.lower() for v in headers(decision)[b"Access-Control-Allow-Headers"].split(b", ")}
+        for name in [
+            b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since",
+            b"if-unmodified-since",
+        ]:
+            with self.subTest(name=name):
+                self.assertIn(name, allowed)
+
     def test_preflightDenied(self) -> None:
         """
         A preflight from another origin (or C{null}, or a near miss) is

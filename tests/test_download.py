@@ -115,6 +115,36 @@ class DownloadAppTests(StubRequests, SynchronousTestCase):
         ranged, content = self.request("GET", "/d/f.bin", Range="bytes=0-2", If_Range=etag)
         self.assertEqual((ranged.code, content), (200, b"new content"))
 
+    def test_repeatedListFields(self) -> None:
+        """
+        If-Match and If-None-Match sent on several lines are one list each
+        (RFC 9110 section 5.3): a tag on any line counts.
+        """
+        response, _ = self.request("GET", "/d/f.bin")
+        etag = self.header(response, "ETag")
+        assert etag is not None
+        again, content = self.request("GET", "/d/f.bin", If_None_Match=['"other"', etag])
+        self.assertEqual((again.code, content), (304, b""))
+        ok, content = self.request(
+            "GET", "/d/f.bin", If_Match=['"other"', etag], Range="bytes=0-0"
+        )
+        self.assertEqual((ok.code, content), (206, BODY[:1]))
+        failed, _ = self.request("GET", "/d/f.bin", If_Match=['"other"', '"more"'])
+        self.assertEqual(failed.code, 412)
+
+    def test_repeatedRangeOrIfRange(self) -> None:
+        """Range or If-Range on several lines is ambiguous: the whole file (200)."""
+        response, _ = self.request("GET", "/d/f.bin")
+        etag = self.header(response, "ETag")
+        assert etag is not None
+        for headers in (
+            {"Range": ["bytes=0-1", "bytes=5-6"]},
+            {"Range": "bytes=0-1", "If_Range": [etag, etag]},
+        ):
+            with self.subTest(headers=headers):
+                again, content = self.request("GET", "/d/f.bin", **headers)  # type: ignore[arg-type]
+                self.assertEqual((again.code, content), (200, BODY))
+
     def test_head(self) -> None:
         """HEAD of a complete file carries GET's headers, the upload headers, and no body."""
         response, content = self.request("HEAD", "/d/f.bin", Range="bytes=0-1")
@@ -250,3 +280,167 @@ class ProducerTests(SynchronousTestCase):
             names.append(getattr(self.runner.pending[0][0], "__name__", ""))
             self.runner.complete()
         self.assertEqual(names, ["read", "close"])
+
+    def test_clientGoneWhileOpening(self) -> None:
+        """
+        A client that leaves while its file is being opened gets nothing
+        more: the file is closed and no error is logged.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.channel.dataReceived(get(b"/big"))
+        self.assertEqual(len(self.runner.pending), 1)  # the open, in the pool
+        self.transport.producer.stopProducing()  # as a real transport does first
+        self.channel.connectionLost(Failure(ConnectionLost()))
+        names = []
+        while self.runner.pending:
+            names.append(getattr(self.runner.pending[0][0], "__name__", ""))
+            self.runner.complete()
+        self.assertEqual(names, ["openComplete", "close"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LostDownloadTests(SynchronousTestCase):
+    """
+    A download whose client goes away before the last byte is logged and
+    counted as lost, not as a 200 with part of the body.
+    """
+
+    def setUp(self) -> None:
+        from uploadsvc.ops.metrics import Metrics
+        from uploadsvc.web.observed import ObservedSite
+        from tests.test_logs import Captured
+
+        self.root = os.path.abspath(self.mktemp())
+        store = FileStore(self.root, fsync=False)
+        self.addCleanup(store.close)
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, "big"), "wb") as f:
+            f.write(os.urandom(CHUNK_SIZE * 3))
+        self.runner = ManualRunner()
+        clock = Clock()
+        app = UploadApp(store, self.runner, Config(allowDownload=True), clock=clock)
+        self.metrics = Metrics()
+        site = ObservedSite(app.resource(), reactor=clock, metrics=self.metrics)
+        self.log = Captured(self)
+        self.channel: Any = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def loseConnection(self) -> None:
+        """
+        What a real transport does when its peer resets: stop its producer,
+        then tell the protocol.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.transport.producer.stopProducing()
+        self.channel.connectionLost(Failure(ConnectionLost()))
+
+    def test_lostMidBody(self) -> None:
+        """A client gone after the first chunk: one access line, status lost; the file closed."""
+        from prometheus_client import generate_latest
+        from tests.test_metrics import samples
+
+        self.channel.dataReceived(get(b"/big"))
+        self.runner.complete(2)  # open, first chunk
+        self.assertEqual(len(self.runner.pending), 1)  # the second read
+        self.loseConnection()
+        names = []
+        while self.runner.pending:
+            names.append(getattr(self.runner.pending[0][0], "__name__", ""))
+            self.runner.complete()
+        self.assertEqual(names, ["read", "close"])
+        [access] = self.log.records("access")
+        self.assertEqual((access["method"], access["status"]), ("GET", "lost"))
+        counts = samples(generate_latest(self.metrics.registry).decode())
+        self.assertEqual(
+            counts[("uploadsvc_requests_total", (("method", "GET"), ("status", "lost")))], 1
+        )
+        self.assertNotIn(
+            ("uploadsvc_requests_total", (("method", "GET"), ("status", "200"))), counts
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_fileShrank(self) -> None:
+        """
+        A file cut shorter while it is served drops the connection (the
+        promised length cannot be kept), closes the file, and the request
+        is logged as lost once the connection is gone.
+        """
+        self.channel.dataReceived(get(b"/big"))
+        self.runner.complete(2)  # open, first chunk
+        os.truncate(os.path.join(self.root, "big"), CHUNK_SIZE)
+        self.runner.complete()  # the second read finds nothing
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(
+            [getattr(f, "__name__", "") for f, _, _ in self.runner.pending], ["close"]
+        )
+        self.runner.completeAll()
+        self.loseConnection()
+        [access] = self.log.records("access")
+        self.assertEqual(access["status"], "lost")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class IfRangeDateTests(SynchronousTestCase):
+    """
+    An If-Range date is trusted only when the file was last modified at
+    least a second before the answer's Date (RFC 9110 sections 8.8.2.2 and
+    13.1.5), on the clock of the site.
+    """
+
+    def setUp(self) -> None:
+        from twisted.web.http import datetimeToString
+
+        self.root = os.path.abspath(self.mktemp())
+        store = FileStore(self.root, fsync=False)
+        self.addCleanup(store.close)
+        os.makedirs(self.root, exist_ok=True)
+        self.path = os.path.join(self.root, "f")
+        with open(self.path, "wb") as f:
+            f.write(BODY)
+        self.modified = 1_700_000_000
+        os.utime(self.path, (self.modified, self.modified))
+        self.stamp = datetimeToString(self.modified)
+        self.clock = Clock()
+        app = UploadApp(store, ImmediateRunner(), Config(allowDownload=True), clock=self.clock)
+        self.site = StreamingSite(app.resource(), timeout=60, reactor=self.clock)
+
+    def answer(self, *headers: bytes) -> bytes:
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(get(b"/f", *headers))
+        return transport.value()
+
+    def test_dateTrustedAfterASecond(self) -> None:
+        """A second or more after Last-Modified, an If-Range date equal to it keeps the range."""
+        for later in (1, 3600):
+            with self.subTest(later=later):
+                self.clock.advance(self.modified + later - self.clock.seconds())
+                answer = self.answer(b"Range: bytes=0-1", b"If-Range: " + self.stamp)
+                self.assertIn(b"206 Partial Content", answer)
+                self.assertTrue(answer.endswith(b"\r\n\r\n" + BODY[:2]))
+
+    def test_dateNotTrustedWithinItsSecond(self) -> None:
+        """
+        Within the second of Last-Modified (or before it: a clock step) the
+        file may have been replaced in that second: the whole file, 200.
+        """
+        for now in (self.modified - 5, self.modified, self.modified + 0.999):
+            with self.subTest(now=now):
+                self.clock.advance(now - self.clock.seconds())
+                answer = self.answer(b"Range: bytes=0-1", b"If-Range: " + self.stamp)
+                self.assertIn(b"200 OK", answer)
+                self.assertTrue(answer.endswith(b"\r\n\r\n" + BODY))
+
+    def test_dateHeaderIsTheDecisionsTime(self) -> None:
+        """The answer's Date is the time the If-Range decision was made at."""
+        from twisted.web.http import datetimeToString
+
+        self.clock.advance(self.modified + 1)
+        answer = self.answer(b"Range: bytes=0-1", b"If-Range: " + self.stamp)
+        self.assertIn(b"\r\nDate: " + datetimeToString(self.modified + 1) + b"\r\n", answer)

@@ -203,6 +203,37 @@ class HTTP2DownloadTests(TLSServerMixin, TestCase):
             with open(out, "rb") as f:
                 self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(expected).digest())
 
+    async def test_resetStreamsLeaveNoOpenFile(self) -> None:
+        """
+        GET streams reset (RST_STREAM) right after their headers leave no
+        file open and log no error: each is logged as lost.
+        """
+        from tests.support.polling import waitUntil
+        from tests.test_e2e_tls import BlockingH2Client
+
+        self.startTLSServer("--allow-download")
+        os.makedirs(self.storedPath("rst"))
+        with open(self.storedPath("rst/f.bin"), "wb") as f:
+            f.write(patternBytes(13, 0, 1024 * 1024))
+        folder = self.storedPath("rst") + os.sep
+        streams = 40
+        client = BlockingH2Client(self.server.port, self.pki.caPath)
+        self.addCleanup(client.close)
+        for _ in range(streams):
+            sid = client.start("GET", "/rst/f.bin", end=True)
+            client.conn.reset_stream(sid)
+        client._flush()
+
+        def lost() -> int:
+            return self.server.logText().count('"GET /rst/f.bin" lost')
+
+        await waitUntil(lambda: lost() == streams, f"{streams} lost lines in the log", limit=3000)
+        await waitUntil(
+            lambda: not [t for t in self.server.openFiles() if t.startswith(folder)],
+            "no file under rst/ open", limit=500,
+        )
+        self.assertNotIn("Traceback", self.server.logText())
+
 
 class DownloadsOffTests(ServerTestMixin, TestCase):
     timeout = 60

@@ -34,13 +34,17 @@ TOTAL = len(BODY)
 POLLS = 600
 STEP = 0.05
 
-Answer = tuple[int, bytes] | None
+Answer = tuple[int, bytes] | str | None
+
+#: A policy's answer: 200 and the first byte of a body that never ends.
+TRICKLE = "trickle"
 
 
 class HookEndpoint(Resource):
     """
     The application's hook endpoint: records every call and answers as
-    C{policy(hook, document)} says (L{None}: never answers).
+    C{policy(hook, document)} says (L{None}: never answers; L{TRICKLE}:
+    headers and one byte of the body, then nothing more).
     """
 
     isLeaf = True
@@ -56,10 +60,14 @@ class HookEndpoint(Resource):
         headers = dict(request.requestHeaders.getAllRawHeaders())
         self.calls.append((document["hook"], document, headers))
         answer = self.policy(document["hook"], document)
-        if answer is None:
+        if answer == TRICKLE:
+            request.setResponseCode(200)
+            request.write(b" ")
+        if answer is None or answer == TRICKLE:
             self.pending.append(request)
             request.notifyFinish().addBoth(lambda _: self.pending.remove(request))
             return NOT_DONE_YET
+        assert isinstance(answer, tuple)
         code, body = answer
         request.setResponseCode(code)
         return body
@@ -296,6 +304,19 @@ class HTTPHookTests(HookTestMixin, TestCase):
         self.assertEqual(answer.header("retry-after"), "5")
         self.assertIn("within 2 s", self.server.logText())
         # The server gave up on its request: it closed the connection.
+        self.assertTrue(await waitFor(lambda: not self.endpoint.pending))
+
+    async def test_trickledBodyClosed(self) -> None:
+        """
+        An endpoint that sends its headers at once and then never finishes
+        its body is a failed hook at --hook-timeout (503), and the server
+        closes its connection to it.
+        """
+        self.serve("--hook-timeout", "2")
+        self.endpoint.policy = lambda hook, doc: TRICKLE
+        answer = await self.put("/t.bin", BODY[:1000])
+        self.assertEqual(answer.status, 503)
+        self.assertIn("within 2 s", self.server.logText())
         self.assertTrue(await waitFor(lambda: not self.endpoint.pending))
 
     async def test_notificationRetried(self) -> None:

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from uploadsvc.ops.hookcommand import CommandHook
+from uploadsvc.ops.hookcommand import EXIT_GRACE, CommandHook
 from uploadsvc.ops.hooks import HookFailed, Proceed, Refuse
 
 PAYLOAD = json.dumps({"hook": "pre-create", "upload": {"path": "a/b.bin"}}).encode()
@@ -43,6 +43,18 @@ class FakeProcess:
 
     def loseConnection(self) -> None:
         self.lost = True
+
+    def exit(self, code: int, stdout: bytes = b"") -> None:
+        """
+        The process exits, but something it started still holds its pipes:
+        no processEnded.
+        """
+        if stdout:
+            self.protocol.outReceived(stdout)
+        self.pid = None
+        self.protocol.processExited(
+            Failure(ProcessDone(0) if code == 0 else ProcessTerminated(code))
+        )
 
     def end(self, code: int | None, stdout: bytes = b"", stderr: bytes = b"") -> None:
         if stdout:
@@ -127,6 +139,48 @@ class CommandHookTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_exitedPipesHeld(self) -> None:
+        """
+        A program that exits while a process it left behind holds its
+        stdout is answered by what it wrote, a moment after its exit: our
+        ends of its pipes are closed, and nothing is signalled (the program
+        is gone; the other process is not ours).
+        """
+        d = self.hook.call("pre-create", PAYLOAD)
+        process = self.reactor.processes[0]
+        self.clock.advance(2)
+        process.exit(0, b'{"status": 403, "reason": "no"}')
+        self.clock.advance(EXIT_GRACE * 0.9)
+        self.assertNoResult(d)
+        self.assertFalse(process.lost)
+        self.clock.advance(EXIT_GRACE * 0.1)
+        self.assertEqual(self.successResultOf(d), Refuse(403, "no"))
+        self.assertTrue(process.lost)
+        self.assertEqual(process.signals, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        process.protocol.processEnded(Failure(ProcessDone(0)))  # changes nothing
+
+    def test_exitedPipesHeldPastTheLimit(self) -> None:
+        """An exit just before the time limit still gets its moment (the limit is not a kill then)."""
+        d = self.hook.call("pre-create", PAYLOAD)
+        process = self.reactor.processes[0]
+        self.clock.advance(9.9)
+        process.exit(3)
+        self.clock.advance(EXIT_GRACE)
+        failure = self.failureResultOf(d, HookFailed)
+        self.assertIn("status 3", failure.value.reason)
+        self.assertEqual(process.signals, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_exitedThenEnded(self) -> None:
+        """A program whose pipes close right after its exit is answered at once."""
+        d = self.hook.call("pre-create", PAYLOAD)
+        process = self.reactor.processes[0]
+        process.exit(0, b'{"status": 403, "reason": "no"}')
+        process.protocol.processEnded(Failure(ProcessDone(0)))
+        self.assertEqual(self.successResultOf(d), Refuse(403, "no"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_tooLong(self) -> None:
         """More stdout than an answer may hold is a failure."""
         d = self.hook.call("pre-create", PAYLOAD)
@@ -150,6 +204,13 @@ elif mode == "garbage":
     print("yes please")
 elif mode == "slow":
     time.sleep(120)
+elif mode == "background":
+    # Leaves a process behind that holds this one's stdout and stderr.
+    import subprocess
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(sys.argv[2] + ".child", "w") as f:
+        f.write(str(child.pid))
+    print(json.dumps({"status": 451, "reason": "refused in the foreground"}))
 '''
 
 
@@ -214,6 +275,24 @@ class RealCommandTests(TestCase):
                 break
             await deferLater(reactor, 0.05)
         self.assertTrue(not os.path.exists(f"/proc/{pid}") or _isZombie(pid))
+
+    async def test_backgroundChildLeftBehind(self) -> None:
+        """
+        A program that answers and exits, leaving a process behind that
+        holds its stdout, is answered by what it wrote, well before the time
+        limit; the process it left is not killed by us.
+        """
+        hook = self.hook("background", timeout=20.0)
+        try:
+            decision = await hook.call("pre-create", PAYLOAD)
+            self.assertEqual(decision, Refuse(451, "refused in the foreground"))
+            with open(self.record + ".child") as f:
+                child = int(f.read())
+            self.assertTrue(os.path.exists(f"/proc/{child}") and not _isZombie(child))
+        finally:
+            if os.path.exists(self.record + ".child"):
+                with open(self.record + ".child") as f:
+                    os.kill(int(f.read()), 9)  # the test's own leftover, by its PID
 
     async def test_missingProgram(self) -> None:
         """A program that cannot be started is a failure, not a crash."""

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from uploadsvc.ops.hookhttp import SECRET_HEADER, HTTPHook
 from uploadsvc.ops.hooks import MAX_ANSWER_BYTES, HookFailed, Proceed, Refuse
@@ -63,6 +64,25 @@ class NeverAnswers:
             d.errback(ResponseNeverReceived([Failure(CancelledError())]))
 
         return Deferred(cancel)
+
+
+class Trickles(Resource):
+    """
+    Answers 200 at once with a first byte of its body, and never ends it;
+    keeps whether the connection was lost.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: list[object] = []
+
+    def render_POST(self, request: Any) -> Any:
+        request.setResponseCode(200)
+        request.write(b" ")
+        request.notifyFinish().addBoth(self.ended.append)
+        return NOT_DONE_YET
 
 
 class Refusing:
@@ -144,6 +164,26 @@ class HTTPHookTests(SynchronousTestCase):
         failure = self.failureResultOf(d, HookFailed)
         self.assertIn("within 5 s", failure.value.reason)
         self.assertTrue(client.cancelled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeoutWhileReadingTheBody(self) -> None:
+        """
+        An endpoint that sends its headers, then its body too slowly, fails
+        the call at the time limit, and its connection is closed (not left
+        open for as long as the endpoint keeps trickling).
+        """
+        endpoint = Trickles()
+        client = StubTreq(endpoint)
+        d = HTTPHook(URL, client, self.clock, 5.0).call("pre-create", PAYLOAD)
+        client.flush()
+        self.assertNoResult(d)
+        self.assertEqual(endpoint.ended, [])
+        self.clock.advance(5)
+        failure = self.failureResultOf(d, HookFailed)
+        self.assertIn("within 5 s", failure.value.reason)
+        client.flush()
+        [ended] = endpoint.ended
+        self.assertIsInstance(ended, Failure)  # the connection was lost
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_answeredInTime(self) -> None:

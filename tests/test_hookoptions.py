@@ -105,6 +105,26 @@ class HookOptionsTests(SynchronousTestCase):
             self.assertIn(message, str(error), argv)
             self.assertNotIn("\n", str(error))
 
+    def test_userInfoRefused(self) -> None:
+        """
+        A --hook-url with a user name or password is refused in one line
+        that does not repeat it (the secret belongs in --hook-secret-file).
+        """
+        for url in (
+            "http://hookuser:hookPASSWORD@127.0.0.1:9/h", "https://hookuser@h/", "http://@h/",
+            "http://:hookPASSWORD@h/", "ftp://hookuser:hookPASSWORD@h/",
+            "http://hookuser:hookPASSWORD@h:99999/",
+        ):
+            with self.subTest(url=url):
+                error = str(self.assertRaises(UsageError, parse, "--hook-url", url))
+                self.assertEqual(
+                    error,
+                    "--hook-url: give no user name or password in the URL "
+                    "(send a secret with --hook-secret-file)",
+                )
+                self.assertNotIn("hookPASSWORD", error)
+                self.assertNotIn("hookuser", error)
+
     def test_workers(self) -> None:
         """Workers get the hook options too."""
         options = parse(

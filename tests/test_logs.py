@@ -15,12 +15,19 @@ from prometheus_client import generate_latest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.ops.events import Events, UploadEvent
-from uploadsvc.ops.logs import RECORD, jsonFileObserver, jsonLine, logEvent
+from uploadsvc.ops.logs import (
+    RECORD,
+    escapeText,
+    jsonFileObserver,
+    jsonLine,
+    logAccess,
+    logEvent,
+)
 from uploadsvc.ops.metrics import Metrics
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
@@ -220,3 +227,120 @@ class JsonLineTests(SynchronousTestCase):
         with open(path) as f:
             lines = [json.loads(line) for line in f]
         self.assertEqual([line["message"] for line in lines], ["one 1", "two"])
+
+
+#: Characters that end a line for str.splitlines(), C1 controls, and the
+#: bidi controls that make a terminal show a line other than it is.
+HOSTILE = "a\u2028b\u2029c\x85d\u202ee\u2066f\x1cg\x0bh\x0ci\rj\nk\u200fl\x00m\x9bn.bin"
+
+
+def assertOneSafeLine(testCase: SynchronousTestCase, text: str) -> None:
+    """
+    C{text} (a trailing newline aside) is one line for splitlines() and holds
+    no line break, C0/C1 control or bidi control.
+    """
+    testCase.assertEqual(len(text.splitlines()), 1, repr(text))
+    for c in "\u2028\u2029\x85\u202e\u2066\u200f\x1c\x0b\x0c\r\n\x00\x9b":
+        testCase.assertNotIn(c, text.rstrip("\n"))
+
+
+class OneLineTests(SynchronousTestCase):
+    """
+    Whatever a path or name holds, one log event is one line of text for any
+    C{splitlines()}, and neither a line break nor a bidi control reaches the
+    log raw; JSON lines still carry the exact text.
+    """
+
+    def assertOneSafeLine(self, text: str) -> None:
+        assertOneSafeLine(self, text)
+
+    def test_escapeText(self) -> None:
+        """Unsafe characters are written as Python-style escapes, others as they are."""
+        self.assertEqual(escapeText('x\u2028y\x85z\\"'), 'x\\u2028y\\x85z\\"')
+        self.assertEqual(escapeText("caf\u00e9 \U0001f600 ok"), "caf\u00e9 \U0001f600 ok")
+        self.assertEqual(escapeText("\U000e0041"), "\\U000e0041")  # a tag character
+        self.assertEqual(escapeText("\udcff"), "\\udcff")  # a lone surrogate
+
+    def test_eventText(self) -> None:
+        """A lifecycle event's text line shows the path escaped, on one line."""
+        log = Captured(self)
+        logEvent(UploadEvent(
+            "completed", "p-k", path=HOSTILE, offset=1, total=1, credential="x\u2028y",
+        ))
+        [event] = [e for e in log.events if e.get("log_namespace") == "uploadsvc.events"]
+        text = formatEvent(event)
+        self.assertOneSafeLine(text)
+        self.assertIn("a\\u2028b\\u2029c\\x85d\\u202ee", text)
+
+    def test_eventJSON(self) -> None:
+        """A lifecycle event's JSON line is one line whose path reads back exactly."""
+        log = Captured(self)
+        logEvent(UploadEvent("completed", "p-k", path=HOSTILE, offset=1, total=1))
+        [event] = [e for e in log.events if e.get("log_namespace") == "uploadsvc.events"]
+        line = jsonLine(event) or ""
+        self.assertOneSafeLine(line)
+        self.assertEqual(json.loads(line)["path"], HOSTILE)
+
+    def test_otherEventJSON(self) -> None:
+        """Any other event's JSON line is one line too."""
+        log = Captured(self)
+        Logger(namespace="t").info("{what}", what=HOSTILE + "\U000e0041")
+        line = jsonLine(log.events[-1]) or ""
+        self.assertOneSafeLine(line)
+        self.assertEqual(json.loads(line)["message"], HOSTILE + "\U000e0041")
+
+    def test_surrogateJSON(self) -> None:
+        """A lone surrogate (an undecodable byte) is a JSON escape, so the line encodes."""
+        line = jsonLine({"log_level": None, "log_format": "{x}", "x": "a\udcffb"}) or ""
+        line.encode("utf-8")
+        self.assertEqual(json.loads(line)["message"], "a\udcffb")
+
+    def test_accessText(self) -> None:
+        """An access line's text is one line, its JSON path exact."""
+        log = Captured(self)
+        logAccess(f'"GET /{HOSTILE}" lost', {"path": "/" + HOSTILE})
+        [event] = [e for e in log.events if e.get("log_namespace") == "uploadsvc.access"]
+        self.assertOneSafeLine(formatEvent(event))
+        line = jsonLine(event) or ""
+        self.assertOneSafeLine(line)
+        self.assertEqual(json.loads(line)["path"], "/" + HOSTILE)
+
+
+class OneLineSiteTests(SynchronousTestCase):
+    """
+    An upload whose path holds line separators and bidi controls (sent
+    percent-encoded; twisted.web refuses them raw) is logged one line per
+    event, and so is a request whose Referer and User-Agent hold them raw.
+    """
+
+    setUp = AccessLogTests.setUp
+    connect = AccessLogTests.connect
+
+    def test_uploadLines(self) -> None:
+        """Every text line of an upload to such a path is one safe line."""
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"PUT /d/a%E2%80%A8b%E2%80%A9c%E2%80%AEd%E2%81%A6e%E2%80%8F.bin HTTP/1.1\r\n"
+            b"Host: x\r\nAuthorization: Bearer s3cret-0123456789abcdef\r\n"
+            b"Content-Length: 2\r\n\r\nab"
+        )
+        self.assertIn(b"201 Created", transport.value())
+        texts = [
+            formatEvent(e) for e in self.log.events
+            if e.get("log_namespace") in ("uploadsvc.access", "uploadsvc.events")
+        ]
+        self.assertGreaterEqual(len(texts), 3)  # created, completed, the access line
+        for text in texts:
+            assertOneSafeLine(self, text)
+        self.assertIn("d/a\\u2028b\\u2029c\\u202ed\\u2066e\\u200f.bin", " ".join(texts))
+
+    def test_answeredLine(self) -> None:
+        """An answered request's combined line is one safe line, whatever its headers hold."""
+        channel, _ = self.connect()
+        hostile = "x\u2028y\u202ez\x85".encode("utf-8") + b"\x85\x1c"
+        channel.dataReceived(
+            b"HEAD /x.bin HTTP/1.1\r\nHost: x\r\nUser-Agent: " + hostile
+            + b"\r\nReferer: http://h/" + hostile + b"\r\n\r\n"
+        )
+        [event] = [e for e in self.log.events if e.get("log_namespace") == "uploadsvc.access"]
+        assertOneSafeLine(self, formatEvent(event))

@@ -418,6 +418,36 @@ class HTTP2DrainTests(LimitsTestCase):
         self.successResultOf(d)
         self.assertTrue(client.transport.disconnecting)
 
+    def test_goAwayBeforeClose(self) -> None:
+        """
+        When the drain closes an HTTP/2 connection (nothing in flight on it
+        any more), a GOAWAY with NO_ERROR goes out first, naming the last
+        stream served: the client knows that nothing after it was, and
+        opens no new stream there.
+        """
+        import h2.events
+        from h2.errors import ErrorCodes
+
+        client = self.h2()
+        first = client.request(b"GET", b"/a", end=True)
+        stream = client.request(b"PUT", b"/u", (b"content-length", b"3"))
+        d = self.shutdown.stopService()
+        # Not while a stream is in flight (h2-based clients would stop it).
+        self.assertFalse([e for e in client.events if isinstance(e, h2.events.ConnectionTerminated)])
+        client.send(stream, b"abc", end=True)
+        request = self.resource.requests[-1]
+        request.setResponseCode(201)
+        request.finish()
+        client.exchange()
+        self.clock.advance(POLL)
+        self.successResultOf(d)
+        events = client.exchange()
+        [goAway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goAway.error_code, ErrorCodes.NO_ERROR)
+        self.assertEqual(goAway.last_stream_id, stream)
+        self.assertGreater(stream, first)
+        self.assertTrue(client.transport.disconnecting)
+
     def test_newStreamDuringDrain(self) -> None:
         """A stream opened during the drain is answered without a Connection field."""
         import h2.events

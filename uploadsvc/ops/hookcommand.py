@@ -2,6 +2,12 @@
 Command hooks: run a program with the event document on its stdin; its
 exit status and stdout are its answer. A program still running at the time
 limit is killed (the process this started, by its PID).
+
+The answer is complete when the program has exited and its pipes are
+closed. A program may exit while a process it started in the background
+still holds its stdout: then, L{EXIT_GRACE} after the exit, our ends of the
+pipes are closed and the answer is what it wrote by then (the process left
+behind is not ours to kill, and no PID of it is known).
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from uploadsvc.ops.hooks import (
 #: How much of a command's stderr is kept (logged as one line).
 MAX_STDERR_BYTES = 4096
 
+#: Seconds after a program's exit that its pipes may stay open (output
+#: still on its way) before what it wrote is taken as its answer.
+EXIT_GRACE = 1.0
+
 log = Logger()
 
 
@@ -41,7 +51,11 @@ class _HookProcess(ProcessProtocol):
         self.stdoutSize = 0
         self.stderr = b""
         self.tooLong = False
-        self.ended: Deferred[int | None] = Deferred()
+        #: Fires with the exit status (L{None}: killed by a signal) when
+        #: the program exits.
+        self.exited: Deferred[int | None] = Deferred()
+        #: Fires when, besides, every pipe to it is closed.
+        self.ended: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -59,16 +73,25 @@ class _HookProcess(ProcessProtocol):
     def errReceived(self, data: bytes) -> None:
         self.stderr = (self.stderr + data)[:MAX_STDERR_BYTES]
 
+    def processExited(self, reason: Failure) -> None:
+        if not self.exited.called:
+            self.exited.callback(_exitStatus(reason))
+
     def processEnded(self, reason: Failure) -> None:
-        code: int | None
-        if reason.check(ProcessDone):
-            code = 0
-        else:
-            code = getattr(reason.value, "exitCode", None)
-            if getattr(reason.value, "signal", None) is not None:
-                code = None
+        self.processExited(reason)
         if not self.ended.called:
-            self.ended.callback(code)
+            self.ended.callback(None)
+
+
+def _exitStatus(reason: Failure) -> int | None:
+    """
+    The exit status a process ended with; L{None} if a signal ended it.
+    """
+    if reason.check(ProcessDone):
+        return 0
+    if getattr(reason.value, "signal", None) is not None:
+        return None
+    return getattr(reason.value, "exitCode", None)
 
 
 class CommandHook:
@@ -87,11 +110,13 @@ class CommandHook:
         clock: IReactorTime,
         timeout: float,
         environment: dict[str, str] | None = None,
+        exitGrace: float = EXIT_GRACE,
     ) -> None:
         """
         @param argv: the program and its first arguments (no shell).
         @param environment: the program's environment (this process's if
             L{None}).
+        @param exitGrace: seconds its pipes may stay open after it exits.
         """
         self.argv = list(argv)
         self.shown = " ".join(self.argv)
@@ -99,6 +124,7 @@ class CommandHook:
         self._clock = clock
         self._timeout = timeout
         self._environment = environment
+        self._exitGrace = exitGrace
 
     def call(self, hook: str, payload: bytes) -> Deferred[Decision]:
         """
@@ -127,9 +153,31 @@ class CommandHook:
 
         timer = self._clock.callLater(self._timeout, timedOut)
 
-        def ended(code: int | None) -> None:
+        def exited(code: int | None) -> None:
+            # Gone: the time limit kills nothing any more.
             if timer.active():
                 timer.cancel()
+            if result.called:
+                return
+            grace = self._clock.callLater(self._exitGrace, pipesHeld, code)
+
+            def pipesClosed(_: None) -> None:
+                if grace.active():
+                    grace.cancel()
+                answer(code)
+
+            protocol.ended.addCallback(pipesClosed)
+
+        def pipesHeld(code: int | None) -> None:
+            log.info(
+                "{hook} hook ({command}) exited, but a process it left behind holds its "
+                "output: answering with what it wrote by then",
+                hook=hook, command=self.shown,
+            )
+            transport.loseConnection()  # our ends of its pipes
+            answer(code)
+
+        def answer(code: int | None) -> None:
             if result.called:
                 return
             if protocol.tooLong:
@@ -150,7 +198,7 @@ class CommandHook:
                 log.info("{hook} hook ({command}) said: {said}", hook=hook, command=self.shown, said=said)
             result.callback(decision)
 
-        protocol.ended.addCallback(ended)
+        protocol.exited.addCallback(exited)
         return result
 
 

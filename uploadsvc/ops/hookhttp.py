@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-
-import treq
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 from uploadsvc.ops.hooks import MAX_ANSWER_BYTES, Decision, HookFailed, oneLine, parseHTTPAnswer
 
@@ -22,6 +23,43 @@ SECRET_HEADER = b"Uploadsvc-Hook-Secret"
 
 class _TooLong(Exception):
     pass
+
+
+class _AnswerReader(Protocol):
+    """
+    Reads a hook's answer body (at most L{MAX_ANSWER_BYTES}) into C{done}.
+
+    Cancelling C{done} (the time limit) closes the connection: an endpoint
+    that sent its headers and then trickles its body would otherwise keep
+    it open for as long as it likes (treq's C{collect} cannot be cancelled).
+    """
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self.done: Deferred[bytes] = Deferred(lambda _: self._close())
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > MAX_ANSWER_BYTES:
+            self._close()
+            self.done.errback(_TooLong())
+            return
+        self._pieces.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._pieces))
+        else:
+            self.done.errback(reason)
 
 
 class HTTPHook:
@@ -77,17 +115,10 @@ class HTTPHook:
             response = await self._client.post(
                 self.url, data=payload, headers=headers, allow_redirects=False
             )
-            pieces: list[bytes] = []
-            size = [0]
-
-            def collect(data: bytes) -> None:
-                size[0] += len(data)
-                if size[0] > MAX_ANSWER_BYTES:
-                    raise _TooLong()
-                pieces.append(data)
-
-            await treq.collect(response, collect)
-            return parseHTTPAnswer(hook, response.code, b"".join(pieces))
+            reader = _AnswerReader()
+            response.deliverBody(reader)
+            body = await reader.done
+            return parseHTTPAnswer(hook, response.code, body)
 
         d = Deferred.fromCoroutine(exchange())
         # Not Deferred.addTimeout: the agent reports a cancelled request as

@@ -26,7 +26,8 @@ DEFAULT_TIMEOUT = 10.0
 
 HOOK_PARAMETERS: list[list[Any]] = [
     ["hook-url", None, None,
-     "POST hook events (JSON) to this http:// or https:// URL (docs/operating.md)."],
+     "POST hook events (JSON) to this http:// or https:// URL (docs/operating.md); "
+     "no user:password@ in it (see --hook-secret-file)."],
     ["hook-command", None, None,
      "Run this program for hook events: the event (JSON) on stdin, the hook's name as "
      "its last argument; words split as a shell would, but no shell runs it."],
@@ -56,6 +57,12 @@ def checkHookOptions(options: Any) -> None:
     url, command = options["hook-url"], options["hook-command"]
     if url is not None:
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            # Not repeated: the message reaches terminals and logs.
+            raise usage.UsageError(
+                "--hook-url: give no user name or password in the URL "
+                "(send a secret with --hook-secret-file)"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise usage.UsageError(f"--hook-url {url}: give an http:// or https:// URL")
         try:

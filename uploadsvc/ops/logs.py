@@ -8,6 +8,12 @@ observer of twistd writes its message, L{jsonLine} writes the fields. No
 field holds a secret: paths without their query, the credential's name
 (never the token), no header values.
 
+Paths and names come from clients, so one log event stays one line for any
+reader that splits lines (Python's C{splitlines()} splits on U+2028, U+2029,
+U+0085 and others too) and shows what it is (no bidi control reorders it):
+L{escapeText} escapes them in text lines, L{jsonLine} in JSON lines (as
+JSON escapes, so the fields read back exactly).
+
 JSON lines reach twistd's own log file: L{jsonFileObserver} opens the file
 that twistd's C{--logfile} names the way twistd does (same rotation by size,
 same C{SIGUSR1} rotation), and the service hands it to twistd as the
@@ -17,8 +23,10 @@ application's L{ILogObserver}, which twistd uses instead of its text one.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,12 +44,63 @@ FORMATS = ("text", "json")
 accessLog = Logger(namespace="uploadsvc.access")
 eventLog = Logger(namespace="uploadsvc.events")
 
+#: Unicode categories never written raw: controls (C0, DEL, C1: line breaks
+#: among them), format characters (bidi controls, zero-width ones), line and
+#: paragraph separators, and lone surrogates (undecodable bytes).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+#: What L{escapeText} and L{jsonLine} look at: all but printable ASCII
+#: (json.dumps escapes C0 controls, quotes and backslashes itself).
+_CANDIDATES = re.compile(r"[^\x20-\x7e]")
+
+
+def _unsafe(c: str) -> bool:
+    return unicodedata.category(c) in _UNSAFE_CATEGORIES
+
+
+def _pythonEscape(match: re.Match[str]) -> str:
+    c = match.group()
+    if not _unsafe(c):
+        return c
+    n = ord(c)
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
+def escapeText(text: str) -> str:
+    """
+    C{text} for a text log line: every control, format character, line or
+    paragraph separator and lone surrogate written as a Python-style escape
+    (C{\\u2028}), so that it is one line that shows what it holds; other
+    characters (printable non-ASCII too) as they are.
+
+    Backslashes are left alone: the access line's combined log format
+    already escapes its quoted fields with them (a text line can thus not
+    tell a literal C{\\u2028} from an escaped one; a JSON line can).
+    """
+    return _CANDIDATES.sub(_pythonEscape, text)
+
+
+def _jsonEscape(match: re.Match[str]) -> str:
+    c = match.group()
+    if not _unsafe(c):
+        return c
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
 
 def logAccess(line: str, record: dict[str, Any]) -> None:
     """
-    Log one request: C{line} for text logs, C{record} for JSON ones.
+    Log one request: C{line} for text logs (escaped by L{escapeText}),
+    C{record} for JSON ones.
     """
-    accessLog.info("{line}", line=line, **{RECORD: {"type": "access", **record}})
+    accessLog.info("{line}", line=escapeText(line), **{RECORD: {"type": "access", **record}})
 
 
 def logEvent(event: UploadEvent) -> None:
@@ -54,8 +113,9 @@ def logEvent(event: UploadEvent) -> None:
     eventLog.info(
         "upload {kind}: {where} offset {offset} of {total} (request {requestId}, "
         "credential {credential}){more}",
-        kind=event.kind, where=where, offset=_dash(event.offset), total=_dash(event.total),
-        requestId=_dash(event.requestId), credential=_dash(event.credential),
+        kind=event.kind, where=escapeText(str(where)), offset=_dash(event.offset),
+        total=_dash(event.total), requestId=escapeText(str(_dash(event.requestId))),
+        credential=escapeText(str(_dash(event.credential))),
         more=f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else "",
         **{RECORD: record},
     )
@@ -98,7 +158,10 @@ def jsonLine(event: dict[str, Any]) -> str | None:
                 out["traceback"] = failure.getTraceback()
             except Exception:
                 out["traceback"] = repr(failure)
-    return json.dumps(out, default=str, ensure_ascii=False) + "\n"
+    # ensure_ascii=False keeps other text readable; JSON escapes only what
+    # must not be raw (json.dumps already escapes C0 controls).
+    text = json.dumps(out, default=str, ensure_ascii=False)
+    return _CANDIDATES.sub(_jsonEscape, text) + "\n"
 
 
 def jsonFileObserver(twistdOptions: Any) -> ILogObserver:

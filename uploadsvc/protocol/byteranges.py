@@ -13,7 +13,13 @@ of our own, all allowed by RFC 9110:
     multipart/byteranges);
   - a range of a file of size 0 is ignored too (no C{Content-Range} can
     describe an empty part);
-  - only C{GET} honours C{Range}; C{HEAD} answers as C{GET} without one.
+  - only C{GET} honours C{Range}; C{HEAD} answers as C{GET} without one;
+  - a date that cannot be parsed is ignored, as if its header were absent;
+  - an C{If-Range} date keeps the range only when the file's Last-Modified
+    is at least a second before the answer's time (RFC 9110 sections 8.8.2.2
+    and 13.1.5): a file replaced within the second of a date the client
+    holds could carry the same date, and a range of it would splice two
+    versions. An C{If-Range} entity tag (strong) needs no such wait.
 """
 
 from __future__ import annotations
@@ -145,14 +151,18 @@ def parseETags(value: bytes) -> list[tuple[bool, bytes]] | None:
 def parseHTTPDate(value: bytes) -> int | None:
     """
     An HTTP date in whole seconds since the epoch, or L{None} if it is not one.
+
+    Never raises: C{email.utils} raises C{OverflowError} for numbers too large
+    for the platform (and other errors for other garbage), and a date that
+    cannot be read is ignored by every header that carries one.
     """
     try:
         when = parsedate_to_datetime(value.decode("ascii"))
-    except (ValueError, TypeError, UnicodeDecodeError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
+    except Exception:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
 
 
 def _preconditionFails(conditions: Conditions, validators: Validators) -> bool:
@@ -185,11 +195,12 @@ def _notModified(conditions: Conditions, validators: Validators) -> bool:
     return False
 
 
-def _rangeApplies(ifRange: bytes | None, validators: Validators) -> bool:
+def _rangeApplies(ifRange: bytes | None, validators: Validators, now: float) -> bool:
     """
     C{If-Range} (RFC 9110 section 13.1.5): the range holds only if the
     file is still the one the client has, by strong comparison of the entity
-    tag, or by an exact match of the date.
+    tag, or by an exact match of a date that is a strong validator: the file
+    was last modified at least a second before C{now}.
     """
     if ifRange is None:
         return True
@@ -197,20 +208,24 @@ def _rangeApplies(ifRange: bytes | None, validators: Validators) -> bool:
     if value.startswith(b'"') or value.startswith(b"W/"):
         match = _ETAG.fullmatch(value)
         return match is not None and match.group(1) is None and match.group(2) == validators.etag
-    return parseHTTPDate(value) == validators.modified
+    return parseHTTPDate(value) == validators.modified and validators.modified + 1 <= now
 
 
-def decide(head: bool, conditions: Conditions, size: int, validators: Validators) -> Answer:
+def decide(
+    head: bool, conditions: Conditions, size: int, validators: Validators, *, now: float
+) -> Answer:
     """
     What a C{GET} (or, with C{head}, a C{HEAD}) of a complete file of
     C{size} bytes answers.
+
+    @param now: the answer's time (its C{Date}), seconds since the epoch.
     """
     if _preconditionFails(conditions, validators):
         return Answer(412)
     if _notModified(conditions, validators):
         return Answer(304)
     whole = Answer(200, Span(0, size) if size else None)
-    if head or not _rangeApplies(conditions.ifRange, validators):
+    if head or not _rangeApplies(conditions.ifRange, validators, now):
         return whole
     wanted = parseRange(conditions.range, size)
     if wanted is None:

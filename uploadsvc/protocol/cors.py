@@ -49,6 +49,7 @@ ALLOWED_HEADERS = (
     b"If-Match",
     b"If-None-Match",
     b"If-Modified-Since",
+    b"If-Unmodified-Since",
     b"If-Range",
 )
 

@@ -45,21 +45,40 @@ def etagOf(opened: Any) -> bytes:
 
 def conditionsOf(request: Any) -> Conditions:
     """
-    The headers of C{request} that decide a download (the first of each).
+    The headers of C{request} that decide a download.
+
+    A list field sent on several lines (C{If-Match}, C{If-None-Match}) is
+    one list: its lines joined with commas (RFC 9110 section 5.3). C{Range}
+    and C{If-Range} on several lines are joined too, which makes them
+    unreadable, so the whole file is sent (the safe reading of an
+    ambiguous request); of the dates, the first line counts.
     """
 
     def first(name: bytes) -> bytes | None:
         values = request.requestHeaders.getRawHeaders(name)
         return values[0] if values else None
 
+    def joined(name: bytes) -> bytes | None:
+        values = request.requestHeaders.getRawHeaders(name)
+        return b", ".join(values) if values else None
+
     return Conditions(
-        ifMatch=first(b"If-Match"),
+        ifMatch=joined(b"If-Match"),
         ifUnmodifiedSince=first(b"If-Unmodified-Since"),
-        ifNoneMatch=first(b"If-None-Match"),
+        ifNoneMatch=joined(b"If-None-Match"),
         ifModifiedSince=first(b"If-Modified-Since"),
-        ifRange=first(b"If-Range"),
-        range=first(b"Range"),
+        ifRange=joined(b"If-Range"),
+        range=joined(b"Range"),
     )
+
+
+def answerTime(request: Any) -> float:
+    """
+    The time of C{request}'s answer (its C{Date}), on the clock of the site
+    that serves it (twisted.web's C{HTTPFactory} keeps the reactor it was
+    given: injected in tests, the reactor in the daemon).
+    """
+    return float(request.site.reactor.seconds())
 
 
 def writeFileHeaders(request: Any, opened: Any, etag: bytes) -> None:
@@ -95,9 +114,12 @@ async def serveFile(
     streaming = False
     try:
         etag = etagOf(opened)
+        now = answerTime(request)
         answer = decide(
-            head, conditionsOf(request), opened.size, Validators(etag, opened.modified)
+            head, conditionsOf(request), opened.size, Validators(etag, opened.modified), now=now
         )
+        # The Date that the If-Range decision was made against.
+        request.setHeader(b"Date", datetimeToString(int(now)))
         if answer.status == 412:
             raise PreconditionFailed(
                 "precondition-failed", "the file is not the one If-Match or "
@@ -122,9 +144,9 @@ async def serveFile(
         request.setHeader(b"Content-Type", b"application/octet-stream")
         if head or span.length == 0:
             return b""
+        # From here the producer owns the file and closes it on every path.
         streaming = True
-        producer = FileProducer(runner, opened, span, request)
-        complete = await producer.start()
+        complete = await FileProducer(runner, opened, span, request).start()
         return b"" if complete else None
     finally:
         if not streaming:
@@ -139,7 +161,13 @@ class FileProducer:
     until the transport drains.
 
     The file is closed (in the pool) when the part is sent or the request
-    ends otherwise.
+    ends otherwise, including when its client left before L{start}.
+
+    A request cut short ends only once the request itself knows that its
+    client left (its C{notifyFinish} fails): the transport stops its
+    producer before it tells the request, and ending earlier would let Klein
+    finish the request as if answered (logged as a 200 with part of the
+    body) instead of lost.
     """
 
     def __init__(
@@ -155,6 +183,7 @@ class FileProducer:
         self._paused = False
         self._reading = False
         self._done: Deferred | None = None
+        self._stopped = False
         self._closed = False
         #: Chunks read from disk, for tests.
         self.reads = 0
@@ -165,13 +194,24 @@ class FileProducer:
         C{False} if the request ended first (the client went away).
         """
         self._done = Deferred()
-        self._request.registerProducer(self, True)
-        self._request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        if _clientGone(self._request):
+            # It left while the file was being opened: nothing to send.
+            self._stopped = True
+            self._close()
+            self._done.callback(False)
+            return self._done
+        try:
+            self._request.registerProducer(self, True)
+        except BaseException:
+            self._stopped = True
+            self._close()
+            raise
+        self._request.notifyFinish().addErrback(lambda _: self._lost())
         self._readNext()
         return self._done
 
     def _readNext(self) -> None:
-        if self._paused or self._reading or self._done is None or self._done.called:
+        if self._paused or self._reading or self._stopped or self._done is None:
             return
         if self._left == 0:
             self._end(True)
@@ -183,7 +223,7 @@ class FileProducer:
     def _gotChunk(self, data: bytes) -> None:
         self._reading = False
         self.reads += 1
-        if self._done is None or self._done.called:
+        if self._stopped:
             self._close()
             return
         if not data:
@@ -200,27 +240,44 @@ class FileProducer:
 
     def _readFailed(self, failure: Failure) -> None:
         self._reading = False
-        if self._done is None or self._done.called:
+        if self._stopped:
             self._close()
             return
         log.failure("reading a file for a download", failure)
         self._abort()
 
     def _abort(self) -> None:
+        self._stop()
         abortRequest(self._request)
-        self._end(False)
+        if _clientGone(self._request):
+            self._lost()
+        # Else the request learns it lost its client once the abort lands.
 
     def _end(self, complete: bool) -> None:
+        self._stop()
         assert self._done is not None
-        if self._done.called:
+        if not self._done.called:
+            self._done.callback(complete)
+
+    def _stop(self) -> None:
+        """
+        Read no more and close the file; the request is told nothing.
+        """
+        if self._stopped:
             return
-        if getattr(self._request, "channel", None) is not None:
+        self._stopped = True
+        if not _clientGone(self._request):
             self._request.unregisterProducer()
         if not self._reading:
             # Else once the read in flight returns: closing under it could
             # let the descriptor's number name another file meanwhile.
             self._close()
-        self._done.callback(complete)
+
+    def _lost(self) -> None:
+        """
+        The request's client is gone (and the request knows it): end.
+        """
+        self._end(False)
 
     def _close(self) -> None:
         if self._closed:
@@ -240,5 +297,13 @@ class FileProducer:
         self._readNext()
 
     def stopProducing(self) -> None:
-        if self._done is not None and not self._done.called:
-            self._end(False)
+        # The connection is going: the request is told next (L{_lost}).
+        self._stop()
+
+
+def _clientGone(request: Any) -> bool:
+    """
+    Whether C{request} has no connection any more (its client left, or it
+    was finished): twisted.web drops a request's C{channel} then.
+    """
+    return getattr(request, "channel", None) is None

@@ -148,10 +148,15 @@ class _Guarded:
 
     def close(self) -> None:
         """
-        Close after what was written, reading nothing more.
+        Close after what was written, reading nothing more (an HTTP/2
+        connection says GOAWAY first).
         """
         self._cancelDeadline()
-        self.transport.loseConnection()
+        closeGracefully = getattr(self.inner, "closeGracefully", None)
+        if closeGracefully is not None:
+            closeGracefully()
+        else:
+            self.transport.loseConnection()
 
     # -- deadline -----------------------------------------------------------
 

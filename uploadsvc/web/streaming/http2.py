@@ -135,6 +135,25 @@ class StreamingH2Connection(GuardedH2Connection):
         stream.connectionLost(reason)
         self._requestDone(streamID)
 
+    def goAway(self) -> None:
+        """
+        Close a connection that has nothing under way (the server stops):
+        GOAWAY with C{NO_ERROR} first, naming the last stream the client
+        opened as the last one served, then as after a timeout.
+
+        Not sent earlier in a drain, while streams are still under way,
+        though RFC 9113 section 6.8 allows it: the C{h2} library, which
+        clients such as httpx use, takes a GOAWAY as the end of every
+        stream (python-hyper/h2#1181), so an upload in flight would fail.
+        """
+        if self._closing or self.transport is None:
+            return
+        self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
+        self.transport.write(self.conn.data_to_send())
+        self._stopReading()
+        self.transport.loseConnection()
+        self._letGo()
+
     def _bodyPaused(self, streamID: int) -> None:
         if not self._pausedBodies:
             # The server is the slow side now: the idle timeout must not fire.

@@ -59,6 +59,18 @@ class _NegotiatingChannel(http._GenericHTTPChannelProtocol):  # type: ignore[mis
         networkProducer.registerProducer(channel, True)
         self._negotiatedProtocol = b"h2"  # type: ignore[assignment]
 
+    def closeGracefully(self) -> None:
+        """
+        Close a connection that has nothing under way: over HTTP/2 with a
+        GOAWAY first (L{StreamingH2Connection.goAway}); over HTTP/1.1 after
+        what was written.
+        """
+        goAway = getattr(self._channel, "goAway", None)
+        if goAway is not None:
+            goAway()
+        else:
+            self._channel.transport.loseConnection()
+
     def pauseProducing(self) -> None:
         self._channel.pauseProducing()
 
