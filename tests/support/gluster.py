@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -112,7 +114,10 @@ class GlusterVolume:
         self._volumeMade = False
         for sub in ("work", "run", "log", "bricks", "mnt"):
             os.makedirs(os.path.join(self.base, sub), exist_ok=True)
-        self.socketPath = os.path.join(self.base, "glusterd.socket")
+        # A unix socket's path must be short (108 bytes): not under the
+        # test's folder, but in a folder of its own removed by stop().
+        self._socketDir = tempfile.mkdtemp(prefix="uploadsvc-glusterd-")
+        self.socketPath = os.path.join(self._socketDir, "glusterd.socket")
         self.logPath = os.path.join(self.base, "log", "glusterd.log")
 
     # -- start -------------------------------------------------------------
@@ -254,6 +259,7 @@ class GlusterVolume:
         if self._glusterd is not None:
             attempt(_stop, self._glusterd)
             self._glusterd = None
+        shutil.rmtree(self._socketDir, ignore_errors=True)
         if errors:
             raise errors[0]
 
