@@ -246,7 +246,7 @@ class GlusterClusterTests(SynchronousTestCase):
         An upload begun on one server and queried on all, completed on
         another, is at once complete on every server (200, its size; never
         500 nor 204 "incomplete"), and a new upload at the same path is
-        refused as a complete file there (409).
+        refused there as a complete file is (409), leaving it as it was.
         """
         servers = self.startCluster()
         data = patternBytes(15, 0, 3 * MiB)
@@ -262,8 +262,9 @@ class GlusterClusterTests(SynchronousTestCase):
             self.assertEqual(answer.status, 201, answer.raw)
             self.assertStoredEverywhere(path[1:], data)
             for server in servers:
-                again = self.piece(server.port, path, data, 0, MiB)
+                again = self.send(server.port, "PUT", path, [], b"another file")
                 self.assertEqual(again.status, 409, (server.port, again.raw))
+            self.assertStoredEverywhere(path[1:], data)
 
     def test_expiryRunsOnce(self) -> None:
         """

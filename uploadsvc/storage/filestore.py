@@ -67,6 +67,7 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
+from uploadsvc.storage.freshness import dataSize
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
     uploadKey,
@@ -299,7 +300,7 @@ class FileStore:
                 if fd is None:
                     raise NotFound("no-upload", "there is no such upload")
                 fds.append(fd)
-                if info.get("total") != os.fstat(fd).st_size:
+                if info.get("total") != dataSize(fd):
                     raise BadRequest("bad-concat", "Upload-Concat names a partial upload not complete")
             out = self._openData(finalKey, create=True)
             assert out is not None
@@ -563,7 +564,7 @@ class FileStore:
                     # Named by no synced metadata yet (a crash in its first
                     # request): make its name durable before reporting it.
                     self._syncFolder(key)
-            offset = os.fstat(fd).st_size
+            offset = dataSize(fd)
             if self.fsync and durable:
                 self.system.fsync(fd)  # everything up to the size read above is durable
         finally:
@@ -672,7 +673,7 @@ class FileStore:
             except BaseException:
                 os.close(fd)
                 raise
-        offset = os.fstat(fd).st_size
+        offset = dataSize(fd)
         hasher = None
         if offset == 0:
             hasher = newStreamHasher()
@@ -1069,7 +1070,7 @@ class FileStore:
         except (OSError, ValueError, TypeError, KeyError, UploadError):
             lock.release()  # not ours to judge here: left as it is
             return None
-        size = os.fstat(fd).st_size
+        size = dataSize(fd)
         staged = StagedFile(self, key, fd, size, None, info, False, lock)
         staged.path = path
         staged.infoOnDisk = True
