@@ -28,6 +28,7 @@ from tests.support.gluster import startGluster
 from tests.support.programs import startProgram
 from tests.support.rawhttp import patternBytes
 from tests.support.server import ServerProcess, freePort
+from tests.test_e2e_nginx import read, replaceOnce
 from tests.test_e2e_takeover import takeOver
 from tests.support.tools import requireTool
 
@@ -76,21 +77,24 @@ class GlusterClusterTests(SynchronousTestCase):
         nginx = requireTool("nginx")
         tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
-        upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
+        # The shipped upstream block, its three servers made ours.
+        upstream = read("nginx-uploadsvc-cluster.conf")
+        for n, port in zip((11, 12, 13), ports, strict=True):
+            upstream = replaceOnce(upstream, f"server 10.0.0.{n}:8080;", f"server 127.0.0.1:{port};")
         temps = "".join(
             f"{kind}_temp_path {tmp}/{kind};\n"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         conf = os.path.join(tmp, "nginx.conf")
-        # The upstream and location of tap-configs/nginx-uploadsvc-cluster.conf,
-        # without its TLS and authentication; the answer names its server.
+        # The location of tap-configs/nginx-uploadsvc.conf without its TLS
+        # and authentication; each answer names the server that gave it.
         with open(conf, "w") as f:
             f.write(
                 f"daemon off;\nmaster_process off;\npid {tmp}/nginx.pid;\n"
                 f"error_log {tmp}/error.log info;\n"
                 "events { worker_connections 256; }\n"
                 f"http {{\naccess_log {tmp}/access.log;\n{temps}"
-                f"upstream uploadsvc {{\n{upstream}    keepalive 32;\n}}\n"
+                f"{upstream}\n"
                 f"server {{\n  listen 127.0.0.1:{self.nginxPort};\n"
                 "  location / {\n"
                 "    proxy_request_buffering off;\n    proxy_buffering off;\n"
