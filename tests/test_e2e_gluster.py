@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import time
@@ -173,6 +174,7 @@ class GlusterClusterTests(SynchronousTestCase):
             upstreams.add(answer.header("x-upstream"))
             if end == len(data):
                 self.assertEqual(answer.status, 201, answer.raw)
+                self.assertEqual(json.loads(answer.body)["sha256"], digest(data))
                 break
             self.assertEqual((answer.status, answer.header("upload-offset")), (204, str(end)), answer.raw)
             offset = end
@@ -193,6 +195,9 @@ class GlusterClusterTests(SynchronousTestCase):
             answer = self.piece(writer.port, "/o/f.bin", data, i * MiB, (i + 1) * MiB)
             self.assertEqual(answer.status, 201 if i == pieces - 1 else 204, answer.raw)
             if i == pieces - 1:
+                # Hashed by a server that saw two thirds of the bytes
+                # written by others: it read them back through its mount.
+                self.assertEqual(json.loads(answer.body)["sha256"], digest(data))
                 break
             head = self.send(reader.port, "HEAD", "/o/f.bin")
             self.assertEqual(

@@ -248,6 +248,7 @@ class GlusterVolume:
             except BaseException as e:  # keep tearing down
                 errors.append(e)
 
+        sockets = [arg for argv in self._brickCommands().values() for arg in _socketArgs(argv)]
         for point, process in reversed(self._mountProcesses):
             attempt(self._unmount, point, process)
         self._mountProcesses = []
@@ -260,6 +261,11 @@ class GlusterVolume:
             attempt(_stop, self._glusterd)
             self._glusterd = None
         shutil.rmtree(self._socketDir, ignore_errors=True)
+        for path in sockets:  # the bricks' sockets, left in /var/run/gluster
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         if errors:
             raise errors[0]
 
@@ -271,29 +277,43 @@ class GlusterVolume:
                 subprocess.run(["umount", "-l", point], capture_output=True, timeout=STEP)
         _stop(process)
 
-    def _killBricks(self) -> None:
+    def _brickCommands(self) -> dict[int, list[str]]:
         """
-        SIGKILL any brick process still alive (one that C{volume stop}
-        did not stop), by the PID in its pidfile under our run folder.
+        The brick processes alive now, by the PIDs in their pidfiles under
+        our run folder: their command lines, if they name our folder.
         """
+        found = {}
         for pidFile in glob.glob(os.path.join(self.base, "run", "vols", "*", "*.pid")):
             try:
                 with open(pidFile) as f:
                     pid = int(f.read().strip() or 0)
+                if pid <= 0:
+                    continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
             except (OSError, ValueError):
                 continue
-            if pid <= 0:
-                continue
+            if any(self.base in arg for arg in argv):
+                found[pid] = argv
+        return found
+
+    def _killBricks(self) -> None:
+        """
+        SIGKILL any brick process still alive (one that C{volume stop}
+        did not stop), by its PID.
+        """
+        for pid in self._brickCommands():
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    mine = self.base.encode() in f.read()
-            except OSError:
-                continue
-            if mine:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _socketArgs(argv: list[str]) -> list[str]:
+    """
+    The unix socket a brick's command line names (C{-S PATH}).
+    """
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-S"]
 
 
 def startGluster(testCase: Any, count: int = 3, mountOptions: Sequence[str] = ()) -> GlusterVolume:
