@@ -32,6 +32,8 @@ from tests.support.server import ServerProcess, freePort
 from tests.test_e2e_nginx import read, replaceOnce
 from tests.test_e2e_takeover import takeOver
 from tests.support.tools import requireTool
+from uploadsvc.storage.freshness import dataSize
+from uploadsvc.storage.locks import RegionLocks
 
 MiB = 1024 * 1024
 #: Upper bound on every wait (seconds).
@@ -46,6 +48,57 @@ PARTIAL = ("Content-Type", "application/partial-upload")
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class GlusterVolumeTests(SynchronousTestCase):
+    """
+    The fixture's volume carries what the servers rely on between mounts,
+    and its teardown leaves nothing behind.
+    """
+
+    def test_locksAndBytesBetweenMounts(self) -> None:
+        """
+        A writer lock taken through one mount is refused through the others
+        until it is let go, and bytes fsync'd through one mount are read
+        through another, at the size SEEK_HOLE reports there.
+        """
+        volume = startGluster(self, count=3)
+        locks = [RegionLocks(os.path.join(m, "lock")) for m in volume.mounts]
+        for regionLocks in locks:
+            self.addCleanup(regionLocks.close)
+        held = locks[0].tryLock("p-upload")
+        self.assertIsNotNone(held)
+        self.assertIsNone(locks[1].tryLock("p-upload"))
+        self.assertIsNone(locks[2].tryLock("p-upload"))
+        assert held is not None
+        held.release()
+        other = locks[2].tryLock("p-upload")
+        self.assertIsNotNone(other)
+        assert other is not None
+        other.release()
+        data = patternBytes(3, 0, MiB + 3)
+        with open(os.path.join(volume.mounts[1], "f"), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(os.path.join(volume.mounts[0], "f"), os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(dataSize(fd), len(data))
+        with open(os.path.join(volume.mounts[2], "f"), "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_teardown(self) -> None:
+        """Stopping the volume unmounts every mount point and stops glusterd and the bricks."""
+        volume = startGluster(self, count=2)
+        glusterd = volume._glusterd
+        assert glusterd is not None
+        self.assertEqual(len(volume._brickCommands()), 2)
+        volume.stop()
+        for point in volume.mounts:
+            self.assertFalse(os.path.ismount(point), point)
+        self.assertIsNotNone(glusterd.poll())
+        self.assertEqual(volume._brickCommands(), {})
+        self.assertFalse(os.path.exists(volume.socketPath))
 
 
 class GlusterClusterTests(SynchronousTestCase):
