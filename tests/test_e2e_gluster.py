@@ -25,11 +25,11 @@ from typing import Sequence
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import rawhttp
+from tests.support.cluster import writeNginxConf
 from tests.support.gluster import startGluster
 from tests.support.programs import startProgram
 from tests.support.rawhttp import patternBytes
 from tests.support.server import ServerProcess, freePort
-from tests.test_e2e_nginx import read, replaceOnce
 from tests.test_e2e_takeover import takeOver
 from tests.support.tools import requireTool
 from uploadsvc.storage.freshness import dataSize
@@ -131,33 +131,7 @@ class GlusterClusterTests(SynchronousTestCase):
         nginx = requireTool("nginx")
         tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
-        # The shipped upstream block, its three servers made ours.
-        upstream = read("nginx-uploadsvc-cluster.conf")
-        for n, port in zip((11, 12, 13), ports, strict=True):
-            upstream = replaceOnce(upstream, f"server 10.0.0.{n}:8080;", f"server 127.0.0.1:{port};")
-        temps = "".join(
-            f"{kind}_temp_path {tmp}/{kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        conf = os.path.join(tmp, "nginx.conf")
-        # The location of tap-configs/nginx-uploadsvc.conf without its TLS
-        # and authentication; each answer names the server that gave it.
-        with open(conf, "w") as f:
-            f.write(
-                f"daemon off;\nmaster_process off;\npid {tmp}/nginx.pid;\n"
-                f"error_log {tmp}/error.log info;\n"
-                "events { worker_connections 256; }\n"
-                f"http {{\naccess_log {tmp}/access.log;\n{temps}"
-                f"{upstream}\n"
-                f"server {{\n  listen 127.0.0.1:{self.nginxPort};\n"
-                "  location / {\n"
-                "    proxy_request_buffering off;\n    proxy_buffering off;\n"
-                "    client_max_body_size 0;\n    proxy_http_version 1.1;\n"
-                '    proxy_set_header Connection "";\n    proxy_set_header Host $host;\n'
-                "    add_header X-Upstream $upstream_addr always;\n"
-                "    proxy_pass http://uploadsvc;\n  }\n}\n}\n"
-            )
-        errorLog = os.path.join(tmp, "error.log")
+        conf, errorLog = writeNginxConf(tmp, self.nginxPort, ports)
 
         def errors() -> str:
             try:
