@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,8 @@ class Client(threading.Thread):
         self.failed: list[str] = []
         self.attempts = 0
         self.errors = 0
+        #: why rounds failed: an answer's method and status, or an exception's type
+        self.reasons: dict[str, int] = {}
 
     def run(self) -> None:
         n = 0
@@ -109,8 +112,10 @@ class Client(threading.Thread):
                 if answer.status in (200, 201):
                     return True
                 raise OSError(f"PUT {answer.status}")
-            except (OSError, ValueError):  # cut, reset, stalled (timeout), server killed
+            except (OSError, ValueError) as e:  # cut, reset, stalled (timeout), server killed
                 self.errors += 1
+                reason = str(e) if str(e).startswith(("HEAD", "PUT")) else type(e).__name__
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
                 time.sleep(0.2)
         return False
 
@@ -124,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-limit", type=float, default=300.0)
     parser.add_argument("--expire-after", default="10s")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (bricks, logs)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     base = tempfile.mkdtemp(prefix="uploadsvc-chaos-")
@@ -204,13 +210,25 @@ def main(argv: list[str] | None = None) -> int:
         staging = os.path.join(root, ".uploadsvc", "uploads")
 
         def staged() -> list[str]:
-            return [n for _, _, names in os.walk(staging) for n in names if not n.startswith(".")]
+            """The staged uploads' files (not the temp files a killed server left)."""
+            return [
+                n for _, _, names in os.walk(staging) for n in names
+                if n.endswith((".data", ".json"))
+            ]
+
+        def temps() -> int:
+            return len([n for _, _, names in os.walk(staging) for n in names if n.endswith(".tmp")])
 
         left = staged()
         deadline = time.monotonic() + 120
         while staged() and time.monotonic() < deadline:
             time.sleep(1)
         after = staged()
+        reasons: dict[str, int] = {}
+        for client in clients:
+            for reason, count in client.reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        errors500 = sum(s.logText().count('" 500 ') for s in servers)
         lines += [
             "## Chaos run (issue 12 item 3): three servers on GlusterFS, nginx, fault proxy",
             "",
@@ -224,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
             f"failed rounds (cut, reset, stalled, server killed): {sum(c.errors for c in clients)}",
             f"- Wall time until every client was done: {total:.0f} s "
             f"(new files begun during the first {args.seconds:g} s)",
-            f"- Staged files when clients were done: {len(left)}; after expiry "
-            f"(--expire-after {args.expire_after}): {len(after)}",
+            "- Why rounds failed: " + ", ".join(
+                f"{reason} {count}" for reason, count in sorted(reasons.items(), key=lambda r: -r[1])
+            ),
+            f"- Answers 500 in the servers' logs: {errors500}",
+            f"- Staged files (.data, .json) when clients were done: {len(left)}; after expiry "
+            f"(--expire-after {args.expire_after}): {len(after)}; metadata temp files left by "
+            f"killed servers (removed after an hour): {temps()}",
         ]
         for i in range(3):
             samples = rss[i]
@@ -252,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.stop()
         volume.stop()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"kept {base}")
 
 
 if __name__ == "__main__":

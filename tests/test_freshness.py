@@ -10,7 +10,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.storage.freshness import dataSize, isListed
+from uploadsvc.storage.freshness import closeReader, dataSize, isListed
 
 
 class DataSizeTests(SynchronousTestCase):
@@ -74,3 +74,17 @@ class IsListedTests(SynchronousTestCase):
         self.assertTrue(isListed(fd, "b.data"))
         os.unlink(os.path.join(folder, "b.data"))
         self.assertFalse(isListed(fd, "b.data"))
+
+
+class CloseReaderTests(SynchronousTestCase):
+    def test_closes(self) -> None:
+        """The descriptor is closed."""
+        fd = os.open(os.path.abspath(self.mktemp()), os.O_RDWR | os.O_CREAT, 0o644)
+        closeReader(fd)
+        self.assertRaises(OSError, os.fstat, fd)
+
+    def test_otherErrorsRaised(self) -> None:
+        """Only "removed by another host" is let pass: closing a descriptor that is not open still fails."""
+        fd = os.open(os.path.abspath(self.mktemp()), os.O_RDWR | os.O_CREAT, 0o644)
+        os.close(fd)
+        self.assertRaises(OSError, closeReader, fd)

@@ -67,7 +67,7 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
-from uploadsvc.storage.freshness import dataSize
+from uploadsvc.storage.freshness import GONE, closeReader, dataSize
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
     uploadKey,
@@ -421,11 +421,17 @@ class FileStore:
                 if fd is None:
                     return False
                 try:
-                    if not lockData(fd, exclusive=False):
+                    try:
+                        locked = lockData(fd, exclusive=False)
+                    except OSError as e:
+                        if e.errno in GONE:
+                            return False  # removed by another host meanwhile
+                        raise
+                    if not locked:
                         return False  # a writer holding another lock file
                     return self._discard(key)
                 finally:
-                    os.close(fd)
+                    closeReader(fd)
         finally:
             lock.release()
 
@@ -568,7 +574,7 @@ class FileStore:
             if self.fsync and durable:
                 self.system.fsync(fd)  # everything up to the size read above is durable
         finally:
-            os.close(fd)
+            closeReader(fd)
         total = info.get("total")
         if total is not None and total < offset:
             # Metadata that cannot be right (a hand edit, a restored backup):
@@ -651,7 +657,14 @@ class FileStore:
             dirty = True
         fd = self._openData(key, create=True)
         assert fd is not None
-        if not lockData(fd):
+        try:
+            locked = lockData(fd)
+        except OSError as e:
+            closeReader(fd)
+            if e.errno not in GONE:
+                raise
+            raise _movedElsewhere(self._where(key, ".data")) from e
+        if not locked:
             os.close(fd)
             raise _heldElsewhere(key, self._where(key, ".data"))
         if plan.startOver:
@@ -1143,6 +1156,16 @@ def _removeOldTemps(folderFD: int, names: list[str], before: float) -> None:
                 statedir.unlinkFile(folderFD, name, name)
         except (OSError, UploadError):
             pass  # gone already, or not ours to remove: left as it is
+
+
+def _movedElsewhere(where: str) -> Busy:
+    """
+    The refusal when the staged file was renamed or removed by another host
+    (a completion, a cancel, an expiry) just as this one opened it: 503, and
+    the client's next request sees what that host left.
+    """
+    log.warn("{where} was moved by another host as it was opened", where=where)
+    return Busy("locked", "the upload changed on another server as it was opened; try again")
 
 
 def _heldElsewhere(key: str, where: str) -> Busy:

@@ -74,3 +74,21 @@ def isListed(folderFD: int, name: str) -> bool:
     upload, now at its destination) or removed.
     """
     return name in os.listdir(folderFD)
+
+
+#: What a file operation fails with when another host removed or renamed
+#: the file after this host opened or looked it up.
+GONE = (errno.ENOENT, errno.ESTALE)
+
+
+def closeReader(fd: int) -> None:
+    """
+    Close a descriptor that was only read through. On a FUSE mount, the
+    close of a file another host removed meanwhile can fail (C{ENOENT},
+    C{ESTALE}); nothing was written through it, so nothing is lost.
+    """
+    try:
+        os.close(fd)
+    except OSError as e:
+        if e.errno not in GONE:
+            raise

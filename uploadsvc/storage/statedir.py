@@ -22,7 +22,7 @@ import stat
 from typing import Any
 
 from uploadsvc.errors import UnsafeState
-from uploadsvc.storage.freshness import isListed
+from uploadsvc.storage.freshness import closeReader, isListed
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 STATE_DIR = ".uploadsvc"
@@ -203,6 +203,15 @@ def openFile(
                 raise
             # Made by someone else since the folder was read: open that one.
             fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
+        except OSError as e:
+            if e.errno != errno.ESTALE or not flags & os.O_CREAT or exclusive:
+                raise
+            # The name this host cached leads to a file another host removed
+            # after the folder was read: look it up afresh (O_EXCL), once.
+            try:
+                fd = os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode, dir_fd=folderFD)
+            except FileExistsError:
+                fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
     except FileNotFoundError:
         if flags & os.O_CREAT:
             raise
@@ -281,7 +290,7 @@ def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
             pieces.append(piece)
             size += len(piece)
     finally:
-        os.close(fd)
+        closeReader(fd)
     if size > MAX_JSON:
         raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
     try:
