@@ -102,6 +102,15 @@ class Client(threading.Thread):
                     offset = int(head.header("upload-offset") or 0)
                 else:
                     raise OSError(f"HEAD {head.status}")
+                if offset == size:
+                    # Every byte is staged, the completion was cut off: a
+                    # status query completes it (docs/protocol.md section 3).
+                    _, answer = rawhttp.exchange(
+                        self.port, "PUT", path, [("Content-Range", f"bytes */{size}")], timeout=10
+                    )
+                    if answer.status in (200, 201):
+                        return True
+                    raise OSError(f"PUT */T {answer.status}")
                 body = patternBytes(seed, offset, size - offset)
                 _, answer = rawhttp.exchange(
                     self.port, "PUT", path,

@@ -17,6 +17,8 @@ CONFIGS = os.path.join(
 
 #: The servers of the shipped upstream block, in order.
 SHIPPED_SERVERS = ("10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080")
+#: What follows each server's address in the shipped block.
+SERVER_PARAMETERS = " max_fails=0"
 
 
 def upstreamBlock(ports: Sequence[int]) -> str:
@@ -29,10 +31,10 @@ def upstreamBlock(ports: Sequence[int]) -> str:
     if len(ports) != len(SHIPPED_SERVERS):
         raise ValueError(f"the shipped upstream has {len(SHIPPED_SERVERS)} servers")
     for shipped, port in zip(SHIPPED_SERVERS, ports):
-        line = f"server {shipped};"
+        line = f"server {shipped}{SERVER_PARAMETERS};"
         if text.count(line) != 1:
             raise AssertionError(f"expected {line!r} once in the shipped upstream")
-        text = text.replace(line, f"server 127.0.0.1:{port};")
+        text = text.replace(line, f"server 127.0.0.1:{port}{SERVER_PARAMETERS};")
     return text
 
 

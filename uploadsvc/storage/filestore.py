@@ -1056,7 +1056,50 @@ class FileStore:
                         continue
                     if outcome is not None:
                         done.append(outcome)
+                elif (
+                    name.startswith("p-") and name.endswith(".json")
+                    and name[: -len(".json")] + ".data" not in names
+                ):
+                    try:
+                        outcome = self._dropCompletedInfo(name[: -len(".json")])
+                    except Exception:
+                        log.failure("checking the metadata {name}", name=name)
+                        continue
+                    if outcome is not None:
+                        done.append(outcome)
         return done
+
+    def _dropCompletedInfo(self, key: str) -> tuple[str, str] | None:
+        """
+        Remove the C{.json} of a path upload that has no data file and whose
+        destination holds a file: a completion that was killed between its
+        rename and the removal of the metadata (seen when servers sharing a
+        root are killed at random). Left behind, it would never expire
+        (expiry follows data files). Under the upload's writer and state
+        locks, as a writer would; anything else is left as it is.
+        """
+        lock = self._locks.tryLock(key)
+        if lock is None:
+            return None
+        try:
+            with self._stateLock(key):
+                info = self._readInfo(key)
+                path = parseRelativePath(info["path"]) if info else None
+                if info is None or path is None or not _keyMatches(key, info, path):
+                    return None
+                fd = self._openData(key, create=False)
+                if fd is not None:
+                    closeReader(fd)
+                    return None
+                completeSize, _ = destination.entry(self._rootFD, path, False)
+                if completeSize is None:
+                    return None
+                self._unlinkInfo(key)
+                return path.relative, "removed the metadata a completion left (killed before it)"
+        except (OSError, ValueError, TypeError, KeyError, UploadError):
+            return None  # not ours to judge here: left as it is
+        finally:
+            lock.release()
 
     def _recoverOne(self, key: str, allowOverwrite: bool) -> tuple[str, str] | None:
         lock = self._locks.tryLock(key)
