@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rss: dict[int, list[int]] = {i: [] for i in range(3)}
         kills = 0
+        slowDeaths = 0
         for client in clients:
             client.start()
         nextKill = began + rng.uniform(2, 5)
@@ -194,7 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             if now >= nextKill:
                 victim = servers[rng.randrange(3)]
                 if victim.running():
-                    victim.kill9()
+                    try:
+                        victim.kill9()
+                    except subprocess.TimeoutExpired:
+                        # Still in a file system call SIGKILL cannot cut
+                        # short (a FUSE request the mount has not answered).
+                        slowDeaths += 1
+                        assert victim.process is not None
+                        victim.process.wait(120)
+                        victim.process = None
                     kills += 1
                 nextKill = now + rng.uniform(2, 5)
             time.sleep(0.5)
@@ -244,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- Command: `python -m bench.chaos --seconds {args.seconds:g} --clients {args.clients} "
             f"--max-size {args.max_size} --seed {args.seed}`",
             f"- Date: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; CPUs: {os.cpu_count()}",
-            f"- Servers killed (`kill -9`) and restarted: {kills} times in {chaosSeconds:.0f} s",
+            f"- Servers killed (`kill -9`) and restarted: {kills} times in {chaosSeconds:.0f} s "
+            f"({slowDeaths} took more than 15 s to die, blocked in the mount)",
             f"- Uploads: {len(expected)}; complete and byte-identical: {len(done) - len(wrong)}; "
             f"wrong bytes: {len(wrong)}; not finished in time: {len(failed)}",
             f"- Client requests (HEAD+PUT rounds): {sum(c.attempts for c in clients)}; "
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(text)
         return 0 if not wrong and not failed and not after else 1
     finally:
+        # Every step, even after one failed: the volume must go.
         for program in programs:
             program.send_signal(signal.SIGTERM)
             try:
@@ -282,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
                 program.kill()
                 program.wait(15)
         for server in servers:
-            server.stop()
+            try:
+                server.stop()
+            except subprocess.TimeoutExpired:
+                assert server.process is not None
+                server.process.wait(120)
         volume.stop()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
