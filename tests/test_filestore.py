@@ -1281,6 +1281,36 @@ class RecoverTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.readFile(self.root, "r", "full.bin"), data)
         self.assertEqual(self.uploadsEntries(), [])
 
+    def test_metadataOfCompletedRemoved(self) -> None:
+        """
+        The C{.json} that a completion killed between its rename and the
+        removal of the metadata left (no data file, a file at the
+        destination) is removed at start; the file stays as it is.
+        """
+        path = self.stageFull("r/done.bin", b"0123456789", 10)
+        key = FileStore.keyFor(path)
+        folder = self.shardDir(path)
+        with open(os.path.join(folder, key + ".json"), "rb") as f:
+            metadata = f.read()
+        self.assertEqual(self.store.recover(False), [("r/done.bin", "completed")])
+        with open(os.path.join(folder, key + ".json"), "wb") as f:
+            f.write(metadata)  # as the killed completion left it
+        done = self.store.recover(False)
+        self.assertEqual([p for p, _ in done], ["r/done.bin"])
+        self.assertEqual(self.uploadsEntries(), [])
+        self.assertEqual(self.readFile(self.root, "r", "done.bin"), b"0123456789")
+
+    def test_metadataWithoutFileKept(self) -> None:
+        """
+        A C{.json} with no data file and nothing at its destination is left
+        as it is (not a completion's leftover).
+        """
+        path = self.stageFull("r/none.bin", b"01234", 10)
+        key = FileStore.keyFor(path)
+        os.unlink(os.path.join(self.shardDir(path), key + ".data"))
+        self.assertEqual(self.store.recover(False), [])
+        self.assertEqual(self.uploadsEntries(), [key + ".json"])
+
     def test_oldTempFilesRemoved(self) -> None:
         """
         Metadata temp files that a killed process left are removed at start

@@ -9,6 +9,8 @@ import errno
 import os
 from typing import Sequence
 
+from uploadsvc.storage.freshness import dataSize
+
 #: Bytes per system call: a few MiB keeps each call short on a slow disk.
 CHUNK = 4 * 1024 * 1024
 
@@ -26,7 +28,7 @@ def copyAll(sources: Sequence[int], out: int, chunk: int = CHUNK) -> int:
     os.ftruncate(out, 0)
     written = 0
     for source in sources:
-        size = os.fstat(source).st_size
+        size = dataSize(source)
         done = 0
         while done < size:
             n = _copy(source, out, done, written, min(chunk, size - done))

@@ -67,6 +67,7 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
+from uploadsvc.storage.freshness import GONE, closeReader, dataSize
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
     uploadKey,
@@ -299,7 +300,7 @@ class FileStore:
                 if fd is None:
                     raise NotFound("no-upload", "there is no such upload")
                 fds.append(fd)
-                if info.get("total") != os.fstat(fd).st_size:
+                if info.get("total") != dataSize(fd):
                     raise BadRequest("bad-concat", "Upload-Concat names a partial upload not complete")
             out = self._openData(finalKey, create=True)
             assert out is not None
@@ -420,11 +421,17 @@ class FileStore:
                 if fd is None:
                     return False
                 try:
-                    if not lockData(fd, exclusive=False):
+                    try:
+                        locked = lockData(fd, exclusive=False)
+                    except OSError as e:
+                        if e.errno in GONE:
+                            return False  # removed by another host meanwhile
+                        raise
+                    if not locked:
                         return False  # a writer holding another lock file
                     return self._discard(key)
                 finally:
-                    os.close(fd)
+                    closeReader(fd)
         finally:
             lock.release()
 
@@ -563,11 +570,11 @@ class FileStore:
                     # Named by no synced metadata yet (a crash in its first
                     # request): make its name durable before reporting it.
                     self._syncFolder(key)
-            offset = os.fstat(fd).st_size
+            offset = dataSize(fd)
             if self.fsync and durable:
                 self.system.fsync(fd)  # everything up to the size read above is durable
         finally:
-            os.close(fd)
+            closeReader(fd)
         total = info.get("total")
         if total is not None and total < offset:
             # Metadata that cannot be right (a hand edit, a restored backup):
@@ -650,7 +657,14 @@ class FileStore:
             dirty = True
         fd = self._openData(key, create=True)
         assert fd is not None
-        if not lockData(fd):
+        try:
+            locked = lockData(fd)
+        except OSError as e:
+            closeReader(fd)
+            if e.errno not in GONE:
+                raise
+            raise _movedElsewhere(self._where(key, ".data")) from e
+        if not locked:
             os.close(fd)
             raise _heldElsewhere(key, self._where(key, ".data"))
         if plan.startOver:
@@ -672,7 +686,7 @@ class FileStore:
             except BaseException:
                 os.close(fd)
                 raise
-        offset = os.fstat(fd).st_size
+        offset = dataSize(fd)
         hasher = None
         if offset == 0:
             hasher = newStreamHasher()
@@ -1042,7 +1056,50 @@ class FileStore:
                         continue
                     if outcome is not None:
                         done.append(outcome)
+                elif (
+                    name.startswith("p-") and name.endswith(".json")
+                    and name[: -len(".json")] + ".data" not in names
+                ):
+                    try:
+                        outcome = self._dropCompletedInfo(name[: -len(".json")])
+                    except Exception:
+                        log.failure("checking the metadata {name}", name=name)
+                        continue
+                    if outcome is not None:
+                        done.append(outcome)
         return done
+
+    def _dropCompletedInfo(self, key: str) -> tuple[str, str] | None:
+        """
+        Remove the C{.json} of a path upload that has no data file and whose
+        destination holds a file: a completion that was killed between its
+        rename and the removal of the metadata (seen when servers sharing a
+        root are killed at random). Left behind, it would never expire
+        (expiry follows data files). Under the upload's writer and state
+        locks, as a writer would; anything else is left as it is.
+        """
+        lock = self._locks.tryLock(key)
+        if lock is None:
+            return None
+        try:
+            with self._stateLock(key):
+                info = self._readInfo(key)
+                path = parseRelativePath(info["path"]) if info else None
+                if info is None or path is None or not _keyMatches(key, info, path):
+                    return None
+                fd = self._openData(key, create=False)
+                if fd is not None:
+                    closeReader(fd)
+                    return None
+                completeSize, _ = destination.entry(self._rootFD, path, False)
+                if completeSize is None:
+                    return None
+                self._unlinkInfo(key)
+                return path.relative, "removed the metadata a completion left (killed before it)"
+        except (OSError, ValueError, TypeError, KeyError, UploadError):
+            return None  # not ours to judge here: left as it is
+        finally:
+            lock.release()
 
     def _recoverOne(self, key: str, allowOverwrite: bool) -> tuple[str, str] | None:
         lock = self._locks.tryLock(key)
@@ -1069,7 +1126,7 @@ class FileStore:
         except (OSError, ValueError, TypeError, KeyError, UploadError):
             lock.release()  # not ours to judge here: left as it is
             return None
-        size = os.fstat(fd).st_size
+        size = dataSize(fd)
         staged = StagedFile(self, key, fd, size, None, info, False, lock)
         staged.path = path
         staged.infoOnDisk = True
@@ -1142,6 +1199,16 @@ def _removeOldTemps(folderFD: int, names: list[str], before: float) -> None:
                 statedir.unlinkFile(folderFD, name, name)
         except (OSError, UploadError):
             pass  # gone already, or not ours to remove: left as it is
+
+
+def _movedElsewhere(where: str) -> Busy:
+    """
+    The refusal when the staged file was renamed or removed by another host
+    (a completion, a cancel, an expiry) just as this one opened it: 503, and
+    the client's next request sees what that host left.
+    """
+    log.warn("{where} was moved by another host as it was opened", where=where)
+    return Busy("locked", "the upload changed on another server as it was opened; try again")
 
 
 def _heldElsewhere(key: str, where: str) -> Busy:

@@ -22,6 +22,7 @@ import stat
 from typing import Any
 
 from uploadsvc.errors import UnsafeState
+from uploadsvc.storage.freshness import closeReader, isListed
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 STATE_DIR = ".uploadsvc"
@@ -187,18 +188,50 @@ def openFile(
         has another name.
     """
     assert not flags & os.O_TRUNC
+    exclusive = 0
+    if not isListed(folderFD, name):
+        # Another host may have renamed it away or removed it, and this
+        # host's name cache not know yet (see uploadsvc.storage.freshness).
+        if not flags & os.O_CREAT:
+            return None
+        exclusive = os.O_EXCL & ~flags  # a lookup that no cached name answers
     try:
-        fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
+        try:
+            fd = os.open(name, flags | exclusive | _FILE_FLAGS, mode, dir_fd=folderFD)
+        except FileExistsError:
+            if not exclusive:
+                raise
+            # Made by someone else since the folder was read: open that one.
+            fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
+        except OSError as e:
+            if e.errno != errno.ESTALE or not flags & os.O_CREAT or exclusive:
+                raise
+            # The name this host cached leads to a file another host removed
+            # after the folder was read: look it up afresh (O_EXCL), once.
+            try:
+                fd = os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode, dir_fd=folderFD)
+            except FileExistsError:
+                fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=folderFD)
     except FileNotFoundError:
         if flags & os.O_CREAT:
             raise
         return None
     except OSError as e:
+        if e.errno == errno.ESTALE and not flags & os.O_CREAT:
+            return None  # removed by another host as it was opened
         if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENODEV):
             raise UnsafeState(f"{where} is {_kind(folderFD, name)}, not a regular file") from e
         raise
     try:
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            if e.errno != errno.ESTALE:
+                raise
+            # Removed (or replaced) by another host after this host looked
+            # its name up: as removed as it was opened.
+            os.close(fd)
+            return None
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeState(f"{where} is {_describe(st.st_mode)}, not a regular file")
         if st.st_nlink == 0:
@@ -257,7 +290,7 @@ def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
             pieces.append(piece)
             size += len(piece)
     finally:
-        os.close(fd)
+        closeReader(fd)
     if size > MAX_JSON:
         raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
     try:

@@ -1,0 +1,94 @@
+"""
+What another host changed, seen through this host's caches: the size of a
+staged file and whether a state file still has its name, read so that a
+mount's attribute and entry caches (FUSE: GlusterFS, CephFS; NFS) cannot
+answer in the file system's place.
+
+On a shared file system each host's kernel (and, with FUSE, the file
+system's own client) caches a file's attributes and its names' lookups for
+a while (GlusterFS: one second by default). Through those caches C{fstat}
+of a freshly opened file reports the size this host saw earlier, not the
+bytes another host has written and fsync'd; and a name that another host
+renamed away or replaced still opens the old file. On a local disk both
+helpers answer what C{fstat} and C{open} would.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+#: Segments of data a staged file is read through before its size is
+#: taken from its attributes instead (ours have one: bytes are appended).
+_MAX_SEGMENTS = 64
+
+
+def dataSize(fd: int) -> int:
+    """
+    The size of the file open as C{fd}, asked of the file system itself
+    rather than of the attribute cache: the end of its data, found with
+    C{lseek(SEEK_HOLE)}, which FUSE sends to the file system (GlusterFS
+    answers from the brick) and local file systems answer from the inode.
+
+    A staged file has no holes (its bytes are appended at its end), so the
+    first hole is its end. A trailing hole (a file extended with
+    C{ftruncate}) is not counted; without C{SEEK_HOLE} (an old kernel or a
+    file system that refuses it) the answer is C{fstat}'s. The file
+    position is left where it was.
+    """
+    position = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        end = 0
+        for _ in range(_MAX_SEGMENTS):
+            try:
+                hole = os.lseek(fd, end, os.SEEK_HOLE)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    return end  # nothing at or after end: the file ends there
+                raise
+            try:
+                end = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    return hole  # no data after this hole
+                raise
+        return os.fstat(fd).st_size
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        return os.fstat(fd).st_size
+    finally:
+        os.lseek(fd, position, os.SEEK_SET)
+
+
+def isListed(folderFD: int, name: str) -> bool:
+    """
+    Whether C{name} is in the folder open as C{folderFD}, as the file system
+    lists it now (a directory read is not answered from the name cache).
+
+    Reading the folder also refreshes this host's cached names of the
+    entries it lists (FUSE's READDIRPLUS): a name another host replaced
+    (a metadata file rewritten with C{rename}) opens the new file after it.
+    A name no longer listed must not be opened: its cached lookup would
+    still open the file that another host renamed away (a completed
+    upload, now at its destination) or removed.
+    """
+    return name in os.listdir(folderFD)
+
+
+#: What a file operation fails with when another host removed or renamed
+#: the file after this host opened or looked it up.
+GONE = (errno.ENOENT, errno.ESTALE)
+
+
+def closeReader(fd: int) -> None:
+    """
+    Close a descriptor that was only read through. On a FUSE mount, the
+    close of a file another host removed meanwhile can fail (C{ENOENT},
+    C{ESTALE}); nothing was written through it, so nothing is lost.
+    """
+    try:
+        os.close(fd)
+    except OSError as e:
+        if e.errno not in GONE:
+            raise
