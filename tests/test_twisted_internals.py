@@ -102,7 +102,9 @@ H2_CONNECTION_METHODS = [
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
-    ("_outboundStreamQueues", f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams, _blockClosedStreams"),
+    ("_outboundStreamQueues",
+     f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams, _blockClosedStreams; "
+     f"{_H2STREAM}: HTTP2BodyGate.unsentBytes"),
     ("_sendingDeferred", f"{_H2FIXES}: H2ConnectionFixes._wakeSendLoop"),
     ("_reactor", f"{_H2FIXES}: H2ConnectionFixes._handleWindowUpdate (the send loop woken on the next turn)"),
     ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window, or closed by h2)"),

@@ -110,7 +110,8 @@ def _lostWhy(request: Any, notes: RequestNotes) -> str:
     """
     Why a request ended without its whole answer, and how far it got: the
     bytes its upload kept, and the body bytes of an answer already under
-    way (handed to the connection; the client may not have read them all).
+    way (sent on the connection, HTTP/2's still queued not counted; the
+    client may not have read them all).
     """
     if notes.cutShort is not None:
         why = f"cut short: {notes.cutShort}"
@@ -120,7 +121,7 @@ def _lostWhy(request: Any, notes: RequestNotes) -> str:
         why = "lost: the client went away before the answer"
     counts = []
     if request.startedWriting or request.method in (b"GET", b"HEAD"):
-        sent = request.sentLength if request.startedWriting else 0
+        sent = request.sentLength - getattr(request, "unsentLength", 0) if request.startedWriting else 0
         lengths = request.responseHeaders.getRawHeaders(b"content-length") or []
         length = lengths[0].decode("latin-1") if len(lengths) == 1 else None
         total = f" of {length}" if length is not None and length.isdigit() else ""
