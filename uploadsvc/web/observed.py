@@ -121,7 +121,9 @@ def _lostWhy(request: Any, notes: RequestNotes) -> str:
         why = "lost: the client went away before the answer"
     counts = []
     if request.startedWriting or request.method in (b"GET", b"HEAD"):
-        sent = request.sentLength - getattr(request, "unsentLength", 0) if request.startedWriting else 0
+        sent = 0
+        if request.startedWriting:
+            sent = request.sentLength - getattr(request, "unsentLength", 0)
         lengths = request.responseHeaders.getRawHeaders(b"content-length") or []
         length = lengths[0].decode("latin-1") if len(lengths) == 1 else None
         total = f" of {length}" if length is not None and length.isdigit() else ""
