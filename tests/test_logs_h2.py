@@ -63,3 +63,5 @@ class LostH2DownloadTests(SynchronousTestCase):
             formatEvent(event),
         )
         self.assertTrue(client.of(h2.events.ResponseReceived, sid))
+        [access] = log.records("access")
+        self.assertEqual((access["status"], access["responseBytes"]), ("lost", got))

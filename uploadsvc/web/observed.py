@@ -91,7 +91,7 @@ class ObservedSite(LimitedSite):
             "duration": None if notes.started is None else round(now - notes.started, 6),
             "client": getattr(address, "host", None) or getattr(address, "name", None),
             "credential": notes.credential,
-            "responseBytes": getattr(request, "sentLength", None),
+            "responseBytes": _sent(request),
             **extra,
         }, level)
         if self.metrics is not None:
@@ -121,9 +121,7 @@ def _lostWhy(request: Any, notes: RequestNotes) -> str:
         why = "lost: the client went away before the answer"
     counts = []
     if request.startedWriting or request.method in (b"GET", b"HEAD"):
-        sent = 0
-        if request.startedWriting:
-            sent = request.sentLength - getattr(request, "unsentLength", 0)
+        sent = _sent(request) if request.startedWriting else 0
         lengths = request.responseHeaders.getRawHeaders(b"content-length") or []
         length = lengths[0].decode("latin-1") if len(lengths) == 1 else None
         total = f" of {length}" if length is not None and length.isdigit() else ""
@@ -131,3 +129,14 @@ def _lostWhy(request: Any, notes: RequestNotes) -> str:
     if notes.offsetBefore is not None or not counts:
         counts.append(f"{notes.bytesWritten} bytes written")
     return f"{why} ({', '.join(counts)})"
+
+
+def _sent(request: Any) -> int | None:
+    """
+    The response body bytes sent: those written, less those still queued
+    on an HTTP/2 stream when the client left.
+    """
+    sent: int | None = getattr(request, "sentLength", None)
+    if sent is None:
+        return None
+    return sent - getattr(request, "unsentLength", 0)
