@@ -164,22 +164,34 @@ class AppHookTests(StubRequests, SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(self.root)), [".uploadsvc"])
 
     def test_changedDestinationThroughLink(self) -> None:
-        """A destination through a symbolic link is refused with 403, as any request's would be."""
+        """A destination through a symbolic link is refused with 403, as any request's would be, and names no Location."""
         outside = os.path.abspath(self.mktemp())
         os.makedirs(outside)
         os.symlink(outside, os.path.join(self.root, "linked"))
         self.target.answers = [Proceed("linked/e.bin")]
         r, _ = self.request("PUT", "/e.bin", BODY)
         self.assertEqual(r.code, 403)
+        self.assertIsNone(self.header(r, "Location"))
         self.assertEqual(os.listdir(outside), [])
 
     def test_changedDestinationTaken(self) -> None:
-        """A destination that holds a complete file is 409 (overwrite off)."""
+        """A destination that holds a complete file is 409 (overwrite off), with no Location."""
         self.request("PUT", "/taken.bin", b"first")
         self.target.answers = [Proceed("taken.bin")]
         r, _ = self.request("PUT", "/other.bin", BODY)
         self.assertEqual(r.code, 409)
+        self.assertIsNone(self.header(r, "Location"))
         self.assertEqual(self.stored("taken.bin"), b"first")
+
+    def test_changedDestinationFailedFinishTold(self) -> None:
+        """A request accepted at the hook's destination keeps its Location on a later failure (pre-finish 503): the upload is staged there."""
+        self.target.answers = [Proceed("kept/f.bin"), HookFailed("down")]
+        r, _ = self.request("PUT", "/f.bin", BODY, Content_Range=f"bytes 0-{TOTAL - 1}/{TOTAL}")
+        self.assertEqual(r.code, 503)
+        self.assertEqual(self.header(r, "Location"), "/kept/f.bin")
+        r, _ = self.request("PUT", "/kept/f.bin", Content_Range=f"bytes */{TOTAL}")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.stored("kept/f.bin"), BODY)
 
     def test_disabled(self) -> None:
         """A hook left out of --hooks is never asked."""

@@ -355,6 +355,12 @@ class LostDownloadTests(SynchronousTestCase):
         self.assertEqual(names, ["read", "close"])
         [access] = self.log.records("access")
         self.assertEqual((access["method"], access["status"]), ("GET", "lost"))
+        self.assertEqual(access["responseBytes"], CHUNK_SIZE)
+        self.assertEqual(
+            self.accessText(),
+            f'"GET /big" lost: the client went away during the answer '
+            f'({CHUNK_SIZE} of {3 * CHUNK_SIZE} body bytes sent) rid={access["requestId"]}',
+        )
         counts = samples(generate_latest(self.metrics.registry).decode())
         self.assertEqual(
             counts[("uploadsvc_requests_total", (("method", "GET"), ("status", "lost")))], 1
@@ -364,11 +370,35 @@ class LostDownloadTests(SynchronousTestCase):
         )
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def accessText(self) -> str:
+        """
+        The text of the one access line logged.
+        """
+        from twisted.logger import formatEvent
+
+        [event] = [e for e in self.log.events if e.get("log_namespace") == "uploadsvc.access"]
+        return formatEvent(event)
+
+    def test_lostBeforeBody(self) -> None:
+        """A client gone before the answer began: the access line says so, with 0 body bytes sent (no upload bytes to count)."""
+        self.channel.dataReceived(get(b"/big"))
+        self.runner.complete(1)  # open; the first read is pending
+        self.loseConnection()
+        self.runner.completeAll()
+        [access] = self.log.records("access")
+        self.assertEqual(
+            self.accessText(),
+            f'"GET /big" lost: the client went away before the answer '
+            f'(0 of {3 * CHUNK_SIZE} body bytes sent) rid={access["requestId"]}',
+        )
+        self.assertEqual(access["responseBytes"], 0)
+
     def test_fileShrank(self) -> None:
         """
         A file cut shorter while it is served drops the connection (the
         promised length cannot be kept), closes the file, and the request
-        is logged as lost once the connection is gone.
+        is logged in one error line that says why and what was sent, not
+        as a client gone away.
         """
         self.channel.dataReceived(get(b"/big"))
         self.runner.complete(2)  # open, first chunk
@@ -382,6 +412,19 @@ class LostDownloadTests(SynchronousTestCase):
         self.loseConnection()
         [access] = self.log.records("access")
         self.assertEqual(access["status"], "lost")
+        self.assertEqual(access["cutShort"], "the file shrank while it was read")
+        self.assertEqual(
+            self.accessText(),
+            f'"GET /big" cut short: the file shrank while it was read '
+            f'({CHUNK_SIZE} of {3 * CHUNK_SIZE} body bytes sent) rid={access["requestId"]}',
+        )
+        [event] = [e for e in self.log.events if e.get("log_namespace") == "uploadsvc.access"]
+        self.assertEqual(event["log_level"].name, "error")
+        mentions = [
+            e for e in self.log.events
+            if "shrank" in str(e.get("log_format")) or "went away" in str(e.get("line"))
+        ]
+        self.assertEqual(mentions, [])
         self.assertEqual(self.flushLoggedErrors(), [])
 
 

@@ -230,6 +230,20 @@ class HTTPHookTests(HookTestMixin, TestCase):
         self.assertEqual(sorted(os.listdir(self.server.root)), [".uploadsvc"])
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.server.root), "etc")))
 
+    async def test_renamedThroughLinkNoLocation(self) -> None:
+        """A destination through a symbolic link is refused 403 with no Location: nothing was accepted there."""
+        self.serve()
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        os.symlink(outside, os.path.join(self.server.root, "linked"))
+        self.endpoint.policy = lambda hook, doc: (
+            (200, b'{"path": "linked/x.bin"}') if hook == "pre-create" else (204, b"")
+        )
+        answer = await self.put("/x.bin", BODY[:1000])
+        self.assertEqual(answer.status, 403)
+        self.assertIsNone(answer.header("location"))
+        self.assertEqual(os.listdir(outside), [])
+
     async def test_preFinishRejects(self) -> None:
         """pre-finish rejects the file: the client gets its status and reason; the file never appears and is not kept."""
         self.serve()

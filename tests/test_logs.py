@@ -165,6 +165,14 @@ class AccessLogTests(SynchronousTestCase):
             (access["status"], access["bytes"], access["offsetBefore"], access["offsetAfter"]),
             ("lost", 4, 0, 4),
         )
+        [event] = [e for e in self.log.events if e.get("log_namespace") == "uploadsvc.access"]
+        self.assertEqual(
+            formatEvent(event),
+            f'"PUT /l.bin" lost: the client went away before the answer (4 bytes written) '
+            f'rid={access["requestId"]}',
+        )
+        self.assertEqual(event["log_level"].name, "info")
+        self.assertNotIn("cutShort", access)
         self.assertEqual(
             self.metricValues()[("uploadsvc_requests_total", (("method", "PUT"), ("status", "lost")))],
             1,

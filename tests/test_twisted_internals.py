@@ -97,14 +97,17 @@ H2_CONNECTION_METHODS = [
     ("_requestDataReceived", _HTTP2),
     ("_requestEnded", _HTTP2),
     ("_requestAborted", _HTTP2),
-    ("_requestDone", _HTTP2),
+    ("_requestDone", f"{_HTTP2}; {_H2FIXES}: H2ConnectionFixes._blockClosedStreams"),
 ]
 
 #: Attributes of a live HTTP/2 connection: (name, user).
 H2_CONNECTION_ATTRIBUTES = [
-    ("_outboundStreamQueues", f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams"),
-    ("_sendingDeferred", f"{_H2FIXES}: H2ConnectionFixes._handleWindowUpdate"),
-    ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window)"),
+    ("_outboundStreamQueues",
+     f"{_H2FIXES}: H2ConnectionFixes._blockStarvedStreams, _blockClosedStreams; "
+     f"{_H2STREAM}: HTTP2BodyGate.unsentBytes"),
+    ("_sendingDeferred", f"{_H2FIXES}: H2ConnectionFixes._wakeSendLoop"),
+    ("_reactor", f"{_H2FIXES}: H2ConnectionFixes._handleWindowUpdate (the send loop woken on the next turn)"),
+    ("priority", f"{_H2FIXES}: H2ConnectionFixes (streams blocked for want of window, or closed by h2)"),
     ("_stillProducing", f"{_HTTP2}: StreamingH2Connection._requestDone, _bodyResumed; {_H2GUARD}; {_H2FIXES}"),
     ("streams", f"{_HTTP2}; {_H2GUARD}; {_H2STREAM}: HTTP2BodyGate"),
     ("conn", f"{_HTTP2}, {_H2GUARD}, {_H2FIXES}, {_H2STREAM}: HTTP2BodyGate._sendInterim (the h2 state machine)"),

@@ -30,7 +30,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
-from twisted.logger import FileLogObserver, ILogObserver, Logger, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, Logger, LogLevel, formatEvent
 from twisted.python import logfile
 
 from uploadsvc.ops.events import UploadEvent
@@ -95,12 +95,15 @@ def _jsonEscape(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
 
-def logAccess(line: str, record: dict[str, Any]) -> None:
+def logAccess(line: str, record: dict[str, Any], level: LogLevel = LogLevel.info) -> None:
     """
     Log one request: C{line} for text logs (escaped by L{escapeText}),
     C{record} for JSON ones.
+
+    @param level: C{info}, unless the request needs a look (the server cut
+        its answer short).
     """
-    accessLog.info("{line}", line=escapeText(line), **{RECORD: {"type": "access", **record}})
+    accessLog.emit(level, "{line}", line=escapeText(line), **{RECORD: {"type": "access", **record}})
 
 
 def logEvent(event: UploadEvent) -> None:

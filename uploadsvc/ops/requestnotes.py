@@ -41,6 +41,9 @@ class RequestNotes:
         C{"ietf"} (for events).
     @ivar offsetBefore: the upload's offset when this request began writing.
     @ivar offsetAfter: its offset when this request stopped writing.
+    @ivar cutShort: why the server ended the answer before its end (its
+        connection dropped: a download whose file shrank), if it did; the
+        access line says so instead of blaming the client.
     @ivar work: what the app still does for the request (its bytes made
         durable after the client went away), if anything: the access line
         of a lost request waits for it, so that its offsets are final.
@@ -54,6 +57,7 @@ class RequestNotes:
     protocol: str = "put"
     offsetBefore: int | None = None
     offsetAfter: int | None = None
+    cutShort: str | None = None
     work: Deferred | None = None
 
     @property

@@ -548,7 +548,8 @@ class UploadApp:
         """
         Ask pre-create about a request that starts a new upload at C{path};
         return where it goes (C{path}, or the hook's choice, then told to
-        the client as C{Location} on every answer).
+        the client as C{Location} once the request is accepted there: see
+        L{_putAt}).
         """
         gone = _clientGone(request)
         upload = HookUpload(path.relative, self.store.keyFor(path), protocol="put", total=total)
@@ -560,7 +561,6 @@ class UploadApp:
         # The credential's folder binds the hook's choice too.
         checkScope(accessOf(request).credential, chosen, UPLOAD)
         log.info("pre-create hook: {old} goes to {new}", old=path.relative, new=chosen.relative)
-        request.setHeader(b"Location", chosen.location)
         return chosen
 
     async def checkBeforeFinish(self, request: Any, upload: HookUpload, staged: IStagedUpload) -> None:
@@ -675,12 +675,17 @@ class UploadApp:
     async def _put(self, request: Any, path: UploadPath) -> bytes | None:
         return await self._putAt(request, path, False)
 
-    async def _putAt(self, request: Any, path: UploadPath, preCreated: bool) -> bytes | None:
+    async def _putAt(
+        self, request: Any, path: UploadPath, preCreated: bool, moved: bool = False
+    ) -> bytes | None:
         """
         A write or a status query.
 
         @param preCreated: the pre-create hook has let this request start a
             new upload at C{path} (it chose C{path}, perhaps).
+        @param moved: the hook chose C{path} instead of the request's: once
+            the upload begins there, every answer carries it as C{Location}
+            (a refusal there names no place).
         """
         length = contentLength(request)
         rng, rangeError = _readRange(request.requestHeaders, length)
@@ -719,10 +724,12 @@ class UploadApp:
             release()
             total = rng.total if isinstance(rng, ContentRange) else length
             chosen = await self._preCreate(request, path, total)
-            return await self._putAt(request, chosen, True)
+            return await self._putAt(request, chosen, True, chosen != path)
         except BaseException:
             release()
             raise
+        if moved:
+            request.setHeader(b"Location", path.location)
         digester = ContentDigester(contentDigests) if contentDigests else None
         return await self._write(request, path, key, rng is None, digests, digester, release, began)
 

@@ -22,6 +22,7 @@ from twisted.web.http import datetimeToString
 from zope.interface import implementer
 
 from uploadsvc.errors import NotFound, UploadError
+from uploadsvc.ops.requestnotes import notesFor
 from uploadsvc.protocol.byteranges import Conditions, Span, Validators, decide
 from uploadsvc.protocol.paths import UploadPath
 from uploadsvc.sink import IDiskRunner
@@ -228,10 +229,9 @@ class FileProducer:
             return
         if not data:
             # The file shrank under us (rewritten in place by someone else):
-            # the promised length cannot be kept, so the connection ends.
-            log.error("download of {size} bytes cut short: the file shrank while it was read",
-                      size=self._left)
-            self._abort()
+            # the promised length cannot be kept, so the connection ends
+            # (the access line says why, at error level).
+            self._abort("the file shrank while it was read")
             return
         self._offset += len(data)
         self._left -= len(data)
@@ -244,9 +244,15 @@ class FileProducer:
             self._close()
             return
         log.failure("reading a file for a download", failure)
-        self._abort()
+        self._abort("reading the file failed")
 
-    def _abort(self) -> None:
+    def _abort(self, why: str) -> None:
+        """
+        End the answer before its end by dropping the connection.
+
+        @param why: what the access line says instead of blaming the client.
+        """
+        notesFor(self._request).cutShort = why
         self._stop()
         abortRequest(self._request)
         if _clientGone(self._request):

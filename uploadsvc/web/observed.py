@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import LogLevel
 from twisted.web.http import datetimeToLogString
 
 from uploadsvc.ops.logs import logAccess
 from uploadsvc.ops.metrics import Metrics
-from uploadsvc.ops.requestnotes import REQUEST_ID_HEADER, notesFor
+from uploadsvc.ops.requestnotes import REQUEST_ID_HEADER, RequestNotes, notesFor
 from uploadsvc.web.accesslog import redactURI, redactedLogFormatter
 from uploadsvc.web.limits import LimitedSite
 
@@ -67,11 +68,14 @@ class ObservedSite(LimitedSite):
         path = redactURI(request.uri or b"").partition(b"?")[0].decode("latin-1")
         status: int | str = "lost" if lost else request.code
         address = request.getClientAddress()
+        level = LogLevel.info
+        extra: dict[str, Any] = {}
         if lost:
-            line = (
-                f'"{method} {path}" lost: the client went away before the answer '
-                f"({notes.bytesWritten} bytes written) rid={notes.requestId}"
-            )
+            line = f'"{method} {path}" {_lostWhy(request, notes)} rid={notes.requestId}'
+            if notes.cutShort is not None:
+                # The server ended it, not the client: an error to look at.
+                level = LogLevel.error
+                extra["cutShort"] = notes.cutShort
         else:
             line = f"{redactedLogFormatter(datetimeToLogString(now), request)} rid={notes.requestId}"
         logAccess(line, {
@@ -87,8 +91,9 @@ class ObservedSite(LimitedSite):
             "duration": None if notes.started is None else round(now - notes.started, 6),
             "client": getattr(address, "host", None) or getattr(address, "name", None),
             "credential": notes.credential,
-            "responseBytes": getattr(request, "sentLength", None),
-        })
+            "responseBytes": _sent(request),
+            **extra,
+        }, level)
         if self.metrics is not None:
             self.metrics.requestEnded(method, status, notes.bytesWritten)
 
@@ -99,3 +104,39 @@ class ObservedSite(LimitedSite):
     def connectionClosed(self) -> None:
         if self.metrics is not None:
             self.metrics.connectionClosed()
+
+
+def _lostWhy(request: Any, notes: RequestNotes) -> str:
+    """
+    Why a request ended without its whole answer, and how far it got: the
+    bytes its upload kept, and the body bytes of an answer already under
+    way (sent on the connection, HTTP/2's still queued not counted; the
+    client may not have read them all).
+    """
+    if notes.cutShort is not None:
+        why = f"cut short: {notes.cutShort}"
+    elif request.startedWriting:
+        why = "lost: the client went away during the answer"
+    else:
+        why = "lost: the client went away before the answer"
+    counts = []
+    if request.startedWriting or request.method in (b"GET", b"HEAD"):
+        sent = _sent(request) if request.startedWriting else 0
+        lengths = request.responseHeaders.getRawHeaders(b"content-length") or []
+        length = lengths[0].decode("latin-1") if len(lengths) == 1 else None
+        total = f" of {length}" if length is not None and length.isdigit() else ""
+        counts.append(f"{sent}{total} body bytes sent")
+    if notes.offsetBefore is not None or not counts:
+        counts.append(f"{notes.bytesWritten} bytes written")
+    return f"{why} ({', '.join(counts)})"
+
+
+def _sent(request: Any) -> int | None:
+    """
+    The response body bytes sent: those written, less those still queued
+    on an HTTP/2 stream when the client left.
+    """
+    sent: int | None = getattr(request, "sentLength", None)
+    if sent is None:
+        return None
+    return sent - getattr(request, "unsentLength", 0)

@@ -11,6 +11,7 @@ from typing import Any
 
 from h2.events import WindowUpdated
 from h2.frame_buffer import FrameBuffer
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 
@@ -25,6 +26,13 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
         instead of being picked again and again (see
         L{_sendPrioritisedData}); only a pass that sent something is
         progress;
+      - a stream C{h2} has closed (the client reset it) but Twisted still
+        holds (the reset is later in the frames being handled) is never
+        picked: C{send_data} would raise, and Twisted's loop, which does not
+        reschedule itself after an exception, would send nothing more on
+        the connection;
+      - a window opened by the client wakes a sleeping send loop only once
+        the frames read with it have all been handled (L{_wakeSendLoop});
       - after a protocol error, a GOAWAY from either side or a timeout, the
         connection reads nothing more, drops what C{h2} buffered, and is
         aborted if it has not gone within L{closeGrace} seconds (Twisted
@@ -38,8 +46,21 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
 
     _closing = False
     _graceCall: Any = None
+    #: The pending wake of the send loop (see L{_wakeSendLoop}).
+    _wakeCall: Any = None
+    #: Whether the frames of one read are being handled.
+    _readingFrames = False
     #: Whether a pass of the send loop runs (see L{_sendPrioritisedData}).
     _sendingPass = False
+
+    # -- reading --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._readingFrames = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._readingFrames = False
 
     # -- sending --------------------------------------------------------------
 
@@ -52,6 +73,8 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
         C{WINDOW_UPDATE} unblocks them), and only a pass that sent something
         is progress.
         """
+        if self._stillProducing:
+            self._blockClosedStreams()
         self._blockStarvedStreams()
         before = (self.conn.outbound_flow_control_window, len(self._outboundStreamQueues))
         self._sendingPass = True
@@ -63,6 +86,29 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
         if after != before:
             self.resetTimeout()
 
+    def _blockClosedStreams(self) -> None:
+        """
+        Never pick a stream that C{h2} has closed while Twisted still holds
+        it. While frames are handled, the client reset it in one of them:
+        the stream is blocked, and Twisted lets go of it when it reaches
+        that reset. Otherwise no reset will come: the stream is let go of
+        here, as after a reset.
+        """
+        for streamID in list(self._outboundStreamQueues):
+            if not self._closedByH2(streamID):
+                continue
+            if self._readingFrames:
+                self.priority.block(streamID)
+            else:
+                self.streams[streamID].connectionLost(
+                    Failure(ConnectionLost("the stream was closed"))
+                )
+                self._requestDone(streamID)
+
+    def _closedByH2(self, streamID: int) -> bool:
+        h2stream = self.conn.streams.get(streamID)
+        return h2stream is None or bool(h2stream.closed)
+
     def _blockStarvedStreams(self) -> None:
         """
         Block, in the priority tree, every stream whose next response bytes
@@ -73,6 +119,7 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
                 queue
                 and isinstance(queue[0], bytes)  # (not Twisted's end-of-stream marker)
                 and queue[0]
+                and not self._closedByH2(streamID)
                 and self.conn.local_flow_control_window(streamID) <= 0
             ):
                 self.priority.block(streamID)
@@ -83,6 +130,16 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
         but leaves a send loop that found nothing to send asleep.
         """
         super()._handleWindowUpdate(event)
+        if self._wakeCall is None and self._stillProducing:
+            self._wakeCall = self._reactor.callLater(0, self._wakeSendLoop)
+
+    def _wakeSendLoop(self) -> None:
+        """
+        Restart a send loop that sleeps, once the frames that opened the
+        window have all been handled: woken in their midst, it could pick a
+        stream that a later frame of the same read reset.
+        """
+        self._wakeCall = None
         waiting, self._sendingDeferred = self._sendingDeferred, None
         if waiting is not None:
             waiting.callback(None)
@@ -150,6 +207,8 @@ class H2ConnectionFixes(H2Connection):  # type: ignore[misc]
         if _cancelTimeouts:
             # The transport is really gone (not Twisted's own early call).
             self._closing = True
-            call, self._graceCall = self._graceCall, None
-            if call is not None and call.active():
-                call.cancel()
+            for name in ("_graceCall", "_wakeCall"):
+                call = getattr(self, name)
+                setattr(self, name, None)
+                if call is not None and call.active():
+                    call.cancel()

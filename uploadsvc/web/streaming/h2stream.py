@@ -61,6 +61,16 @@ class HTTP2BodyGate:
                 # Hands over what was held, then acknowledges it.
                 self._stream.resumeProducing()
 
+    def unsentBytes(self) -> int:
+        """
+        Response body bytes written to this stream that are still queued
+        (no flow-control window yet): they never reach a client that leaves.
+        """
+        if not self._active():
+            return 0
+        queue = self._connection._outboundStreamQueues.get(self.streamID) or ()
+        return sum(len(chunk) for chunk in queue if isinstance(chunk, bytes))
+
     def _send100Continue(self) -> None:
         if self._active():
             self._stream._send100Continue()

@@ -185,6 +185,9 @@ class StreamingRequest(server.Request):
     _lostReason: Failure | None = None
     #: The request's stream, when it came over HTTP/2.
     _http2: HTTP2BodyGate | None = None
+    #: Of C{sentLength}, the bytes still queued on its HTTP/2 stream when
+    #: the request lost its client (never sent).
+    unsentLength = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -257,6 +260,8 @@ class StreamingRequest(server.Request):
             self._receiver.connectionLost(Failure(ResponseDone()))
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._http2 is not None:
+            self.unsentLength = self._http2.unsentBytes()
         super().connectionLost(reason)
         if self.streaming and not self.bodyComplete:
             self._lostReason = reason
