@@ -62,11 +62,8 @@ class AppTestsMixin(StubRequests, _MixinBase):
         """
         raise NotImplementedError
 
-    def stored(self, rel: str) -> bytes | None:
-        """
-        The complete file at C{rel}, L{None} when there is none.
-        """
-        raise NotImplementedError
+    # stored(rel): the complete file at rel, None when there is none; on
+    # disk (StubRequests.stored) unless a store of another kind says.
 
     def build(self, config: Config) -> None:
         self.store = self.makeStore()
@@ -313,13 +310,6 @@ class AppTests(AppTestsMixin, SynchronousTestCase):
         store = FileStore(self.root, fsync=False)
         self.addCleanup(store.close)
         return store
-
-    def stored(self, rel: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.root, rel), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
 
     def test_badPath(self) -> None:
         """A hostile path is 400 with a reason and writes nothing."""

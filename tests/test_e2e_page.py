@@ -12,18 +12,14 @@ this reactor carries the proxy's traffic; waits are bounded loops.
 from __future__ import annotations
 
 import os
-from inspect import isawaitable
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.support.browser import HeadlessChromium
+from tests.support.browser import BrowserTestMixin, HeadlessChromium
 from tests.support.rawhttp import patternBytes
 from tests.support.server import ServerTestMixin
-from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
+from uploadsvc.testing.faultproxy import FaultPlan
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -44,7 +40,7 @@ def writePattern(path: str, seed: int, size: int) -> bytes:
     return data
 
 
-class UploadPageTests(ServerTestMixin, TestCase):
+class UploadPageTests(BrowserTestMixin, ServerTestMixin, TestCase):
     """
     The upload page survives what real links do to uploads.
     """
@@ -54,29 +50,6 @@ class UploadPageTests(ServerTestMixin, TestCase):
     def setUp(self) -> None:
         self.browser = HeadlessChromium(self)
         self.picks = os.path.abspath(self.mktemp())
-
-    def startProxy(self, plan: FaultPlan) -> FaultProxy:
-        proxy = FaultProxy(reactor, ("127.0.0.1", self.server.port), plan, seed=7)
-        proxy.listen()
-        self.addCleanup(proxy.stop)
-        return proxy
-
-    async def inBrowser(self, f: Callable[..., Any], *args: Any) -> Any:
-        return await deferToThread(f, *args)
-
-    async def until(self, what: str, check: Callable[[], Any], tries: int = 600) -> Any:
-        """
-        Poll C{check} (maybe async) every tenth of a second on this reactor,
-        at most C{tries} times, until it gives something true.
-        """
-        for _ in range(tries):
-            result = check()
-            if isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await deferLater(reactor, 0.1, lambda: None)
-        self.fail(f"waited in vain for {what}")
 
     async def serverOffset(self, path: str) -> int:
         """

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from inspect import isawaitable
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from tests.support.browser import HeadlessChromium
+from tests.support.browser import BrowserTestMixin, HeadlessChromium
 from tests.support.server import ServerTestMixin
 from tests.test_e2e_page import writePattern
 from tests.test_e2e_tus_clients import NODE_DIR, requireNodeClient
@@ -49,7 +46,7 @@ HEADER_SLACK = 16 * KiB
 STATE = "return window.uppyTest.state()"
 
 
-class UppyTests(ServerTestMixin, TestCase):
+class UppyTests(BrowserTestMixin, ServerTestMixin, TestCase):
     """
     Uppy's tus uploads survive what real links do to them.
     """
@@ -76,29 +73,6 @@ class UppyTests(ServerTestMixin, TestCase):
         self.startUploadServer("--cors-origin", self.origin)
         self.browser = HeadlessChromium(self)
         self.picks = os.path.abspath(self.mktemp())
-
-    def startProxy(self, plan: FaultPlan) -> FaultProxy:
-        proxy = FaultProxy(reactor, ("127.0.0.1", self.server.port), plan, seed=7)
-        proxy.listen()
-        self.addCleanup(proxy.stop)
-        return proxy
-
-    async def inBrowser(self, f: Callable[..., Any], *args: Any) -> Any:
-        return await deferToThread(f, *args)
-
-    async def until(self, what: str, check: Callable[[], Any], tries: int = 600) -> Any:
-        """
-        Poll C{check} (maybe async) every tenth of a second on this reactor,
-        at most C{tries} times, until it gives something true.
-        """
-        for _ in range(tries):
-            result = check()
-            if isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await deferLater(reactor, 0.1, lambda: None)
-        self.fail(f"waited in vain for {what}")
 
     async def openPage(self, proxy: FaultProxy) -> None:
         url = f"{self.origin}/index.html?endpoint={quote(proxy.url('/.tus/'), safe='')}"

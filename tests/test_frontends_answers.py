@@ -16,7 +16,6 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.ops.events import UploadEvent
 from uploadsvc.protocol.expiry import httpDate
 from uploadsvc.protocol.forwarded import TrustedProxies
 from uploadsvc.storage.filestore import FileStore
@@ -133,19 +132,7 @@ class _FileCase(StubRequests, SynchronousTestCase):
         self.build(Config())
 
     def build(self, config: Config) -> None:
-        self.store = FileStore(self.root, fsync=False)
-        self.addCleanup(self.store.close)
-        self.app = UploadApp(self.store, ImmediateRunner(), config)
-        self.events: list[UploadEvent] = []
-        self.app.events.subscribe(self.events.append)
-        self.treq = StubTreq(self.app.resource())
-
-    def stored(self, rel: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.root, rel), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        self.buildFileApp(config)
 
 
 class DraftIncomingTests(_FileCase):

@@ -63,13 +63,6 @@ class _HookCase(StubRequests, SynchronousTestCase):
     def incomplete(self) -> list[tuple[str | None, int]]:
         return sorted((e.path, e.offset) for e in self.store.listIncomplete())
 
-    def stored(self, rel: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.root, rel), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-
 
 class TusHookTests(_HookCase):
     def create(self, length: int = 5, **headers: str) -> tuple[Any, bytes]:

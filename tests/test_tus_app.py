@@ -15,8 +15,6 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.ops.events import UploadEvent
-from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner
 from uploadsvc.web.app import Config, UploadApp
 from tests.support.stubapp import StubRequests
@@ -40,19 +38,7 @@ class TusAppTests(StubRequests, SynchronousTestCase):
         self.build(Config(maxUploadSize=1_000_000))
 
     def build(self, config: Config) -> None:
-        self.store = FileStore(self.root, fsync=False)
-        self.addCleanup(self.store.close)
-        self.app = UploadApp(self.store, ImmediateRunner(), config)
-        self.events: list[UploadEvent] = []
-        self.app.events.subscribe(self.events.append)
-        self.treq = StubTreq(self.app.resource())
-
-    def stored(self, rel: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.root, rel), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        self.buildFileApp(config)
 
     def create(self, length: int | None = len(BODY), **headers: Any) -> str:
         """

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import tempfile
 import time
+from inspect import isawaitable
 from typing import Any, Callable
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
 from tests.support.tools import requireTool
+from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
 
 #: The flags of a quiet, throw-away browser: no sandbox (containers), no
 #: calls home, a fresh profile per test.
@@ -101,3 +107,34 @@ class HeadlessChromium:
             entry["message"] for entry in self.driver.get_log("browser")
             if entry.get("level") == "SEVERE"
         ]
+
+
+class BrowserTestMixin:
+    """
+    For a trial test case that drives a page in L{HeadlessChromium} through
+    a L{FaultProxy} in front of its server (L{tests.support.server}): the
+    browser's blocking calls in a thread, the reactor free meanwhile.
+    """
+
+    def startProxy(self, plan: FaultPlan) -> FaultProxy:
+        proxy = FaultProxy(reactor, ("127.0.0.1", self.server.port), plan, seed=7)  # type: ignore[attr-defined]
+        proxy.listen()
+        self.addCleanup(proxy.stop)  # type: ignore[attr-defined]
+        return proxy
+
+    async def inBrowser(self, f: Callable[..., Any], *args: Any) -> Any:
+        return await deferToThread(f, *args)
+
+    async def until(self, what: str, check: Callable[[], Any], tries: int = 600) -> Any:
+        """
+        Poll C{check} (maybe async) every tenth of a second on this reactor,
+        at most C{tries} times, until it gives something true.
+        """
+        for _ in range(tries):
+            result = check()
+            if isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"waited in vain for {what}")  # type: ignore[attr-defined]
