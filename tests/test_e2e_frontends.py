@@ -54,23 +54,7 @@ class ScopedFrontEndsE2ETests(ServerTestMixin, TestCase):
         return rawhttp.exchange(self.server.port, method, path, fields, body, timeout=10)[1]
 
     def refused(self, method: str, path: str, headers: Sequence[tuple[str, str]]) -> None:
-        """
-        Send the headers of a request announcing a body with C{Expect:
-        100-continue}, never the body: a 403 at once, no interim answer, a
-        one-line reason, the connection closed.
-        """
-        sent = [*headers, ("Content-Length", "100000"), ("Expect", "100-continue")]
-        with rawhttp.connect(self.server.port, timeout=10) as sock:
-            sock.sendall(rawhttp.requestHead(method, path, sent))
-            reader = rawhttp.ResponseReader(sock)
-            interim, answer = reader.readFinal(method)
-            where = f"{method} {path} {sent}: {answer.raw[:400]!r}"
-            self.assertEqual([r.status for r in interim], [], where)
-            self.assertEqual(answer.status, 403, where)
-            if method != "HEAD":
-                self.assertEqual(answer.body.count(b"\n"), 1, where)
-            self.assertIn("close", (answer.header("connection") or "").lower(), where)
-            self.assertEqual(reader.waitClosed(10), b"", where)
+        rawhttp.refusedFromHeaders(self, self.server.port, method, path, headers, 403, 100000)
 
     def staged(self) -> list[tuple[str, int]]:
         """

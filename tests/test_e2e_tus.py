@@ -74,25 +74,7 @@ class TusE2ETests(ServerTestMixin, TestCase):
         self, method: str, path: str, headers: Sequence[tuple[str, str]], status: int,
         length: int = 100,
     ) -> rawhttp.Answer:
-        """
-        Send the headers of a request announcing a body, with C{Expect:
-        100-continue}, and never the body: the refusal C{status} comes at
-        once with a one-line reason, and the connection is closed.
-        """
-        sent = [*headers, ("Content-Length", str(length)), ("Expect", "100-continue")]
-        with rawhttp.connect(self.server.port, timeout=10) as sock:
-            sock.sendall(rawhttp.requestHead(method, path, sent))
-            reader = rawhttp.ResponseReader(sock)
-            interim, answer = reader.readFinal(method)
-            where = f"{method} {path} {sent}: {answer.raw[:400]!r}"
-            self.assertEqual([r.status for r in interim], [], where)
-            self.assertEqual(answer.status, status, where)
-            reason = answer.body.rstrip(b"\r\n")
-            self.assertTrue(reason, where)
-            self.assertNotIn(b"\n", reason, where)
-            self.assertIn("close", (answer.header("connection") or "").lower(), where)
-            self.assertEqual(reader.waitClosed(10), b"", where)
-        return answer
+        return rawhttp.refusedFromHeaders(self, self.server.port, method, path, headers, status, length)
 
     def test_headerRefusals(self) -> None:
         """Every refusal of a PATCH or a creation comes from the headers and changes nothing."""

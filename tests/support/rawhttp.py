@@ -24,7 +24,7 @@ import random
 import socket
 import struct
 import time
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import attr
 import h11
@@ -281,6 +281,33 @@ def exchange(
 # -- deterministic bodies ---------------------------------------------------
 
 BLOCK = 65536
+
+
+def refusedFromHeaders(
+    test: Any, port: int, method: str, path: str, headers: Sequence[tuple[str, str]],
+    status: int, length: int = 100,
+) -> Answer:
+    """
+    Send the headers of a request announcing a C{length}-byte body, with
+    C{Expect: 100-continue}, and never the body; assert on C{test} that
+    the refusal C{status} comes at once (no interim answer: no C{100}, no
+    C{104}) with a one-line reason, and that the connection is closed.
+    """
+    sent = [*headers, ("Content-Length", str(length)), ("Expect", "100-continue")]
+    with connect(port, timeout=10) as sock:
+        sock.sendall(requestHead(method, path, sent))
+        reader = ResponseReader(sock)
+        interim, answer = reader.readFinal(method)
+        where = f"{method} {path} {sent}: {answer.raw[:400]!r}"
+        test.assertEqual([r.status for r in interim], [], where)
+        test.assertEqual(answer.status, status, where)
+        if method != "HEAD":
+            reason = answer.body.rstrip(b"\r\n")
+            test.assertTrue(reason, where)
+            test.assertNotIn(b"\n", reason, where)
+        test.assertIn("close", (answer.header("connection") or "").lower(), where)
+        test.assertEqual(reader.waitClosed(10), b"", where)
+    return answer
 
 
 @functools.lru_cache(maxsize=1024)
