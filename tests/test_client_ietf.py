@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Cooperator
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support.server import REPO_ROOT, startServer
+from tests.support.server import startServer
+from tests.support.programs import runUploadCLI
 from tests.test_e2e_client import sha256File, writeRandomFile
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.cli import Options
@@ -172,13 +171,7 @@ class DraftClientTests(TestCase):
         self.server = startServer(self, os.path.join(self.base, "root"))
 
     async def runCLI(self, *args: str) -> tuple[str, str, int]:
-        environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        environ["PYTHONPATH"] = REPO_ROOT
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", "from uploadsvc.client.cli import main; main()", *args],
-            env=environ, path=self.base, reactor=reactor,
-        )
-        return out.decode(), err.decode(), code
+        return await runUploadCLI(self.base, *args)
 
     def proxy(self) -> FaultProxy:
         proxy = FaultProxy(reactor, ("127.0.0.1", self.server.port), FaultPlan(cutAfter=(200 * KiB, MiB)), seed=5)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 
 from twisted.internet import reactor
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -22,7 +20,8 @@ from uploadsvc.client.tus import (
     NoTusEndpoint, creationHeaders, nextPatch, readCreation, readOffset, readPatch, splitTusURL,
 )
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
-from tests.support.server import REPO_ROOT, startServer
+from tests.support.server import startServer
+from tests.support.programs import runUploadCLI
 from tests.test_e2e_client import sha256File, writeRandomFile
 
 MiB = 1024 * 1024
@@ -96,13 +95,7 @@ class TusCommandLineTests(TestCase):
     timeout = 120
 
     async def runCLI(self, *args: str) -> tuple[str, str, int]:
-        environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        environ["PYTHONPATH"] = REPO_ROOT
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", "from uploadsvc.client.cli import main; main()", *args],
-            env=environ, path=self.base, reactor=reactor,
-        )
-        return out.decode(), err.decode(), code
+        return await runUploadCLI(self.base, *args)
 
     def setUp(self) -> None:
         self.base = os.path.abspath(self.mktemp())

@@ -15,13 +15,11 @@ import hashlib
 import os
 import random
 import shutil
-import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.task import Cooperator
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
@@ -32,7 +30,8 @@ from uploadsvc.client.jobs import UploadJob, UploadResult
 from uploadsvc.client.uploader import Uploader
 from uploadsvc.testing.faultproxy import FaultPlan, FaultProxy
 from tests.support.polling import waitUntil
-from tests.support.server import REPO_ROOT, startServer
+from tests.support.server import startServer
+from tests.support.programs import runUploadCLI
 
 MiB = 1024 * 1024
 SEED = int(os.environ.get("UPLOADSVC_FAULT_SEED", "11"))
@@ -275,17 +274,7 @@ class CommandLineTests(ClientE2EMixin, TestCase):
     timeout = 120
 
     async def runCLI(self, *args: str, env: dict[str, str] | None = None) -> tuple[str, str, int]:
-        environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        environ["PYTHONPATH"] = REPO_ROOT
-        environ.update(env or {})
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable,
-            ["-c", "from uploadsvc.client.cli import main; main()", *args],
-            env=environ,
-            path=self.base,
-            reactor=reactor,
-        )
-        return out.decode(), err.decode(), code
+        return await runUploadCLI(self.base, *args, env=env)
 
     async def test_directoryTree(self) -> None:
         """

@@ -13,12 +13,10 @@ import base64
 import datetime
 import os
 import shutil
-import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
@@ -28,7 +26,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 from tests.support.pki import TemporaryCA, selfSigned
 from tests.support.tlsfiles import TLSFilesMixin
 from tests.test_e2e_client import MiB, sha256File, writeRandomFile
-from tests.support.server import REPO_ROOT, ServerProcess, startServer
+from tests.support.server import ServerProcess, startServer
+from tests.support.programs import runUploadCLI
 
 #: Options that would make a retried failure show: a line per retry, and a
 #: bounded number of attempts, so that a broken client ends the test.
@@ -44,17 +43,8 @@ async def runClient(cwd: str, *args: str) -> tuple[str, int]:
 
     @return: stdout and stderr together, and the exit status.
     """
-    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    environ.pop("UPLOADSVC_TOKEN", None)
-    environ["PYTHONPATH"] = REPO_ROOT
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        ["-c", "from uploadsvc.client.cli import main; main()", *args],
-        env=environ,
-        path=cwd,
-        reactor=reactor,
-    )
-    return out.decode() + err.decode(), code
+    out, err, code = await runUploadCLI(cwd, *args)
+    return out + err, code
 
 
 def storedFiles(root: str) -> list[str]:

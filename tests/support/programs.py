@@ -5,10 +5,17 @@ their PID when the test ends, waited for until they listen.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from typing import Any, Callable
+
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.support.server import REPO_ROOT
 
 
 def startProgram(
@@ -52,3 +59,24 @@ def startProgram(
             if time.monotonic() > deadline:
                 testCase.fail(f"{argv[0]} is not listening after {limit} s:\n{describe()}")
             time.sleep(0.05)
+
+
+async def runUploadCLI(
+    cwd: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[str, str, int]:
+    """
+    Run C{uploadsvc-upload} (this tree's, in a child Python) in C{cwd} with
+    C{args}, no proxy variables and no C{UPLOADSVC_TOKEN} from our
+    environment (C{env} may set them).
+
+    @return: its stdout, its stderr and its exit status.
+    """
+    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    environ.pop("UPLOADSVC_TOKEN", None)
+    environ["PYTHONPATH"] = REPO_ROOT
+    environ.update(env or {})
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, ["-c", "from uploadsvc.client.cli import main; main()", *args],
+        env=environ, path=cwd, reactor=reactor,
+    )
+    return out.decode(), err.decode(), code
