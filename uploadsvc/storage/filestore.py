@@ -408,14 +408,8 @@ class FileStore:
             return False
         try:
             with self._stateLock(key):
-                folder = self._stateDir.shard(self._shardName(key), create=False)
-                if folder is None:
-                    return False
-                try:
-                    touched = _touched(folder, key)
-                finally:
-                    os.close(folder)
-                if touched is None or now - touched[1] < idleSeconds:
+                touched = self._touchedOf(key)
+                if touched is None or now - touched < idleSeconds:
                     return False
                 fd = self._openData(key, create=False)
                 if fd is None:
@@ -442,6 +436,13 @@ class FileStore:
         """
         self._fresh()
         key, _ = self._resolve(target)
+        return self._touchedOf(key)
+
+    def _touchedOf(self, key: str) -> float | None:
+        """
+        When the staged upload C{key} last received a byte (L{_touched});
+        L{None} when none is staged.
+        """
         folder = self._stateDir.shard(self._shardName(key), create=False)
         if folder is None:
             return None
