@@ -1,5 +1,5 @@
 """
-PROTOCOL.md section 12 on a real distributed file system: three real
+docs/protocol.md section 12 on a real distributed file system: three real
 C{twistd uploadsvc} servers, each with its C{--root} on its own FUSE mount
 of one GlusterFS volume (as three hosts would mount it), behind a real
 nginx that sends each request to the next server in turn.

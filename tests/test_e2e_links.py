@@ -2,7 +2,7 @@
 End-to-end tests against a real C{twistd uploadsvc}: links planted in the
 server's own folder and at destinations, concurrent status queries, and the
 storage faults that must be refusals rather than 500s (issue 8 items 3, 6, 7
-and 15; PROTOCOL.md sections 1, 6 and 7).
+and 15; docs/protocol.md sections 1, 6 and 7).
 
 The tests that need a file system with few inodes or one that fails mount
 one (as root) and unmount it in their cleanup.

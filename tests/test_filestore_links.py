@@ -1,6 +1,6 @@
 """
 Links and storage faults in L{uploadsvc.storage.filestore} and how the app
-answers them (PROTOCOL.md sections 1, 6 and 7; issue 8 items 3, 6, 7, 15).
+answers them (docs/protocol.md sections 1, 6 and 7; issue 8 items 3, 6, 7, 15).
 
 A symbolic link, hard link or FIFO planted in the server's own folder is
 refused (500, one line) and never followed; a link at a destination is no
