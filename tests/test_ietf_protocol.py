@@ -94,6 +94,22 @@ class FieldTests(SynchronousTestCase):
             )
         self.assertEqual(ietf.formatLimit(ietf.KNOWN[8], 5, None), b"max-size=5, min-size=0")
 
+    @given(
+        st.sampled_from(sorted(ietf.KNOWN)),
+        st.integers(min_value=0, max_value=10**20),
+        st.none() | st.integers(min_value=0, max_value=10**20),
+    )
+    def test_limitAnyValues(self, number: int, maxSize: int, maxAge: int | None) -> None:
+        """Whatever the sizes and lifetime, Upload-Limit reads back through http-sfv as the same dictionary; values past a structured-field integer's 15 digits are announced as the largest one."""
+        value = ietf.formatLimit(ietf.KNOWN[number], maxSize, maxAge)
+        parsed = http_sfv.Dictionary()
+        parsed.parse(value)
+        top = ietf.SF_INTEGER_MAX
+        expected: dict[str, int] = {"max-size": min(maxSize, top), "min-size": 0}
+        if maxAge is not None:
+            expected["expires" if number == 6 else "max-age"] = min(maxAge, top)
+        self.assertEqual({k: v.value for k, v in parsed.items()}, expected)
+
 
 class VersionTests(SynchronousTestCase):
     """

@@ -179,15 +179,21 @@ def parseInteger(values: Iterable[bytes] | None, nonNegative: bool = True) -> in
     return value
 
 
+#: The largest structured-field integer (RFC 9651: 15 digits); a larger
+#: --max-upload-size or lifetime is announced as this (about 888 TiB, or
+#: 31 million years), which no client reaches.
+SF_INTEGER_MAX = 999_999_999_999_999
+
+
 def formatLimit(version: Version, maxSize: int, maxAge: int | None) -> bytes:
     """
     C{Upload-Limit} (an sf-dictionary) for C{version}: the largest upload,
     C{min-size=0}, and the time left before an idle upload expires (no
     key when expiry is off).
     """
-    members = [f"max-size={maxSize}", "min-size=0"]
+    members = [f"max-size={min(maxSize, SF_INTEGER_MAX)}", "min-size=0"]
     if maxAge is not None:
-        members.append(f"{version.lifetimeKey}={maxAge}")
+        members.append(f"{version.lifetimeKey}={min(maxAge, SF_INTEGER_MAX)}")
     return ", ".join(members).encode("ascii")
 
 
