@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
 
 from tests.support import rawhttp
 from tests.support.cluster import writeNginxConf

@@ -7,7 +7,6 @@ folder. CORS, URLs from a trusted proxy's headers, and the upload page.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from treq.testing import StubTreq

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.support.browser import HeadlessChromium
-from tests.support.server import ServerTestMixin, freePort
+from tests.support.server import ServerTestMixin
 
 TOKEN = "browser-e2e-token-0123456789"
 FORWARDED = {

@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
-from tests.support.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
+from tests.support.rawhttp import PatternProducer, patternBytes, patternSha256
 from tests.support.server import ServerTestMixin
 
 MiB = 1 << 20

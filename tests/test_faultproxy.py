@@ -7,7 +7,7 @@ L{Clock}, so nothing depends on how fast the machine is.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred

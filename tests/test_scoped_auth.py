@@ -77,7 +77,7 @@ class TokenFileTests(SynchronousTestCase):
         writeFile(self.path, TOKENS)
         tokens = tokenFile(self.path, self.clock)
         before = list(tokens.current())
-        writeFile(self.path, TOKENS + f"other-token-0123456789 name=alice\n")
+        writeFile(self.path, TOKENS + "other-token-0123456789 name=alice\n")
         logged: list[dict[str, Any]] = []
         from twisted.logger import globalLogPublisher
 

@@ -10,7 +10,6 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
