@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,39 @@ def _ratio(
     if math.isnan(mine) or math.isnan(theirs) or theirs == 0:
         return "–"
     return f"{mine / theirs:.2f}x"
+
+
+#: The disk's rates in the header line of L{bench.fsyncrate.describe}.
+_DISK_RATES = re.compile(r"([\d,.]+) durable 64 KiB completions/s with 1 thread, ([\d,.]+)/s with 8")
+
+
+def _diskRateLines(
+    meta: dict[str, Any], byServer: dict[str, list[dict[str, Any]]]
+) -> list[str]:
+    """
+    S4 only: each durable uploadsvc server's completions/s as a ratio to the
+    disk's own rate of durable small completions measured by this run (with
+    1 and 8 threads: the ceiling that batching fsyncs aims at), and to
+    C{uploadsvc} without fsync in the same run.
+    """
+    found = _DISK_RATES.search(str(meta["machine"].get("disk (work folder)", "")))
+    if found is None:
+        return []
+    one, eight = (float(rate.replace(",", "")) for rate in found.groups())
+    lines = []
+    for name in meta.get("durable", ["uploadsvc-fsync"]):
+        mine = median(_values(byServer.get(name, []), "uploadsPerS"))
+        if math.isnan(mine) or not one or not eight:
+            continue
+        line = (
+            f"- {name}: {mine:,.0f} durable completions/s = {mine / one:.2f}x the disk's "
+            f"{one:,.0f}/s with 1 thread, {mine / eight:.2f}x its {eight:,.0f}/s with 8"
+        )
+        unsynced = median(_values(byServer.get("uploadsvc", []), "uploadsPerS"))
+        if not math.isnan(unsynced) and unsynced:
+            line += f"; {mine / unsynced:.2f}x uploadsvc --no-fsync ({unsynced:,.0f}/s)"
+        lines.append(line)
+    return lines
 
 
 def _machineSection(meta: dict[str, Any]) -> list[str]:
@@ -151,6 +185,11 @@ def render(data: dict[str, Any]) -> str:
                     for c in compared
                 ]
                 out.append(f"| {candidate} / {baseline} | " + " | ".join(cells) + " |")
+        if key == "S4":
+            rates = _diskRateLines(meta, byServer)
+            if rates:
+                out += ["", "With fsync on, against the disk's rate (`bench/fsyncrate.py`):", ""]
+                out += rates
         if notes:
             out += [""] + sorted(set(notes))
     return "\n".join(out) + "\n"
