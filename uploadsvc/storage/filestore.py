@@ -474,7 +474,7 @@ class FileStore:
             return None
         where = self._where(key, ".json")
         try:
-            info = statedir.readJSON(folder, key + ".json", where)
+            info = statedir.readJSON(folder, key + ".json", where, self.system)
             if info is not None:
                 checkInfo(info, where)
             return info

@@ -21,8 +21,8 @@ import secrets
 import stat
 from typing import Any
 
-from uploadsvc.errors import UnsafeState
-from uploadsvc.storage.freshness import closeReader, isListed
+from uploadsvc.errors import StorageUnavailable, UnsafeState
+from uploadsvc.storage.freshness import GONE, closeReader, isListed
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 STATE_DIR = ".uploadsvc"
@@ -32,6 +32,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 #: A C{.json} is a few hundred bytes; anything this large is not ours.
 MAX_JSON = 64 * 1024
+#: Opens and reads of a state file that another host keeps replacing
+#: before the read is refused as a transient 503.
+READ_TRIES = 3
 
 
 class CorruptState(ValueError):
@@ -269,37 +272,66 @@ def checkStaged(fd: int, folderFD: int, name: str, where: str) -> os.stat_result
     return st
 
 
-def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
+def readJSON(
+    folderFD: int, name: str, where: str, system: SystemCalls = SYSTEM
+) -> dict[str, Any] | None:
     """
     Read the JSON object in the file C{name}; L{None} when there is none.
 
+    On a shared file system another host may replace the file (a rename
+    over it) or remove it between this host's open and its read, which then
+    fails (C{ENOENT}, C{ESTALE}): it is opened afresh, up to L{READ_TRIES}
+    times in all (a removed file is then missing).
+
+    @param system: makes the reads.
     @raise CorruptState: it is not a JSON object (or too large to be one of
         ours).
     @raise UnsafeState: see L{openFile}.
+    @raise StorageUnavailable: it changed under every try (503: the
+        client's next try finds it settled).
     """
-    fd = openFile(folderFD, name, os.O_RDONLY, where)
-    if fd is None:
-        return None
-    try:
-        pieces = []
-        size = 0
-        while size <= MAX_JSON:
-            piece = os.read(fd, MAX_JSON + 1 - size)
-            if not piece:
-                break
-            pieces.append(piece)
-            size += len(piece)
-    finally:
-        closeReader(fd)
+    for _ in range(READ_TRIES):
+        fd = openFile(folderFD, name, os.O_RDONLY, where)
+        if fd is None:
+            return None
+        try:
+            data = _readAll(fd, where, system)
+        except OSError as e:
+            if e.errno not in GONE:
+                raise
+            continue
+        finally:
+            closeReader(fd)
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise CorruptState(f"{where} is not valid JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise CorruptState(f"{where} holds no JSON object")
+        return value
+    raise StorageUnavailable(
+        "state-changing", "the upload changed on another server as it was read; try again",
+        f"{where} was replaced or removed as it was read, {READ_TRIES} times", retryAfter=1,
+    )
+
+
+def _readAll(fd: int, where: str, system: SystemCalls) -> bytes:
+    """
+    The whole content of a state file.
+
+    @raise CorruptState: it is larger than L{MAX_JSON}.
+    """
+    pieces = []
+    size = 0
+    while size <= MAX_JSON:
+        piece = system.read(fd, MAX_JSON + 1 - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
     if size > MAX_JSON:
         raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
-    try:
-        value = json.loads(b"".join(pieces))
-    except (ValueError, RecursionError) as e:
-        raise CorruptState(f"{where} is not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise CorruptState(f"{where} holds no JSON object")
-    return value
+    return b"".join(pieces)
 
 
 def writeJSON(
