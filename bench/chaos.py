@@ -156,7 +156,7 @@ def blockedThreads(pid: int) -> list[str]:
     in: the system call and the file system function of their kernel
     stack, e.g. C{"fcntl in fuse_setlk"}.
     """
-    found = []
+    found: list[str] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -505,13 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         text = renderChaos(results)
         print(text)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-                f.write("\n")
+            with open(args.json, "w") as out:
+                json.dump(results, out, indent=1)
+                out.write("\n")
             print(f"figures written to {args.json}")
         if args.out:
-            with open(args.out, "w") as f:
-                f.write(text)
+            with open(args.out, "w") as out:
+                out.write(text)
         for failure in failures:
             print(f"FAILED: {failure}", file=sys.stderr)
         return 1 if failures else 0

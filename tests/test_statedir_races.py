@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.staging import stageFully
 
-from uploadsvc.errors import StorageUnavailable
+from uploadsvc.errors import StorageUnavailable, UnsafeState
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage import statedir
 from uploadsvc.storage.filestore import FileStore
@@ -136,3 +136,71 @@ class FileStoreRaceTests(SynchronousTestCase):
         found = store.inspect(path, strict=True)
         self.assertEqual((found.offset, found.total, found.incomplete), (10, 30, True))
         self.assertEqual(system.reads, 3)  # the failed read, then the new file and its end
+
+
+class Renaming(SystemCalls):
+    """
+    A GlusterFS rename by another host seen from this one: while it runs,
+    the file has a second name (distribute's link at the new name); the
+    rename ends during this host's first pause.
+
+    @ivar pauses: the pauses asked for.
+    """
+
+    def __init__(self, extra: str, pausesBeforeEnd: int = 1) -> None:
+        self.extra = extra
+        self.pausesBeforeEnd = pausesBeforeEnd
+        self.pauses: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        if len(self.pauses) == self.pausesBeforeEnd and os.path.exists(self.extra):
+            os.unlink(self.extra)
+
+
+class ExtraNameRaceTests(SynchronousTestCase):
+    """
+    A state file seen with two names for a moment (another host's rename
+    under way on GlusterFS) is opened once the rename is over; one that
+    keeps a second name (a planted hard link) is still refused.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        self.dirFD = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, self.dirFD)
+        statedir.writeJSON(self.dirFD, "k.json", {"total": 5}, fsync=False)
+        self.extra = os.path.join(self.root, "k.json.1234.tmp")
+        os.link(os.path.join(self.root, "k.json"), self.extra)
+
+    def test_renameUnderWay(self) -> None:
+        """
+        The file is read after a short pause, when it has one name again.
+        """
+        system = Renaming(self.extra)
+        self.assertEqual(statedir.readJSON(self.dirFD, "k.json", "k", system), {"total": 5})
+        self.assertEqual(len(system.pauses), 1)
+
+    def test_dataFile(self) -> None:
+        """
+        The same holds for the staged data files the store opens.
+        """
+        system = Renaming(self.extra, pausesBeforeEnd=3)
+        fd = statedir.openFile(self.dirFD, "k.json", os.O_RDWR | os.O_CREAT, "k", system=system)
+        assert fd is not None
+        os.close(fd)
+        self.assertEqual(len(system.pauses), 3)
+
+    def test_plantedLinkRefused(self) -> None:
+        """
+        A second name that stays is refused (500 unsafe-state) after a
+        bounded number of pauses of well under a second in all.
+        """
+        system = Renaming(self.extra, pausesBeforeEnd=1000)
+        error = self.assertRaises(
+            UnsafeState, statedir.readJSON, self.dirFD, "k.json", "k", system
+        )
+        self.assertIn("has 2 names", error.detail)
+        self.assertEqual(system.pauses, list(statedir.LINK_PAUSES))
+        self.assertLess(sum(system.pauses), 1.0)

@@ -500,7 +500,7 @@ class FileStore:
         try:
             fd = statedir.openFile(
                 folder, key + ".data", os.O_RDWR | os.O_CREAT if create else os.O_RDONLY,
-                self._where(key, ".data"),
+                self._where(key, ".data"), system=self.system,
             )
         finally:
             os.close(folder)

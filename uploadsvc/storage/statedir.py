@@ -35,6 +35,9 @@ MAX_JSON = 64 * 1024
 #: Opens and reads of a state file that another host keeps replacing
 #: before the read is refused as a transient 503.
 READ_TRIES = 3
+#: Pauses (seconds) before a state file with a second name is looked at
+#: again (a rename by another host under way), then refused.
+LINK_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 class CorruptState(ValueError):
@@ -174,21 +177,52 @@ class StateDir:
 
 def openFile(
     folderFD: int, name: str, flags: int, where: str, mode: int = 0o644,
-    checkLinks: bool = True,
+    checkLinks: bool = True, system: SystemCalls = SYSTEM,
 ) -> int | None:
     """
     Open the file C{name} in C{folderFD} without following a link, and make
     sure it is a regular file with no other name.
+
+    A file with a second name is looked at again after short pauses
+    (L{LINK_PAUSES}, made by C{system}): on GlusterFS another host's rename
+    (a C{.json} rewritten, a data file moved onto its destination) links
+    the file at its new name before it unlinks the old one, so for a moment
+    it has two. A second name that stays is refused.
 
     @param flags: the access mode, and C{O_CREAT} to make it when missing
         (C{O_TRUNC} is not allowed: truncate after the checks).
     @param where: the file's path for the operator's log.
     @param checkLinks: refuse a file with more than one name (a hard link
         would make the bytes of a file elsewhere those of an upload).
+    @param system: makes the pauses.
     @return: a blocking descriptor, or L{None} when the file is missing
         (or was removed as it was opened).
     @raise UnsafeState: it is a link, a folder, a FIFO, a device, or it
         has another name.
+    """
+    for pause in (*LINK_PAUSES, None):
+        try:
+            return _openOnce(folderFD, name, flags, where, mode, checkLinks)
+        except _ExtraNames as e:
+            if pause is None:
+                raise UnsafeState(f"{where} has {e.args[0]} names (a hard link)") from None
+            system.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+class _ExtraNames(Exception):
+    """
+    The file opened has more than one name (C{args[0]}: how many).
+    """
+
+
+def _openOnce(
+    folderFD: int, name: str, flags: int, where: str, mode: int, checkLinks: bool
+) -> int | None:
+    """
+    L{openFile}, once.
+
+    @raise _ExtraNames: the file has more than one name (closed).
     """
     assert not flags & os.O_TRUNC
     exclusive = 0
@@ -241,7 +275,7 @@ def openFile(
             os.close(fd)
             return None
         if checkLinks and st.st_nlink != 1:
-            raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+            raise _ExtraNames(st.st_nlink)
         checkOwner(st, where)
         os.set_blocking(fd, True)
     except BaseException:
@@ -291,7 +325,7 @@ def readJSON(
         client's next try finds it settled).
     """
     for _ in range(READ_TRIES):
-        fd = openFile(folderFD, name, os.O_RDONLY, where)
+        fd = openFile(folderFD, name, os.O_RDONLY, where, system=system)
         if fd is None:
             return None
         try:
