@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.staging import stageFully
 
 from uploadsvc.errors import StorageUnavailable, UnsafeState
+from uploadsvc.protocol.decisions import Stored
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage import statedir
 from uploadsvc.storage.filestore import FileStore
@@ -204,3 +205,69 @@ class ExtraNameRaceTests(SynchronousTestCase):
         self.assertIn("has 2 names", error.detail)
         self.assertEqual(system.pauses, list(statedir.LINK_PAUSES))
         self.assertLess(sum(system.pauses), 1.0)
+
+
+class CompletingElsewhere(SystemCalls):
+    """
+    The first fsync of a staged data file fails as on GlusterFS when
+    another host completed the upload (renamed the data onto its
+    destination and removed the C{.json}) after this host opened it.
+    """
+
+    def __init__(self, complete: Callable[[], object], error: int = errno.ENOENT) -> None:
+        self.complete = complete
+        self.error = error
+        self.fsyncs = 0
+
+    def fsync(self, fd: int) -> None:
+        self.fsyncs += 1
+        if self.fsyncs == 1:
+            self.complete()
+            raise OSError(self.error, os.strerror(self.error))
+        super().fsync(fd)
+
+
+class InspectRaceTests(SynchronousTestCase):
+    """
+    A status query whose staged file vanishes as it is read asks again.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.path = parseRelativePath("a/b.bin")
+        other = FileStore(self.root, fsync=False)
+        self.addCleanup(other.close)
+        stageFully(other, "a/b.bin", b"0123456789", total=20)
+        key = other.keyFor(self.path)
+        self.folder = os.path.join(self.root, ".uploadsvc", "uploads", other._shardName(key))
+        self.key = key
+
+    def completeElsewhere(self) -> None:
+        os.unlink(os.path.join(self.folder, self.key + ".json"))
+        os.makedirs(os.path.join(self.root, "a"), exist_ok=True)
+        os.rename(os.path.join(self.folder, self.key + ".data"),
+                  os.path.join(self.root, "a", "b.bin"))
+
+    def test_completedElsewhere(self) -> None:
+        """
+        The upload completed on another host as this one read its offset:
+        the answer is the complete file (the chaos run's HEAD got a 500,
+        C{ENOENT} from C{lseek} of the vanished data file).
+        """
+        store = FileStore(self.root, fsync=True, system=CompletingElsewhere(self.completeElsewhere))
+        self.addCleanup(store.close)
+        self.assertEqual(store.inspect(self.path, strict=True), Stored(completeSize=10))
+
+    def test_alwaysVanishing(self) -> None:
+        """
+        A staged file that vanishes under every try is a 503 with a short
+        Retry-After.
+        """
+        class Vanishing(SystemCalls):
+            def fsync(self, fd: int) -> None:
+                raise OSError(errno.ESTALE, "Stale file handle")
+
+        store = FileStore(self.root, fsync=True, system=Vanishing())
+        self.addCleanup(store.close)
+        error = self.assertRaises(StorageUnavailable, store.inspect, self.path)
+        self.assertEqual((error.status, error.headers[b"Retry-After"]), (503, b"1"))
