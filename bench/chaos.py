@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 from bench.report import renderChaos
 from tests.support import rawhttp
@@ -54,6 +55,9 @@ SYSCALLS = {
     87: "unlink", 217: "getdents64", 257: "openat", 262: "newfstatat",
     263: "unlinkat", 264: "renameat", 316: "renameat2", 332: "statx",
 }
+
+#: Seconds between the RSS samples kept in the figures.
+SERIES_STEP = 30.0
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -219,11 +223,12 @@ def machine() -> dict[str, str]:
     }
 
 
-def rssFigures(samples: list[tuple[float, int]], warmUp: float, seconds: float) -> dict[str, float]:
+def rssFigures(samples: list[tuple[float, int]], warmUp: float, seconds: float) -> dict[str, Any]:
     """
     First, after-warm-up, last and largest of C{(seconds into the run,
-    bytes)} samples, in MiB, and the slope of a least-squares line through
-    the samples of the run's second half, in MiB per minute.
+    bytes)} samples, in MiB, the slope of a least-squares line through
+    the samples of the run's second half, in MiB per minute, and one
+    sample every L{SERIES_STEP} seconds.
     """
     warm = next((rss for t, rss in samples if t >= warmUp), samples[-1][1])
     half = [(t, rss / MiB) for t, rss in samples if t >= seconds / 2]
@@ -234,8 +239,13 @@ def rssFigures(samples: list[tuple[float, int]], warmUp: float, seconds: float) 
         var = sum((t - mt) ** 2 for t, _ in half)
         if var > 0:
             slope = sum((t - mt) * (r - mr) for t, r in half) / var * 60
+    series: list[tuple[int, float]] = []
+    for t, rss in samples:
+        if not series or t >= series[-1][0] + SERIES_STEP:
+            series.append((round(t), round(rss / MiB, 1)))
     return {
         "samples": len(samples),
+        "series": series,
         "firstMiB": samples[0][1] / MiB,
         "warmUpSeconds": warmUp,
         "afterWarmUpMiB": warm / MiB,

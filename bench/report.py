@@ -221,6 +221,11 @@ def renderChaos(data: dict[str, Any]) -> str:
             f"{spared['slopeFromSeconds']:.0f} s): {spared['slopeMiBPerMinute']:+.2f} MiB/min "
             f"({spared['samples']} samples)"
         )
+        if spared.get("series"):
+            out.append(
+                "  - every 30 s (s: MiB): "
+                + ", ".join(f"{t}: {mib:.0f}" for t, mib in spared["series"])
+            )
     for server, rss in data.get("rssKilled", {}).items():
         out.append(
             f"- RSS of server {server} over its lives (MiB, each life starts again): first "

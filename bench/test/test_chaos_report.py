@@ -35,7 +35,8 @@ def chaosFigures(**changes: Any) -> dict[str, Any]:
         "rounds": 9000, "failedRounds": 2000, "reasons": {"ConnectionError": 1500, "PUT 502": 500},
         "answers500": 0, "tracebacks": 0,
         "stagedWhenDone": 3, "stagedAfterExpiry": 0, "tempsLeft": 1,
-        "rssSpared": {"samples": 600, "firstMiB": 60.0, "warmUpSeconds": 60.0,
+        "rssSpared": {"samples": 600, "series": [[0, 60.0], [30, 80.4], [60, 95.5]],
+                      "firstMiB": 60.0, "warmUpSeconds": 60.0,
                       "afterWarmUpMiB": 95.5, "lastMiB": 97.25, "maxMiB": 110.0,
                       "slopeMiBPerMinute": 0.125, "slopeFromSeconds": 150.2},
         "rssKilled": {"2": {"samples": 300, "firstMiB": 61.0, "medianMiB": 88.0, "maxMiB": 101.0}},
@@ -70,6 +71,7 @@ class RenderChaosTests(SynchronousTestCase):
             "first 60.0, after 60 s 95.5, last 97.2, max 110.0; slope over the second half "
             "(from 150 s): +0.12 MiB/min (600 samples)",
             "server 2 over its lives (MiB, each life starts again): first 61.0, median 88.0",
+            "  - every 30 s (s: MiB): 0: 60, 30: 80, 60: 96",
         ]:
             self.assertIn(expected, text)
 
@@ -143,6 +145,8 @@ class RSSFiguresTests(SynchronousTestCase):
         self.assertEqual((figures["firstMiB"], figures["afterWarmUpMiB"], figures["lastMiB"],
                           figures["maxMiB"], figures["samples"]), (60.0, 90.0, 90.0, 90.0, 600))
         self.assertAlmostEqual(figures["slopeMiBPerMinute"], 0.0)
+        self.assertEqual(figures["series"][:3], [(0, 60.0), (30, 75.0), (60, 90.0)])
+        self.assertEqual(len(figures["series"]), 10)
 
     def test_growing(self) -> None:
         """
