@@ -1,23 +1,30 @@
 """
 A bounded chaos run (issue 12, item 3): many clients upload through a
 fault proxy and nginx to three uploadsvc servers on three mounts of one
-GlusterFS volume, while servers are killed (C{kill -9}) and restarted at
-random every few seconds. At the end: every file byte-identical, no staged
-upload left once expiry ran, and each server's RSS over the run.
+GlusterFS volume, while servers 2 and 3 are killed (C{kill -9}) and
+restarted at random every few seconds and server 1 serves the whole run.
+At the end: every file byte-identical, no answer 500 in the servers' logs,
+no staged upload left once expiry ran, and server 1's RSS over the run.
 
 Run as root (FUSE) on a machine with glusterfs, nginx::
 
-    python -m bench.chaos --seconds 120 --clients 50 --seed 1
+    python -m bench.chaos --seconds 300 --clients 50 --seed 1
 
-It prints its figures as Markdown (add C{--out FILE} to write them too).
-Every wait is bounded; a client gives up after C{--client-limit} seconds.
+It prints its figures as Markdown and writes them as JSON to
+C{bench/chaos-results.json} (C{--json}), from which L{bench.report} renders
+the chaos section of C{bench/RESULTS.md}. It exits 1 when a check failed.
+Every wait is bounded: a client gives up after C{--client-limit} seconds, a
+killed server that has not exited after L{KILL_WAIT} seconds (blocked in
+its mount) has its mount's client ended and the mount made again.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import platform
 import random
 import shutil
 import signal
@@ -26,7 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
+from bench.report import renderChaos
 from tests.support import rawhttp
 from tests.support.cluster import writeNginxConf
 from tests.support.gluster import GlusterVolume
@@ -34,6 +43,23 @@ from tests.support.rawhttp import patternBytes
 from tests.support.server import ServerProcess, freePort
 
 MiB = 1024 * 1024
+
+#: Seconds a killed server may take to exit before it counts as blocked in
+#: its mount.
+KILL_WAIT = 15.0
+
+#: x86_64 numbers of the system calls a server makes on its mount.
+SYSCALLS = {
+    0: "read", 1: "write", 3: "close", 5: "fstat", 8: "lseek", 17: "pread64",
+    18: "pwrite64", 72: "fcntl", 74: "fsync", 75: "fdatasync", 82: "rename",
+    87: "unlink", 217: "getdents64", 257: "openat", 262: "newfstatat",
+    263: "unlinkat", 264: "renameat", 316: "renameat2", 332: "statx",
+}
+
+#: Seconds between the RSS samples kept in the figures.
+SERIES_STEP = 30.0
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def waitListening(port: int, limit: float = 30.0) -> None:
@@ -128,30 +154,208 @@ class Client(threading.Thread):
         return False
 
 
+def blockedThreads(pid: int) -> list[str]:
+    """
+    What the threads of C{pid} in uninterruptible sleep (state C{D}) wait
+    in: the system call and the file system function of their kernel
+    stack, e.g. C{"fcntl in fuse_setlk"}.
+    """
+    found: list[str] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state != "D":
+                continue
+            with open(f"{base}/syscall") as f:
+                number = f.read().split()[0]
+            with open(f"{base}/stack") as f:
+                frames = [line.split()[-1].split("+")[0] for line in f if line.strip()]
+        except (OSError, IndexError):
+            continue
+        call = SYSCALLS.get(int(number), f"syscall {number}") if number.isdigit() else number
+        where = next(
+            (frame for frame in frames
+             if frame not in ("request_wait_answer", "__fuse_simple_request", "fuse_simple_request")),
+            "?",
+        )
+        found.append(f"{call} in {where}")
+    return found
+
+
+def _output(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=30, cwd=HERE)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def machine() -> dict[str, str]:
+    """
+    What the run ran on.
+    """
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import twisted
+
+    commit = _output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = _output(["git", "status", "--porcelain", "--", "../uploadsvc", "../twisted"])
+    return {
+        "CPUs (nproc)": str(os.cpu_count()),
+        "CPU": cpu,
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "Twisted": twisted.__version__,
+        "GlusterFS": _output(["glusterfs", "--version"]),
+        "nginx": _output(["nginx", "-v"]).replace("nginx version: ", ""),
+        "uploadsvc commit": commit + (" (with uncommitted changes)" if dirty not in ("", "?") else ""),
+    }
+
+
+def rssFigures(samples: list[tuple[float, int]], warmUp: float, seconds: float) -> dict[str, Any]:
+    """
+    First, after-warm-up, last and largest of C{(seconds into the run,
+    bytes)} samples, in MiB, the slope of a least-squares line through
+    the samples of the run's second half, in MiB per minute, and one
+    sample every L{SERIES_STEP} seconds.
+    """
+    warm = next((rss for t, rss in samples if t >= warmUp), samples[-1][1])
+    half = [(t, rss / MiB) for t, rss in samples if t >= seconds / 2]
+    slope = float("nan")
+    if len(half) >= 2:
+        mt = sum(t for t, _ in half) / len(half)
+        mr = sum(r for _, r in half) / len(half)
+        var = sum((t - mt) ** 2 for t, _ in half)
+        if var > 0:
+            slope = sum((t - mt) * (r - mr) for t, r in half) / var * 60
+    series: list[tuple[int, float]] = []
+    for t, rss in samples:
+        if not series or t >= series[-1][0] + SERIES_STEP:
+            series.append((round(t), round(rss / MiB, 1)))
+    return {
+        "samples": len(samples),
+        "series": series,
+        "firstMiB": samples[0][1] / MiB,
+        "warmUpSeconds": warmUp,
+        "afterWarmUpMiB": warm / MiB,
+        "lastMiB": samples[-1][1] / MiB,
+        "maxMiB": max(rss for _, rss in samples) / MiB,
+        "slopeMiBPerMinute": slope,
+        "slopeFromSeconds": seconds / 2,
+    }
+
+
+class Chaos:
+    """
+    The servers, the volume under them, and what happened to them.
+
+    @ivar kills: how many times a server was killed.
+    @ivar exits: seconds each killed server took to exit.
+    @ivar blocked: what the threads of servers that did not exit within
+        L{KILL_WAIT} were blocked in (one entry per thread).
+    @ivar remounts: how many mounts were made again to free such a server.
+    """
+
+    def __init__(self, volume: GlusterVolume, servers: list[ServerProcess]) -> None:
+        self.volume = volume
+        self.servers = servers
+        self.kills = 0
+        self.exits: list[float] = []
+        self.blocked: list[str] = []
+        self.remounts = 0
+        self.stuck: list[int] = []
+
+    def kill(self, index: int) -> None:
+        """
+        C{kill -9} server C{index} and reap it; when it has not exited after
+        L{KILL_WAIT} seconds, note what it is blocked in, end its mount's
+        client (failing the requests it waits on) and mount again.
+        """
+        server = self.servers[index]
+        process = server.process
+        assert process is not None
+        began = time.monotonic()
+        process.send_signal(signal.SIGKILL)
+        try:
+            process.wait(KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            self.blocked += blockedThreads(process.pid) or ["(no thread in D state)"]
+            self.volume.remount(index)
+            self.remounts += 1
+            try:
+                process.wait(KILL_WAIT)
+            except subprocess.TimeoutExpired:
+                self.stuck.append(process.pid)  # left to the volume's teardown
+        self.exits.append(time.monotonic() - began)
+        self.kills += 1
+        server.process = None
+
+    def stop(self, index: int) -> None:
+        """
+        Stop server C{index} (SIGTERM; SIGKILL after 15 s, then as L{kill}).
+        """
+        server = self.servers[index]
+        process = server.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(server.stopTimeout)
+            except subprocess.TimeoutExpired:
+                self.kill(index)
+        server.process = None
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=120.0, help="how long servers are killed")
+    parser.add_argument("--seconds", type=float, default=300.0,
+                        help="how long servers 2 and 3 are killed and clients begin new files")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--max-size", type=int, default=4 * MiB)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client-limit", type=float, default=300.0)
     parser.add_argument("--expire-after", default="10s")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (bricks, logs)")
+    parser.add_argument("--warm-up", type=float, default=60.0,
+                        help="seconds after which server 1's RSS counts as warmed up")
+    parser.add_argument("--json", default=os.path.join(HERE, "chaos-results.json"),
+                        help="where the figures go as JSON (empty: nowhere)")
+    parser.add_argument("--out", default=None, help="write the Markdown here too")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (the servers' logs, glusterfs and nginx logs)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     base = tempfile.mkdtemp(prefix="uploadsvc-chaos-")
+    logs = os.path.join(base, "logs")
+    os.makedirs(logs)
     volume = GlusterVolume(os.path.join(base, "gluster"), 3)
     servers: list[ServerProcess] = []
+    chaos = Chaos(volume, servers)
     programs: list[subprocess.Popen[bytes]] = []
-    lines: list[str] = []
+    command = ["python", "-m", "bench.chaos"] + (sys.argv[1:] if argv is None else list(argv))
     try:
         volume.start()
-        for mount in volume.mounts:
+        for i, mount in enumerate(volume.mounts):
             server = ServerProcess(
                 os.path.join(mount, "root"), "--expire-after", args.expire_after,
                 "--idle-timeout", "10",
             )
+            # Off the volume: kept with --keep (the volume is deleted), and
+            # no log write waits on a mount that a kill left hanging.
+            server.logPath = os.path.join(logs, f"server{i + 1}.log")
+            server.tmpDir = os.path.join(logs, f"server{i + 1}-tmp")
             server.start()
             servers.append(server)
         nginxPort = freePort()
@@ -175,36 +379,32 @@ def main(argv: list[str] | None = None) -> int:
                    args.client_limit)
             for c in range(args.clients)
         ]
-        rss: dict[int, list[int]] = {i: [] for i in range(3)}
-        kills = 0
-        slowDeaths = 0
+        #: server 1 (never killed): (seconds into the run, RSS)
+        spared: list[tuple[float, int]] = []
+        #: servers 2 and 3: RSS samples over all their lives
+        lives: dict[int, list[int]] = {1: [], 2: []}
         for client in clients:
             client.start()
         nextKill = began + rng.uniform(2, 5)
-        while time.monotonic() - began < args.seconds and any(c.is_alive() for c in clients):
+        while time.monotonic() - began < args.seconds:
             now = time.monotonic()
             for i, server in enumerate(servers):
                 if server.running():
                     try:
-                        rss[i].append(server.rss())
+                        rss = server.rss()
                     except (OSError, LookupError):
-                        pass
-                elif now >= nextKill - 1:
+                        continue
+                    if i == 0:
+                        spared.append((now - began, rss))
+                    else:
+                        lives[i].append(rss)
+                elif i and now >= nextKill - 1:
                     server.start()  # down for a second or more
             if now >= nextKill:
-                victim = servers[rng.randrange(3)]
-                if victim.running():
-                    try:
-                        victim.kill9()
-                    except subprocess.TimeoutExpired:
-                        # Still in a file system call SIGKILL cannot cut
-                        # short (a FUSE request the mount has not answered).
-                        slowDeaths += 1
-                        assert victim.process is not None
-                        victim.process.wait(120)
-                        victim.process = None
-                    kills += 1
-                nextKill = now + rng.uniform(2, 5)
+                victim = rng.randrange(1, 3)
+                if servers[victim].running():
+                    chaos.kill(victim)
+                nextKill = time.monotonic() + rng.uniform(2, 5)
             time.sleep(0.5)
         for server in servers:
             if not server.running():
@@ -245,43 +445,86 @@ def main(argv: list[str] | None = None) -> int:
         for client in clients:
             for reason, count in client.reasons.items():
                 reasons[reason] = reasons.get(reason, 0) + count
-        errors500 = sum(s.logText().count('" 500 ') for s in servers)
-        lines += [
-            "## Chaos run (issue 12 item 3): three servers on GlusterFS, nginx, fault proxy",
-            "",
-            f"- Command: `python -m bench.chaos --seconds {args.seconds:g} --clients {args.clients} "
-            f"--max-size {args.max_size} --seed {args.seed}`",
-            f"- Date: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; CPUs: {os.cpu_count()}",
-            f"- Servers killed (`kill -9`) and restarted: {kills} times in {chaosSeconds:.0f} s "
-            f"({slowDeaths} took more than 15 s to die, blocked in the mount)",
-            f"- Uploads: {len(expected)}; complete and byte-identical: {len(done) - len(wrong)}; "
-            f"wrong bytes: {len(wrong)}; not finished in time: {len(failed)}",
-            f"- Client requests (HEAD+PUT rounds): {sum(c.attempts for c in clients)}; "
-            f"failed rounds (cut, reset, stalled, server killed): {sum(c.errors for c in clients)}",
-            f"- Wall time until every client was done: {total:.0f} s "
-            f"(new files begun during the first {args.seconds:g} s)",
-            "- Why rounds failed: " + ", ".join(
-                f"{reason} {count}" for reason, count in sorted(reasons.items(), key=lambda r: -r[1])
-            ),
-            f"- Answers 500 in the servers' logs: {errors500}",
-            f"- Staged files (.data, .json) when clients were done: {len(left)}; after expiry "
-            f"(--expire-after {args.expire_after}): {len(after)}; metadata temp files left by "
-            f"killed servers (removed after an hour): {temps()}",
+        texts = [s.logText() for s in servers]
+        errors500 = sum(t.count('" 500 ') for t in texts)
+        tracebacks = sum(t.count("Traceback (most recent call last)") for t in texts)
+        # What each 500 was: the server's one line (a storage fault), or the
+        # line a traceback follows.
+        whys = [
+            f"server {i + 1}: {line.split('] ', 1)[-1]}"
+            for i, t in enumerate(texts) for line in t.splitlines()
+            if (": 500 " in line and "uploadsvc.access" not in line) or "#critical]" in line
         ]
-        for i in range(3):
-            samples = rss[i]
-            if samples:
-                lines.append(
-                    f"- Server {i + 1} RSS over the run (MiB, each life starts again): first "
-                    f"{samples[0] / MiB:.1f}, median {sorted(samples)[len(samples) // 2] / MiB:.1f}, "
-                    f"max {max(samples) / MiB:.1f} ({len(samples)} samples)"
-                )
-        text = "\n".join(lines) + "\n"
+        blocked: dict[str, int] = {}
+        for what in chaos.blocked:
+            blocked[what] = blocked.get(what, 0) + 1
+        results = {
+            "command": " ".join(command),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "clients": args.clients,
+            "maxSize": args.max_size,
+            "seed": args.seed,
+            "expireAfter": args.expire_after,
+            "chaosSeconds": chaosSeconds,
+            "wallSeconds": total,
+            "kills": chaos.kills,
+            "slowExits": sum(1 for e in chaos.exits if e > KILL_WAIT),
+            "slowExitLimit": KILL_WAIT,
+            "longestExitSeconds": max(chaos.exits, default=0.0),
+            "blockedIn": blocked,
+            "remounts": chaos.remounts,
+            "uploads": len(expected),
+            "identical": len(done) - len(wrong),
+            "wrong": len(wrong),
+            "unfinished": len(failed),
+            "rounds": sum(c.attempts for c in clients),
+            "failedRounds": sum(c.errors for c in clients),
+            "reasons": dict(sorted(reasons.items(), key=lambda r: -r[1])),
+            "answers500": errors500,
+            "tracebacks": tracebacks,
+            "errorLines": whys[:10],
+            "stagedWhenDone": len(left),
+            "stagedAfterExpiry": len(after),
+            "tempsLeft": temps(),
+            "rssSpared": rssFigures(spared, args.warm_up, chaosSeconds) if spared else None,
+            "rssKilled": {
+                str(i + 1): {
+                    "samples": len(samples),
+                    "firstMiB": samples[0] / MiB,
+                    "medianMiB": sorted(samples)[len(samples) // 2] / MiB,
+                    "maxMiB": max(samples) / MiB,
+                }
+                for i, samples in lives.items() if samples
+            },
+        }
+        failures = []
+        if wrong:
+            failures.append(f"{len(wrong)} files with wrong bytes")
+        if failed:
+            failures.append(f"{len(failed)} uploads not finished in time")
+        if errors500:
+            failures.append(f"{errors500} answers 500 in the servers' logs")
+        if tracebacks:
+            failures.append(f"{tracebacks} tracebacks in the servers' logs")
+        if after:
+            failures.append(f"{len(after)} staged files left after expiry")
+        if chaos.stuck:
+            failures.append(f"{len(chaos.stuck)} killed servers never exited")
+        results["failures"] = failures
+        text = renderChaos(results)
         print(text)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump(results, out, indent=1)
+                out.write("\n")
+            print(f"figures written to {args.json}")
         if args.out:
-            with open(args.out, "w") as f:
-                f.write(text)
-        return 0 if not wrong and not failed and not after else 1
+            with open(args.out, "w") as out:
+                out.write(text)
+        for failure in failures:
+            print(f"FAILED: {failure}", file=sys.stderr)
+        return 1 if failures else 0
     finally:
         # Every step, even after one failed: the volume must go.
         for program in programs:
@@ -291,17 +534,17 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 program.kill()
                 program.wait(15)
-        for server in servers:
+        for i in range(len(servers)):
             try:
-                server.stop()
-            except subprocess.TimeoutExpired:
-                assert server.process is not None
-                server.process.wait(120)
+                chaos.stop(i)
+            except Exception as e:  # keep tearing down
+                print(f"stopping server {i + 1}: {e!r}", file=sys.stderr)
         volume.stop()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
         else:
-            print(f"kept {base}")
+            print(f"kept {base} (servers' logs in {logs}, GlusterFS's in "
+                  f"{os.path.join(base, 'gluster', 'log')}, nginx's in {os.path.join(base, 'nginx')})")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ measured in the same run.
 Regenerate a report from saved results with::
 
     .venv/bin/python -m bench.report bench/work/results-<stamp>.json -o bench/RESULTS.md
+
+The figures of the last chaos run (L{bench.chaos}, committed as
+C{bench/chaos-results.json}) are appended as a section of their own; to
+renew only that section of an existing report::
+
+    .venv/bin/python -m bench.report --chaos-only -o bench/RESULTS.md
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from typing import Any
 from bench.scenarios import Column, FULL, QUICK, build, median, sourceSize
 
 BASELINES = ("aiohttp", "nginx")
+
+#: The chaos run's figures, written by L{bench.chaos}.
+CHAOS_RESULTS = Path(__file__).resolve().parent / "chaos-results.json"
+#: The heading of the chaos section (and where L{replaceChaos} finds it).
+CHAOS_HEADING = "## Chaos run (issue 12)"
 
 
 def _values(runs: list[dict[str, Any]], key: str) -> list[float]:
@@ -195,12 +206,111 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mib(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.1f}"
+
+
+def renderChaos(data: dict[str, Any]) -> str:
+    """
+    The Markdown section of a chaos run's figures (see L{bench.chaos}).
+    """
+    machine = data["machine"]
+    failures = data.get("failures", [])
+    out = [
+        f"{CHAOS_HEADING}: three servers on GlusterFS behind nginx and the fault proxy",
+        "",
+        f"- Command: `{data['command']}` (as root)",
+        f"- Date: {data['date']}; uploadsvc commit {machine.get('uploadsvc commit', '?')}; "
+        f"{machine.get('CPUs (nproc)', '?')} CPUs ({machine.get('CPU', '?')}), "
+        f"kernel {machine.get('kernel', '?')}, Python {machine.get('Python', '?')}, "
+        f"Twisted {machine.get('Twisted', '?')}, {machine.get('GlusterFS', '?')}, "
+        f"nginx {machine.get('nginx', '?')}",
+        "- Result: " + ("**passed**" if not failures else "**FAILED**: " + "; ".join(failures)),
+        f"- Uploads ({data['clients']} clients, 1 byte to {data['maxSize']:,} bytes, new files "
+        f"begun for {data['chaosSeconds']:.0f} s, all done after {data['wallSeconds']:.0f} s): "
+        f"{data['uploads']}; complete and byte-identical: {data['identical']}; wrong bytes: "
+        f"{data['wrong']}; not finished in time: {data['unfinished']}",
+        f"- Answers 500 in the servers' logs: {data['answers500']}; tracebacks: "
+        f"{data['tracebacks']}"
+        + "".join(f"\n  - `{line}`" for line in data.get("errorLines", [])),
+        f"- Servers 2 and 3 killed (`kill -9`) and restarted: {data['kills']} times; longest "
+        f"exit after the kill: {data['longestExitSeconds']:.1f} s; exits slower than "
+        f"{data['slowExitLimit']:g} s: {data['slowExits']}"
+        + (
+            " (blocked in: " + ", ".join(f"{what} ×{n}" for what, n in data["blockedIn"].items())
+            + f"; freed by ending the mount's client and mounting again, {data['remounts']} times)"
+            if data["slowExits"] else ""
+        ),
+        f"- Staged files (.data, .json) when clients were done: {data['stagedWhenDone']}; after "
+        f"expiry (--expire-after {data['expireAfter']}): {data['stagedAfterExpiry']}; "
+        f"metadata temp files left by killed servers (removed after an hour): {data['tempsLeft']}",
+        f"- Client rounds (HEAD+PUT): {data['rounds']}; failed rounds (cut, reset, stalled, "
+        f"server killed): {data['failedRounds']}; why: "
+        + ", ".join(f"{reason} {n}" for reason, n in data["reasons"].items()),
+    ]
+    spared = data.get("rssSpared")
+    if spared:
+        out.append(
+            f"- RSS of server 1 (never killed, under load the whole run; MiB): first "
+            f"{_mib(spared['firstMiB'])}, after {spared['warmUpSeconds']:g} s "
+            f"{_mib(spared['afterWarmUpMiB'])}, last {_mib(spared['lastMiB'])}, max "
+            f"{_mib(spared['maxMiB'])}; slope over the second half (from "
+            f"{spared['slopeFromSeconds']:.0f} s): {spared['slopeMiBPerMinute']:+.2f} MiB/min "
+            f"({spared['samples']} samples)"
+        )
+        if spared.get("series"):
+            out.append(
+                "  - every 30 s (s: MiB): "
+                + ", ".join(f"{t}: {mib:.0f}" for t, mib in spared["series"])
+            )
+    for server, rss in data.get("rssKilled", {}).items():
+        out.append(
+            f"- RSS of server {server} over its lives (MiB, each life starts again): first "
+            f"{_mib(rss['firstMiB'])}, median {_mib(rss['medianMiB'])}, max {_mib(rss['maxMiB'])} "
+            f"({rss['samples']} samples)"
+        )
+    return "\n".join(out) + "\n"
+
+
+def replaceChaos(report: str, section: str) -> str:
+    """
+    C{report} with its chaos section (from L{CHAOS_HEADING} to the next
+    second-level heading or the end) replaced by C{section}, or with
+    C{section} appended when it has none.
+    """
+    lines = report.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(CHAOS_HEADING)), None)
+    if start is None:
+        return report.rstrip("\n") + "\n\n" + section
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+    )
+    rest = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render bench results as Markdown.")
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="?")
     parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("--chaos", type=Path, default=CHAOS_RESULTS,
+                        help="the chaos run's figures, appended when the file exists")
+    parser.add_argument("--chaos-only", action="store_true",
+                        help="renew only the chaos section of the report at --output")
     args = parser.parse_args(argv)
+    section = renderChaos(json.loads(args.chaos.read_text())) if args.chaos.exists() else None
+    if args.chaos_only:
+        if args.output is None or section is None:
+            parser.error("--chaos-only needs --output and the chaos figures (--chaos)")
+        args.output.write_text(replaceChaos(args.output.read_text(), section))
+        return
+    if args.results is None:
+        parser.error("a results file is needed (or --chaos-only)")
     text = render(json.loads(args.results.read_text()))
+    if section is not None:
+        text = replaceChaos(text, section)
     if args.output:
         args.output.write_text(text)
     else:

@@ -87,6 +87,46 @@ class GlusterVolumeTests(SynchronousTestCase):
         with open(os.path.join(volume.mounts[2], "f"), "rb") as f:
             self.assertEqual(f.read(), data)
 
+    def test_remount(self) -> None:
+        """
+        A mount made again (the way out of a hung client, used by
+        bench/chaos.py) ends the old client process, lets go of the locks
+        taken through it, and sees the volume as before; teardown still
+        leaves nothing mounted.
+        """
+        volume = startGluster(self, count=2)
+        with open(os.path.join(volume.mounts[0], "f"), "wb") as f:
+            f.write(b"kept")
+        old = volume._mountProcesses[1][1]
+        locks = RegionLocks(os.path.join(volume.mounts[1], "lock"))
+        held = locks.tryLock("p-upload")
+        assert held is not None
+        other = RegionLocks(os.path.join(volume.mounts[0], "lock"))
+        self.assertIsNone(other.tryLock("p-upload"))
+        volume.remount(1)
+        self.assertIsNotNone(old.poll())
+        self.assertTrue(os.path.ismount(volume.mounts[1]))
+        with open(os.path.join(volume.mounts[1], "f"), "rb") as f:
+            self.assertEqual(f.read(), b"kept")
+        again = None
+        deadline = time.monotonic() + BOUND
+        while again is None and time.monotonic() < deadline:
+            again = other.tryLock("p-upload")
+            if again is None:
+                time.sleep(0.2)
+        self.assertIsNotNone(again)
+        assert again is not None
+        again.release()
+        other.close()
+        for closing in (held.release, locks.close):
+            try:
+                closing()
+            except OSError:
+                pass  # their mount's client is gone
+        volume.stop()
+        for point in volume.mounts:
+            self.assertFalse(os.path.ismount(point), point)
+
     def test_teardown(self) -> None:
         """Stopping the volume unmounts every mount point and stops glusterd and the bricks."""
         volume = startGluster(self, count=2)

@@ -232,6 +232,28 @@ class GlusterVolume:
         os.listdir(point)
         return point
 
+    def remount(self, index: int) -> None:
+        """
+        End mount C{index}'s client process (C{SIGKILL}: a hung one answers
+        nothing else), which fails every request still waiting on it, so a
+        process blocked in the mount can exit; detach the mount point and
+        mount it again.
+
+        A GlusterFS 10 client can hang for good when a process is killed
+        in a lock request (its event threads wait on the interrupt of that
+        request; gluster/glusterfs#4371): this is the way out.
+        """
+        point = os.path.join(self.base, "mnt", f"m{index}")
+        for i, (where, process) in enumerate(self._mountProcesses):
+            if where == point:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(STEP)
+                del self._mountProcesses[i]
+                break
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=STEP)
+        self.mounts[index] = self._mount(index)
+
     # -- stop --------------------------------------------------------------
 
     def stop(self) -> None:

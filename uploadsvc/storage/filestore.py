@@ -474,7 +474,7 @@ class FileStore:
             return None
         where = self._where(key, ".json")
         try:
-            info = statedir.readJSON(folder, key + ".json", where)
+            info = statedir.readJSON(folder, key + ".json", where, self.system)
             if info is not None:
                 checkInfo(info, where)
             return info
@@ -500,7 +500,7 @@ class FileStore:
         try:
             fd = statedir.openFile(
                 folder, key + ".data", os.O_RDWR | os.O_CREAT if create else os.O_RDONLY,
-                self._where(key, ".data"),
+                self._where(key, ".data"), system=self.system,
             )
         finally:
             os.close(folder)
@@ -554,9 +554,28 @@ class FileStore:
         @raise Conflict: a parent of the path is a file, or the path is a
             folder (or, if C{strict}, a link or another kind of entry).
         @raise UnsafeState: the staged files are links or not regular.
+        @raise StorageUnavailable: the staged file vanished as it was read,
+            every time (503: the client's next try finds it settled).
         """
         self._fresh()
         key, path = self._resolve(target)
+        for _ in range(statedir.READ_TRIES):
+            stored = self._inspectOnce(key, path, durable, strict)
+            if stored is not None:
+                return stored
+        raise StorageUnavailable(
+            "state-changing", "the upload changed on another server as it was read; try again",
+            f"{self._where(key, '.data')} vanished as it was read, {statedir.READ_TRIES} times",
+            retryAfter=1,
+        )
+
+    def _inspectOnce(self, key: str, path: UploadPath, durable: bool, strict: bool) -> Stored | None:
+        """
+        L{inspect}, once: L{None} when the staged file vanished as it was
+        read (another host completed, expired or cancelled the upload after
+        this one opened it: C{ENOENT} or C{ESTALE} from its C{lseek} or
+        C{fsync} on GlusterFS), to be asked again.
+        """
         completeSize, oddEntry = destination.entry(self._rootFD, path, strict)
         fd = self._openData(key, create=False)
         if fd is None:
@@ -571,9 +590,14 @@ class FileStore:
                     # Named by no synced metadata yet (a crash in its first
                     # request): make its name durable before reporting it.
                     self._syncFolder(key)
-            offset = dataSize(fd)
-            if self.fsync and durable:
-                self.system.fsync(fd)  # everything up to the size read above is durable
+            try:
+                offset = dataSize(fd)
+                if self.fsync and durable:
+                    self.system.fsync(fd)  # everything up to the size read above is durable
+            except OSError as e:
+                if e.errno not in GONE:
+                    raise
+                return None
         finally:
             closeReader(fd)
         total = info.get("total")

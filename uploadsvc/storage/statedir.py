@@ -21,8 +21,8 @@ import secrets
 import stat
 from typing import Any
 
-from uploadsvc.errors import UnsafeState
-from uploadsvc.storage.freshness import closeReader, isListed
+from uploadsvc.errors import StorageUnavailable, UnsafeState
+from uploadsvc.storage.freshness import GONE, closeReader, isListed
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
 STATE_DIR = ".uploadsvc"
@@ -32,6 +32,12 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 #: A C{.json} is a few hundred bytes; anything this large is not ours.
 MAX_JSON = 64 * 1024
+#: Opens and reads of a state file that another host keeps replacing
+#: before the read is refused as a transient 503.
+READ_TRIES = 3
+#: Pauses (seconds) before a state file with a second name is looked at
+#: again (a rename by another host under way), then refused.
+LINK_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 class CorruptState(ValueError):
@@ -171,21 +177,52 @@ class StateDir:
 
 def openFile(
     folderFD: int, name: str, flags: int, where: str, mode: int = 0o644,
-    checkLinks: bool = True,
+    checkLinks: bool = True, system: SystemCalls = SYSTEM,
 ) -> int | None:
     """
     Open the file C{name} in C{folderFD} without following a link, and make
     sure it is a regular file with no other name.
+
+    A file with a second name is looked at again after short pauses
+    (L{LINK_PAUSES}, made by C{system}): on GlusterFS another host's rename
+    (a C{.json} rewritten, a data file moved onto its destination) links
+    the file at its new name before it unlinks the old one, so for a moment
+    it has two. A second name that stays is refused.
 
     @param flags: the access mode, and C{O_CREAT} to make it when missing
         (C{O_TRUNC} is not allowed: truncate after the checks).
     @param where: the file's path for the operator's log.
     @param checkLinks: refuse a file with more than one name (a hard link
         would make the bytes of a file elsewhere those of an upload).
+    @param system: makes the pauses.
     @return: a blocking descriptor, or L{None} when the file is missing
         (or was removed as it was opened).
     @raise UnsafeState: it is a link, a folder, a FIFO, a device, or it
         has another name.
+    """
+    for pause in (*LINK_PAUSES, None):
+        try:
+            return _openOnce(folderFD, name, flags, where, mode, checkLinks)
+        except _ExtraNames as e:
+            if pause is None:
+                raise UnsafeState(f"{where} has {e.args[0]} names (a hard link)") from None
+            system.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+class _ExtraNames(Exception):
+    """
+    The file opened has more than one name (C{args[0]}: how many).
+    """
+
+
+def _openOnce(
+    folderFD: int, name: str, flags: int, where: str, mode: int, checkLinks: bool
+) -> int | None:
+    """
+    L{openFile}, once.
+
+    @raise _ExtraNames: the file has more than one name (closed).
     """
     assert not flags & os.O_TRUNC
     exclusive = 0
@@ -238,7 +275,7 @@ def openFile(
             os.close(fd)
             return None
         if checkLinks and st.st_nlink != 1:
-            raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
+            raise _ExtraNames(st.st_nlink)
         checkOwner(st, where)
         os.set_blocking(fd, True)
     except BaseException:
@@ -269,37 +306,66 @@ def checkStaged(fd: int, folderFD: int, name: str, where: str) -> os.stat_result
     return st
 
 
-def readJSON(folderFD: int, name: str, where: str) -> dict[str, Any] | None:
+def readJSON(
+    folderFD: int, name: str, where: str, system: SystemCalls = SYSTEM
+) -> dict[str, Any] | None:
     """
     Read the JSON object in the file C{name}; L{None} when there is none.
 
+    On a shared file system another host may replace the file (a rename
+    over it) or remove it between this host's open and its read, which then
+    fails (C{ENOENT}, C{ESTALE}): it is opened afresh, up to L{READ_TRIES}
+    times in all (a removed file is then missing).
+
+    @param system: makes the reads.
     @raise CorruptState: it is not a JSON object (or too large to be one of
         ours).
     @raise UnsafeState: see L{openFile}.
+    @raise StorageUnavailable: it changed under every try (503: the
+        client's next try finds it settled).
     """
-    fd = openFile(folderFD, name, os.O_RDONLY, where)
-    if fd is None:
-        return None
-    try:
-        pieces = []
-        size = 0
-        while size <= MAX_JSON:
-            piece = os.read(fd, MAX_JSON + 1 - size)
-            if not piece:
-                break
-            pieces.append(piece)
-            size += len(piece)
-    finally:
-        closeReader(fd)
+    for _ in range(READ_TRIES):
+        fd = openFile(folderFD, name, os.O_RDONLY, where, system=system)
+        if fd is None:
+            return None
+        try:
+            data = _readAll(fd, where, system)
+        except OSError as e:
+            if e.errno not in GONE:
+                raise
+            continue
+        finally:
+            closeReader(fd)
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise CorruptState(f"{where} is not valid JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise CorruptState(f"{where} holds no JSON object")
+        return value
+    raise StorageUnavailable(
+        "state-changing", "the upload changed on another server as it was read; try again",
+        f"{where} was replaced or removed as it was read, {READ_TRIES} times", retryAfter=1,
+    )
+
+
+def _readAll(fd: int, where: str, system: SystemCalls) -> bytes:
+    """
+    The whole content of a state file.
+
+    @raise CorruptState: it is larger than L{MAX_JSON}.
+    """
+    pieces = []
+    size = 0
+    while size <= MAX_JSON:
+        piece = system.read(fd, MAX_JSON + 1 - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
     if size > MAX_JSON:
         raise CorruptState(f"{where} is larger than {MAX_JSON} bytes")
-    try:
-        value = json.loads(b"".join(pieces))
-    except (ValueError, RecursionError) as e:
-        raise CorruptState(f"{where} is not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise CorruptState(f"{where} holds no JSON object")
-    return value
+    return b"".join(pieces)
 
 
 def writeJSON(

@@ -1,6 +1,7 @@
 """
-The system calls that durability and atomic replacement rest on, and the
-pause between tries of a contended state lock, behind one injected object:
+The system calls that durability and atomic replacement rest on, the reads
+of state files another host may replace under them, and the pause between
+tries of a contended state lock, behind one injected object:
 tests watch or fail them through the store's own L{SystemCalls} instead of
 patching C{os} or C{time}.
 """
@@ -13,7 +14,8 @@ import time
 
 class SystemCalls:
     """
-    C{fsync}, C{replace} and C{sleep} as the store makes them (blocking).
+    C{fsync}, C{replace}, C{read} and C{sleep} as the store makes them
+    (blocking).
     """
 
     def fsync(self, fd: int) -> None:
@@ -23,6 +25,14 @@ class SystemCalls:
         self, src: str, dst: str, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
     ) -> None:
         os.replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    def read(self, fd: int, size: int) -> bytes:
+        """
+        Read a state file (a C{.json}): on a shared file system this fails
+        (C{ENOENT}, C{ESTALE}) when another host replaced or removed the
+        file after this host opened it.
+        """
+        return os.read(fd, size)
 
     def sleep(self, seconds: float) -> None:
         """
