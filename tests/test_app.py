@@ -327,6 +327,18 @@ class AppTests(AppTestsMixin, SynchronousTestCase):
         self.assertEqual(r.code, 403)
         self.assertEqual(os.listdir(outside), [])
 
+    def test_oneWalkPerWrite(self) -> None:
+        """
+        A write that nothing refuses walks its path on disk once (the
+        store's begin does), not once more before it.
+        """
+        walks: list[object] = []
+        inspect = self.store.inspect
+        self.patch(self.store, "inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
+        r, _ = self.request("PUT", "/a/b", BODY)
+        self.assertEqual(r.code, 201)
+        self.assertEqual(len(walks), 1)
+
     def test_refusalOrderAcrossStages(self) -> None:
         """
         Refusals found at different stages (headers, disk, the decision

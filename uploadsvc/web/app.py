@@ -925,7 +925,7 @@ class UploadApp:
         @param guard: sees the decision once no refusal applies, and may
             raise to go no further (see L{_guardCreation}).
         """
-        facts = self._check(path, facts, False)
+        facts = self._checkWrite(path, facts)
 
         def decideInOrder(stored: Stored) -> Plan | AlreadyComplete:
             state: Plan | AlreadyComplete | UploadError
@@ -942,6 +942,22 @@ class UploadApp:
             return state
 
         return self.store.begin(path, decideInOrder, digests, hashState)
+
+    def _checkWrite(self, path: Target, facts: Facts) -> Facts:
+        """
+        Blocking: L{_check} for a write, walking the path only when it can
+        change the answer. C{begin} looks at the path itself (the same
+        C{inspect}, which raises the link's 403 before anything is
+        decided), so when no refusal follows from the free space and the
+        facts known so far, the walk here is left to it: one walk of the
+        path per write instead of two (a walk is a third of a small
+        upload's disk work). Only when a refusal is found (which a link
+        on the way outranks) is the path walked first.
+        """
+        known = attrs.evolve(facts, link=None, freeBytes=self.store.freeBytes())
+        if firstRefusal(known) is None:
+            return attrs.evolve(known, state=UNKNOWN)
+        return self._check(path, facts, False)
 
     def _check(self, path: Target, facts: Facts, query: bool) -> Facts:
         """
