@@ -660,8 +660,15 @@ class UploadApp:
 
     # --- write ----------------------------------------------------------
 
-    def _acquire(self, request: Any, path: Target) -> Deferred:
-        key = self.store.keyFor(path)
+    def _acquire(self, request: Any, path: Target, key: str | None = None) -> Deferred:
+        """
+        Become the writer of C{path} in this process (L{WriterRegistry.acquire}).
+
+        @param key: C{path}'s key, if the caller has it (one string kept per
+            open upload rather than one more).
+        """
+        if key is None:
+            key = self.store.keyFor(path)
 
         def interrupt() -> None:
             staged = self._staging.get(key)
@@ -672,8 +679,10 @@ class UploadApp:
 
         return self.writers.acquire(key, interrupt)
 
-    async def _put(self, request: Any, path: UploadPath) -> bytes | None:
-        return await self._putAt(request, path, False)
+    def _put(self, request: Any, path: UploadPath) -> Coroutine[Any, Any, bytes | None]:
+        # The coroutine itself, not one more awaiting it: each coroutine's
+        # frame is kept for as long as its upload is open.
+        return self._putAt(request, path, False)
 
     async def _putAt(
         self, request: Any, path: UploadPath, preCreated: bool, moved: bool = False
@@ -712,7 +721,7 @@ class UploadApp:
             allowOverwrite=self.config.allowOverwrite,
         )
         guard = None if preCreated or not self._asks(PRE_CREATE) else _guardCreation
-        release = self._announce(key, rng, length, await self._acquire(request, path))
+        release = self._announce(key, rng, length, await self._acquire(request, path, key))
         try:
             began = await self._whenUnlocked(
                 request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
