@@ -99,6 +99,12 @@ log = Logger()
 #: let go of an upload (docs/protocol.md section 5).
 LOCK_RETRY = 0.05
 
+#: Bodies of at most this many bytes (by their C{Content-Length}) are
+#: hashed on the reactor thread as they arrive (about 30 microseconds for
+#: 64 KiB with SHA-NI) instead of on a digest lane of the disk pool: a
+#: hand-off to a thread and back costs a small upload more than that.
+SMALL_BODY = 256 * 1024
+
 #: 64 GiB: large enough for field laptops' disk images, small enough that a
 #: typo'd Content-Length is refused. Configurable with --max-upload-size.
 DEFAULT_MAX_UPLOAD = 64 * 1024**3
@@ -1151,7 +1157,17 @@ class UploadApp:
             _feeder(list(streamed.values())) if streamed else None,
         )
 
+        if hashLane is not None and _small(request):
+            hashNow, hashLane = hashLane, None
+        else:
+            hashNow = None
+
         def makeSink(producer: Any) -> FileSink:
+            if hashNow is not None:
+                return _HashingSink(
+                    self.runner, staged.writeChunks, producer,
+                    self.config.highWater, self.config.lowWater, hashNow=hashNow,
+                )
             return FileSink(
                 self.runner, staged.writeChunks, producer,
                 self.config.highWater, self.config.lowWater, hashLane,
@@ -1243,6 +1259,34 @@ class UploadApp:
             if computed[alg] != value:
                 raise Conflict("digest-mismatch", f"the stored file's {alg} digest differs")
         return completed(request, path, plan.size, computed["sha-256"], 200)
+
+
+class _HashingSink(FileSink):
+    """
+    A L{FileSink} whose digests are computed on the reactor thread as each
+    chunk is accepted, in order, rather than on a lane of the disk pool
+    (for small bodies: see L{SMALL_BODY}). Only the writes go to the pool.
+    """
+
+    def __init__(
+        self, *args: Any, hashNow: Callable[[Sequence[bytes | memoryview]], None], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._hashNow = hashNow
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.failure is None and data:
+            self._hashNow((data,))
+        super().write(data)
+
+
+def _small(request: Any) -> bool:
+    """
+    Whether C{request}'s body is declared small enough to hash on the
+    reactor thread (L{SMALL_BODY}).
+    """
+    length = contentLength(request)
+    return length is not None and length <= SMALL_BODY
 
 
 def _metadataOf(staged: IStagedUpload) -> dict[str, Any]:
