@@ -27,7 +27,7 @@ from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.memory import MemoryStore
 from uploadsvc.testing.runners import ImmediateRunner
 from tests.support.staging import stageFully
-from uploadsvc.web.app import Config, UploadApp, _shield
+from uploadsvc.web.app import SMALL_BODY, Config, UploadApp, _shield
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from tests.support.stubapp import StubRequests
 
@@ -82,6 +82,26 @@ class AppTestsMixin(StubRequests, _MixinBase):
         self.assertEqual(self.header(response, "Repr-Digest"), reprDigest(BODY).decode())
         self.assertEqual(self.header(response, "Location"), "/a/b.bin")
         self.assertEqual(self.header(response, "Upload-Complete"), "?1")
+
+    def test_smallBodyHashedInHand(self) -> None:
+        """
+        A body of at most SMALL_BODY bytes is hashed as it arrives, with no
+        digest lane in the disk pool (one pool job for its bytes, not two);
+        a larger one gets its digest lane; both answer the right digest.
+        """
+        jobs: list[object] = []
+        inner = self.app.runner.callInThread
+        self.patch(self.app.runner, "callInThread", lambda f, *a: (jobs.append(f), inner(f, *a)))
+        for size, lanes in [(SMALL_BODY, 1), (SMALL_BODY + 1, 2)]:
+            with self.subTest(size=size):
+                jobs.clear()
+                body = os.urandom(size)
+                response, content = self.request("PUT", f"/s{size}.bin", body)
+                self.assertEqual(response.code, 201)
+                self.assertEqual(len(jobs), lanes)
+                self.assertEqual(self.stored(f"s{size}.bin"), body)
+                self.assertEqual(json.loads(content)["sha256"], hashlib.sha256(body).hexdigest())
+                self.assertEqual(self.header(response, "Repr-Digest"), reprDigest(body).decode())
 
     def test_postIsSynonym(self) -> None:
         """POST stores like PUT."""
@@ -326,6 +346,18 @@ class AppTests(AppTestsMixin, SynchronousTestCase):
         r, _ = self.request("PUT", "/link/x", BODY)
         self.assertEqual(r.code, 403)
         self.assertEqual(os.listdir(outside), [])
+
+    def test_oneWalkPerWrite(self) -> None:
+        """
+        A write that nothing refuses walks its path on disk once (the
+        store's begin does), not once more before it.
+        """
+        walks: list[object] = []
+        inspect = self.store.inspect
+        self.patch(self.store, "inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
+        r, _ = self.request("PUT", "/a/b", BODY)
+        self.assertEqual(r.code, 201)
+        self.assertEqual(len(walks), 1)
 
     def test_refusalOrderAcrossStages(self) -> None:
         """

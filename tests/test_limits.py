@@ -347,3 +347,29 @@ class HTTP2Tests(LimitsTestCase):
         self.assertEqual(received, [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
         self.clock.advance(HEADER * 10)
         self.assertFalse(transport.disconnecting)
+
+
+class OpenRequestCostTests(LimitsTestCase):
+    """
+    What the site keeps for each request still open (an open upload).
+    """
+
+    def test_oneSubscription(self) -> None:
+        """
+        The site (limits, access log and metrics together) subscribes once
+        to the end of an open request: one Deferred kept, not one each.
+        """
+        from uploadsvc.ops.metrics import Metrics
+        from uploadsvc.web.observed import ObservedSite
+
+        site = ObservedSite(
+            self.resource, metrics=Metrics(), timeout=IDLE, reactor=self.clock,
+            headerTimeout=HEADER,
+        )
+        channel, transport = self.connect(site)
+        channel.dataReceived(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nxx")
+        [request] = self.resource.requests
+        self.assertEqual(len(request.notifications), 1)
+        self.assertEqual(site.inFlight, 1)
+        self.close(channel)
+        self.assertEqual(site.inFlight, 0)

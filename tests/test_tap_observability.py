@@ -17,8 +17,10 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.ops.metrics import AdminSite
+from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.metrics import MULTIPROC_ENV, AdminSite, MeteredRunner, Metrics
 from uploadsvc.tap import Options, makeService
+from uploadsvc.web.observed import ObservedSite
 from uploadsvc.workers import WorkerPool
 
 
@@ -111,6 +113,47 @@ class MakeServiceTests(SynchronousTestCase):
         """Without --admin-listen nothing but the public listener is opened."""
         self.start(makeService(parse("--root", self.root), self.reactor))
         self.assertEqual([entry[0] for entry in self.reactor.tcpServers], [8080])
+
+    def _site(self, svc: MultiService) -> tuple[ObservedSite, object]:
+        """
+        The public site of C{svc} once started, and the disk runner its
+        app (and expiry) use.
+        """
+        self.start(svc)
+        [site] = [f for port, f, _, _ in self.reactor.tcpServers if port == 8080]
+        assert isinstance(site, ObservedSite)
+        [expiry] = [s for s in svc if isinstance(s, ExpiryService)]
+        return site, expiry.runner
+
+    def test_noMetricsUnread(self) -> None:
+        """
+        Without an admin listener (nor a supervisor's folder of metric
+        files) nobody can read metrics, so none are kept: no counting per
+        request, no wrapper around each disk job.
+        """
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV})
+        site, runner = self._site(makeService(parse("--root", self.root), self.reactor))
+        self.assertIsNone(site.metrics)
+        self.assertNotIsInstance(runner, MeteredRunner)
+
+    def test_metricsRead(self) -> None:
+        """
+        With an admin listener, or as a worker of a supervisor that serves
+        one (its folder of metric files in the environment), metrics are
+        kept and the disk pool is metered.
+        """
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV})
+        site, runner = self._site(makeService(
+            parse("--root", self.root, "--admin-listen", "tcp:9100:interface=127.0.0.1"),
+            self.reactor,
+        ))
+        self.assertIsInstance(site.metrics, Metrics)
+        self.assertIsInstance(runner, MeteredRunner)
+        self.reactor = MemoryReactorClock()
+        self.patch(os, "environ", {**os.environ, MULTIPROC_ENV: self.mktemp()})
+        site, runner = self._site(makeService(parse("--root", self.mktemp()), self.reactor))
+        self.assertIsInstance(site.metrics, Metrics)
+        self.assertIsInstance(runner, MeteredRunner)
 
     def test_supervisorServesAdmin(self) -> None:
         """

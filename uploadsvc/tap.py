@@ -31,6 +31,7 @@ from uploadsvc.ops.metrics import (
     MeteredRunner,
     Metrics,
     MetricsResource,
+    inMultiprocessMode,
     makeMultiprocDir,
     removeMultiprocDir,
 )
@@ -681,15 +682,22 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if auth is not None:
         ReloadOnSignal(auth.reload, reactor).setServiceParent(top)
     events = Events()
-    metrics = Metrics()
-    events.subscribe(metrics.eventHeard)
+    # Metrics only where someone can read them: this process's admin
+    # listener, or the supervisor's (a worker writes into its folder).
+    # Otherwise nothing counts per request, nor wraps each disk job.
+    metrics = Metrics() if options["admin-listen"] or inMultiprocessMode() else None
+    if metrics is not None:
+        events.subscribe(metrics.eventHeard)
     events.subscribe(logEvent)
     hooks = makeHooks(options, reactor, events, top)
-    if hooks is not None:
+    if hooks is not None and metrics is not None:
         hooks.observe(metrics.hookCalled)
+    runner: Any = ThreadRunner(reactor, pool)
+    if metrics is not None:
+        runner = MeteredRunner(runner, metrics)
     app = UploadApp(
-        store, MeteredRunner(ThreadRunner(reactor, pool), metrics), config, auth=auth,
-        clock=reactor, events=events, latency=metrics.latency, hooks=hooks,
+        store, runner, config, auth=auth, clock=reactor, events=events,
+        latency=metrics.latency if metrics is not None else None, hooks=hooks,
     )
     reactor.callWhenRunning(app.recoverStaged)  # finish uploads a crash left fully staged
     site = ObservedSite(
@@ -707,12 +715,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     takeovers = internet.TimerService(TAKEOVER_POLL, app.checkTakeovers)
     takeovers.clock = reactor
     takeovers.setServiceParent(top)
-    sampler = internet.TimerService(
-        METRICS_SAMPLE, lambda: metrics.sampleUploadsOpen(app.writers.busy())
-    )
-    sampler.clock = reactor
-    sampler.setServiceParent(top)
-    if options["admin-listen"] and not options["inherit"]:
+    if metrics is not None:
+        sampler = internet.TimerService(
+            METRICS_SAMPLE, lambda: metrics.sampleUploadsOpen(app.writers.busy())
+        )
+        sampler.clock = reactor
+        sampler.setServiceParent(top)
+    if metrics is not None and options["admin-listen"] and not options["inherit"]:
         _adminService(options, MetricsResource(metrics.registry), reactor).setServiceParent(top)
     if config.expireAfter > 0:
         # Every process looks; the store makes each expiry happen once.

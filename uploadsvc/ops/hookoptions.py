@@ -16,8 +16,6 @@ from twisted.python import usage
 
 from uploadsvc.commandline import countOption
 from uploadsvc.ops.events import Events
-from uploadsvc.ops.hookcommand import CommandHook
-from uploadsvc.ops.hookhttp import HTTPHook, newClient
 from uploadsvc.ops.hookrunner import DEFAULT_BACKOFF, DEFAULT_RETRIES, Hooks, HookService
 from uploadsvc.ops.hooks import ALL_HOOKS, parseHookList
 from uploadsvc.web.auth import SecretFile, SecretFileError, readSecrets
@@ -119,6 +117,9 @@ def makeHooks(options: Any, reactor: Any, events: Events, parent: Any) -> Hooks 
     targets: list[Any] = []
     timeout = options["hook-timeout"]
     if options["hook-command"] is not None:
+        # Imported only when a hook is configured (the idle server's memory).
+        from uploadsvc.ops.hookcommand import CommandHook
+
         targets.append(CommandHook(options["hook-argv"], reactor, reactor, timeout))
     if options["hook-url"] is not None:
         secret: Callable[[], bytes | None] | None = None
@@ -131,6 +132,8 @@ def makeHooks(options: Any, reactor: Any, events: Events, parent: Any) -> Hooks 
             def secret() -> bytes | None:
                 current = secretFile.current()
                 return current[0] if current else None
+
+        from uploadsvc.ops.hookhttp import HTTPHook, newClient
 
         targets.append(HTTPHook(options["hook-url"], newClient(reactor), reactor, timeout, secret))
     if not targets:

@@ -22,17 +22,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -47,6 +38,13 @@ from uploadsvc.ops.events import (
     TAKEN_OVER,
     UploadEvent,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+# prometheus_client is imported where it is used, not here: a process
+# whose metrics nobody reads (no --admin-listen, no workers' folder)
+# never loads it (tap.py makes no Metrics then).
 
 #: The environment variable that puts prometheus_client in multiprocess
 #: mode; read when prometheus_client is imported, so the supervisor sets it
@@ -80,6 +78,8 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -225,6 +225,8 @@ def markProcessDead(pid: int, path: str) -> None:
     """
     Drop the gauges of a worker that ended (its counters stay summed).
     """
+    from prometheus_client.multiprocess import mark_process_dead
+
     mark_process_dead(pid, path)
 
 
@@ -257,6 +259,9 @@ class MetricsResource(Resource):
         self._multiprocDir = multiprocDir
 
     def render_GET(self, request: Any) -> bytes:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         registry = self._registry
         if self._multiprocDir is not None:
             # A registry per scrape, as prometheus_client's multiprocess

@@ -240,14 +240,27 @@ class LimitedSite(StreamingSite):
 
     def getResourceFor(self, request: Any) -> Any:
         self._inFlight.add(request)
-        request.notifyFinish().addBoth(lambda _: self._inFlight.discard(request))
         guard = self._guards.get(getattr(request, "transport", None))
         if guard is not None:  # HTTP/1 (HTTP/2 has no Connection header)
             if self.draining:
                 request.setHeader(b"connection", b"close")
             guard.requestStarted()
-            request.notifyFinish().addBoth(guard.requestEnded)
+        # One subscription to the request's end for all the site does then
+        # (each one is a Deferred kept for as long as the request is open).
+        request.notifyFinish().addBoth(self._finished, request, guard)
         return super().getResourceFor(request)
+
+    def _finished(self, result: object, request: Any, guard: _Guarded | None) -> None:
+        self.requestFinished(request, result)
+        self._inFlight.discard(request)
+        if guard is not None:
+            guard.requestEnded()
+
+    def requestFinished(self, request: Any, result: object) -> None:
+        """
+        C{request}'s answer was sent (C{result} is L{None}) or its client
+        went away first (a L{Failure}); for subclasses.
+        """
 
     def connectionOpened(self) -> None:
         """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 from twisted.web.http import datetimeToLogString
 
 from uploadsvc.ops.logs import logAccess
@@ -35,9 +36,12 @@ class ObservedSite(LimitedSite):
         notes = notesFor(request)
         notes.started = self.reactor.seconds()
         request.setHeader(REQUEST_ID_HEADER, notes.requestId.encode("ascii"))
-        # A request whose client goes away is never finished: no log() call.
-        request.notifyFinish().addErrback(lambda _: self._lost(request))
         return super().getResourceFor(request)
+
+    def requestFinished(self, request: Any, result: object) -> None:
+        if isinstance(result, Failure):
+            # A request whose client goes away is never finished: no log() call.
+            self._lost(request)
 
     def _lost(self, request: Any) -> None:
         """
