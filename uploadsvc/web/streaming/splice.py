@@ -1,0 +1,238 @@
+"""
+The zero-copy body path: the rest of a plain HTTP/1.1 C{Content-Length}
+body moves socket → pipe → staged file with C{splice(2)}, its bytes never
+entering Python (C{--zero-copy auto}, the default).
+
+Which bodies take it is decided by L{zerocopyplan} (pure); everything else
+takes the ordinary path (Twisted reads, the parser decodes, the receiver
+gets bytes). Bytes that arrived with the headers always go the ordinary way
+first.
+
+The glue, all of it twisted.web and twisted.internet internals:
+
+  - the connection's own C{doRead} is replaced, for the rest of the body,
+    by L{BodySplicer.doRead} (one reader per descriptor: the reactor keeps
+    one selectable per descriptor, so a second reader could not be
+    registered beside the transport, which may be writing). Pausing and
+    resuming the channel's transport therefore pause and resume splicing,
+    and the body gate's pauses (the sink's high-water mark, the idle
+    timeout suspended while the server is the slow side) hold unchanged;
+  - each splice moves what the socket has (up to what the body and the
+    pipe have room for) into the pipe, resets the idle timeout, keeps the
+    parser's count of the body (C{_IdentityTransferDecoder.contentLength})
+    in step, and gives the bytes by count to the sink's write lane
+    (L{uploadsvc.sink.FileSink.acceptSpliced}), which splices them into the
+    file on the disk pool and then has the digest lane hash them from the
+    page cache;
+  - a full pipe (the disk is behind) stops reading until the write lane
+    drains it, so a slow disk still slows the sender;
+  - at the body's last byte the transport gets its C{doRead} back and the
+    parser is told the body ended (an empty chunk at a count of zero, as
+    its own last chunk would), so the request ends, and the next request on
+    the connection is read, exactly as on the ordinary path. A connection
+    lost mid-body ends the same way as on the ordinary path (the channel's
+    C{connectionLost}); what reached the pipe is still written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+from twisted.internet import main, tcp
+from twisted.logger import Logger
+from twisted.web.http import _IdentityTransferDecoder
+
+from uploadsvc.web.streaming.zerocopyplan import (
+    PIPE_SIZE,
+    fallbackReason,
+    nextSpliceSize,
+)
+
+log = Logger()
+
+_SOCKET_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+class Stats:
+    """
+    What this process spliced, for logs and tests.
+
+    @ivar bodies: request bodies that took the zero-copy path.
+    @ivar bytes: body bytes spliced.
+    """
+
+    bodies = 0
+    bytes = 0
+
+
+STATS = Stats()
+
+
+def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
+    """
+    Take the zero-copy path for the rest of C{request}'s body if it may
+    (see L{zerocopyplan.fallbackReason}, L{zerocopyplan.receiverReason}).
+    Call once the receiver has the bytes that came with the headers and
+    before reading resumes.
+
+    @param receiver: the body's receiver; it takes part through its
+        C{spliceSink(remaining)} (an L{uploadsvc.web.receiver.UploadReceiver}).
+    @return: the splicer now reading the body, or L{None}: the ordinary path.
+    """
+    channel = getattr(request, "channel", None)
+    if channel is None or getattr(request, "_http2", None) is not None:
+        return None
+    mode = getattr(channel, "zeroCopy", "off")
+    decoder = getattr(channel, "_transferDecoder", None)
+    remaining = (
+        decoder.contentLength
+        if isinstance(decoder, _IdentityTransferDecoder) and decoder.contentLength is not None
+        else None
+    )
+    transport = channel.transport
+    plain = (
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and getattr(transport, "connected", False)
+    )
+    offer = getattr(receiver, "spliceSink", None)
+    if offer is None or remaining is None:
+        return None
+    sinkNow = getattr(receiver, "sink", None)
+    target = getattr(sinkNow, "spliceTarget", None)
+    if fallbackReason(
+        mode, True, remaining, plain, target is not None and target.spliceable()
+    ) is not None:
+        return None
+    sink = offer(remaining)
+    if sink is None:
+        return None
+    splicer = BodySplicer(channel, transport, decoder, sink, remaining)
+    splicer.start()
+    return splicer
+
+
+class BodySplicer:
+    """
+    Reads the rest of one body with splice(2) in place of the transport's
+    C{doRead}; see the module docstring.
+
+    @ivar remaining: body bytes still to come.
+    @ivar spliced: body bytes moved into the pipe so far.
+    """
+
+    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any, remaining: int) -> None:
+        self._channel = channel
+        self._transport = transport
+        self._decoder = decoder
+        self._sink = sink
+        self.remaining = remaining
+        self.spliced = 0
+        self._socketFd = transport.fileno()
+        self._pipeR, self._pipeW = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._pipeSize = fcntl.fcntl(self._pipeW, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # (over the user's pipe-buffer allowance)
+            self._pipeSize = fcntl.fcntl(self._pipeW, fcntl.F_GETPIPE_SZ)
+        self._intoPipe = 0  # counted on the reactor thread
+        self._outOfPipe = 0  # counted on the write lane's thread
+        self._waitingForPipe = False
+        self._stopped = False
+
+    def start(self) -> None:
+        """
+        Read the connection with splice(2) from now on.
+        """
+        self._channel._splicer = self
+        self._transport.doRead = self.doRead
+        STATS.bodies += 1
+        if STATS.bodies == 1:
+            log.info("zero-copy: request bodies are spliced socket -> pipe -> file")
+
+    def doRead(self) -> Any:
+        """
+        The socket is readable: splice what it has into the pipe.
+        """
+        if self._stopped:
+            return None
+        want = nextSpliceSize(self.remaining, self._intoPipe - self._outOfPipe, self._pipeSize)
+        if not want:
+            self._waitForPipe()
+            return None
+        try:
+            moved = os.splice(self._socketFd, self._pipeW, want, flags=_SOCKET_FLAGS)
+        except BlockingIOError:
+            # The socket is empty, or the pipe is full by its page count
+            # (a socket's pages may be part-filled).
+            if self._intoPipe > self._outOfPipe:
+                self._waitForPipe()
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        if not moved:
+            return main.CONNECTION_DONE
+        self._intoPipe += moved
+        self.spliced += moved
+        STATS.bytes += moved
+        self.remaining -= moved
+        self._decoder.contentLength -= moved
+        self._channel.resetTimeout()
+        self._sink.acceptSpliced(moved, self._pipeR, self._drained)
+        if not self.remaining:
+            self.stop()
+            # The parser's own end of a body: the count is zero, so an empty
+            # chunk finishes it (allContentReceived, then the next request).
+            self._channel.rawDataReceived(b"")
+        return None
+
+    def _waitForPipe(self) -> None:
+        """
+        Stop reading until the write lane has taken bytes out of the pipe.
+        """
+        self._waitingForPipe = True
+        if self._outOfPipe == self._intoPipe:  # (drained meanwhile)
+            self._waitingForPipe = False
+            return
+        self._channel._pauseBody("pipe")
+
+    def _drained(self, count: int) -> None:
+        """
+        On the write lane's thread: C{count} bytes left the pipe.
+        """
+        self._outOfPipe += count
+        if self._waitingForPipe:
+            self._sink.runner.callFromThread(self._pipeDrained)
+
+    def _pipeDrained(self) -> None:
+        if self._waitingForPipe:
+            self._waitingForPipe = False
+            if not self._stopped:
+                self._channel._resumeBody("pipe")
+
+    def stop(self) -> None:
+        """
+        Give the connection's reading back to the transport (the body ended,
+        or the connection is gone); the pipe is closed once the sink wrote
+        what it holds.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._channel._splicer is self:
+            self._channel._splicer = None
+        if self._transport.__dict__.get("doRead") == self.doRead:
+            del self._transport.doRead
+        if self._waitingForPipe:
+            self._waitingForPipe = False
+            self._channel._resumeBody("pipe")
+        self._sink.drain().addBoth(self._closePipe)
+
+    def _closePipe(self, result: object) -> None:
+        for fd in (self._pipeR, self._pipeW):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pipeR = self._pipeW = -1
