@@ -87,7 +87,10 @@ def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
     mode = getattr(channel, "zeroCopy", "off")
     decoder = getattr(channel, "_transferDecoder", None)
     remaining = (
-        decoder.contentLength
+        # (Bytes the line parser holds still go to the decoder, and to the
+        # receiver as bytes, before the splicer reads: when the resource
+        # accepted the body from within the header's own read.)
+        max(0, decoder.contentLength - len(getattr(channel, "_buffer", b"")))
         if isinstance(decoder, _IdentityTransferDecoder) and decoder.contentLength is not None
         else None
     )
@@ -109,7 +112,7 @@ def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
     sink = offer(remaining)
     if sink is None:
         return None
-    splicer = BodySplicer(channel, transport, decoder, sink, remaining)
+    splicer = BodySplicer(channel, transport, decoder, sink)
     splicer.start()
     return splicer
 
@@ -119,16 +122,14 @@ class BodySplicer:
     Reads the rest of one body with splice(2) in place of the transport's
     C{doRead}; see the module docstring.
 
-    @ivar remaining: body bytes still to come.
     @ivar spliced: body bytes moved into the pipe so far.
     """
 
-    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any, remaining: int) -> None:
+    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any) -> None:
         self._channel = channel
         self._transport = transport
         self._decoder = decoder
         self._sink = sink
-        self.remaining = remaining
         self.spliced = 0
         self._socketFd = transport.fileno()
         self._pipeR, self._pipeW = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -157,7 +158,9 @@ class BodySplicer:
         """
         if self._stopped:
             return None
-        want = nextSpliceSize(self.remaining, self._intoPipe - self._outOfPipe, self._pipeSize)
+        # (The parser's own count of the body still to come: the one truth.)
+        remaining = self._decoder.contentLength
+        want = nextSpliceSize(remaining, self._intoPipe - self._outOfPipe, self._pipeSize)
         if not want:
             self._waitForPipe()
             return None
@@ -176,11 +179,10 @@ class BodySplicer:
         self._intoPipe += moved
         self.spliced += moved
         STATS.bytes += moved
-        self.remaining -= moved
-        self._decoder.contentLength -= moved
+        self._decoder.contentLength = remaining = remaining - moved
         self._channel.resetTimeout()
         self._sink.acceptSpliced(moved, self._pipeR, self._drained)
-        if not self.remaining:
+        if not remaining:
             self.stop()
             # The parser's own end of a body: the count is zero, so an empty
             # chunk finishes it (allContentReceived, then the next request).
