@@ -299,14 +299,15 @@ class FileSink:
             if not spliced:
                 self._writeChunks(list(run))
                 continue
-            for item in run:
-                assert isinstance(item, _Spliced)
-                try:
-                    start = target.spliceIn(item.pipeFd, item.count)
-                finally:
-                    item.drained(item.count)
-                if self._hashes is not None:
-                    self._hashes.add(_FileRange(start, item.count))  # type: ignore[arg-type]
+            items = list(run)
+            count = sum(map(len, items))
+            # One splice for the run: the items share one pipe, in order.
+            try:
+                start = target.spliceIn(items[0].pipeFd, count)  # type: ignore[union-attr]
+            finally:
+                items[0].drained(count)  # type: ignore[union-attr]
+            if self._hashes is not None:
+                self._hashes.add(_FileRange(start, count))  # type: ignore[arg-type]
 
     def _hashMixed(self, chunks: Chunks) -> None:
         """
@@ -319,9 +320,9 @@ class FileSink:
             if not ranged:
                 update(list(run))
                 continue
-            for item in run:
-                assert isinstance(item, _FileRange)
-                target.hashRange(item.start, item.count, update)
+            ranges = list(run)
+            # Consecutive ranges are adjacent (the file is written in order).
+            target.hashRange(ranges[0].start, sum(map(len, ranges)), update)  # type: ignore[union-attr]
 
     def drain(self) -> Deferred:
         """

@@ -203,7 +203,8 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0)
 
 #: Bytes mapped at a time by L{hashFileRange}.
 _MAP_SPAN = 8 * 1024 * 1024
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+#: (No MAP_POPULATE: populating small spans costs more than the faults it saves.)
+_MAP_FLAGS = mmap.MAP_SHARED
 
 
 def hashFileRange(

@@ -52,6 +52,10 @@ from uploadsvc.web.streaming.zerocopyplan import (
 
 log = Logger()
 
+#: The most bytes spliced in one turn of the reactor (other connections
+#: wait meanwhile), handed to the sink as one batch.
+MAX_PER_READ = 1024 * 1024
+
 _SOCKET_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
@@ -154,39 +158,53 @@ class BodySplicer:
 
     def doRead(self) -> Any:
         """
-        The socket is readable: splice what it has into the pipe.
+        The socket is readable: splice what it has into the pipe, up to
+        L{MAX_PER_READ} bytes in this turn of the reactor, and hand them to
+        the sink as one batch (each batch costs the disk pool a job).
         """
         if self._stopped:
             return None
-        # (The parser's own count of the body still to come: the one truth.)
-        remaining = self._decoder.contentLength
-        want = nextSpliceSize(remaining, self._intoPipe - self._outOfPipe, self._pipeSize)
-        if not want:
-            self._waitForPipe()
-            return None
-        try:
-            moved = os.splice(self._socketFd, self._pipeW, want, flags=_SOCKET_FLAGS)
-        except BlockingIOError:
-            # The socket is empty, or the pipe is full by its page count
-            # (a socket's pages may be part-filled).
-            if self._intoPipe > self._outOfPipe:
-                self._waitForPipe()
-            return None
-        except OSError:
-            return main.CONNECTION_LOST
-        if not moved:
-            return main.CONNECTION_DONE
-        self._intoPipe += moved
-        self.spliced += moved
-        STATS.bytes += moved
-        self._decoder.contentLength = remaining = remaining - moved
-        self._channel.resetTimeout()
-        self._sink.acceptSpliced(moved, self._pipeR, self._drained)
+        remaining = self._decoder.contentLength  # (the parser's count: the one truth)
+        moved = 0
+        why = None
+        while moved < MAX_PER_READ:
+            want = nextSpliceSize(
+                min(remaining - moved, MAX_PER_READ - moved),
+                self._intoPipe + moved - self._outOfPipe,
+                self._pipeSize,
+            )
+            if not want:
+                break
+            try:
+                got = os.splice(self._socketFd, self._pipeW, want, flags=_SOCKET_FLAGS)
+            except BlockingIOError:
+                break  # the socket is empty, or the pipe full by its page count
+            except OSError:
+                why = main.CONNECTION_LOST
+                break
+            if not got:
+                why = main.CONNECTION_DONE
+                break
+            moved += got
+        if moved:
+            self._intoPipe += moved
+            self.spliced += moved
+            STATS.bytes += moved
+            self._decoder.contentLength = remaining = remaining - moved
+            self._channel.resetTimeout()
+            self._sink.acceptSpliced(moved, self._pipeR, self._drained)
+        if why is not None:
+            return why
         if not remaining:
             self.stop()
             # The parser's own end of a body: the count is zero, so an empty
             # chunk finishes it (allContentReceived, then the next request).
             self._channel.rawDataReceived(b"")
+        elif self._intoPipe > self._outOfPipe and (
+            not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
+        ):
+            # Nothing fit, or the pipe is full by count: wait for the disk.
+            self._waitForPipe()
         return None
 
     def _waitForPipe(self) -> None:
