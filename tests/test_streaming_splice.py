@@ -44,6 +44,10 @@ class _Port:
     _realPortNumber = 0
 
 
+def _noLimit() -> Any:
+    raise AssertionError("these bodies have no limit")
+
+
 def _tcpPair() -> tuple[socket.socket, socket.socket]:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -81,7 +85,7 @@ class SpliceTestCase(SynchronousTestCase):
         self.protocol = site.buildProtocol(None)
         serverSocket, self.client = _tcpPair()
         self.addCleanup(self.client.close)
-        self.transport = tcp.Server(serverSocket, self.protocol, ("127.0.0.1", 1), _Port(), 1, self.reactor)
+        self.transport = tcp.Server(serverSocket, self.protocol, ("127.0.0.1", 1), _Port(), 1, self.reactor)  # type: ignore[arg-type]
         self.protocol.makeConnection(self.transport)
         self.channel = self.protocol._channel
         self.addCleanup(self._close)
@@ -105,7 +109,7 @@ class SpliceTestCase(SynchronousTestCase):
             self.sinks.append(sink)
             return sink
 
-        receiver = UploadReceiver(makeSink, self.overlap, None, lambda: AssertionError())
+        receiver = UploadReceiver(makeSink, self.overlap, None, _noLimit)
         receiver.ended.addCallback(self._ended, request, receiver)
         return receiver
 

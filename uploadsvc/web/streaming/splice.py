@@ -166,7 +166,7 @@ class BodySplicer:
             return None
         remaining = self._decoder.contentLength  # (the parser's count: the one truth)
         moved = 0
-        why = None
+        why: Any = None
         while moved < MAX_PER_READ:
             want = nextSpliceSize(
                 min(remaining - moved, MAX_PER_READ - moved),
