@@ -8,6 +8,7 @@ and a disk pool whose calls the test completes by hand.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -262,7 +263,7 @@ class SplicedBodyTests(SpliceTestCase):
         self.assertIsNone(self.channel._splicer)
         self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), body[:sent])
         self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body[:sent]).digest())
-        self.assertEqual(splicer._pipeR, -1)  # closed once drained
+        self.assertEqual(splicer.pipe.readFd, -1)  # closed once drained
 
     def test_takeover(self) -> None:
         """A request taken over mid-body is aborted through its transport; its bytes stay written."""
@@ -369,6 +370,24 @@ class FallbackTests(SpliceTestCase):
         self.send(b"PUT /a HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n")
         self.read()
         self.assertIsNone(self.channel._splicer)
+
+    def test_noPipe(self) -> None:
+        """A body that gets no pipe (no descriptor left) is read by Twisted, whole."""
+        self.channel.zeroCopy = "auto"
+
+        def noPipe() -> Any:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.channel.makePipe = noPipe
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        self.assertIsNone(self.channel._splicer)
+        self.sendBody(body)
+        self.settle(1)
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.flushLoggedErrors()
 
     def test_smallBody(self) -> None:
         """A body too small to be worth a pipe is read by Twisted."""

@@ -62,6 +62,9 @@ class StreamingHTTPChannel(http.HTTPChannel):
     _graceCall: Any = None
     #: C{--zero-copy}: whether bodies may be spliced (L{splice}).
     zeroCopy = "auto"
+    #: Makes the pipe of a spliced body (L{splice.Pipe}; tests inject
+    #: failures here).
+    makePipe: Any = None
     #: The L{splice.BodySplicer} reading the current body, if any.
     _splicer: Any = None
     #: Set while Twisted's allHeadersReceived runs: 100 Continue is held.

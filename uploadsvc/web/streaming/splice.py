@@ -113,12 +113,42 @@ def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
         mode, True, remaining, plain, target is not None and target.spliceable()
     ) is not None:
         return None
+    try:
+        pipe = (getattr(channel, "makePipe", None) or Pipe)()
+    except OSError as e:  # (no descriptor left for a pipe: EMFILE, ENFILE)
+        log.warn("zero-copy: no pipe for a body ({error}); it is read by Python", error=e)
+        return None
     sink = offer(remaining)
     if sink is None:
+        pipe.close(None)
         return None
-    splicer = BodySplicer(channel, transport, decoder, sink)
+    splicer = BodySplicer(channel, transport, decoder, sink, pipe)
     splicer.start()
     return splicer
+
+
+class Pipe:
+    """
+    The pipe one body goes through: non-blocking, as large as the system
+    lets an unprivileged process make it (up to L{PIPE_SIZE}).
+
+    @ivar size: its capacity in bytes.
+    """
+
+    def __init__(self) -> None:
+        self.readFd, self.writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.size: int = fcntl.fcntl(self.writeFd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # (over the user's pipe-buffer allowance)
+            self.size = fcntl.fcntl(self.writeFd, fcntl.F_GETPIPE_SZ)
+
+    def close(self, result: object) -> None:
+        for fd in (self.readFd, self.writeFd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.readFd = self.writeFd = -1
 
 
 class BodySplicer:
@@ -129,18 +159,15 @@ class BodySplicer:
     @ivar spliced: body bytes moved into the pipe so far.
     """
 
-    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any) -> None:
+    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any, pipe: Pipe) -> None:
         self._channel = channel
         self._transport = transport
         self._decoder = decoder
         self._sink = sink
         self.spliced = 0
         self._socketFd = transport.fileno()
-        self._pipeR, self._pipeW = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            self._pipeSize = fcntl.fcntl(self._pipeW, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:  # (over the user's pipe-buffer allowance)
-            self._pipeSize = fcntl.fcntl(self._pipeW, fcntl.F_GETPIPE_SZ)
+        self.pipe = pipe
+        self._pipeR, self._pipeW, self._pipeSize = pipe.readFd, pipe.writeFd, pipe.size
         self._intoPipe = 0  # counted on the reactor thread
         self._outOfPipe = 0  # counted on the write lane's thread
         self._waitingForPipe = False
@@ -247,12 +274,4 @@ class BodySplicer:
         if self._waitingForPipe:
             self._waitingForPipe = False
             self._channel._resumeBody("pipe")
-        self._sink.drain().addBoth(self._closePipe)
-
-    def _closePipe(self, result: object) -> None:
-        for fd in (self._pipeR, self._pipeW):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._pipeR = self._pipeW = -1
+        self._sink.drain().addBoth(self.pipe.close)
