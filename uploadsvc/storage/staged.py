@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zope.interface import implementer
@@ -118,7 +119,7 @@ class StagedFile:
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-                _UNSPLICEABLE.add(os.fstat(self.fd).st_dev)
+                _UNSPLICEABLE.add(self.store)
                 data = os.read(pipeFd, end - offset)
                 moved = os.pwrite(self.fd, data, offset) if data else 0
             if moved <= 0:
@@ -130,9 +131,10 @@ class StagedFile:
     def spliceable(self) -> bool:
         """
         Whether splice(2) into this file is worth trying: the system has it
-        and this file's file system did not refuse it before.
+        and the store's staging folder did not refuse it before. (No system
+        call: it is asked on the reactor thread.)
         """
-        return hasattr(os, "splice") and os.fstat(self.fd).st_dev not in _UNSPLICEABLE
+        return hasattr(os, "splice") and self.store not in _UNSPLICEABLE
 
     def hashRange(
         self, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None]
@@ -196,8 +198,9 @@ class StagedFile:
                     self.lock.release()
 
 
-#: Devices whose file systems refused splice(2) (C{EINVAL}) in this process.
-_UNSPLICEABLE: set[int] = set()
+#: Stores whose staging folder's file system refused splice(2) (C{EINVAL})
+#: in this process.
+_UNSPLICEABLE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0)
 
@@ -208,17 +211,18 @@ _MAP_FLAGS = mmap.MAP_SHARED
 
 
 def hashFileRange(
-    fd: int, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None]
+    fd: int, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None],
+    span: int = _MAP_SPAN,
 ) -> None:
     """
     Feed bytes C{start..start+count} of the file C{fd} to C{update} through
     C{mmap} (no copy into Python: hashlib reads the page cache, with the
-    GIL released), in spans of at most L{_MAP_SPAN} bytes.
+    GIL released), in spans of at most C{span} bytes.
     """
     end = start + count
     while start < end:
         base = start - start % mmap.ALLOCATIONGRANULARITY
-        length = min(end, start + _MAP_SPAN) - base
+        length = min(end, start + span) - base
         with mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base) as mapped:
             view = memoryview(mapped)
             try:

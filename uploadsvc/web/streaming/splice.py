@@ -105,20 +105,17 @@ def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
         and getattr(transport, "connected", False)
     )
     offer = getattr(receiver, "spliceSink", None)
-    if offer is None or remaining is None:
+    target = getattr(getattr(receiver, "sink", None), "spliceTarget", None)
+    if offer is None or target is None:
         return None
-    sinkNow = getattr(receiver, "sink", None)
-    target = getattr(sinkNow, "spliceTarget", None)
-    if fallbackReason(
-        mode, True, remaining, plain, target is not None and target.spliceable()
-    ) is not None:
+    if fallbackReason(mode, True, remaining, plain, target.spliceable()) is not None:
         return None
     try:
         pipe = (getattr(channel, "makePipe", None) or Pipe)()
     except OSError as e:  # (no descriptor left for a pipe: EMFILE, ENFILE)
         log.warn("zero-copy: no pipe for a body ({error}); it is read by Python", error=e)
         return None
-    sink = offer(remaining)
+    sink = offer(remaining)  # (remaining is an int here: fallbackReason checked)
     if sink is None:
         pipe.close(None)
         return None
