@@ -66,11 +66,14 @@ class HashFileRangeTests(SynchronousTestCase):
 
     def test_rangesEqualTheBytes(self) -> None:
         """Any range, aligned or not, across map spans, is fed exactly its bytes."""
-        data = os.urandom(3 * mmap.ALLOCATIONGRANULARITY + 123)
+        data = os.urandom(40 * mmap.ALLOCATIONGRANULARITY + 123)
         fd = os.open(self.mktemp(), os.O_RDWR | os.O_CREAT, 0o600)
         self.addCleanup(os.close, fd)
         os.write(fd, data)
-        ranges = [(0, len(data)), (1, 10), (4095, 2), (mmap.ALLOCATIONGRANULARITY, 7), (100, len(data) - 100)]
+        ranges = [
+            (0, len(data)), (1, 10), (4095, 2), (mmap.ALLOCATIONGRANULARITY, 7),
+            (100, len(data) - 100), (5000, 70 * 1024),
+        ]
         for span in [mmap.ALLOCATIONGRANULARITY, 3000, 8 * 1024 * 1024]:
             for start, count in ranges:
                 got: list[bytes] = []

@@ -206,6 +206,9 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0)
 
 #: Bytes mapped at a time by L{hashFileRange}.
 _MAP_SPAN = 8 * 1024 * 1024
+#: Ranges smaller than this are read rather than mapped (mmap, munmap and
+#: the page faults cost more than copying a few pages).
+_MAP_MIN = 64 * 1024
 #: (No MAP_POPULATE: populating small spans costs more than the faults it saves.)
 _MAP_FLAGS = mmap.MAP_SHARED
 
@@ -219,6 +222,10 @@ def hashFileRange(
     C{mmap} (no copy into Python: hashlib reads the page cache, with the
     GIL released), in spans of at most C{span} bytes.
     """
+    if count < _MAP_MIN:
+        # A slow client's few kilobytes: one read costs less than mapping.
+        update([os.pread(fd, count, start)])
+        return
     end = start + count
     while start < end:
         base = start - start % mmap.ALLOCATIONGRANULARITY

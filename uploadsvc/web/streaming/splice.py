@@ -210,6 +210,8 @@ class BodySplicer:
                 why = main.CONNECTION_DONE
                 break
             moved += got
+            if got < want:
+                break  # (the socket is empty now: no second call to hear so)
         if moved:
             self._intoPipe += moved
             self.spliced += moved
