@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import patternBytes, patternChunks
-from tests.support.server import ServerTestMixin
+from tests.support.server import ReadByPython, ServerTestMixin
 
 MiB = 1024 * 1024
 
@@ -78,6 +78,7 @@ class DigestEndToEndTests(ServerTestMixin, TestCase):
         self.assertEqual(self.headRaw("/d/w.bin").status, 404)
         right = self.put("/d/w.bin", [("Repr-Digest", field("sha-512", [data]))], data)
         self.assertCompleted(right, "d/w.bin", 2 * MiB, hashlib.sha256(data).hexdigest())
+        self.assertBodyPath()
 
     def test_reprDigestSha512AcrossPieces(self) -> None:
         """A sha-512 sent with the first piece is checked when the last piece completes the file."""
@@ -104,3 +105,13 @@ class DigestEndToEndTests(ServerTestMixin, TestCase):
         self.assertEqual(answer.status, 201, answer.raw[:300])
         growth = self.server.peakRSS() - before
         self.assertLess(growth, 48 * MiB, f"peak RSS grew by {growth / MiB:.1f} MiB")
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class DigestEndToEndReadByPythonTests(ReadByPython, DigestEndToEndTests):
+    """
+    L{DigestEndToEndTests} with C{--zero-copy off}.
+    """

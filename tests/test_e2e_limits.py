@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import patternBytes
-from tests.support.server import ServerProcess, ServerTestMixin
+from tests.support.server import ReadByPython, ServerProcess, ServerTestMixin, bodyPathArgs
 
 #: Seconds within which something that should happen soon must happen.
 BOUND = 30.0
@@ -168,6 +168,24 @@ class BodyLimitTests(LimitsTestCase):
     Limits met in the middle of a body.
     """
 
+    def test_largestUpload(self) -> None:
+        """A body of exactly --max-upload-size bytes is stored whole (on the zero-copy path by default); one byte more is 413 from its headers."""
+        size = 300_000
+        self.startUploadServer("--max-upload-size", str(size))
+        data = patternBytes(13, 0, size)
+        _, answer = rawhttp.exchange(
+            self.server.port, "PUT", "/max.bin", [("Content-Length", str(size))], data, timeout=BOUND
+        )
+        self.assertEqual(answer.status, 201, answer.raw[:300])
+        with open(os.path.join(self.server.root, "max.bin"), "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertBodyPath()
+        _, answer = rawhttp.exchange(
+            self.server.port, "PUT", "/over.bin", [("Content-Length", str(size + 1))], data + b"x",
+            timeout=BOUND,
+        )
+        self.assertEqual(answer.status, 413, answer.raw[:300])
+
     def test_idleTimeoutChunked(self) -> None:
         """A chunked body that stalls is cut after the idle timeout and what arrived is kept."""
         self.startUploadServer("--idle-timeout", "1")
@@ -242,7 +260,9 @@ class FreeSpaceTests(LimitsTestCase):
         partial = self.put("/part.bin", b"part", [("Content-Range", "bytes 0-3/10")])
         self.assertIncomplete(partial, 4)
         self.server.stop()
-        server = ServerProcess(self.server.root, "--min-free", str(10**18), port=self.server.port)
+        server = ServerProcess(
+            self.server.root, "--min-free", str(10**18), *bodyPathArgs(self), port=self.server.port
+        )
         self.addCleanup(server.stop)
         self.server = server.start()
         for headers in (
@@ -278,3 +298,19 @@ class FreeSpaceTests(LimitsTestCase):
         )
         self.assertEqual(answer.status, 507, answer.raw[:300])
         self.assertEqual(self.headRaw("/big.bin").status, 404)
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class BodyLimitReadByPythonTests(ReadByPython, BodyLimitTests):
+    """
+    L{BodyLimitTests} with C{--zero-copy off}.
+    """
+
+
+class FreeSpaceReadByPythonTests(ReadByPython, FreeSpaceTests):
+    """
+    L{FreeSpaceTests} with C{--zero-copy off}.
+    """

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import PatternProducer, patternBytes, patternSha256
-from tests.support.server import ServerTestMixin
+from tests.support.server import ReadByPython, ServerTestMixin
 
 MiB = 1 << 20
 
@@ -176,6 +176,7 @@ class AppendTests(ServerTestMixin, TestCase):
             "PUT", "/r/d.bin", rangeHeaders(MiB, size - 1, size), PatternProducer(66, size - MiB, MiB)
         )
         self.assertCompleted(answer, "r/d.bin", size, patternSha256(66, size))
+        self.assertBodyPath()
 
     async def test_plainPutStartsOver(self) -> None:
         """
@@ -479,3 +480,31 @@ class TakeoverTests(ServerTestMixin, TestCase):
         self.assertCompleted(answer, "t/b.bin", size, sha(data))
         closed = await deferToThread(stalled.waitClosed, 10)
         self.assertEqual(closed, b"")
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class AppendReadByPythonTests(ReadByPython, AppendTests):
+    """
+    L{AppendTests} with C{--zero-copy off}.
+    """
+
+
+class DropReadByPythonTests(ReadByPython, DropTests):
+    """
+    L{DropTests} with C{--zero-copy off}.
+    """
+
+
+class CrashReadByPythonTests(ReadByPython, CrashTests):
+    """
+    L{CrashTests} with C{--zero-copy off}.
+    """
+
+
+class TakeoverReadByPythonTests(ReadByPython, TakeoverTests):
+    """
+    L{TakeoverTests} with C{--zero-copy off}.
+    """

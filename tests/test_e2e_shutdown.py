@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import ResponseReader, patternBytes, requestHead
-from tests.support.server import ServerProcess, startServer
+from tests.support.server import ReadByPython, ServerProcess, assertBodyPath, startServer
 
 #: Bytes of each upload, and how many are sent before SIGTERM.
 SIZE = 400_000
@@ -161,6 +161,7 @@ class ShutdownTests(SynchronousTestCase):
         self.assertEqual(waitExit(server), 0)
         self.assertEqual(self.stored(server, "/s/slow.bin"), upload.data)
         self.assertEqual(stagedSizes(server.root), [])
+        assertBodyPath(self, server)
 
     def test_idleKeepAliveClosed(self) -> None:
         """A kept-alive connection with no request is closed at SIGTERM, and the server exits 0 at once."""
@@ -231,3 +232,19 @@ class WorkersShutdownTests(ShutdownTests):
         self.assertEqual(waitExit(server), 0)
         self.assertEqual([p for p in workers if os.path.exists(f"/proc/{p}")], [])
         self.assertNotIn("killing them", server.logText())
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class ShutdownReadByPythonTests(ReadByPython, ShutdownTests):
+    """
+    L{ShutdownTests} with C{--zero-copy off}.
+    """
+
+
+class WorkersShutdownReadByPythonTests(ReadByPython, WorkersShutdownTests):
+    """
+    L{WorkersShutdownTests} with C{--zero-copy off}.
+    """

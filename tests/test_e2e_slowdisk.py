@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
-from tests.support.server import ServerTestMixin, reprDigestSha256
+from tests.support.server import ReadByPython, ServerTestMixin, reprDigestSha256
 
 MiB = 1024 * 1024
 
@@ -40,6 +40,7 @@ class SlowDiskTests(ServerTestMixin, TestCase):
         # read; the rest is interpreter noise. Without back-pressure the
         # whole 128 MiB would pile up in memory.
         self.assertLess(growth, 32 * MiB, f"peak RSS grew by {growth} bytes")
+        self.assertBodyPath()
 
     def test_manySmallChunks(self) -> None:
         """
@@ -57,3 +58,12 @@ class SlowDiskTests(ServerTestMixin, TestCase):
         self.assertEqual(answer.status, 201, answer.raw[:300])
         self.assertEqual(reprDigestSha256(answer.header("repr-digest")), hashlib.sha256(data).hexdigest())
 
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class SlowDiskReadByPythonTests(ReadByPython, SlowDiskTests):
+    """
+    L{SlowDiskTests} with C{--zero-copy off}.
+    """

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import exchange, patternBytes
-from tests.support.server import ServerProcess, startServer
+from tests.support.server import ReadByPython, ServerProcess, assertBodyPath, startServer
 
 MiB = 1024 * 1024
 
@@ -97,6 +97,7 @@ class CrossProcessTakeoverTests(TestCase):
         with open(os.path.join(root, "x", "shared.bin"), "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(data).digest())
         self.assertFalse(os.listdir(os.path.join(root, ".uploadsvc", "takeover")))
+        assertBodyPath(self, first)
 
     def test_staleMarkerHarmless(self) -> None:
         """A takeover marker left by a writer that went away does not disturb later uploads."""
@@ -116,3 +117,13 @@ class CrossProcessTakeoverTests(TestCase):
             sock.sendall(data[size // 2 :])
             _, answer = rawhttp.ResponseReader(sock).readFinal()
         self.assertEqual(answer.status, 201, answer.raw)
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class CrossProcessTakeoverReadByPythonTests(ReadByPython, CrossProcessTakeoverTests):
+    """
+    L{CrossProcessTakeoverTests} with C{--zero-copy off}.
+    """

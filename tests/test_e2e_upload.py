@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
-from tests.support.server import ServerTestMixin
+from tests.support.server import ReadByPython, ServerTestMixin
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -99,6 +99,7 @@ class BigUploadTests(ServerTestMixin, TestCase):
         )
         staged = {p: n for p, n in files.items() if p.startswith(".uploadsvc" + os.sep)}
         self.assertLess(sum(staged.values()), 64 * 1024, f"state folder holds {staged}")
+        self.assertBodyPath()
 
 
 class ConcurrentUploadTests(ServerTestMixin, TestCase):
@@ -291,6 +292,7 @@ class CompletionTests(ServerTestMixin, TestCase):
         data = patternBytes(41, 0, MiB + 3)
         answer = await self.http.request("PUT", "/photos/2026/a.jpg", data=data)
         self.assertCompleted(answer, "photos/2026/a.jpg", len(data), sha(data))
+        self.assertBodyPath()
 
     async def test_postIsPut(self) -> None:
         """
@@ -384,6 +386,7 @@ class CurlUploadTests(ServerTestMixin, TestCase):
         result = await self.curl("-T", source, self.server.url("/curl/up.bin"))
         self.assertEqual(result.exitCode, 0, result.stderr)
         self.assertCompleted(result, "curl/up.bin", len(data), sha(data))
+        self.assertBodyPath()
 
     async def test_uploadFromStdinChunked(self) -> None:
         """
@@ -408,3 +411,37 @@ class CurlUploadTests(ServerTestMixin, TestCase):
         )
         self.assertEqual((code, out), (0, b"201"), err)
         self.assertEqual(fileSha256(self.storedPath("curl/stdin.bin")), sha(data))
+
+
+# The same tests with every body read by Python (--zero-copy off), the path
+# the zero-copy one falls back to (issue 13: every upload test on both paths).
+
+
+class BigUploadReadByPythonTests(ReadByPython, BigUploadTests):
+    """
+    L{BigUploadTests} with C{--zero-copy off}.
+    """
+
+
+class ConcurrentUploadReadByPythonTests(ReadByPython, ConcurrentUploadTests):
+    """
+    L{ConcurrentUploadTests} with C{--zero-copy off}.
+    """
+
+
+class PipeliningReadByPythonTests(ReadByPython, PipeliningTests):
+    """
+    L{PipeliningTests} with C{--zero-copy off}.
+    """
+
+
+class CompletionReadByPythonTests(ReadByPython, CompletionTests):
+    """
+    L{CompletionTests} with C{--zero-copy off}.
+    """
+
+
+class CurlUploadReadByPythonTests(ReadByPython, CurlUploadTests):
+    """
+    L{CurlUploadTests} with C{--zero-copy off}.
+    """

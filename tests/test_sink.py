@@ -7,7 +7,7 @@ with a L{ManualRunner}.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -379,3 +379,94 @@ class ThreadedSinkTests(TestCase):
         return done.addCallback(check)
 
     timeout = 60
+
+
+class FakeSpliceTarget:
+    """
+    A splice target over a list of pieces: spliced bytes come from a fake
+    pipe (a list of byte strings) and are recorded like written chunks.
+    """
+
+    def __init__(self, file: RecordingFile, pipe: list[bytes]) -> None:
+        self.file = file
+        self.pipe = pipe
+        self.offset = 0
+
+    def spliceIn(self, pipeFd: int, count: int) -> int:
+        data = b"".join(self.pipe)
+        self.pipe[:] = [data[count:]] if data[count:] else []
+        self.file.calls.append([data[:count]])
+        start, self.offset = self.offset, self.offset + count
+        return start
+
+    def spliceable(self) -> bool:
+        return True
+
+    def hashRange(self, start: int, count: int, update: Any) -> None:
+        update([self.file.data[start:start + count]])
+
+
+class SplicedSinkTests(SynchronousTestCase):
+    """
+    L{FileSink.acceptSpliced}: bytes that wait in a pipe, written and hashed
+    in order with the bytes before them.
+    """
+
+    def setUp(self) -> None:
+        self.runner = ManualRunner()
+        self.file = RecordingFile()
+        self.pipe: list[bytes] = []
+        self.target = FakeSpliceTarget(self.file, self.pipe)
+        self.hashed: list[bytes] = []
+        self.drained: list[int] = []
+        self.producer = CountingProducer()
+
+    def makeSink(self, highWater: int = 100, lowWater: int = 10) -> FileSink:
+        def writeChunks(chunks: Sequence[bytes | memoryview]) -> None:
+            self.file.writeChunks(chunks)
+            self.target.offset += sum(map(len, chunks))
+
+        return FileSink(
+            self.runner, writeChunks, self.producer, highWater, lowWater,
+            lambda chunks: self.hashed.extend(bytes(c) for c in chunks),
+            spliceTarget=self.target,  # type: ignore[arg-type]
+        )
+
+    def splice(self, sink: FileSink, data: bytes) -> None:
+        self.pipe.append(data)
+        sink.acceptSpliced(len(data), 7, self.drained.append)
+
+    def test_inOrderAfterBytes(self) -> None:
+        """Bytes accepted before spliced ones are written and hashed first, and the pipe is told what left it."""
+        sink = self.makeSink()
+        sink.write(b"head-")
+        self.splice(sink, b"spliced-")
+        self.splice(sink, b"more")
+        self.runner.completeAll()
+        self.assertEqual(self.file.data, b"head-spliced-more")
+        self.assertEqual(b"".join(self.hashed), b"head-spliced-more")
+        self.assertEqual(sum(self.drained), len(b"spliced-more"))
+        self.assertEqual(sink.held, 0)
+
+    def test_drainWaitsForTheHash(self) -> None:
+        """drain() fires only once the range the write lane handed to the digest lane is hashed."""
+        sink = self.makeSink()
+        self.splice(sink, b"abcdef")
+        d = sink.drain()
+        self.runner.complete()  # the write: the range goes to the digest lane
+        self.assertNoResult(d)
+        self.assertEqual(self.hashed, [])
+        self.runner.completeAll()
+        self.successResultOf(d)
+        self.assertEqual(b"".join(self.hashed), b"abcdef")
+
+    def test_heldUntilHashed(self) -> None:
+        """Spliced bytes count against the high-water mark until both lanes are done with them."""
+        sink = self.makeSink(highWater=8, lowWater=2)
+        self.splice(sink, b"12345678")
+        self.splice(sink, b"9")
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.complete()  # written, not hashed yet
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.completeAll()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])

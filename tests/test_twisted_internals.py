@@ -27,6 +27,7 @@ import twisted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import tcp
 from twisted.web import http, resource, server
 from twisted.web.http import H2_ENABLED
 
@@ -36,6 +37,8 @@ IMPORTS = [
     ("twisted.web.http", "_GenericHTTPChannelProtocol", "uploadsvc/web/streaming/negotiate.py"),
     ("twisted.web._http2", "H2Connection", "uploadsvc/web/streaming/h2fixes.py (with h2)"),
     ("twisted.web._http2", "H2Stream", "uploadsvc/web/streaming/request.py (with h2: _onHTTP2)"),
+    ("twisted.web.http", "_IdentityTransferDecoder",
+     "uploadsvc/web/streaming/splice.py: startSplicing, BodySplicer (the body's count)"),
     # The test suite's own.
     ("twisted.web.http", "_ChunkedTransferDecoder", "tests/test_e2e_harness.py"),
 ]
@@ -48,6 +51,7 @@ _H2GUARD = f"{_STREAMING}/h2guard.py"
 _H2FIXES = f"{_STREAMING}/h2fixes.py"
 _NEGOTIATE = f"{_STREAMING}/negotiate.py"
 _REQUEST = f"{_STREAMING}/request.py"
+_SPLICE = f"{_STREAMING}/splice.py"
 
 #: Methods and class-level attributes: (class, name, user).
 CLASS_ATTRIBUTES = [
@@ -58,8 +62,13 @@ CLASS_ATTRIBUTES = [
     (http.Request, "_disconnected", f"{_REQUEST}: StreamingRequest.handleContentChunk"),
     (http.HTTPChannel, "_respondToBadRequestAndDisconnect",
      f"{_HTTP1}: StreamingHTTPChannel (a 400 with a reason, reading stopped)"),
-    (http.HTTPChannel, "_buffer", f"{_HTTP1}: StreamingHTTPChannel (the unfinished header line counts)"),
+    (http.HTTPChannel, "_buffer", f"{_HTTP1}: StreamingHTTPChannel (the unfinished header line counts); {_SPLICE}: startSplicing (bytes still to parse)"),
     (http._GenericHTTPChannelProtocol, "_negotiatedProtocol", f"{_NEGOTIATE}: _NegotiatingChannel"),
+    (http._IdentityTransferDecoder, "contentLength",
+     f"{_SPLICE}: BodySplicer (read as the bytes left, kept in step with what is spliced)"),
+    (http.HTTPChannel, "rawDataReceived", f"{_SPLICE}: BodySplicer.doRead (an empty chunk ends the body)"),
+    (tcp.Connection, "doRead", f"{_SPLICE}: BodySplicer.start, stop (replaced on the instance for one body)"),
+    (tcp.Connection, "TLS", f"{_SPLICE}: startSplicing (a connection that started TLS is not spliced)"),
 ] + [
     (http._GenericHTTPChannelProtocol, name, f"{_NEGOTIATE}: _NegotiatingChannel._switchToHTTP2")
     for name in ["_factory", "_requestFactory", "_site", "_timeOut", "_callLater"]
@@ -71,7 +80,7 @@ CHANNEL_ATTRIBUTES = [
     ("_command", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived"),
     ("_path", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived"),
     ("_version", f"{_HTTP1}: StreamingHTTPChannel.allHeadersReceived, headerReceived"),
-    ("_transferDecoder", f"{_HTTP1}: StreamingHTTPChannel.allContentReceived"),
+    ("_transferDecoder", f"{_HTTP1}: StreamingHTTPChannel.allContentReceived; {_SPLICE}: startSplicing"),
     ("_handlingRequest", f"{_HTTP1}: StreamingHTTPChannel.allContentReceived, resumeProducing"),
     ("_waitingForTransport", f"{_HTTP1}: StreamingHTTPChannel.resumeProducing"),
     ("_requestProducer", f"{_HTTP1}: StreamingHTTPChannel.resumeProducing"),

@@ -13,11 +13,19 @@ A chunk is I{held} until every lane is done with it. When the bytes held pass
 C{highWater} the producer is paused; at C{lowWater} or below it is resumed.
 Memory per upload is therefore about C{highWater} plus one socket read,
 whatever the upload's size.
+
+On the zero-copy path (L{uploadsvc.web.streaming.splice}) bytes that wait in
+a pipe are accepted by count (L{FileSink.acceptSpliced}): the write lane
+splices them from the pipe into the file, then hands their file range to
+the digest lane, which hashes it from the page cache
+(L{ISpliceTarget.hashRange}). They are held, and pause the producer, like
+any other bytes.
 """
 
 from __future__ import annotations
 
 import threading
+from itertools import groupby
 from typing import Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -52,6 +60,63 @@ class IDiskRunner(Protocol):
         """
 
 
+class ISpliceTarget(Protocol):
+    """
+    A staged file that bytes can be spliced into (see
+    L{uploadsvc.storage.staged.StagedFile}); blocking methods, for the lanes.
+    """
+
+    def spliceIn(self, pipeFd: int, count: int) -> int:
+        """
+        Move C{count} bytes waiting in the pipe to the file's offset; return
+        where they start.
+        """
+
+    def spliceable(self) -> bool:
+        """
+        Whether splice(2) into the file is worth trying.
+        """
+
+    def hashRange(
+        self, start: int, count: int, update: Callable[[Chunks], None]
+    ) -> None:
+        """
+        Feed bytes C{start..start+count} of the file to C{update}.
+        """
+
+
+class _Spliced:
+    """
+    C{count} body bytes waiting in C{pipe}, for the write lane; C{drained}
+    is told (on the lane's thread) once they left the pipe.
+    """
+
+    __slots__ = ("count", "pipeFd", "drained")
+
+    def __init__(self, count: int, pipeFd: int, drained: Callable[[int], None]) -> None:
+        self.count = count
+        self.pipeFd = pipeFd
+        self.drained = drained
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _FileRange:
+    """
+    C{count} bytes of the file from C{start}, written, for the digest lane.
+    """
+
+    __slots__ = ("start", "count")
+
+    def __init__(self, start: int, count: int) -> None:
+        self.start = start
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class _Lane:
     """
     One ordered stream of blocking calls over the sink's chunks.
@@ -69,7 +134,7 @@ class _Lane:
         self.sink = sink
         self.work = work
         self.lock = threading.Lock()
-        self.queue: list[bytes | memoryview] = []
+        self.queue: list[bytes | memoryview] = []  # (or _Spliced, _FileRange)
         self.busy = False
         self.notifyIdle = False
         self.done = 0  # bytes finished; written by the job's thread only
@@ -138,10 +203,13 @@ class FileSink:
         highWater: int = HIGH_WATER,
         lowWater: int = LOW_WATER,
         hashChunks: Callable[[Chunks], None] | None = None,
+        spliceTarget: ISpliceTarget | None = None,
     ) -> None:
         """
         @param writeChunks: blocking; writes the chunks after the previous ones.
         @param hashChunks: blocking; feeds the chunks to a digest, in order.
+        @param spliceTarget: the file C{writeChunks} writes, when bytes may
+            also be spliced into it (L{acceptSpliced}).
         """
         if not 0 <= lowWater < highWater:
             raise ValueError("need 0 <= lowWater < highWater")
@@ -149,16 +217,28 @@ class FileSink:
         self._producer = producer
         self._high = highWater
         self._low = lowWater
-        self._writes = _Lane(self, writeChunks)
+        self.spliceTarget = spliceTarget
+        self._writeChunks = writeChunks
+        self._hashChunks = hashChunks
+        self._writes = _Lane(self, writeChunks if spliceTarget is None else self._writeMixed)
         self._lanes = [self._writes]
+        self._hashes: _Lane | None = None
         if hashChunks is not None:
-            self._lanes.append(_Lane(self, hashChunks))
+            self._hashes = _Lane(self, hashChunks if spliceTarget is None else self._hashMixed)
+            self._lanes.append(self._hashes)
         self._drained: list[Deferred] = []
         self._accepted = 0
         self._resumeScheduled = False
         self.paused = False
         self.failure: Failure | None = None
         self.onFailure: Callable[[Failure], None] | None = None
+
+    @property
+    def runner(self) -> IDiskRunner:
+        """
+        The disk runner the lanes run on (and come back through).
+        """
+        return self._runner
 
     @property
     def written(self) -> int:
@@ -189,6 +269,61 @@ class FileSink:
         for lane in self._lanes:
             lane.add(data)
 
+    def acceptSpliced(self, count: int, pipeFd: int, drained: Callable[[int], None]) -> None:
+        """
+        Accept the next C{count} bytes, which wait in the pipe C{pipeFd}
+        (only with a C{spliceTarget}); never blocks, may pause the producer.
+
+        @param drained: called on the write lane's thread with a count of
+            bytes that left the pipe.
+        """
+        if self.failure is not None or not count:
+            return
+        assert self.spliceTarget is not None
+        self._accepted += count
+        if not self.paused and self.held >= self._high:
+            self.paused = True
+            self._producer.pauseProducing()
+        # Only the write lane: the digest lane gets the bytes' file range
+        # once they are in the file.
+        self._writes.add(_Spliced(count, pipeFd, drained))  # type: ignore[arg-type]
+
+    def _writeMixed(self, chunks: Chunks) -> None:
+        """
+        The write lane's work with a splice target: runs of bytes are
+        written, runs of spliced bytes moved from their pipe (blocking).
+        """
+        target = self.spliceTarget
+        assert target is not None
+        for spliced, run in groupby(chunks, key=lambda c: isinstance(c, _Spliced)):
+            if not spliced:
+                self._writeChunks(list(run))
+                continue
+            items = list(run)
+            count = sum(map(len, items))
+            # One splice for the run: the items share one pipe, in order.
+            try:
+                start = target.spliceIn(items[0].pipeFd, count)  # type: ignore[union-attr]
+            finally:
+                items[0].drained(count)  # type: ignore[union-attr]
+            if self._hashes is not None:
+                self._hashes.add(_FileRange(start, count))  # type: ignore[arg-type]
+
+    def _hashMixed(self, chunks: Chunks) -> None:
+        """
+        The digest lane's work with a splice target: bytes are hashed as
+        they are, file ranges read back through the page cache (blocking).
+        """
+        target, update = self.spliceTarget, self._hashChunks
+        assert target is not None and update is not None
+        for ranged, run in groupby(chunks, key=lambda c: isinstance(c, _FileRange)):
+            if not ranged:
+                update(list(run))
+                continue
+            ranges = list(run)
+            # Consecutive ranges are adjacent (the file is written in order).
+            target.hashRange(ranges[0].start, sum(map(len, ranges)), update)  # type: ignore[union-attr]
+
     def drain(self) -> Deferred:
         """
         @return: a L{Deferred} that fires once everything accepted so far is
@@ -210,7 +345,11 @@ class FileSink:
             self._producer.resumeProducing()
 
     def _laneIdle(self) -> None:
-        if self.failure is None and not any(lane.busy for lane in self._lanes):
+        # (A lane may have been handed work by another lane's thread since
+        # it was last asked: ask every lane again.)
+        if self.failure is None and self._drained and not any(
+            [lane.waitIdle() for lane in self._lanes]
+        ):
             self._fireDrained(None)
 
     def _failed(self, failure: Failure) -> None:

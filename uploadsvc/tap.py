@@ -65,6 +65,7 @@ from uploadsvc.web.auth import (
 from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT
 from uploadsvc.web.observed import ObservedSite
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE
+from uploadsvc.web.streaming.zerocopyplan import MODES as ZERO_COPY_MODES
 from uploadsvc.workers import (
     RESTART_DELAY,
     WorkerPool,
@@ -255,6 +256,10 @@ class Options(commandline.Options):
         ["read-size", None, formatSize(DEFAULT_READ_SIZE),
          "Largest socket read, over TLS too (the send buffer keeps Twisted's size).",
          sizeOption("read-size")],
+        ["zero-copy", None, "auto",
+         "auto: plain HTTP/1.1 bodies with Content-Length go socket -> pipe -> file with "
+         "splice(2), never through Python (falling back by itself where splice cannot); "
+         "off: every body is read by Python."],
         ["bench-write-rate", None, "0",
          "For benchmarks only: limit disk writes to this many bytes per second "
          "(a disk slower than the network); 0: no limit.", sizeOption("bench-write-rate")],
@@ -430,6 +435,10 @@ class Options(commandline.Options):
             raise usage.UsageError(
                 f"--read-size must be from 4K to {formatSize(MAX_READ_SIZE)}"
                 " (each connection's reads take that much memory)"
+            )
+        if self["zero-copy"] not in ZERO_COPY_MODES:
+            raise usage.UsageError(
+                f"--zero-copy must be one of {', '.join(ZERO_COPY_MODES)}, not {self['zero-copy']!r}"
             )
         prefix = self["prefix"].rstrip("/")
         if prefix and not prefix.startswith("/"):
@@ -704,6 +713,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         app.resource(),
         metrics=metrics,
         readSize=options["read-size"],
+        zeroCopy=options["zero-copy"],
         timeout=options["idle-timeout"] or None,
         reactor=reactor,
         maxConnectionsPerClient=options["max-connections-per-client"],

@@ -359,6 +359,45 @@ class ServerProcess:
         return "\n".join(self.logText().splitlines()[-lines:])
 
 
+#: The line a server logs when it splices its first request body (the
+#: zero-copy path, L{uploadsvc.web.streaming.splice}).
+SPLICED_LINE = "zero-copy: request bodies are spliced"
+
+
+def bodyPathArgs(testCase: Any) -> tuple[str, ...]:
+    """
+    The server options that pick the body path a test case runs on: none
+    for the default (C{--zero-copy auto}), C{--zero-copy=off} for a case
+    with L{ReadByPython} mixed in.
+    """
+    mode = getattr(testCase, "zeroCopy", None)
+    return () if mode is None else (f"--zero-copy={mode}",)
+
+
+class ReadByPython:
+    """
+    Mix into an end-to-end test case (before it) to run all of its tests
+    again with C{--zero-copy off}: every body read by Python, the path the
+    zero-copy one falls back to. L{assertBodyPath} checks which path ran.
+    """
+
+    zeroCopy: str | None = "off"
+
+
+def assertBodyPath(testCase: Any, server: ServerProcess) -> None:
+    """
+    Check that C{server} took the body path C{testCase} runs on: bodies
+    were spliced (its log says so) unless the case is L{ReadByPython},
+    then none was. Call after a test sent a plain HTTP/1.1 body of at least
+    L{uploadsvc.web.streaming.zerocopyplan.MIN_SPLICED_BODY} bytes.
+    """
+    spliced = SPLICED_LINE in server.logText()
+    if getattr(testCase, "zeroCopy", None) == "off":
+        testCase.assertFalse(spliced, "a body was spliced with --zero-copy off")
+    else:
+        testCase.assertTrue(spliced, f"no body was spliced; log:\n{server.logTail()}")
+
+
 def startServer(testCase: Any, root: str, *extraArgs: str, **kw: Any) -> ServerProcess:
     """
     Start a L{ServerProcess} for a trial test and stop it in the test's
@@ -373,7 +412,7 @@ def startServer(testCase: Any, root: str, *extraArgs: str, **kw: Any) -> ServerP
         trial runs tests inside C{_trial_temp}).
     @return: the running server.
     """
-    server = ServerProcess(os.path.abspath(root), *extraArgs, **kw)
+    server = ServerProcess(os.path.abspath(root), *extraArgs, *bodyPathArgs(testCase), **kw)
     server.start()
     testCase.addCleanup(server.stop)
     return server
@@ -504,6 +543,12 @@ class ServerTestMixin:
         )
         self.http = ServerRequests(self, self.server, maxPersistent)
         return self.server
+
+    def assertBodyPath(self) -> None:
+        """
+        L{assertBodyPath} for this test's server.
+        """
+        assertBodyPath(self, self.server)
 
     def storedPath(self, relpath: str) -> str:
         """

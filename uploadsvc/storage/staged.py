@@ -10,8 +10,11 @@ from the disk pool.
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zope.interface import implementer
 
@@ -97,6 +100,52 @@ class StagedFile:
                 rest = rest[n:]
         self.offset = offset + written
 
+    def spliceIn(self, pipeFd: int, count: int) -> int:
+        """
+        Move C{count} bytes that wait in the pipe C{pipeFd} to the current
+        offset with splice(2), never through Python (blocking). A file
+        system that cannot splice (C{EINVAL}) gets them copied instead, and
+        L{spliceable} says no for its files from then on.
+
+        @return: the offset the bytes start at.
+        """
+        if self.store.throttle is not None:
+            self.store.throttle.wait(count)
+        start = offset = self.offset
+        end = start + count
+        while offset < end:
+            try:
+                moved = os.splice(pipeFd, self.fd, end - offset, offset_dst=offset, flags=_SPLICE_FLAGS)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                _UNSPLICEABLE.add(self.store)
+                data = os.read(pipeFd, end - offset)
+                moved = os.pwrite(self.fd, data, offset) if data else 0
+            if moved <= 0:
+                raise OSError(errno.EIO, "the body's pipe ran dry before its bytes were written")
+            offset += moved
+            self.offset = offset  # (what is written counts, even if the rest fails)
+        return start
+
+    def spliceable(self) -> bool:
+        """
+        Whether splice(2) into this file is worth trying: the system has it
+        and the store's staging folder did not refuse it before. (No system
+        call: it is asked on the reactor thread.)
+        """
+        return hasattr(os, "splice") and self.store not in _UNSPLICEABLE
+
+    def hashRange(
+        self, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None]
+    ) -> None:
+        """
+        Feed bytes C{start..start+count} of the file to C{update} from the page
+        cache, mapped rather than copied (blocking): how the digest lane sees
+        bytes that were spliced in and never entered Python.
+        """
+        hashFileRange(self.fd, start, count, update)
+
     def hashChunks(self, chunks: Sequence[bytes | memoryview]) -> None:
         """
         Feed C{chunks} to the running sha-256 (blocking; in order, on its own
@@ -148,6 +197,50 @@ class StagedFile:
                 if self.lock is not None:
                     self.lock.release()
 
+
+#: Stores whose staging folder's file system refused splice(2) (C{EINVAL})
+#: in this process.
+_UNSPLICEABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0)
+
+#: Bytes mapped at a time by L{hashFileRange}.
+_MAP_SPAN = 8 * 1024 * 1024
+#: Ranges smaller than this are read rather than mapped (mmap, munmap and
+#: the page faults cost more than copying a few pages).
+_MAP_MIN = 64 * 1024
+#: (No MAP_POPULATE: populating small spans costs more than the faults it saves.)
+_MAP_FLAGS = mmap.MAP_SHARED
+
+
+def hashFileRange(
+    fd: int, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None],
+    span: int = _MAP_SPAN,
+) -> None:
+    """
+    Feed bytes C{start..start+count} of the file C{fd} to C{update} through
+    C{mmap} (no copy into Python: hashlib reads the page cache, with the
+    GIL released), in spans of at most C{span} bytes.
+    """
+    if count < _MAP_MIN:
+        # A slow client's few kilobytes: one read costs less than mapping.
+        update([os.pread(fd, count, start)])
+        return
+    end = start + count
+    while start < end:
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        length = min(end, start + span) - base
+        with mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base) as mapped:
+            view = memoryview(mapped)
+            try:
+                part = view[start - base:]
+                try:
+                    update([part])
+                finally:
+                    part.release()
+            finally:
+                view.release()
+        start = base + length
 
 
 def mergeInfo(

@@ -1171,6 +1171,8 @@ class UploadApp:
             return FileSink(
                 self.runner, staged.writeChunks, producer,
                 self.config.highWater, self.config.lowWater, hashLane,
+                # (a file bytes can be spliced into: the zero-copy path)
+                spliceTarget=staged if hasattr(staged, "spliceIn") else None,  # type: ignore[arg-type]
             )
 
         receiver = UploadReceiver(makeSink, plan.skip, limit, overflow)

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from uploadsvc.errors import UploadError
 from uploadsvc.sink import FileSink
 from uploadsvc.web.interfaces import IBodyReceiver
+from uploadsvc.web.streaming.zerocopyplan import receiverReason
 
 class Outcome(enum.Enum):
     """
@@ -93,6 +94,29 @@ class UploadReceiver:
                 return
             self._take -= len(data)
         self.sink.write(data)  # type: ignore[union-attr]
+
+    def spliceSink(self, remaining: int) -> FileSink | None:
+        """
+        Offer the sink for the zero-copy path: the rest of the body,
+        C{remaining} bytes, may go to the file without being looked at, if
+        no overlap is left to drop, the body stays within what may be kept,
+        and the sink can take spliced bytes. Those bytes are counted as kept.
+
+        @return: the sink, or L{None} when the bytes must come through
+            L{dataReceived}.
+        """
+        sink = self.sink
+        if (
+            self.ended.called
+            or sink is None
+            or sink.failure is not None
+            or sink.spliceTarget is None
+            or receiverReason(self._skip, self._take, remaining) is not None
+        ):
+            return None
+        if self._take is not None:
+            self._take -= remaining
+        return sink
 
     def connectionLost(self, reason: Failure) -> None:
         if not self.ended.called:

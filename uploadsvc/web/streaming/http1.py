@@ -60,6 +60,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
     #: Set once the connection is being closed: nothing more is read.
     _closing = False
     _graceCall: Any = None
+    #: C{--zero-copy}: whether bodies may be spliced (L{splice}).
+    zeroCopy = "auto"
+    #: Makes the pipe of a spliced body (L{splice.Pipe}; tests inject
+    #: failures here).
+    makePipe: Any = None
+    #: The L{splice.BodySplicer} reading the current body, if any.
+    _splicer: Any = None
     #: Set while Twisted's allHeadersReceived runs: 100 Continue is held.
     _holdingContinue = False
     #: Whether Twisted asked for 100 Continue for the current request.
@@ -195,6 +202,8 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._splicer is not None:
+            self._splicer.stop()
         call, self._graceCall = self._graceCall, None
         if call is not None and call.active():
             call.cancel()

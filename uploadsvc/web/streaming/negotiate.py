@@ -87,6 +87,7 @@ def _buildChannel(site: StreamingSite) -> _NegotiatingChannel:
     """
     channel = StreamingHTTPChannel()
     channel.readSize = site.readSize
+    channel.zeroCopy = site.zeroCopy
     return _NegotiatingChannel(channel)
 
 
@@ -101,6 +102,13 @@ class StreamingSite(server.Site):
     protocol: Callable[..., Any] = _buildChannel  # type: ignore[assignment]
     requestFactory = StreamingRequest
 
-    def __init__(self, resource: Any, *, readSize: int = DEFAULT_READ_SIZE, **kwargs: Any) -> None:
+    def __init__(
+        self, resource: Any, *, readSize: int = DEFAULT_READ_SIZE, zeroCopy: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        """
+        @param zeroCopy: C{--zero-copy}, C{auto} or C{off} (see L{splice}).
+        """
         super().__init__(resource, **kwargs)
         self.readSize = readSize
+        self.zeroCopy = zeroCopy

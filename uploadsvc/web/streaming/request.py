@@ -23,6 +23,7 @@ from twisted.web.http import H2_ENABLED
 from zope.interface import implementer
 
 from uploadsvc.web.interfaces import IBodyReceiver
+from uploadsvc.web.streaming.splice import startSplicing
 
 if H2_ENABLED:
     from twisted.web._http2 import H2Stream as _H2Stream
@@ -292,6 +293,7 @@ class StreamingRequest(server.Request):
             if self._expectContinue:
                 self._expectContinue = False
                 gate._send100Continue()
+            startSplicing(self, receiver)  # (the zero-copy path, if it may)
             gate._resumeBody("decision")
 
 

@@ -1,0 +1,83 @@
+"""
+Tests for L{uploadsvc.web.streaming.zerocopyplan}: which bodies may be
+spliced, and how much the next splice asks for.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.web.streaming.zerocopyplan import (
+    MIN_SPLICED_BODY,
+    NO_LENGTH,
+    NOT_HTTP1,
+    NOT_PLAIN_SOCKET,
+    OFF,
+    RECEIVER,
+    SMALL,
+    UNSUPPORTED,
+    fallbackReason,
+    nextSpliceSize,
+    receiverReason,
+)
+
+BIG = MIN_SPLICED_BODY
+
+
+class FallbackReasonTests(SynchronousTestCase):
+    """
+    L{fallbackReason}.
+    """
+
+    def test_eligible(self) -> None:
+        """A plain HTTP/1.1 Content-Length body on a plain socket, big enough, is spliced."""
+        self.assertIsNone(fallbackReason("auto", True, BIG, True, True))
+
+    def test_each(self) -> None:
+        """Each missing condition names itself, the option first."""
+        self.assertEqual(fallbackReason("off", True, BIG, True, True), OFF)
+        self.assertEqual(fallbackReason("off", False, None, False, False), OFF)
+        self.assertEqual(fallbackReason("auto", False, BIG, True, True), NOT_HTTP1)
+        self.assertEqual(fallbackReason("auto", True, None, True, True), NO_LENGTH)
+        self.assertEqual(fallbackReason("auto", True, BIG, False, True), NOT_PLAIN_SOCKET)
+        self.assertEqual(fallbackReason("auto", True, BIG, True, False), UNSUPPORTED)
+        self.assertEqual(fallbackReason("auto", True, BIG - 1, True, True), SMALL)
+        self.assertEqual(fallbackReason("auto", True, 0, True, True), SMALL)
+
+
+class ReceiverReasonTests(SynchronousTestCase):
+    """
+    L{receiverReason}.
+    """
+
+    def test_overlapPending(self) -> None:
+        """An overlap still to drop keeps the bytes in Python."""
+        self.assertEqual(receiverReason(1, None, BIG), RECEIVER)
+
+    def test_longerThanKept(self) -> None:
+        """A body longer than what may be kept must fail at its exact byte: not spliced."""
+        self.assertEqual(receiverReason(0, BIG - 1, BIG), RECEIVER)
+        self.assertIsNone(receiverReason(0, BIG, BIG))
+        self.assertIsNone(receiverReason(0, None, BIG))
+
+
+class NextSpliceSizeTests(SynchronousTestCase):
+    """
+    L{nextSpliceSize}.
+    """
+
+    def test_examples(self) -> None:
+        """Bounded by the body's rest and the pipe's room."""
+        self.assertEqual(nextSpliceSize(10, 0, 100), 10)
+        self.assertEqual(nextSpliceSize(1000, 40, 100), 60)
+        self.assertEqual(nextSpliceSize(1000, 100, 100), 0)
+        self.assertEqual(nextSpliceSize(0, 0, 100), 0)
+
+    @given(st.integers(0, 10**12), st.integers(0, 1 << 20), st.integers(1, 1 << 20))
+    def test_neverPastTheBodyOrThePipe(self, remaining: int, inPipe: int, pipeSize: int) -> None:
+        """Never more than the body has left, never more than the pipe has room for, never negative."""
+        n = nextSpliceSize(remaining, inPipe, pipeSize)
+        self.assertTrue(0 <= n <= remaining)
+        self.assertLessEqual(inPipe + n, max(pipeSize, inPipe))

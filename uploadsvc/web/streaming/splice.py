@@ -1,0 +1,276 @@
+"""
+The zero-copy body path: the rest of a plain HTTP/1.1 C{Content-Length}
+body moves socket → pipe → staged file with C{splice(2)}, its bytes never
+entering Python (C{--zero-copy auto}, the default).
+
+Which bodies take it is decided by L{zerocopyplan} (pure); everything else
+takes the ordinary path (Twisted reads, the parser decodes, the receiver
+gets bytes). Bytes that arrived with the headers always go the ordinary way
+first.
+
+The glue, all of it twisted.web and twisted.internet internals:
+
+  - the connection's own C{doRead} is replaced, for the rest of the body,
+    by L{BodySplicer.doRead} (one reader per descriptor: the reactor keeps
+    one selectable per descriptor, so a second reader could not be
+    registered beside the transport, which may be writing). Pausing and
+    resuming the channel's transport therefore pause and resume splicing,
+    and the body gate's pauses (the sink's high-water mark, the idle
+    timeout suspended while the server is the slow side) hold unchanged;
+  - each splice moves what the socket has (up to what the body and the
+    pipe have room for) into the pipe, resets the idle timeout, keeps the
+    parser's count of the body (C{_IdentityTransferDecoder.contentLength})
+    in step, and gives the bytes by count to the sink's write lane
+    (L{uploadsvc.sink.FileSink.acceptSpliced}), which splices them into the
+    file on the disk pool and then has the digest lane hash them from the
+    page cache;
+  - a full pipe (the disk is behind) stops reading until the write lane
+    drains it, so a slow disk still slows the sender;
+  - at the body's last byte the transport gets its C{doRead} back and the
+    parser is told the body ended (an empty chunk at a count of zero, as
+    its own last chunk would), so the request ends, and the next request on
+    the connection is read, exactly as on the ordinary path. A connection
+    lost mid-body ends the same way as on the ordinary path (the channel's
+    C{connectionLost}); what reached the pipe is still written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+from twisted.internet import main, tcp
+from twisted.logger import Logger
+from twisted.web.http import _IdentityTransferDecoder
+
+from uploadsvc.web.streaming.zerocopyplan import (
+    PIPE_SIZE,
+    fallbackReason,
+    nextSpliceSize,
+)
+
+log = Logger()
+
+#: The most bytes spliced in one turn of the reactor (other connections
+#: wait meanwhile), handed to the sink as one batch.
+MAX_PER_READ = 1024 * 1024
+
+_SOCKET_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+class Stats:
+    """
+    What this process spliced, for logs and tests.
+
+    @ivar bodies: request bodies that took the zero-copy path.
+    @ivar bytes: body bytes spliced.
+    """
+
+    bodies = 0
+    bytes = 0
+
+
+STATS = Stats()
+
+
+def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
+    """
+    Take the zero-copy path for the rest of C{request}'s body if it may
+    (see L{zerocopyplan.fallbackReason}, L{zerocopyplan.receiverReason}).
+    Call once the receiver has the bytes that came with the headers and
+    before reading resumes.
+
+    @param receiver: the body's receiver; it takes part through its
+        C{spliceSink(remaining)} (an L{uploadsvc.web.receiver.UploadReceiver}).
+    @return: the splicer now reading the body, or L{None}: the ordinary path.
+    """
+    channel = getattr(request, "channel", None)
+    if channel is None or getattr(request, "_http2", None) is not None:
+        return None
+    mode = getattr(channel, "zeroCopy", "off")
+    decoder = getattr(channel, "_transferDecoder", None)
+    remaining = (
+        # (Bytes the line parser holds still go to the decoder, and to the
+        # receiver as bytes, before the splicer reads: when the resource
+        # accepted the body from within the header's own read.)
+        max(0, decoder.contentLength - len(getattr(channel, "_buffer", b"")))
+        if isinstance(decoder, _IdentityTransferDecoder) and decoder.contentLength is not None
+        else None
+    )
+    transport = channel.transport
+    plain = (
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and getattr(transport, "connected", False)
+    )
+    offer = getattr(receiver, "spliceSink", None)
+    target = getattr(getattr(receiver, "sink", None), "spliceTarget", None)
+    if offer is None or target is None:
+        return None
+    if fallbackReason(mode, True, remaining, plain, target.spliceable()) is not None:
+        return None
+    try:
+        pipe = (getattr(channel, "makePipe", None) or Pipe)()
+    except OSError as e:  # (no descriptor left for a pipe: EMFILE, ENFILE)
+        log.warn("zero-copy: no pipe for a body ({error}); it is read by Python", error=e)
+        return None
+    sink = offer(remaining)  # (remaining is an int here: fallbackReason checked)
+    if sink is None:
+        pipe.close(None)
+        return None
+    splicer = BodySplicer(channel, transport, decoder, sink, pipe)
+    splicer.start()
+    return splicer
+
+
+class Pipe:
+    """
+    The pipe one body goes through: non-blocking, as large as the system
+    lets an unprivileged process make it (up to L{PIPE_SIZE}).
+
+    @ivar size: its capacity in bytes.
+    """
+
+    def __init__(self) -> None:
+        self.readFd, self.writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.size: int = fcntl.fcntl(self.writeFd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # (over the user's pipe-buffer allowance)
+            self.size = fcntl.fcntl(self.writeFd, fcntl.F_GETPIPE_SZ)
+
+    def close(self, result: object) -> None:
+        for fd in (self.readFd, self.writeFd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.readFd = self.writeFd = -1
+
+
+class BodySplicer:
+    """
+    Reads the rest of one body with splice(2) in place of the transport's
+    C{doRead}; see the module docstring.
+
+    @ivar spliced: body bytes moved into the pipe so far.
+    """
+
+    def __init__(self, channel: Any, transport: Any, decoder: Any, sink: Any, pipe: Pipe) -> None:
+        self._channel = channel
+        self._transport = transport
+        self._decoder = decoder
+        self._sink = sink
+        self.spliced = 0
+        self._socketFd = transport.fileno()
+        self.pipe = pipe
+        self._pipeR, self._pipeW, self._pipeSize = pipe.readFd, pipe.writeFd, pipe.size
+        self._intoPipe = 0  # counted on the reactor thread
+        self._outOfPipe = 0  # counted on the write lane's thread
+        self._waitingForPipe = False
+        self._stopped = False
+
+    def start(self) -> None:
+        """
+        Read the connection with splice(2) from now on.
+        """
+        self._channel._splicer = self
+        self._transport.doRead = self.doRead
+        STATS.bodies += 1
+        if STATS.bodies == 1:
+            log.info("zero-copy: request bodies are spliced socket -> pipe -> file")
+
+    def doRead(self) -> Any:
+        """
+        The socket is readable: splice what it has into the pipe, up to
+        L{MAX_PER_READ} bytes in this turn of the reactor, and hand them to
+        the sink as one batch (each batch costs the disk pool a job).
+        """
+        if self._stopped:
+            return None
+        remaining = self._decoder.contentLength  # (the parser's count: the one truth)
+        moved = 0
+        why: Any = None
+        while moved < MAX_PER_READ:
+            want = nextSpliceSize(
+                min(remaining - moved, MAX_PER_READ - moved),
+                self._intoPipe + moved - self._outOfPipe,
+                self._pipeSize,
+            )
+            if not want:
+                break
+            try:
+                got = os.splice(self._socketFd, self._pipeW, want, flags=_SOCKET_FLAGS)
+            except BlockingIOError:
+                break  # the socket is empty, or the pipe full by its page count
+            except OSError:
+                why = main.CONNECTION_LOST
+                break
+            if not got:
+                why = main.CONNECTION_DONE
+                break
+            moved += got
+            if got < want:
+                break  # (the socket is empty now: no second call to hear so)
+        if moved:
+            self._intoPipe += moved
+            self.spliced += moved
+            STATS.bytes += moved
+            self._decoder.contentLength = remaining = remaining - moved
+            self._channel.resetTimeout()
+            self._sink.acceptSpliced(moved, self._pipeR, self._drained)
+        if why is not None:
+            return why
+        if not remaining:
+            self.stop()
+            # The parser's own end of a body: the count is zero, so an empty
+            # chunk finishes it (allContentReceived, then the next request).
+            self._channel.rawDataReceived(b"")
+        elif self._intoPipe > self._outOfPipe and (
+            not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
+        ):
+            # Nothing fit, or the pipe is full by count: wait for the disk.
+            self._waitForPipe()
+        return None
+
+    def _waitForPipe(self) -> None:
+        """
+        Stop reading until the write lane has taken bytes out of the pipe.
+        """
+        self._waitingForPipe = True
+        if self._outOfPipe == self._intoPipe:  # (drained meanwhile)
+            self._waitingForPipe = False
+            return
+        self._channel._pauseBody("pipe")
+
+    def _drained(self, count: int) -> None:
+        """
+        On the write lane's thread: C{count} bytes left the pipe.
+        """
+        self._outOfPipe += count
+        if self._waitingForPipe:
+            self._sink.runner.callFromThread(self._pipeDrained)
+
+    def _pipeDrained(self) -> None:
+        if self._waitingForPipe:
+            self._waitingForPipe = False
+            if not self._stopped:
+                self._channel._resumeBody("pipe")
+
+    def stop(self) -> None:
+        """
+        Give the connection's reading back to the transport (the body ended,
+        or the connection is gone); the pipe is closed once the sink wrote
+        what it holds.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._channel._splicer is self:
+            self._channel._splicer = None
+        if self._transport.__dict__.get("doRead") == self.doRead:
+            del self._transport.doRead
+        if self._waitingForPipe:
+            self._waitingForPipe = False
+            self._channel._resumeBody("pipe")
+        self._sink.drain().addBoth(self.pipe.close)

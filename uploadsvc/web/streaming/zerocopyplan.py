@@ -1,0 +1,95 @@
+"""
+The pure decisions of the zero-copy body path (L{uploadsvc.web.streaming.splice}):
+whether a request body may move socket → pipe → file with C{splice(2)}
+without entering Python, and how many bytes the next splice asks for.
+
+No reactor, no descriptors: values in, a decision out.
+"""
+
+from __future__ import annotations
+
+#: The values of C{--zero-copy}.
+MODES = ("auto", "off")
+
+#: Bodies with fewer bytes left than this (after what arrived with the
+#: headers) take the ordinary path: a pipe and its set-up cost more system
+#: calls than a few reads save.
+MIN_SPLICED_BODY = 128 * 1024
+
+#: The pipe's capacity asked for (C{F_SETPIPE_SZ}); 1 MiB is Linux's
+#: default C{/proc/sys/fs/pipe-max-size}, so no privilege is needed.
+PIPE_SIZE = 1024 * 1024
+
+# Why a body takes the ordinary path (log and test vocabulary).
+OFF = "off"
+NOT_HTTP1 = "not-http/1.1"
+NO_LENGTH = "no-content-length"
+NOT_PLAIN_SOCKET = "not-a-plain-socket"
+SMALL = "small-body"
+RECEIVER = "receiver-needs-the-bytes"
+UNSUPPORTED = "splice-unsupported"
+
+
+def fallbackReason(
+    mode: str,
+    http1: bool,
+    remaining: int | None,
+    plainSocket: bool,
+    spliceable: bool,
+) -> str | None:
+    """
+    Why the rest of a body must go through Python, or L{None} when it may be
+    spliced.
+
+    @param mode: C{--zero-copy}.
+    @param http1: whether the request came over HTTP/1.1 (not HTTP/2).
+    @param remaining: body bytes not received yet by a C{Content-Length}
+        body; L{None} for a chunked body (its framing must be parsed).
+    @param plainSocket: whether the connection is a TCP or UNIX socket with
+        no TLS (or other byte-changing) layer above it.
+    @param spliceable: whether splice(2) works here (the system has it and
+        the staged file's file system took it before).
+    """
+    if mode == OFF:
+        return OFF
+    if not http1:
+        return NOT_HTTP1
+    if remaining is None:
+        return NO_LENGTH
+    if not plainSocket:
+        return NOT_PLAIN_SOCKET
+    if not spliceable:
+        return UNSUPPORTED
+    if remaining < MIN_SPLICED_BODY:
+        return SMALL
+    return None
+
+
+def receiverReason(skipPending: int, take: int | None, remaining: int) -> str | None:
+    """
+    Why the body's receiver must see the rest of the body as bytes: an
+    overlap still to drop (it is skipped by position in Python), or a body
+    longer than the receiver may keep (it must fail at the exact byte).
+
+    @param skipPending: leading bytes the receiver still drops.
+    @param take: bytes it may still keep (L{None}: no bound).
+    @param remaining: bytes of the body still to come.
+    """
+    if skipPending:
+        return RECEIVER
+    if take is not None and take < remaining:
+        return RECEIVER
+    return None
+
+
+def nextSpliceSize(remaining: int, inPipe: int, pipeSize: int) -> int:
+    """
+    How many bytes the next socket → pipe splice asks for: never past the
+    body (what follows is the next request's), never more than the pipe has
+    room for by count.
+
+    @param remaining: body bytes still to come.
+    @param inPipe: bytes spliced into the pipe and not yet out to the file.
+    @param pipeSize: the pipe's capacity.
+    """
+    return max(0, min(remaining, pipeSize - inPipe))
