@@ -26,7 +26,7 @@ from uploadsvc.storage.staged import StagedFile
 from uploadsvc.testing.runners import ManualRunner
 from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
 from uploadsvc.web.streaming import StreamingSite, abortRequest
-from uploadsvc.web.streaming.splice import BodySplicer
+from uploadsvc.web.streaming.splice import BodySplicer, PipeBudget
 from uploadsvc.web.streaming.zerocopyplan import MIN_SPLICED_BODY
 
 TIMEOUT = 60
@@ -89,6 +89,7 @@ class SpliceTestCase(SynchronousTestCase):
         self.transport = tcp.Server(serverSocket, self.protocol, ("127.0.0.1", 1), _Port(), 1, self.reactor)  # type: ignore[arg-type]
         self.protocol.makeConnection(self.transport)
         self.channel = self.protocol._channel
+        self.channel.pipeBudget = self.budget = PipeBudget(16)
         self.addCleanup(self._close)
 
     def _close(self) -> None:
@@ -214,6 +215,7 @@ class SplicedBodyTests(SpliceTestCase):
         self.assertEqual(staged.hasher.digest(), hashlib.sha256(body).digest())
         self.assertIsNone(self.channel._splicer)
         self.assertNotIn("doRead", self.transport.__dict__)
+        self.assertEqual(self.budget.open, 0)  # the pipe was given back
 
     def test_keepAliveNextRequest(self) -> None:
         """After a spliced body the connection's next request is read the ordinary way."""
@@ -264,6 +266,7 @@ class SplicedBodyTests(SpliceTestCase):
         self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), body[:sent])
         self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body[:sent]).digest())
         self.assertEqual(splicer.pipe.readFd, -1)  # closed once drained
+        self.assertEqual(self.budget.open, 0)  # and given back
 
     def test_takeover(self) -> None:
         """A request taken over mid-body is aborted through its transport; its bytes stay written."""
@@ -375,7 +378,7 @@ class FallbackTests(SpliceTestCase):
         """A body that gets no pipe (no descriptor left) is read by Twisted, whole."""
         self.channel.zeroCopy = "auto"
 
-        def noPipe() -> Any:
+        def noPipe(budget: Any) -> Any:
             raise OSError(errno.EMFILE, "Too many open files")
 
         self.channel.makePipe = noPipe
@@ -388,6 +391,24 @@ class FallbackTests(SpliceTestCase):
         self.assertEqual(self.outcomes, [COMPLETE])
         self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
         self.flushLoggedErrors()
+
+    def test_pipeBudgetSpent(self) -> None:
+        """
+        With every pipe of the budget open, a body is read by Twisted (it
+        needs no descriptor more), and nothing is taken from the budget.
+        """
+        self.channel.zeroCopy = "auto"
+        self.channel.pipeBudget = budget = PipeBudget(1)
+        budget.open = 1
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        self.assertIsNone(self.channel._splicer)
+        self.sendBody(body)
+        self.settle(1)
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.assertEqual(budget.open, 1)
 
     def test_smallBody(self) -> None:
         """A body too small to be worth a pipe is read by Twisted."""

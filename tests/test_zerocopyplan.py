@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from uploadsvc.web.streaming.zerocopyplan import (
     MIN_SPLICED_BODY,
     NO_LENGTH,
+    NO_PIPE_ROOM,
     NOT_HTTP1,
     NOT_PLAIN_SOCKET,
     OFF,
@@ -20,6 +21,7 @@ from uploadsvc.web.streaming.zerocopyplan import (
     UNSUPPORTED,
     fallbackReason,
     nextSpliceSize,
+    pipeBudget,
     receiverReason,
 )
 
@@ -45,6 +47,24 @@ class FallbackReasonTests(SynchronousTestCase):
         self.assertEqual(fallbackReason("auto", True, BIG, True, False), UNSUPPORTED)
         self.assertEqual(fallbackReason("auto", True, BIG - 1, True, True), SMALL)
         self.assertEqual(fallbackReason("auto", True, 0, True, True), SMALL)
+        self.assertEqual(fallbackReason("auto", True, BIG, True, True, False), NO_PIPE_ROOM)
+
+
+class PipeBudgetTests(SynchronousTestCase):
+    """
+    L{pipeBudget}.
+    """
+
+    def test_quarterOfTheDescriptors(self) -> None:
+        """Pipes (two descriptors each) take at most a quarter of the limit."""
+        self.assertEqual(pipeBudget(65536), 8192)
+        self.assertEqual(pipeBudget(1024), 128)
+        self.assertEqual(pipeBudget(600), 75)
+        self.assertEqual(pipeBudget(7), 0)
+
+    @given(st.integers(min_value=0, max_value=1 << 30))
+    def test_neverMoreThanAQuarter(self, limit: int) -> None:
+        self.assertLessEqual(2 * pipeBudget(limit), limit // 4)
 
 
 class ReceiverReasonTests(SynchronousTestCase):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 from typing import Any
 
 from twisted.internet import main, tcp
@@ -48,6 +49,7 @@ from uploadsvc.web.streaming.zerocopyplan import (
     PIPE_SIZE,
     fallbackReason,
     nextSpliceSize,
+    pipeBudget,
 )
 
 log = Logger()
@@ -72,6 +74,33 @@ class Stats:
 
 
 STATS = Stats()
+
+
+class PipeBudget:
+    """
+    Counts the body pipes open in this process against
+    L{zerocopyplan.pipeBudget}: a body that would pass it is read by Python,
+    which needs no descriptor beyond those every upload holds.
+
+    @ivar limit: how many pipes may be open at once.
+    @ivar open: how many are.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def room(self) -> bool:
+        return self.open < self.limit
+
+
+def _processBudget() -> PipeBudget:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return PipeBudget(pipeBudget(soft if soft != resource.RLIM_INFINITY else 1 << 20))
+
+
+#: The budget of this process, read once from its descriptor limit.
+PIPES = _processBudget()
 
 
 def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
@@ -108,10 +137,11 @@ def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
     target = getattr(getattr(receiver, "sink", None), "spliceTarget", None)
     if offer is None or target is None:
         return None
-    if fallbackReason(mode, True, remaining, plain, target.spliceable()) is not None:
+    budget = getattr(channel, "pipeBudget", None) or PIPES
+    if fallbackReason(mode, True, remaining, plain, target.spliceable(), budget.room()) is not None:
         return None
     try:
-        pipe = (getattr(channel, "makePipe", None) or Pipe)()
+        pipe = (getattr(channel, "makePipe", None) or Pipe)(budget)
     except OSError as e:  # (no descriptor left for a pipe: EMFILE, ENFILE)
         log.warn("zero-copy: no pipe for a body ({error}); it is read by Python", error=e)
         return None
@@ -132,14 +162,19 @@ class Pipe:
     @ivar size: its capacity in bytes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: PipeBudget) -> None:
         self.readFd, self.writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._budget: PipeBudget | None = budget
+        budget.open += 1
         try:
             self.size: int = fcntl.fcntl(self.writeFd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:  # (over the user's pipe-buffer allowance)
             self.size = fcntl.fcntl(self.writeFd, fcntl.F_GETPIPE_SZ)
 
     def close(self, result: object) -> None:
+        if self._budget is not None:
+            self._budget.open -= 1
+            self._budget = None
         for fd in (self.readFd, self.writeFd):
             try:
                 os.close(fd)

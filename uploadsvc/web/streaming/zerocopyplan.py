@@ -28,6 +28,22 @@ NOT_PLAIN_SOCKET = "not-a-plain-socket"
 SMALL = "small-body"
 RECEIVER = "receiver-needs-the-bytes"
 UNSUPPORTED = "splice-unsupported"
+NO_PIPE_ROOM = "pipe-budget-spent"
+
+#: At most this share of the process's descriptor limit goes to body pipes
+#: (two descriptors each): the rest stays for what every upload needs on
+#: either path (its socket, staged file and lock), so splicing never makes
+#: the server refuse an upload it could have taken by reading it in Python.
+PIPE_SHARE = 4
+
+
+def pipeBudget(descriptorLimit: int) -> int:
+    """
+    How many body pipes may be open at once under a soft C{RLIMIT_NOFILE}
+    of C{descriptorLimit}: a L{PIPE_SHARE}th of the descriptors, two per
+    pipe.
+    """
+    return max(0, descriptorLimit // PIPE_SHARE // 2)
 
 
 def fallbackReason(
@@ -36,6 +52,7 @@ def fallbackReason(
     remaining: int | None,
     plainSocket: bool,
     spliceable: bool,
+    pipeRoom: bool = True,
 ) -> str | None:
     """
     Why the rest of a body must go through Python, or L{None} when it may be
@@ -49,6 +66,7 @@ def fallbackReason(
         no TLS (or other byte-changing) layer above it.
     @param spliceable: whether splice(2) works here (the system has it and
         the staged file's file system took it before).
+    @param pipeRoom: whether one more pipe fits the L{pipeBudget}.
     """
     if mode == OFF:
         return OFF
@@ -62,6 +80,8 @@ def fallbackReason(
         return UNSUPPORTED
     if remaining < MIN_SPLICED_BODY:
         return SMALL
+    if not pipeRoom:
+        return NO_PIPE_ROOM
     return None
 
 
