@@ -56,15 +56,15 @@ class PipeBudgetTests(SynchronousTestCase):
     """
 
     def test_quarterOfTheDescriptors(self) -> None:
-        """Pipes (two descriptors each) take at most a quarter of the limit."""
-        self.assertEqual(pipeBudget(65536), 8192)
-        self.assertEqual(pipeBudget(1024), 128)
-        self.assertEqual(pipeBudget(600), 75)
-        self.assertEqual(pipeBudget(7), 0)
+        """Pipes (two descriptors each) take at most an eighth of the limit."""
+        self.assertEqual(pipeBudget(65536), 4096)
+        self.assertEqual(pipeBudget(1024), 64)
+        self.assertEqual(pipeBudget(600), 37)
+        self.assertEqual(pipeBudget(15), 0)
 
     @given(st.integers(min_value=0, max_value=1 << 30))
-    def test_neverMoreThanAQuarter(self, limit: int) -> None:
-        self.assertLessEqual(2 * pipeBudget(limit), limit // 4)
+    def test_neverMoreThanAnEighth(self, limit: int) -> None:
+        self.assertLessEqual(2 * pipeBudget(limit), limit // 8)
 
 
 class ReceiverReasonTests(SynchronousTestCase):

@@ -34,7 +34,7 @@ NO_PIPE_ROOM = "pipe-budget-spent"
 #: (two descriptors each): the rest stays for what every upload needs on
 #: either path (its socket, staged file and lock), so splicing never makes
 #: the server refuse an upload it could have taken by reading it in Python.
-PIPE_SHARE = 4
+PIPE_SHARE = 8
 
 
 def pipeBudget(descriptorLimit: int) -> int:
