@@ -37,6 +37,7 @@ from uploadsvc.ops.metrics import (
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
 from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
 from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.mallocarenas import limitArenas
 from uploadsvc.ops.shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulShutdown,
@@ -649,6 +650,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         if isRealReactor(reactor):
             reactor.callWhenRunning(exitZeroOnTerm, reactor)
         return top
+    # Before the disk threads start: see uploadsvc.ops.mallocarenas.
+    log.info("{arenas}", arenas=limitArenas())
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
     rate = options["bench-write-rate"]

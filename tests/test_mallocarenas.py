@@ -1,0 +1,114 @@
+"""
+L{uploadsvc.ops.mallocarenas}: the server caps glibc's malloc arenas.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from twisted.trial.unittest import SynchronousTestCase
+
+from uploadsvc.ops.mallocarenas import M_ARENA_MAX, limitArenas
+from tests.support.server import startServer
+
+
+class FakeLibc:
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.answer
+
+
+#: A process that starts 6 threads that each allocate and stay alive, then
+#: prints how many arenas glibc's malloc_info reports.
+_COUNT_ARENAS = textwrap.dedent(
+    """
+    import ctypes, sys, threading
+    from uploadsvc.ops.mallocarenas import limitArenas
+    if sys.argv[1] == "limit":
+        limitArenas(2, environ={})
+    libc = ctypes.CDLL(None)
+    barrier = threading.Barrier(7)
+    def work():
+        held = [bytes(bytearray(100_000)) for _ in range(4)]
+        barrier.wait()
+        barrier.wait()
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    libc.open_memstream.restype = ctypes.c_void_p
+    buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+    stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    print(buf.value.decode().count("<heap nr="))
+    barrier.wait()
+    for t in threads:
+        t.join()
+    """
+)
+
+
+def arenasWith(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_ARENAS, mode], capture_output=True, check=True, timeout=60,
+    )
+    return int(out.stdout)
+
+
+class LimitArenasTests(SynchronousTestCase):
+    def test_setsArenaMax(self) -> None:
+        """
+        Without C{MALLOC_ARENA_MAX} in the environment it calls
+        C{mallopt(M_ARENA_MAX, count)} and says so.
+        """
+        libc = FakeLibc()
+        line = limitArenas(2, environ={}, libc=libc)
+        self.assertEqual(libc.calls, [(M_ARENA_MAX, 2)])
+        self.assertEqual(M_ARENA_MAX, -8)
+        self.assertIn("at most 2", line)
+
+    def test_environmentWins(self) -> None:
+        """
+        The operator's C{MALLOC_ARENA_MAX} is left in force.
+        """
+        libc = FakeLibc()
+        line = limitArenas(2, environ={"MALLOC_ARENA_MAX": "4"}, libc=libc)
+        self.assertEqual(libc.calls, [])
+        self.assertIn("MALLOC_ARENA_MAX=4", line)
+
+    def test_noMallopt(self) -> None:
+        """
+        A C library without C{mallopt} (musl, macOS) or one that refuses it
+        is left as it is, with a line that says so.
+        """
+        self.assertIn("no mallopt", limitArenas(2, environ={}, libc=object()))
+        self.assertIn("refused", limitArenas(2, environ={}, libc=FakeLibc(answer=0)))
+
+    def test_realProcess(self) -> None:
+        """
+        In a real process on glibc, six allocating threads get their own
+        arenas, and with the limit all share two.
+        """
+        self.assertGreater(arenasWith("free"), 2)
+        self.assertLessEqual(arenasWith("limit"), 2)
+
+
+class ServerTests(SynchronousTestCase):
+    def test_serverLimitsArenas(self) -> None:
+        """
+        A real C{twistd uploadsvc} caps its arenas at start and logs it in
+        one line; with C{MALLOC_ARENA_MAX} set it leaves the operator's.
+        """
+        server = startServer(self, os.path.join(self.mktemp(), "root"))
+        self.assertIn("malloc arenas: at most 2 (MALLOC_ARENA_MAX overrides)", server.logText())
+        other = startServer(
+            self, os.path.join(self.mktemp(), "root"), env={"MALLOC_ARENA_MAX": "4"}
+        )
+        self.assertIn("malloc arenas: MALLOC_ARENA_MAX=4 from the environment", other.logText())
