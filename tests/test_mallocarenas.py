@@ -10,7 +10,7 @@ import sys
 import textwrap
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.ops.mallocarenas import M_ARENA_MAX, limitArenas
+from uploadsvc.ops.mallocarenas import DEFAULT_ARENAS, M_ARENA_MAX, limitArenas
 from tests.support.server import startServer
 
 
@@ -112,3 +112,16 @@ class ServerTests(SynchronousTestCase):
             self, os.path.join(self.mktemp(), "root"), env={"MALLOC_ARENA_MAX": "4"}
         )
         self.assertIn("malloc arenas: MALLOC_ARENA_MAX=4 from the environment", other.logText())
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_unitNamesTheServersSetting(self) -> None:
+        """
+        The systemd unit sets C{MALLOC_ARENA_MAX} to what the server would
+        set itself, so the line shows the setting without changing it.
+        """
+        unit = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "tap-configs", "uploadsvc.service")
+        with open(unit, encoding="utf-8") as f:
+            lines = [l.strip() for l in f if l.startswith("Environment=")]
+        self.assertIn(f"Environment=MALLOC_ARENA_MAX={DEFAULT_ARENAS}", lines)
