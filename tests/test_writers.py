@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.errors import Conflict
+from uploadsvc.protocol.paths import parseUploadPath
+from uploadsvc.storage.memory import MemoryStore
 from uploadsvc.storage.writers import TakenOver, WriterRegistry
+from uploadsvc.testing.runners import ImmediateRunner
+from uploadsvc.web.app import Config, UploadApp
 
 
 class Interrupts:
@@ -209,3 +215,84 @@ class HashStateTests(SynchronousTestCase):
         registry.forgetHashState("a")
         registry.forgetHashState("a")
         self.assertIsNone(registry.takeHashState("a"))
+
+    def test_agedOut(self) -> None:
+        """
+        With C{maxAge} (the server's C{--expire-after}), a hash state kept
+        longer ago than that is dropped when the next one is kept: its upload
+        has expired, or was completed or taken over by another server (which
+        this process never hears of), so it would never be used. Before,
+        such states stayed until C{maxHashStates} newer ones pushed them out
+        (about 6 MiB), the slow rise of a server in a cluster.
+        """
+        clock = Clock()
+        registry = WriterRegistry(clock=clock, maxAge=10.0)
+        registry.keepHashState("old", "g", 1, "h-old")
+        clock.advance(5)
+        registry.keepHashState("mid", "g", 1, "h-mid")
+        clock.advance(5.5)
+        registry.keepHashState("new", "g", 1, "h-new")
+        self.assertEqual(list(registry.hashStates), ["mid", "new"])
+        # Kept again (a request took it and wrote more): its age starts over.
+        clock.advance(1)
+        registry.keepHashState("mid", "g", 2, registry.takeHashState("mid")[2])  # type: ignore[index]
+        clock.advance(9.5)
+        registry.keepHashState("newest", "g", 1, "h-newest")
+        self.assertEqual(list(registry.hashStates), ["mid", "newest"])
+        self.assertEqual(registry.takeHashState("mid"), ("g", 2, "h-mid"))
+
+    def test_agedOutBoundedUnderLoad(self) -> None:
+        """
+        Uploads that stop here and end elsewhere, one a second for an hour:
+        with C{maxAge=10} no more than about 10 s of them are remembered.
+        """
+        clock = Clock()
+        registry = WriterRegistry(clock=clock, maxAge=10.0)
+        for n in range(3600):
+            registry.keepHashState(f"u{n}", "g", 1, "h")
+            clock.advance(1)
+        self.assertLessEqual(len(registry.hashStates), 11)
+        self.assertLessEqual(len(registry._keptAt), 11)
+
+    def test_noMaxAgeKeepsByCount(self) -> None:
+        """
+        Without C{maxAge} (C{--expire-after 0}: uploads never expire) only
+        the count bounds the hash states.
+        """
+        clock = Clock()
+        registry = WriterRegistry(maxHashStates=3, clock=clock)
+        for n in range(5):
+            registry.keepHashState(f"u{n}", "g", 1, "h")
+            clock.advance(3600)
+        self.assertEqual(list(registry.hashStates), ["u2", "u3", "u4"])
+        self.assertLessEqual(len(registry._keptAt), 3)
+
+
+class AppHashStateAgeTests(SynchronousTestCase):
+    def test_appDropsStatesOlderThanExpireAfter(self) -> None:
+        """
+        The app's registry ages hash states by its C{expireAfter}: an upload
+        left incomplete here (and, in a cluster, finished on another server)
+        has its state dropped once a later upload keeps one more than
+        C{expireAfter} seconds on.
+        """
+        clock = Clock()
+        app = UploadApp(
+            MemoryStore(now=clock.seconds), ImmediateRunner(),
+            Config(maxUploadSize=1_000_000, expireAfter=10.0), clock=clock,
+        )
+        treq = StubTreq(app.resource())
+
+        def putHalf(path: str) -> None:
+            response = self.successResultOf(treq.put(  # type: ignore[attr-defined]
+                f"http://example.invalid{path}", b"x" * 100,
+                headers={"Content-Range": ["bytes 0-99/200"]},
+            ))
+            self.assertEqual(response.code, 204)
+
+        putHalf("/a.bin")
+        self.assertEqual(len(app.writers.hashStates), 1)
+        clock.advance(11)
+        putHalf("/b.bin")
+        self.assertEqual(len(app.writers.hashStates), 1)
+        self.assertEqual(list(app.writers.hashStates), [app.store.keyFor(parseUploadPath(b"/b.bin"))])

@@ -158,7 +158,8 @@ def storageRefusal(error: BaseException) -> UploadError | None:
     """
     The refusal due for an error of the storage that is no fault of the
     server's code: a full disk or inode table (C{507}), a read-only or
-    forbidden folder, too many open files (C{503}). L{None} for anything else (a bug: 500 with a
+    forbidden folder, too many open files, a mount whose file system
+    client is gone (C{503}). L{None} for anything else (a bug: 500 with a
     traceback).
     """
     if not isinstance(error, OSError) or error.errno is None:
@@ -173,6 +174,14 @@ def storageRefusal(error: BaseException) -> UploadError | None:
         # lock: the descriptor limit is a load limit like --max-uploads.
         return StorageUnavailable(
             "too-many-open-files", "the server has too many files open", detail, retryAfter=1
+        )
+    if error.errno == errno.ENOTCONN:
+        # "Transport endpoint is not connected": a FUSE mount (GlusterFS)
+        # whose client process died. Nothing stored is lost; the operator
+        # remounts, and a retry after that goes on where the upload stood.
+        return StorageUnavailable(
+            "storage-not-connected", "the server's storage is not connected", detail,
+            retryAfter=10,
         )
     if error.errno == errno.EXDEV:
         # The state folder on another file system than the destination.

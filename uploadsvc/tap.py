@@ -38,6 +38,7 @@ from uploadsvc.ops.metrics import (
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
 from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
 from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.mallocarenas import TRIM_INTERVAL, freeMemoryTrimmer, limitArenas
 from uploadsvc.ops.shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulShutdown,
@@ -659,6 +660,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         if isRealReactor(reactor):
             reactor.callWhenRunning(exitZeroOnTerm, reactor)
         return top
+    # Before the disk threads start: see uploadsvc.ops.mallocarenas.
+    log.info("{arenas}", arenas=limitArenas())
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
     _ThreadPoolService(pool).setServiceParent(top)
     rate = options["bench-write-rate"]
@@ -731,6 +734,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         )
         sampler.clock = reactor
         sampler.setServiceParent(top)
+    trimFreeMemory = freeMemoryTrimmer()
+    if trimFreeMemory is not None:
+        # See uploadsvc.ops.mallocarenas.
+        trimmer = internet.TimerService(TRIM_INTERVAL, trimFreeMemory)
+        trimmer.clock = reactor
+        trimmer.setName("malloc-trim")
+        trimmer.setServiceParent(top)
     if metrics is not None and options["admin-listen"] and not options["inherit"]:
         _adminService(options, MetricsResource(metrics.registry), reactor).setServiceParent(top)
     if config.expireAfter > 0:

@@ -15,6 +15,7 @@ from typing import Any, Callable, MutableMapping
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from uploadsvc.errors import Conflict
 
@@ -62,14 +63,32 @@ class WriterRegistry:
     @ivar hashStates: upload key to C{(generation, offset, sha256 hasher)}:
         the hash of the first C{offset} bytes of the upload generation named
         in its C{.json} (see L{uploadsvc.storage.filestore}); at most
-        C{maxHashStates} of them, the most recently kept. Read and changed
-        through L{takeHashState}, L{keepHashState} and L{forgetHashState}.
+        C{maxHashStates} of them, the most recently kept, none kept longer
+        ago than C{maxAge} seconds. Read and changed through
+        L{takeHashState}, L{keepHashState} and L{forgetHashState}.
     """
 
-    def __init__(self, maxHashStates: int = MAX_HASH_STATES) -> None:
+    def __init__(
+        self,
+        maxHashStates: int = MAX_HASH_STATES,
+        clock: IReactorTime | None = None,
+        maxAge: float = 0.0,
+    ) -> None:
+        """
+        @param clock: tells when a hash state was kept (needed for C{maxAge}).
+        @param maxAge: seconds after which a kept hash state is dropped (the
+            server's C{--expire-after}: the upload has expired by then, or
+            ended on another server, which this process never hears of); 0
+            or no C{clock}: kept until C{maxHashStates} newer ones push it out.
+        """
         self._holders: dict[str, _Slot] = {}
         self._waiting: dict[str, _Slot] = {}
         self.hashStates: MutableMapping[str, tuple[str, int, Any]] = _Newest(maxHashStates)
+        #: When each hash state was kept, oldest first (set in the same
+        #: order as C{hashStates}, so the count bound drops the same keys).
+        self._keptAt: MutableMapping[str, float] = _Newest(maxHashStates)
+        self._clock = clock
+        self._maxAge = maxAge if clock is not None else 0.0
 
     def takeHashState(self, key: str) -> tuple[str, int, Any] | None:
         """
@@ -77,6 +96,7 @@ class WriterRegistry:
         it (a hasher is fed by one request at a time, so it is not kept
         meanwhile).
         """
+        self._keptAt.pop(key, None)
         return self.hashStates.pop(key, None)
 
     def keepHashState(self, key: str, generation: str, offset: int, hasher: Any) -> None:
@@ -86,11 +106,23 @@ class WriterRegistry:
         C{.json} naming that generation is durable.
         """
         self.hashStates[key] = (generation, offset, hasher)
+        if self._clock is None:
+            return
+        now = self._clock.seconds()
+        self._keptAt[key] = now
+        if self._maxAge > 0:
+            while self._keptAt:
+                old = next(iter(self._keptAt))
+                if self._keptAt[old] >= now - self._maxAge:
+                    break  # the rest were kept later
+                del self._keptAt[old]
+                self.hashStates.pop(old, None)
 
     def forgetHashState(self, key: str) -> None:
         """
         Drop the hash state of an upload that completed or was cancelled.
         """
+        self._keptAt.pop(key, None)
         self.hashStates.pop(key, None)
 
     def interrupt(self, key: str) -> None:

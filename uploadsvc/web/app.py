@@ -278,7 +278,10 @@ class UploadApp:
         self.takeover = ITakeover(store)
         self.runner = runner
         self.config = config
-        self.writers = writers if writers is not None else WriterRegistry()
+        self.writers = (
+            writers if writers is not None
+            else WriterRegistry(clock=self.clock, maxAge=config.expireAfter)
+        )
         self._staging: dict[str, IStagedUpload] = {}
         #: The code of the storage fault that the last look for takeovers
         #: met (logged once), or L{None}.
