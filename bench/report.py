@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.scenarios import Column, FULL, QUICK, build, median, sourceSize
+from bench.targets import diskRates, renderTargets
 
 BASELINES = ("aiohttp", "nginx")
 
@@ -74,10 +74,6 @@ def _ratio(
     return f"{mine / theirs:.2f}x"
 
 
-#: The disk's rates in the header line of L{bench.fsyncrate.describe}.
-_DISK_RATES = re.compile(r"([\d,.]+) durable 64 KiB completions/s with 1 thread, ([\d,.]+)/s with 8")
-
-
 def _diskRateLines(
     meta: dict[str, Any], byServer: dict[str, list[dict[str, Any]]]
 ) -> list[str]:
@@ -87,14 +83,14 @@ def _diskRateLines(
     1 and 8 threads: the ceiling that batching fsyncs aims at), and to
     C{uploadsvc} without fsync in the same run.
     """
-    found = _DISK_RATES.search(str(meta["machine"].get("disk (work folder)", "")))
-    if found is None:
+    rates = diskRates(meta)
+    if rates is None:
         return []
-    one, eight = (float(rate.replace(",", "")) for rate in found.groups())
+    one, eight = rates
     lines = []
     for name in meta.get("durable", ["uploadsvc-fsync"]):
         mine = median(_values(byServer.get(name, []), "uploadsPerS"))
-        if math.isnan(mine) or not one or not eight:
+        if math.isnan(mine):
             continue
         line = (
             f"- {name}: {mine:,.0f} durable completions/s = {mine / one:.2f}x the disk's "
@@ -203,6 +199,7 @@ def render(data: dict[str, Any]) -> str:
                 out += rates
         if notes:
             out += [""] + sorted(set(notes))
+    out += [""] + renderTargets(data, scenarios)
     return "\n".join(out) + "\n"
 
 
