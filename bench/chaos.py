@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any
 
+from bench.procfs import cpuModel
 from bench.report import renderChaos
 from tests.support import rawhttp
 from tests.support.cluster import writeNginxConf
@@ -197,16 +198,25 @@ def _output(command: list[str]) -> str:
     return lines[0] if lines else ""
 
 
+def stopPrograms(programs: list[subprocess.Popen[bytes]]) -> None:
+    """
+    Stop programs this run started, by their PIDs: SIGTERM, then SIGKILL
+    after 15 s.
+    """
+    for program in programs:
+        program.send_signal(signal.SIGTERM)
+        try:
+            program.wait(15)
+        except subprocess.TimeoutExpired:
+            program.kill()
+            program.wait(15)
+
+
 def machine() -> dict[str, str]:
     """
     What the run ran on.
     """
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpuModel()
     import twisted
 
     commit = _output(["git", "rev-parse", "--short", "HEAD"])
@@ -527,13 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failures else 0
     finally:
         # Every step, even after one failed: the volume must go.
-        for program in programs:
-            program.send_signal(signal.SIGTERM)
-            try:
-                program.wait(15)
-            except subprocess.TimeoutExpired:
-                program.kill()
-                program.wait(15)
+        stopPrograms(programs)
         for i in range(len(servers)):
             try:
                 chaos.stop(i)

@@ -117,3 +117,15 @@ def treeHighWaterMark(pid: int) -> int:
     upper bound of the tree's peak, exact for a single process.
     """
     return sum(_kib(member, "VmHWM") for member in processTree(pid))
+
+
+def cpuModel() -> str:
+    """
+    The CPU's model name from C{/proc/cpuinfo} (C{"?"} when it has none),
+    for the header of a run's figures.
+    """
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"

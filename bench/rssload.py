@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.chaos import Client, rssFigures, waitListening
+from bench.chaos import Client, rssFigures, stopPrograms, waitListening
 from tests.support.server import ServerProcess, freePort
 
 MiB = 1024 * 1024
@@ -128,13 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(samples, out)
         return 0
     finally:
-        for proxy in proxies:
-            proxy.send_signal(signal.SIGTERM)
-            try:
-                proxy.wait(15)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-                proxy.wait(15)
+        stopPrograms(proxies)
         for server in servers:
             if server.running():
                 server.stop()

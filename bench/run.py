@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fsyncrate, measure, report, servers
+from bench.procfs import cpuModel
 from bench.scenarios import FULL, QUICK, build, sourceSize
 from bench.source import Verifier, ensureSource
 
@@ -54,12 +55,7 @@ def machine(work: Path) -> dict[str, str]:
     """
     What the figures were measured on.
     """
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpuModel()
     with open("/proc/meminfo") as f:
         memory = f.readline().split(":", 1)[1].strip()
     filesystem = _output(["df", "--output=fstype,source", str(work)]).splitlines()
