@@ -6,6 +6,7 @@ cache.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -83,3 +84,34 @@ class HashFileRangeTests(SynchronousTestCase):
 
                 hashFileRange(fd, start, count, update, span)
                 self.assertEqual(b"".join(got), data[start:start + count], (span, start, count))
+
+    def test_staleSizeReadInstead(self) -> None:
+        """
+        When mmap refuses the range because fstat's size is stale (a shared
+        mount's attribute cache right after this process wrote), the bytes
+        are read instead, exactly.
+        """
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        fd = os.open(self.mktemp(), os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        os.write(fd, data)
+
+        def staleSize(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("mmap length is greater than file size")
+
+        self.patch(mmap, "mmap", staleSize)
+        got: list[bytes] = []
+        hashFileRange(fd, 7, len(data) - 7, lambda chunks: got.extend(bytes(c) for c in chunks), 1024 * 1024)
+        self.assertEqual(b"".join(got), data[7:])
+
+    def test_rangePastTheEnd(self) -> None:
+        """A range the file does not hold is an error, never fewer bytes hashed."""
+        fd = os.open(self.mktemp(), os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        os.write(fd, b"x" * 1000)
+        got: list[bytes] = []
+        for count in (100, 10 * 1024 * 1024):
+            error = self.assertRaises(
+                OSError, hashFileRange, fd, 950, count, lambda chunks: got.extend(chunks)
+            )
+            self.assertEqual(error.errno, errno.EIO)

@@ -224,13 +224,22 @@ def hashFileRange(
     """
     if count < _MAP_MIN:
         # A slow client's few kilobytes: one read costs less than mapping.
-        update([os.pread(fd, count, start)])
+        _hashRead(fd, start, count, update)
         return
     end = start + count
     while start < end:
         base = start - start % mmap.ALLOCATIONGRANULARITY
         length = min(end, start + span) - base
-        with mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base) as mapped:
+        try:
+            mapped = mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base)
+        except ValueError:
+            # mmap checks the range against fstat's size, which a shared
+            # mount (GlusterFS's FUSE client) may serve stale from its
+            # attribute cache right after this process wrote the bytes:
+            # read them instead.
+            _hashRead(fd, start, end - start, update)
+            return
+        with mapped:
             view = memoryview(mapped)
             try:
                 part = view[start - base:]
@@ -241,6 +250,25 @@ def hashFileRange(
             finally:
                 view.release()
         start = base + length
+
+
+def _hashRead(
+    fd: int, start: int, count: int, update: Callable[[Sequence[bytes | memoryview]], None],
+) -> None:
+    """
+    Feed bytes C{start..start+count} of C{fd} to C{update} by C{pread}, in
+    pieces of at most L{_MAP_SPAN}.
+
+    @raise OSError: the file ends before the range does (C{EIO}): the bytes
+        hashed must be the bytes written, never fewer.
+    """
+    end = start + count
+    while start < end:
+        piece = os.pread(fd, min(_MAP_SPAN, end - start), start)
+        if not piece:
+            raise OSError(errno.EIO, f"the staged file ends at {start}, before {end}, as it is hashed")
+        update([piece])
+        start += len(piece)
 
 
 def mergeInfo(
