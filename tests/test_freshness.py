@@ -10,7 +10,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.storage.freshness import closeReader, dataSize, isListed
+from uploadsvc.storage.freshness import closeReader, dataSize, isListed, mountType, onFuse
 
 
 class DataSizeTests(SynchronousTestCase):
@@ -88,3 +88,34 @@ class CloseReaderTests(SynchronousTestCase):
         fd = os.open(os.path.abspath(self.mktemp()), os.O_RDWR | os.O_CREAT, 0o644)
         os.close(fd)
         self.assertRaises(OSError, closeReader, fd)
+
+
+MOUNTINFO = """\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:35 / /mnt/gluster rw,relatime shared:20 - fuse.glusterfs 127.1:/vol rw,user_id=0
+41 22 0:36 / /mnt/glusterfs2 rw,relatime shared:21 - tmpfs tmpfs rw
+42 40 0:37 / /mnt/gluster/inner\\040dir rw,relatime shared:22 - ext4 /dev/vdb rw
+"""
+
+
+class MountTypeTests(SynchronousTestCase):
+    """
+    L{mountType} and L{onFuse}: the zero-copy path stays off FUSE mounts.
+    """
+
+    def test_longestMountPoint(self) -> None:
+        """The mount with the longest mount point holding the path names the type."""
+        self.assertEqual(mountType("/mnt/gluster/root/a", MOUNTINFO), "fuse.glusterfs")
+        self.assertEqual(mountType("/mnt/gluster", MOUNTINFO), "fuse.glusterfs")
+        self.assertEqual(mountType("/mnt/glusterfs2/x", MOUNTINFO), "tmpfs")  # not a prefix by name only
+        self.assertEqual(mountType("/mnt/gluster/inner dir/x", MOUNTINFO), "ext4")
+        self.assertEqual(mountType("/srv/uploads", MOUNTINFO), "ext4")
+
+    def test_nothingKnown(self) -> None:
+        """No mount line for the path: no type."""
+        self.assertIsNone(mountType("/srv", ""))
+        self.assertIsNone(mountType("/srv", "garbage line\n"))
+
+    def test_localFolderIsNotFuse(self) -> None:
+        """A test's temporary folder (a local disk or tmpfs) is not FUSE: splicing stays on."""
+        self.assertFalse(onFuse(self.mktemp().rsplit("/", 1)[0] or "."))

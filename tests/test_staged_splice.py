@@ -115,3 +115,25 @@ class HashFileRangeTests(SynchronousTestCase):
                 OSError, hashFileRange, fd, 950, count, lambda chunks: got.extend(chunks)
             )
             self.assertEqual(error.errno, errno.EIO)
+
+
+class FuseStoreTests(SynchronousTestCase):
+    """
+    A L{FileStore} on a FUSE mount never splices (the bytes are hashed by
+    reading them back, which such a mount may cut short at a stale size).
+    """
+
+    def test_fuseRootNeverSpliced(self) -> None:
+        from uploadsvc.storage import filestore, staged
+
+        self.patch(filestore, "onFuse", lambda path: True)
+        store = filestore.FileStore(self.mktemp())
+        self.addCleanup(store.close)
+        self.assertIn(store, staged._UNSPLICEABLE)
+
+    def test_localRootSpliced(self) -> None:
+        from uploadsvc.storage import filestore, staged
+
+        store = filestore.FileStore(self.mktemp())
+        self.addCleanup(store.close)
+        self.assertNotIn(store, staged._UNSPLICEABLE)

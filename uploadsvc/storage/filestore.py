@@ -67,14 +67,14 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
-from uploadsvc.storage.freshness import GONE, closeReader, dataSize
+from uploadsvc.storage.freshness import GONE, closeReader, dataSize, onFuse
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
     uploadKey,
 )
 from uploadsvc.storage.metadata import checkInfo, createdInfo, newGeneration, newInfo
 from uploadsvc.storage.locks import HeldLock, RegionLocks, lockData
-from uploadsvc.storage.staged import StagedFile
+from uploadsvc.storage.staged import StagedFile, neverSplice
 from uploadsvc.storage.takeover import stateLocked, takeWriterLock
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.storage.safepath import (
@@ -127,6 +127,8 @@ class FileStore:
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
         self._lockTouched = float("-inf")
         self._openRoot()
+        if onFuse(self.root):
+            neverSplice(self)
 
     def _openRoot(self) -> None:
         """

@@ -92,3 +92,38 @@ def closeReader(fd: int) -> None:
     except OSError as e:
         if e.errno not in GONE:
             raise
+
+
+def mountType(path: str, mountinfo: str) -> str | None:
+    """
+    The file system type of the mount that holds C{path} (absolute, links
+    resolved), from the text of C{/proc/self/mountinfo}: the mount with the
+    longest mount point that is C{path} or one of its parents, last mounted
+    last. L{None} when no line names one.
+    """
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        kind = line.split(" - ", 1)[1].split()[0]
+        if path == point or path.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= best[0]:
+                best = (len(point), kind)
+    return best[1] if best else None
+
+
+def onFuse(path: str) -> bool:
+    """
+    Whether C{path} is on a FUSE mount (GlusterFS, among others), whose
+    page cache and sizes can lag the bytes this very process wrote: see
+    L{uploadsvc.storage.staged.StagedFile.spliceable}.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            text = f.read()
+    except OSError:
+        return False
+    kind = mountType(os.path.realpath(path), text)
+    return kind is not None and kind.startswith("fuse")

@@ -202,6 +202,16 @@ class StagedFile:
 #: in this process.
 _UNSPLICEABLE: weakref.WeakSet[Any] = weakref.WeakSet()
 
+
+def neverSplice(store: Any) -> None:
+    """
+    Take C{store}'s staged files off the zero-copy path for good: on a FUSE
+    mount (GlusterFS) the bytes spliced in may not be read back through the
+    same mount at once (a size from the attribute cache ends the read early),
+    and the digest is computed by reading them back.
+    """
+    _UNSPLICEABLE.add(store)
+
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0)
 
 #: Bytes mapped at a time by L{hashFileRange}.
