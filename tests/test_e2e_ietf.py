@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -51,6 +53,22 @@ class DraftTests(ServerTestMixin, TestCase):
             client.request, method, target, headers, body, cutAfter
         )
         return exchange
+
+    async def waitForStagedBytes(self) -> None:
+        """
+        Wait until some staged file holds bytes (at most 10 s).
+        """
+        uploads = os.path.join(self.server.root, ".uploadsvc", "uploads")
+        for _ in range(200):
+            sizes = [
+                os.stat(os.path.join(folder, name)).st_size
+                for folder, _, names in os.walk(uploads) for name in names
+                if not name.endswith(".json")
+            ]
+            if any(sizes):
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"no staged bytes in {uploads} after 10 s")
 
     def stored(self, relative: str) -> bytes:
         with open(self.storedPath(relative), "rb") as f:
@@ -178,6 +196,10 @@ class DraftTests(ServerTestMixin, TestCase):
         patch = {"Upload-Complete": "?1", "Content-Type": "application/partial-upload"}
         old = client.hold("PATCH", location, {**patch, "Upload-Offset": "0"}, BODY, 200_000)
         self.addCleanup(old.close)
+        # The PATCH holds the upload once its bytes reach the staged file; a
+        # HEAD read before that would be the older request, and the PATCH
+        # would end it instead.
+        await self.waitForStagedBytes()
         head = await self.call(client, "HEAD", location)
         self.assertEqual(head.status, 204)
         offset = int(head.header("Upload-Offset") or -1)
