@@ -74,6 +74,7 @@ class SpliceTestCase(SynchronousTestCase):
     high = 64 * 1024 * 1024
     low = 1024 * 1024
     overlap = 0
+    maxPumps = 0
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
@@ -90,6 +91,8 @@ class SpliceTestCase(SynchronousTestCase):
         self.protocol.makeConnection(self.transport)
         self.channel = self.protocol._channel
         self.channel.pipeBudget = self.budget = PipeBudget(16)
+        # (The reactor's own splicing; PumpTests hand bodies to pumps.)
+        self.channel.pumpBudget = self.pumps = PipeBudget(self.maxPumps)
         self.addCleanup(self._close)
 
     def _close(self) -> None:
@@ -430,3 +433,68 @@ class OverlapFallbackTests(SpliceTestCase):
         self.send(_put(BODY))
         self.read()
         self.assertIsNone(self.channel._splicer)
+
+
+class PumpedBodyTests(SplicedBodyTests):
+    """
+    The same bodies with a pump allowed: once a turn of the reactor splices
+    a fast sender's batch, a pump on the write lane moves the rest.
+    """
+
+    maxPumps = 1
+
+    def test_pumpMovesTheBody(self) -> None:
+        """A pump takes the body over after a large turn, while the reactor stops reading it; the file and its sha-256 are the body's, and the pump is given back."""
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        splicer = self.splicer()
+        sent = self.send(body[:256 * 1024])
+        self.read()
+        self.assertIsNotNone(splicer.pump)
+        self.assertIn("pump", self.channel._bodyPauses)
+        self.assertFalse(self.reading())
+        self.assertEqual(self.pumps.open, 1)
+        self.assertNotEqual(splicer.pump.fd, self.transport.fileno())  # type: ignore[union-attr]
+        sent += self.send(body[sent:])
+        self.runner.completeAll()
+        self.settle(1)
+        self.assertEqual(sent, len(body))
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
+        self.assertEqual(self.pumps.open, 0)
+        self.assertIsNone(splicer.pump)
+        self.assertEqual(splicer.spliced, len(body))
+
+    def test_pumpNeverTouchesAReusedDescriptor(self) -> None:
+        """An aborted connection's descriptor number, closed by its transport and reused by another socket, is never read by the pump that was queued for it: it holds its own reference to the first socket, and stops."""
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        splicer = self.splicer()
+        self.send(body[:256 * 1024])
+        self.read()
+        pump = splicer.pump
+        assert pump is not None
+        number, first = self.transport.fileno(), os.fstat(self.transport.fileno()).st_ino
+        abortRequest(self.resource.requests[0])
+        self.reactor.advance(0)  # (the transport closes its socket now)
+        self.assertEqual(self.outcomes, [LOST])
+        # Another connection gets the number.
+        other, peer = socket.socketpair()
+        self.addCleanup(other.close)
+        self.addCleanup(peer.close)
+        if other.fileno() != number:
+            os.dup2(other.fileno(), number)
+            self.addCleanup(os.close, number)
+        peer.sendall(b"someone else's bytes")
+        self.assertEqual(os.fstat(pump.fd).st_ino, first)
+        self.assertNotEqual(os.fstat(number).st_ino, first)
+        self.runner.completeAll()
+        self.runner.completeAll()
+        other.setblocking(False)
+        self.assertEqual(other.recv(100), b"someone else's bytes")  # untouched
+        self.assertEqual(self.pumps.open, 0)
+        self.assertRaises(OSError, os.fstat, pump.fd)  # the pump's reference closed
+        self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), body[:splicer.spliced])

@@ -102,6 +102,43 @@ class _Spliced:
         return self.count
 
 
+class IPump(Protocol):
+    """
+    A pump (L{uploadsvc.web.streaming.splice.Pump}): moves bytes socket ->
+    pipe -> file itself on the write lane.
+    """
+
+    def run(self, sink: FileSink, target: ISpliceTarget) -> None:
+        """
+        Move bytes, counting them with L{FileSink.pumpWritten} (blocking).
+        """
+
+    def abandon(self) -> None:
+        """
+        The lane drops the pump unrun (the sink failed): let go of what it holds.
+        """
+
+
+class _Pumped:
+    """
+    A pump for the write lane; it counts its bytes as it goes
+    (L{FileSink.pumpWritten}), so its own length is zero.
+    """
+
+    __slots__ = ("pump",)
+
+    def __init__(self, pump: IPump) -> None:
+        self.pump = pump
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _kind(chunk: object) -> type:
+    # (Bytes and memoryviews form one run: one vectored write.)
+    return chunk.__class__ if isinstance(chunk, (_Pumped, _Spliced)) else bytes
+
+
 class _FileRange:
     """
     C{count} bytes of the file from C{start}, written, for the digest lane.
@@ -165,23 +202,39 @@ class _Lane:
                 failure = Failure()
                 with self.lock:
                     self.busy = False
-                    self.queue = []
+                    dropped, self.queue = self.queue, []
+                _abandon(chunks)
+                _abandon(dropped)
                 sink._runner.callFromThread(sink._failed, failure)
                 return
             self.done += sum(map(len, chunks))
             if sink.paused and not sink._resumeScheduled and sink.held <= sink._low:
                 sink._resumeScheduled = True
                 sink._runner.callFromThread(sink._resume)
+        else:
+            _abandon(chunks)
         with self.lock:
             batch, self.queue = self.queue, []
             if not batch or sink.failure is not None:
                 self.busy = False
                 notify, self.notifyIdle = self.notifyIdle, False
+        if sink.failure is not None:
+            _abandon(batch)
         if batch and sink.failure is None:
             # What arrived meanwhile goes as one batch in the next job.
             sink._runner.callInThread(self._job, batch)
         elif notify:
             sink._runner.callFromThread(sink._laneIdle)
+
+
+def _abandon(chunks: Sequence[object]) -> None:
+    """
+    Let the pumps among C{chunks} that a lane drops unrun go (a pump that
+    ran already ignores it).
+    """
+    for chunk in chunks:
+        if isinstance(chunk, _Pumped):
+            chunk.pump.abandon()
 
 
 class FileSink:
@@ -288,15 +341,65 @@ class FileSink:
         # once they are in the file.
         self._writes.add(_Spliced(count, pipeFd, drained))  # type: ignore[arg-type]
 
+    def acceptPump(self, pump: IPump) -> None:
+        """
+        Run C{pump.run(sink, target)} on the write lane, after what the lane
+        holds (only with a C{spliceTarget}). The pump writes and counts
+        bytes itself (L{pumpWritten}); the reactor thread accepts them
+        afterwards (L{acceptPumped}).
+        """
+        assert self.spliceTarget is not None
+        if self.failure is not None:
+            pump.abandon()
+            return
+        self._writes.add(_Pumped(pump))  # type: ignore[arg-type]
+
+    def pumpWritten(self, start: int, count: int) -> None:
+        """
+        On the write lane's thread, from a pump: C{count} bytes from
+        C{start} are in the file; the digest lane gets their range.
+        """
+        self._writes.done += count
+        if self._hashes is not None:
+            self._hashes.add(_FileRange(start, count))  # type: ignore[arg-type]
+
+    def hashLag(self) -> int:
+        """
+        Bytes written that the digest lane has not hashed yet (any thread).
+        """
+        return 0 if self._hashes is None else self._writes.done - self._hashes.done
+
+    def acceptPumped(self, count: int) -> None:
+        """
+        On the reactor thread, once a pump ended: accept the C{count} bytes
+        it wrote (they may still wait for the digest lane, and pause the
+        producer like any other bytes).
+        """
+        if self.failure is not None or not count:
+            return
+        self._accepted += count
+        if not self.paused and self.held >= self._high:
+            self.paused = True
+            self._producer.pauseProducing()
+            # The lanes saw these bytes before this thread did: one may
+            # have finished them already, before it could see the pause.
+            if not self._resumeScheduled and self.held <= self._low:
+                self._resume()
+
     def _writeMixed(self, chunks: Chunks) -> None:
         """
         The write lane's work with a splice target: runs of bytes are
-        written, runs of spliced bytes moved from their pipe (blocking).
+        written, runs of spliced bytes moved from their pipe, pumps run
+        (blocking).
         """
         target = self.spliceTarget
         assert target is not None
-        for spliced, run in groupby(chunks, key=lambda c: isinstance(c, _Spliced)):
-            if not spliced:
+        for kind, run in groupby(chunks, key=_kind):
+            if kind is _Pumped:
+                for item in run:
+                    item.pump.run(self, target)  # type: ignore[union-attr]
+                continue
+            if kind is not _Spliced:
                 self._writeChunks(list(run))
                 continue
             items = list(run)

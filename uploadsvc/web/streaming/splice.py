@@ -39,6 +39,8 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
+import select
+import time
 from typing import Any
 
 from twisted.internet import main, tcp
@@ -46,10 +48,16 @@ from twisted.logger import Logger
 from twisted.web.http import _IdentityTransferDecoder
 
 from uploadsvc.web.streaming.zerocopyplan import (
+    MAX_PUMPS,
     PIPE_SIZE,
+    PUMP_HASH_BATCH,
+    PUMP_IDLE,
     fallbackReason,
+    hashBehind,
     nextSpliceSize,
     pipeBudget,
+    pumpStep,
+    shouldPump,
 )
 
 log = Logger()
@@ -101,6 +109,10 @@ def _processBudget() -> PipeBudget:
 
 #: The budget of this process, read once from its descriptor limit.
 PIPES = _processBudget()
+
+#: The pumps that may run at once in this process (L{Pump}); a channel's
+#: C{pumpBudget} replaces it (tests).
+PUMPS = PipeBudget(MAX_PUMPS)
 
 
 def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
@@ -204,6 +216,9 @@ class BodySplicer:
         self._outOfPipe = 0  # counted on the write lane's thread
         self._waitingForPipe = False
         self._stopped = False
+        self._pumps: PipeBudget = getattr(channel, "pumpBudget", None) or PUMPS
+        #: The pump moving this body now, if any.
+        self.pump: Pump | None = None
 
     def start(self) -> None:
         """
@@ -261,12 +276,69 @@ class BodySplicer:
             # The parser's own end of a body: the count is zero, so an empty
             # chunk finishes it (allContentReceived, then the next request).
             self._channel.rawDataReceived(b"")
+        elif shouldPump(moved, remaining, self._pumps.room()):
+            self._startPump()
         elif self._intoPipe > self._outOfPipe and (
             not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
         ):
             # Nothing fit, or the pipe is full by count: wait for the disk.
             self._waitForPipe()
         return None
+
+    def _startPump(self) -> None:
+        """
+        Hand the rest of the body to a L{Pump} on the write lane (after
+        the batches the lane holds, which empty the pipe): the connection
+        stops being read by the reactor (a body pause, which also holds the
+        idle timeout: bytes are flowing, or the disk is the slow side) until
+        the pump ends.
+        """
+        self._pumps.open += 1
+        self._channel._pauseBody("pump")
+        # The pump's own reference to the socket: the transport may close
+        # its descriptor (an abort) while the pump runs, and the number may
+        # then name another connection's socket; this one cannot.
+        self.pump = pump = Pump(self, os.dup(self._socketFd), self._decoder.contentLength)
+        self._sink.acceptPump(pump)
+
+    def pumpShouldStop(self) -> bool:
+        """
+        Any thread: whether a pump must stop before its next step: the
+        body ended or its connection is going away (abort, takeover,
+        close), the sink failed, or something else paused the body.
+        """
+        channel, transport = self._channel, self._transport
+        return bool(
+            self._stopped
+            or getattr(channel, "_closing", False)
+            or transport.disconnecting
+            or transport.disconnected
+            or getattr(transport, "_aborting", False)
+            or self._sink.failure is not None
+            or [r for r in list(channel._bodyPauses) if r != "pump"]
+        )
+
+    def _pumpEnded(self, moved: int) -> None:
+        """
+        On the reactor thread: the pump ended, having written C{moved}
+        bytes of the body. Count them as the reactor's own splices would
+        be, then read the connection in the reactor again (which sees an
+        end, an error or the body's last byte as before).
+        """
+        self.pump = None
+        self._pumps.open -= 1
+        if moved:
+            self.spliced += moved
+            STATS.bytes += moved
+            self._decoder.contentLength -= moved
+            self._sink.acceptPumped(moved)
+        if self._stopped:
+            return
+        self._channel.resetTimeout()
+        self._channel._resumeBody("pump")
+        if not self._decoder.contentLength:
+            self.stop()
+            self._channel.rawDataReceived(b"")
 
     def _waitForPipe(self) -> None:
         """
@@ -309,3 +381,87 @@ class BodySplicer:
             self._waitingForPipe = False
             self._channel._resumeBody("pipe")
         self._sink.drain().addBoth(self.pipe.close)
+
+
+class Pump:
+    """
+    Moves the rest of one body socket -> pipe -> file on a disk-pool thread
+    (the body's write lane), step by step, as long as the sender keeps the
+    socket busy: no reactor turn, write job or thread hop per batch. The
+    digest lane gets the written ranges in batches of L{PUMP_HASH_BATCH}.
+
+    It stops before its next step when the body is done, when the
+    connection goes away or is paused for another reason
+    (L{BodySplicer.pumpShouldStop}), when the socket stays empty for
+    L{PUMP_IDLE} seconds, or at an end or error of the socket (which the
+    reactor then reads again and sees); it waits while the digest lane is a
+    high-water mark behind. Bytes that reached the pipe are always written.
+
+    @ivar fd: its own duplicate of the socket's descriptor, closed when it
+        ends; never the transport's.
+    @ivar moved: body bytes written so far.
+    """
+
+    def __init__(self, splicer: BodySplicer, fd: int, remaining: int) -> None:
+        self.splicer = splicer
+        self.fd = fd
+        self.remaining = remaining
+        self.moved = 0
+        self._ran = False
+
+    def abandon(self) -> None:
+        """
+        Any thread: the write lane dropped this pump unrun (the sink failed
+        first): let go of the socket and tell the reactor.
+        """
+        if not self._ran:
+            self._ran = True
+            os.close(self.fd)
+            self.splicer._sink.runner.callFromThread(self.splicer._pumpEnded, 0)
+
+    def run(self, sink: Any, target: Any) -> None:
+        """
+        The write lane's job (blocking); see the class docstring.
+        """
+        if self._ran:
+            return
+        self._ran = True
+        splicer = self.splicer
+        pipeR, pipeW = splicer.pipe.readFd, splicer.pipe.writeFd
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        hashStart = hashCount = 0
+        try:
+            while self.remaining and not splicer.pumpShouldStop():
+                if hashBehind(sink.written, sink.written - sink.hashLag(), sink._high):
+                    time.sleep(PUMP_IDLE / 10)  # (the digest lane catches up)
+                    continue
+                try:
+                    got = os.splice(self.fd, pipeW, pumpStep(self.remaining), flags=_SOCKET_FLAGS)
+                except BlockingIOError:
+                    if poller.poll(PUMP_IDLE * 1000):
+                        continue
+                    break  # a pause: the reactor waits for the sender
+                except OSError:
+                    break  # (the reactor reads the socket again and sees why)
+                if not got:
+                    break  # the end of the stream: likewise
+                try:
+                    start = target.spliceIn(pipeR, got)
+                finally:
+                    self.moved += got
+                    self.remaining -= got
+                if hashCount and start != hashStart + hashCount:
+                    sink.pumpWritten(hashStart, hashCount)
+                    hashCount = 0
+                if not hashCount:
+                    hashStart = start
+                hashCount += got
+                if hashCount >= PUMP_HASH_BATCH:
+                    sink.pumpWritten(hashStart, hashCount)
+                    hashCount = 0
+        finally:
+            if hashCount:
+                sink.pumpWritten(hashStart, hashCount)
+            os.close(self.fd)
+            sink.runner.callFromThread(splicer._pumpEnded, self.moved)

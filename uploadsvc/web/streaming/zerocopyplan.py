@@ -113,3 +113,57 @@ def nextSpliceSize(remaining: int, inPipe: int, pipeSize: int) -> int:
     @param pipeSize: the pipe's capacity.
     """
     return max(0, min(remaining, pipeSize - inPipe))
+
+
+# -- the pump: one disk-pool thread moves a fast sender's body ----------------
+
+#: A turn of the reactor that spliced at least this many bytes marks a fast
+#: sender (the socket had that much queued): the rest of its body is moved
+#: by a pump, a disk-pool thread that loops socket -> pipe -> file itself,
+#: instead of one reactor turn, one write job and one thread hop per batch.
+#: A slow client (a few kilobytes per read) never reaches it.
+PUMP_AFTER = 64 * 1024
+
+#: Pumps at once in one process: each holds a disk-pool thread for as long
+#: as its sender keeps the socket busy.
+MAX_PUMPS = 2
+
+#: Seconds a pump waits for the socket before handing it back to the
+#: reactor (where the idle timeout and every other connection are): short,
+#: so that a sender that pauses costs a thread no longer than this.
+PUMP_IDLE = 0.01
+
+#: Most bytes one pump step moves (socket -> pipe, then pipe -> file): the
+#: pipe's capacity.
+PUMP_STEP = PIPE_SIZE
+
+#: Written bytes a pump gathers before handing their range to the digest
+#: lane: fewer, larger hash jobs.
+PUMP_HASH_BATCH = 4 * 1024 * 1024
+
+
+def shouldPump(moved: int, remaining: int, pumpRoom: bool) -> bool:
+    """
+    Whether the rest of a body goes to a pump after a reactor turn that
+    spliced C{moved} bytes, with C{remaining} still to come.
+
+    @param pumpRoom: whether fewer than L{MAX_PUMPS} pumps run.
+    """
+    return pumpRoom and remaining > 0 and moved >= PUMP_AFTER
+
+
+def hashBehind(written: int, hashed: int, highWater: int) -> bool:
+    """
+    Whether a pump waits for the digest lane before its next step: the
+    bytes written and not yet hashed reached the sink's high-water mark
+    (the digest must not fall ever further behind a fast disk).
+    """
+    return written - hashed >= highWater
+
+
+def pumpStep(remaining: int) -> int:
+    """
+    How many bytes a pump's next socket -> pipe splice asks for: never past
+    the body, never more than the pipe holds (it is empty between steps).
+    """
+    return max(0, min(remaining, PUMP_STEP))
