@@ -470,3 +470,95 @@ class SplicedSinkTests(SynchronousTestCase):
         self.assertEqual(self.producer.calls, ["pause"])
         self.runner.completeAll()
         self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+
+class FakePump:
+    """
+    A pump that writes C{data} through the target in C{steps} pieces, as
+    L{uploadsvc.web.streaming.splice.Pump} does, and records its end.
+    """
+
+    def __init__(self, test: PumpedSinkTests, data: bytes, steps: int = 2) -> None:
+        self.test = test
+        self.data = data
+        self.steps = steps
+        self.ran = self.abandoned = 0
+
+    def run(self, sink: FileSink, target: Any) -> None:
+        self.ran += 1
+        size = -(-len(self.data) // self.steps)
+        for i in range(0, len(self.data), size):
+            piece = self.data[i:i + size]
+            self.test.pipe.append(piece)
+            start = target.spliceIn(7, len(piece))
+            sink.pumpWritten(start, len(piece))
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+class PumpedSinkTests(SplicedSinkTests):
+    """
+    L{FileSink.acceptPump}: a pump runs on the write lane after what it
+    holds; its bytes are hashed in order, and accepted afterwards
+    (L{FileSink.acceptPumped}) like any others.
+    """
+
+    def test_pumpAfterBytesAndSplices(self) -> None:
+        """A pump runs after the bytes and spliced batches accepted before it; everything is written and hashed in order, and what it wrote counts as written."""
+        sink = self.makeSink()
+        sink.write(b"head-")
+        self.splice(sink, b"spliced-")
+        pump = FakePump(self, b"pumped-bytes")
+        sink.acceptPump(pump)  # type: ignore[arg-type]
+        self.runner.completeAll()
+        sink.acceptPumped(len(pump.data))
+        self.assertEqual(pump.ran, 1)
+        self.assertEqual(self.file.data, b"head-spliced-pumped-bytes")
+        self.assertEqual(b"".join(self.hashed), b"head-spliced-pumped-bytes")
+        self.assertEqual(sink.written, len(b"head-spliced-pumped-bytes"))
+        self.assertEqual(sink.held, 0)
+        self.assertEqual(sink.hashLag(), 0)
+
+    def test_hashLag(self) -> None:
+        """What a pump wrote and the digest lane has not hashed yet is the lag a pump waits on."""
+        sink = self.makeSink()
+        sink.acceptPump(FakePump(self, b"0123456789", steps=1))  # type: ignore[arg-type]
+        self.runner.complete()  # the pump; its range waits for the digest lane
+        self.assertEqual(sink.hashLag(), 10)
+        self.runner.completeAll()
+        self.assertEqual(sink.hashLag(), 0)
+
+    def test_acceptedBytesPauseAndResume(self) -> None:
+        """Bytes a pump wrote that are not hashed when the reactor accepts them pause the producer at the high-water mark; the digest lane resumes it."""
+        sink = self.makeSink(highWater=8, lowWater=2)
+        sink.acceptPump(FakePump(self, b"0123456789", steps=1))  # type: ignore[arg-type]
+        self.runner.complete()
+        sink.acceptPumped(10)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.runner.completeAll()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_acceptedAfterHashedNoPause(self) -> None:
+        """Bytes a pump wrote that both lanes finished before the reactor accepts them do not pause the producer."""
+        sink = self.makeSink(highWater=8, lowWater=2)
+        sink.acceptPump(FakePump(self, b"0123456789", steps=1))  # type: ignore[arg-type]
+        self.runner.completeAll()
+        sink.acceptPumped(10)
+        self.assertFalse(sink.paused)
+        self.assertEqual(self.producer.calls, [])
+
+    def test_abandonedAfterFailure(self) -> None:
+        """A pump the write lane drops because an earlier write failed is abandoned (it lets go of its socket), never run."""
+        sink = self.makeSink()
+        self.file.failNext = True
+        sink.write(b"doomed")
+        pump = FakePump(self, b"never")
+        sink.acceptPump(pump)  # type: ignore[arg-type]
+        self.runner.completeAll()
+        self.assertIsNotNone(sink.failure)
+        self.assertEqual((pump.ran, pump.abandoned), (0, 1))
+        late = FakePump(self, b"late")
+        sink.acceptPump(late)  # type: ignore[arg-type]
+        self.assertEqual((late.ran, late.abandoned), (0, 1))
+        self.failureResultOf(sink.drain(), DiskError)

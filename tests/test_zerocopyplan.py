@@ -11,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.web.streaming.zerocopyplan import (
     MIN_SPLICED_BODY,
+    PUMP_AFTER,
+    PUMP_STEP,
     NO_LENGTH,
     NO_PIPE_ROOM,
     NOT_HTTP1,
@@ -20,9 +22,12 @@ from uploadsvc.web.streaming.zerocopyplan import (
     SMALL,
     UNSUPPORTED,
     fallbackReason,
+    hashBehind,
     nextSpliceSize,
     pipeBudget,
+    pumpStep,
     receiverReason,
+    shouldPump,
 )
 
 BIG = MIN_SPLICED_BODY
@@ -101,3 +106,34 @@ class NextSpliceSizeTests(SynchronousTestCase):
         n = nextSpliceSize(remaining, inPipe, pipeSize)
         self.assertTrue(0 <= n <= remaining)
         self.assertLessEqual(inPipe + n, max(pipeSize, inPipe))
+
+
+class PumpTests(SynchronousTestCase):
+    """
+    L{shouldPump}, L{hashBehind}, L{pumpStep}: when a pump moves a body,
+    when it waits for the digest, how much a step asks for.
+    """
+
+    def test_fastSender(self) -> None:
+        """A turn that spliced PUMP_AFTER bytes or more, with more to come and a pump free, hands the body to a pump."""
+        self.assertTrue(shouldPump(PUMP_AFTER, 1, True))
+        self.assertTrue(shouldPump(PUMP_AFTER * 16, 10**9, True))
+
+    def test_notPumped(self) -> None:
+        """A small turn (a slow client), a body already done, or no pump free: the reactor goes on reading it."""
+        self.assertFalse(shouldPump(PUMP_AFTER - 1, 10**9, True))
+        self.assertFalse(shouldPump(PUMP_AFTER, 0, True))
+        self.assertFalse(shouldPump(PUMP_AFTER, 10**9, False))
+
+    def test_hashBehind(self) -> None:
+        """A pump waits once the written bytes not yet hashed reach the high-water mark."""
+        self.assertFalse(hashBehind(100, 1, 100))
+        self.assertTrue(hashBehind(101, 1, 100))
+        self.assertFalse(hashBehind(0, 0, 1))
+
+    @given(st.integers(0, 1 << 40))
+    def test_stepWithinBodyAndPipe(self, remaining: int) -> None:
+        """A step never asks past the body nor more than the pipe holds, and asks for something while the body lasts."""
+        step = pumpStep(remaining)
+        self.assertLessEqual(step, min(remaining, PUMP_STEP))
+        self.assertEqual(step > 0, remaining > 0)
