@@ -562,3 +562,19 @@ class PumpedSinkTests(SplicedSinkTests):
         sink.acceptPump(late)  # type: ignore[arg-type]
         self.assertEqual((late.ran, late.abandoned), (0, 1))
         self.failureResultOf(sink.drain(), DiskError)
+
+    def test_pumpedDigestLaneKeepsItsThread(self) -> None:
+        """Once a pump ran, the digest lane runs what arrived meanwhile on the same thread rather than queueing it behind other jobs."""
+        sink = self.makeSink()
+        sink.acceptPump(FakePump(self, b"first-", steps=1))  # type: ignore[arg-type]
+        self.runner.complete()  # the pump: its range starts a digest job
+        sink.acceptPump(FakePump(self, b"second", steps=1))  # type: ignore[arg-type]
+        # The second pump runs while the digest job waits for a thread:
+        # its range waits in the digest lane's queue.
+        write, args, _ = self.runner.pending.pop(1)
+        write(*args)
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.complete()  # the digest job, which runs the queued range too
+        self.assertEqual(b"".join(self.hashed), b"first-second")
+        self.assertEqual(self.runner.pending, [])
+        self.assertEqual(sink.hashLag(), 0)

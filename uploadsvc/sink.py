@@ -165,6 +165,12 @@ class _Lane:
     resume its producer, or because someone waits in L{FileSink.drain}).
     The reactor thread appends; the job's thread takes; C{lock} guards the
     queue and the idle/busy switch.
+
+    A I{sticky} lane runs what arrived meanwhile on the same thread instead
+    of queueing it behind every other lane's job: the digest lane of a
+    body a pump moves (L{FileSink.acceptPump}), which would otherwise wait
+    its turn behind hundreds of slow uploads' jobs while the pump waits
+    for it.
     """
 
     def __init__(self, sink: FileSink, work: Callable[[Chunks], None]) -> None:
@@ -175,6 +181,7 @@ class _Lane:
         self.busy = False
         self.notifyIdle = False
         self.done = 0  # bytes finished; written by the job's thread only
+        self.sticky = False
 
     def add(self, data: bytes | memoryview) -> None:
         with self.lock:
@@ -194,6 +201,14 @@ class _Lane:
             return self.busy
 
     def _job(self, chunks: list[bytes | memoryview]) -> None:
+        while chunks:
+            chunks = self._step(chunks)
+
+    def _step(self, chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
+        """
+        Run one batch; return the next one when this thread runs it too (a
+        sticky lane), else an empty list.
+        """
         sink = self.sink
         if sink.failure is None:
             try:
@@ -206,7 +221,7 @@ class _Lane:
                 _abandon(chunks)
                 _abandon(dropped)
                 sink._runner.callFromThread(sink._failed, failure)
-                return
+                return []
             self.done += sum(map(len, chunks))
             if sink.paused and not sink._resumeScheduled and sink.held <= sink._low:
                 sink._resumeScheduled = True
@@ -221,10 +236,13 @@ class _Lane:
         if sink.failure is not None:
             _abandon(batch)
         if batch and sink.failure is None:
+            if self.sticky:
+                return batch
             # What arrived meanwhile goes as one batch in the next job.
             sink._runner.callInThread(self._job, batch)
         elif notify:
             sink._runner.callFromThread(sink._laneIdle)
+        return []
 
 
 def _abandon(chunks: Sequence[object]) -> None:
@@ -352,6 +370,8 @@ class FileSink:
         if self.failure is not None:
             pump.abandon()
             return
+        if self._hashes is not None:
+            self._hashes.sticky = True
         self._writes.add(_Pumped(pump))  # type: ignore[arg-type]
 
     def pumpWritten(self, start: int, count: int) -> None:
