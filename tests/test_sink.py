@@ -578,3 +578,15 @@ class PumpedSinkTests(SplicedSinkTests):
         self.assertEqual(b"".join(self.hashed), b"first-second")
         self.assertEqual(self.runner.pending, [])
         self.assertEqual(sink.hashLag(), 0)
+
+    def test_pumpEndGivesTheThreadBack(self) -> None:
+        """The digest lane is sticky only while a pump runs: once the reactor accepts what the pump wrote, it goes idle as usual."""
+        sink = self.makeSink()
+        sink.acceptPump(FakePump(self, b"bytes", steps=1))  # type: ignore[arg-type]
+        self.assertTrue(sink._hashes.sticky)  # type: ignore[union-attr]
+        self.runner.complete()
+        sink.acceptPumped(5)
+        self.assertFalse(sink._hashes.sticky)  # type: ignore[union-attr]
+        self.runner.completeAll()
+        self.assertEqual(b"".join(self.hashed), b"bytes")
+        self.assertEqual(sink.held, 0)

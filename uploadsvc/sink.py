@@ -32,6 +32,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
+#: Seconds a sticky lane (L{_Lane}) waits for more work before it gives
+#: its thread back.
+STICKY_WAIT = 0.01
+
 #: Default marks; see L{FileSink}.
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
@@ -166,11 +170,13 @@ class _Lane:
     The reactor thread appends; the job's thread takes; C{lock} guards the
     queue and the idle/busy switch.
 
-    A I{sticky} lane runs what arrived meanwhile on the same thread instead
-    of queueing it behind every other lane's job: the digest lane of a
-    body a pump moves (L{FileSink.acceptPump}), which would otherwise wait
-    its turn behind hundreds of slow uploads' jobs while the pump waits
-    for it.
+    A I{sticky} lane keeps its thread while work keeps coming: it runs
+    what arrived meanwhile on the same thread, and waits up to
+    L{STICKY_WAIT} seconds for more before it goes idle, instead of
+    queueing each batch behind every other lane's job: the digest lane of
+    a body a pump moves, while it moves it (L{FileSink.acceptPump}), which
+    would otherwise wait its turn behind hundreds of slow uploads' jobs
+    while the pump waits for it.
     """
 
     def __init__(self, sink: FileSink, work: Callable[[Chunks], None]) -> None:
@@ -182,11 +188,14 @@ class _Lane:
         self.notifyIdle = False
         self.done = 0  # bytes finished; written by the job's thread only
         self.sticky = False
+        self.more = threading.Condition(self.lock)
 
     def add(self, data: bytes | memoryview) -> None:
         with self.lock:
             if self.busy:
                 self.queue.append(data)
+                if self.sticky:
+                    self.more.notify()
                 return
             self.busy = True
         self.sink._runner.callInThread(self._job, [data])
@@ -229,6 +238,8 @@ class _Lane:
         else:
             _abandon(chunks)
         with self.lock:
+            if not self.queue and self.sticky and sink.failure is None:
+                self.more.wait(STICKY_WAIT)
             batch, self.queue = self.queue, []
             if not batch or sink.failure is not None:
                 self.busy = False
@@ -395,6 +406,7 @@ class FileSink:
         it wrote (they may still wait for the digest lane, and pause the
         producer like any other bytes).
         """
+        self.unstick()
         if self.failure is not None or not count:
             return
         self._accepted += count
@@ -405,6 +417,16 @@ class FileSink:
             # have finished them already, before it could see the pause.
             if not self._resumeScheduled and self.held <= self._low:
                 self._resume()
+
+    def unstick(self) -> None:
+        """
+        The pump ended: the digest lane gives its thread back when idle.
+        """
+        lane = self._hashes
+        if lane is not None and lane.sticky:
+            with lane.lock:
+                lane.sticky = False
+                lane.more.notify()
 
     def _writeMixed(self, chunks: Chunks) -> None:
         """

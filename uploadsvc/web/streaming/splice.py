@@ -331,7 +331,7 @@ class BodySplicer:
             self.spliced += moved
             STATS.bytes += moved
             self._decoder.contentLength -= moved
-            self._sink.acceptPumped(moved)
+        self._sink.acceptPumped(moved)
         if self._stopped:
             return
         self._channel.resetTimeout()
