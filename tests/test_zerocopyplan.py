@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from uploadsvc.web.streaming.zerocopyplan import (
     MIN_SPLICED_BODY,
     PUMP_AFTER,
+    PUMP_HASH_BATCH,
     PUMP_STEP,
     NO_LENGTH,
     NO_PIPE_ROOM,
@@ -25,6 +26,7 @@ from uploadsvc.web.streaming.zerocopyplan import (
     hashBehind,
     nextSpliceSize,
     pipeBudget,
+    pumpHashBatch,
     pumpStep,
     receiverReason,
     shouldPump,
@@ -137,3 +139,13 @@ class PumpTests(SynchronousTestCase):
         step = pumpStep(remaining)
         self.assertLessEqual(step, min(remaining, PUMP_STEP))
         self.assertEqual(step > 0, remaining > 0)
+
+    @given(st.integers(1, 1 << 34))
+    def test_hashBatchOverlaps(self, highWater: int) -> None:
+        """A pump's hash batch leaves room under the high-water mark for the next while one is hashed (when the mark holds two pipes' worth), and is never smaller than a step."""
+        batch = pumpHashBatch(highWater)
+        self.assertGreaterEqual(batch, PUMP_STEP)
+        self.assertLessEqual(batch, PUMP_HASH_BATCH)
+        if highWater >= 2 * PUMP_STEP:
+            self.assertLess(batch, highWater)
+            self.assertFalse(hashBehind(batch, 0, highWater))

@@ -50,12 +50,12 @@ from twisted.web.http import _IdentityTransferDecoder
 from uploadsvc.web.streaming.zerocopyplan import (
     MAX_PUMPS,
     PIPE_SIZE,
-    PUMP_HASH_BATCH,
     PUMP_IDLE,
     fallbackReason,
     hashBehind,
     nextSpliceSize,
     pipeBudget,
+    pumpHashBatch,
     pumpStep,
     shouldPump,
 )
@@ -388,7 +388,7 @@ class Pump:
     Moves the rest of one body socket -> pipe -> file on a disk-pool thread
     (the body's write lane), step by step, as long as the sender keeps the
     socket busy: no reactor turn, write job or thread hop per batch. The
-    digest lane gets the written ranges in batches of L{PUMP_HASH_BATCH}.
+    digest lane gets the written ranges in batches (L{pumpHashBatch}).
 
     It stops before its next step when the body is done, when the
     connection goes away or is paused for another reason
@@ -431,6 +431,7 @@ class Pump:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         hashStart = hashCount = 0
+        batch = pumpHashBatch(sink._high)
         try:
             while self.remaining and not splicer.pumpShouldStop():
                 if hashBehind(sink.written, sink.written - sink.hashLag(), sink._high):
@@ -457,7 +458,7 @@ class Pump:
                 if not hashCount:
                     hashStart = start
                 hashCount += got
-                if hashCount >= PUMP_HASH_BATCH:
+                if hashCount >= batch:
                     sink.pumpWritten(hashStart, hashCount)
                     hashCount = 0
         finally:

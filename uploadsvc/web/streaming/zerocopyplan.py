@@ -137,8 +137,8 @@ PUMP_IDLE = 0.01
 #: pipe's capacity.
 PUMP_STEP = PIPE_SIZE
 
-#: Written bytes a pump gathers before handing their range to the digest
-#: lane: fewer, larger hash jobs.
+#: Most written bytes a pump gathers before handing their range to the
+#: digest lane: fewer, larger hash jobs (see L{pumpHashBatch}).
 PUMP_HASH_BATCH = 4 * 1024 * 1024
 
 
@@ -159,6 +159,18 @@ def hashBehind(written: int, hashed: int, highWater: int) -> bool:
     (the digest must not fall ever further behind a fast disk).
     """
     return written - hashed >= highWater
+
+
+def pumpHashBatch(highWater: int) -> int:
+    """
+    How many written bytes a pump gathers before handing their range to the
+    digest lane, under a sink's C{highWater}: a quarter of the mark (at most
+    L{PUMP_HASH_BATCH}, at least one pipe), so that several batches fit
+    under it and the pump goes on writing while one is hashed; a batch as
+    large as the mark would make the pump wait for each (L{hashBehind})
+    and the two would take turns instead of overlapping.
+    """
+    return max(PUMP_STEP, min(PUMP_HASH_BATCH, highWater // 4))
 
 
 def pumpStep(remaining: int) -> int:
