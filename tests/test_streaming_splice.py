@@ -498,3 +498,24 @@ class PumpedBodyTests(SplicedBodyTests):
         self.assertEqual(self.pumps.open, 0)
         self.assertRaises(OSError, os.fstat, pump.fd)  # the pump's reference closed
         self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), body[:splicer.spliced])
+
+    def test_noDescriptorForThePump(self) -> None:
+        """When the pump's duplicate of the socket cannot be had (no descriptor left), the reactor goes on splicing the body itself, and it arrives whole."""
+        def noDescriptor(fd: int) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.channel.dupSocket = noDescriptor
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        splicer = self.splicer()
+        self.send(body[:256 * 1024])
+        self.read()
+        self.assertIsNone(splicer.pump)
+        self.assertEqual(self.pumps.open, 0)
+        self.assertNotIn("pump", self.channel._bodyPauses)
+        self.sendBody(body[256 * 1024:])
+        self.settle(1)
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())

@@ -276,8 +276,8 @@ class BodySplicer:
             # The parser's own end of a body: the count is zero, so an empty
             # chunk finishes it (allContentReceived, then the next request).
             self._channel.rawDataReceived(b"")
-        elif shouldPump(moved, remaining, self._pumps.room()):
-            self._startPump()
+        elif shouldPump(moved, remaining, self._pumps.room()) and self._startPump():
+            pass
         elif self._intoPipe > self._outOfPipe and (
             not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
         ):
@@ -285,21 +285,29 @@ class BodySplicer:
             self._waitForPipe()
         return None
 
-    def _startPump(self) -> None:
+    def _startPump(self) -> bool:
         """
         Hand the rest of the body to a L{Pump} on the write lane (after
         the batches the lane holds, which empty the pipe): the connection
         stops being read by the reactor (a body pause, which also holds the
         idle timeout: bytes are flowing, or the disk is the slow side) until
         the pump ends.
+
+        @return: whether a pump took the body (no descriptor for its
+            duplicate of the socket: the reactor goes on reading it).
         """
-        self._pumps.open += 1
-        self._channel._pauseBody("pump")
         # The pump's own reference to the socket: the transport may close
         # its descriptor (an abort) while the pump runs, and the number may
         # then name another connection's socket; this one cannot.
-        self.pump = pump = Pump(self, os.dup(self._socketFd), self._decoder.contentLength)
+        try:
+            fd = (getattr(self._channel, "dupSocket", None) or os.dup)(self._socketFd)
+        except OSError:  # (no descriptor left: EMFILE) the reactor reads on
+            return False
+        self._pumps.open += 1
+        self._channel._pauseBody("pump")
+        self.pump = pump = Pump(self, fd, self._decoder.contentLength)
         self._sink.acceptPump(pump)
+        return True
 
     def pumpShouldStop(self) -> bool:
         """
