@@ -590,3 +590,15 @@ class PumpedSinkTests(SplicedSinkTests):
         self.runner.completeAll()
         self.assertEqual(b"".join(self.hashed), b"bytes")
         self.assertEqual(sink.held, 0)
+
+    def test_hashLagFallsRangeByRange(self) -> None:
+        """A digest job that takes several of a pump's ranges at once lowers the lag as each is hashed, not only when the job ends (else the pump would wait for the whole job and the two would take turns)."""
+        lags: list[int] = []
+        sink = self.makeSink()
+        sink._hashChunks = lambda chunks: lags.append(sink.hashLag())
+        sink.acceptPump(FakePump(self, b"aaaabbbbcccc", steps=3))  # type: ignore[arg-type]
+        self.runner.complete()  # the pump: the first range starts a job, two wait
+        self.runner.complete()  # the job with the first range
+        self.runner.completeAll()  # the two others, in one job
+        self.assertEqual(lags, [12, 8, 4])
+        self.assertEqual(sink.hashLag(), 0)

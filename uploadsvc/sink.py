@@ -145,14 +145,17 @@ def _kind(chunk: object) -> type:
 
 class _FileRange:
     """
-    C{count} bytes of the file from C{start}, written, for the digest lane.
+    C{count} bytes of the file from C{start}, written, for the digest lane;
+    C{pumped} when a pump wrote them (their hashing is counted range by
+    range, for the pump's L{FileSink.hashLag}).
     """
 
-    __slots__ = ("start", "count")
+    __slots__ = ("start", "count", "pumped")
 
-    def __init__(self, start: int, count: int) -> None:
+    def __init__(self, start: int, count: int, pumped: bool = False) -> None:
         self.start = start
         self.count = count
+        self.pumped = pumped
 
     def __len__(self) -> int:
         return self.count
@@ -310,6 +313,8 @@ class FileSink:
             self._lanes.append(self._hashes)
         self._drained: list[Deferred] = []
         self._accepted = 0
+        self._pumpedWritten = 0  # (by the write lane's thread)
+        self._pumpedHashed = 0  # (by the digest lane's thread)
         self._resumeScheduled = False
         self.paused = False
         self.failure: Failure | None = None
@@ -392,13 +397,17 @@ class FileSink:
         """
         self._writes.done += count
         if self._hashes is not None:
-            self._hashes.add(_FileRange(start, count))  # type: ignore[arg-type]
+            self._pumpedWritten += count
+            self._hashes.add(_FileRange(start, count, True))  # type: ignore[arg-type]
 
     def hashLag(self) -> int:
         """
         Bytes written that the digest lane has not hashed yet (any thread).
         """
-        return 0 if self._hashes is None else self._writes.done - self._hashes.done
+        # (Counted range by range, not by the digest lane's coalesced jobs:
+        # a lag that fell only when a whole job ended would make the pump
+        # and the digest take turns instead of overlapping.)
+        return self._pumpedWritten - self._pumpedHashed
 
     def acceptPumped(self, count: int) -> None:
         """
@@ -466,6 +475,12 @@ class FileSink:
                 update(list(run))
                 continue
             ranges = list(run)
+            if any(r.pumped for r in ranges):  # type: ignore[union-attr]
+                for r in ranges:
+                    target.hashRange(r.start, r.count, update)  # type: ignore[union-attr]
+                    if r.pumped:  # type: ignore[union-attr]
+                        self._pumpedHashed += r.count  # type: ignore[union-attr]
+                continue
             # Consecutive ranges are adjacent (the file is written in order).
             target.hashRange(ranges[0].start, sum(map(len, ranges)), update)  # type: ignore[union-attr]
 
