@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from itertools import groupby
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -475,11 +475,12 @@ class FileSink:
                 update(list(run))
                 continue
             ranges = list(run)
-            if any(r.pumped for r in ranges):  # type: ignore[union-attr]
-                for r in ranges:
-                    target.hashRange(r.start, r.count, update)  # type: ignore[union-attr]
-                    if r.pumped:  # type: ignore[union-attr]
-                        self._pumpedHashed += r.count  # type: ignore[union-attr]
+            fileRanges = cast("list[_FileRange]", ranges)
+            if any(r.pumped for r in fileRanges):
+                for r in fileRanges:
+                    target.hashRange(r.start, r.count, update)
+                    if r.pumped:
+                        self._pumpedHashed += r.count
                 continue
             # Consecutive ranges are adjacent (the file is written in order).
             target.hashRange(ranges[0].start, sum(map(len, ranges)), update)  # type: ignore[union-attr]
