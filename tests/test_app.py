@@ -85,20 +85,25 @@ class AppTestsMixin(StubRequests, _MixinBase):
 
     def test_smallBodyHashedInHand(self) -> None:
         """
-        A body of at most SMALL_BODY bytes is hashed as it arrives, with no
-        digest lane in the disk pool (one pool job for its bytes, not two);
-        a larger one gets its digest lane; both answer the right digest.
+        A whole body of at most SMALL_BODY bytes is written, hashed and
+        completed in one pool trip after the one that begins it (no lane
+        jobs); a larger one is streamed through its write and digest
+        lanes; both answer the right digest.
         """
         jobs: list[object] = []
+        trips: list[object] = []
         inner = self.app.runner.callInThread
+        innerRun = self.app.runner.run
         self.patch(self.app.runner, "callInThread", lambda f, *a: (jobs.append(f), inner(f, *a)))
-        for size, lanes in [(SMALL_BODY, 1), (SMALL_BODY + 1, 2)]:
+        self.patch(self.app.runner, "run", lambda f, *a: (trips.append(f), innerRun(f, *a))[1])
+        for size, lanes, runs in [(SMALL_BODY, 0, 2), (SMALL_BODY + 1, 2, 2)]:
             with self.subTest(size=size):
                 jobs.clear()
+                trips.clear()
                 body = os.urandom(size)
                 response, content = self.request("PUT", f"/s{size}.bin", body)
                 self.assertEqual(response.code, 201)
-                self.assertEqual(len(jobs), lanes)
+                self.assertEqual((len(jobs), len(trips)), (lanes, runs))
                 self.assertEqual(self.stored(f"s{size}.bin"), body)
                 self.assertEqual(json.loads(content)["sha256"], hashlib.sha256(body).hexdigest())
                 self.assertEqual(self.header(response, "Repr-Digest"), reprDigest(body).decode())
