@@ -103,3 +103,24 @@ class DetectionTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertTrue(self.makeStore().shared)
         self.patch(filestore, "rootMountType", lambda path: None)
         self.assertTrue(self.makeStore().shared)
+
+
+class FreshOnceTests(FileStoreTestsMixin, SynchronousTestCase):
+    def test_beginLooksOnce(self) -> None:
+        """
+        C{begin} and C{record} make sure the root and state folder are the
+        ones held open once each (five system calls), not again for the
+        C{inspect} inside them.
+        """
+        looks: list[None] = []
+        fresh = self.store._fresh
+        self.patch(self.store, "_fresh", lambda: (looks.append(None), fresh())[1])
+        path = parseRelativePath("c.bin")
+        self.openUpload(path, total=3).close()
+        self.assertEqual(len(looks), 1)
+        looks.clear()
+        self.store.record(path, 3, {})
+        self.assertEqual(len(looks), 1)
+        looks.clear()
+        self.store.inspect(path)
+        self.assertEqual(len(looks), 1)

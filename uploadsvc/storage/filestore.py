@@ -573,6 +573,13 @@ class FileStore:
             every time (503: the client's next try finds it settled).
         """
         self._fresh()
+        return self._inspect(target, durable, strict)
+
+    def _inspect(self, target: Target, durable: bool = True, strict: bool = False) -> Stored:
+        """
+        L{inspect}, for a caller that has just made sure the root is fresh
+        (L{_fresh}: five system calls).
+        """
         key, path = self._resolve(target)
         for _ in range(statedir.READ_TRIES):
             stored = self._inspectOnce(key, path, durable, strict)
@@ -660,7 +667,7 @@ class FileStore:
         key, path = self._resolve(target)
         lock = self._lock(key)
         try:
-            stored = self.inspect(target, durable=False)
+            stored = self._inspect(target, durable=False)
             plan = decide(stored)
             if isinstance(plan, AlreadyComplete):
                 lock.release()
@@ -765,7 +772,7 @@ class FileStore:
         self._fresh()
         key, path = self._resolve(target)
         with self._stateLock(key):
-            stored = self.inspect(target)
+            stored = self._inspect(target)
             if decide is not None:
                 stored = decide(stored)
             if not stored.incomplete or (total is None and not digests):
