@@ -104,6 +104,8 @@ LOCK_RETRY = 0.05
 #: hashed on the reactor thread as they arrive (30-55 microseconds for
 #: 64 KiB, by CPU) instead of on a digest lane of the disk pool: a
 #: hand-off to a thread and back costs a small upload more than that.
+#: One that is whole once its upload is begun and then completes it is
+#: written, hashed and completed in one pool trip (L{UploadApp._takeSmallBody}).
 SMALL_BODY = 256 * 1024
 
 #: 64 GiB: large enough for field laptops' disk images, small enough that a
