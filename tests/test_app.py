@@ -358,8 +358,9 @@ class AppTests(AppTestsMixin, SynchronousTestCase):
         store's begin does), not once more before it.
         """
         walks: list[object] = []
-        inspect = self.store.inspect
-        self.patch(self.store, "inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
+        # (_inspect: the walk that inspect and begin share)
+        inspect = self.store._inspect
+        self.patch(self.store, "_inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
         r, _ = self.request("PUT", "/a/b", BODY)
         self.assertEqual(r.code, 201)
         self.assertEqual(len(walks), 1)
