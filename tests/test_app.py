@@ -108,6 +108,28 @@ class AppTestsMixin(StubRequests, _MixinBase):
                 self.assertEqual(json.loads(content)["sha256"], hashlib.sha256(body).hexdigest())
                 self.assertEqual(self.header(response, "Repr-Digest"), reprDigest(body).decode())
 
+    def test_smallBodyLetGoOnceWritten(self) -> None:
+        """
+        The body taken in hand is let go of as soon as it is written and
+        hashed, before the completion (its bytes are not kept meanwhile).
+        """
+        seen: list[tuple[list[bytes], int]] = []
+        complete = self.store.complete
+
+        def watch(path: object, staged: object, body: list[bytes], wanted: object) -> bool:
+            seen.append((body, len(body)))
+            self.patch(self.store, "complete", lambda *a: (seen.append((body, len(body))), complete(*a))[1])
+            return writeAndComplete(path, staged, body, wanted)  # type: ignore[no-any-return]
+
+        writeAndComplete = self.app._writeAndComplete
+        self.patch(self.app, "_writeAndComplete", watch)
+        response, _ = self.request("PUT", "/let-go.bin", BODY)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.stored("let-go.bin"), BODY)
+        [(before, held), (during, atCompletion)] = seen
+        self.assertIs(before, during)
+        self.assertEqual((held, atCompletion), (1, 0))
+
     def test_postIsSynonym(self) -> None:
         """POST stores like PUT."""
         response, _ = self.request("POST", "/p.bin", BODY)
