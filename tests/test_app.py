@@ -85,23 +85,50 @@ class AppTestsMixin(StubRequests, _MixinBase):
 
     def test_smallBodyHashedInHand(self) -> None:
         """
-        A body of at most SMALL_BODY bytes is hashed as it arrives, with no
-        digest lane in the disk pool (one pool job for its bytes, not two);
-        a larger one gets its digest lane; both answer the right digest.
+        A whole body of at most SMALL_BODY bytes is written, hashed and
+        completed in one pool trip after the one that begins it (no lane
+        jobs); a larger one is streamed through its write and digest
+        lanes; both answer the right digest.
         """
         jobs: list[object] = []
+        trips: list[object] = []
         inner = self.app.runner.callInThread
+        innerRun = self.app.runner.run
         self.patch(self.app.runner, "callInThread", lambda f, *a: (jobs.append(f), inner(f, *a)))
-        for size, lanes in [(SMALL_BODY, 1), (SMALL_BODY + 1, 2)]:
+        self.patch(self.app.runner, "run", lambda f, *a: (trips.append(f), innerRun(f, *a))[1])
+        for size, lanes, runs in [(SMALL_BODY, 0, 2), (SMALL_BODY + 1, 2, 2)]:
             with self.subTest(size=size):
                 jobs.clear()
+                trips.clear()
                 body = os.urandom(size)
                 response, content = self.request("PUT", f"/s{size}.bin", body)
                 self.assertEqual(response.code, 201)
-                self.assertEqual(len(jobs), lanes)
+                self.assertEqual((len(jobs), len(trips)), (lanes, runs))
                 self.assertEqual(self.stored(f"s{size}.bin"), body)
                 self.assertEqual(json.loads(content)["sha256"], hashlib.sha256(body).hexdigest())
                 self.assertEqual(self.header(response, "Repr-Digest"), reprDigest(body).decode())
+
+    def test_smallBodyLetGoOnceWritten(self) -> None:
+        """
+        The body taken in hand is let go of as soon as it is written and
+        hashed, before the completion (its bytes are not kept meanwhile).
+        """
+        seen: list[tuple[list[bytes], int]] = []
+        complete = self.store.complete
+
+        def watch(path: object, staged: object, body: list[bytes], wanted: object) -> bool:
+            seen.append((body, len(body)))
+            self.patch(self.store, "complete", lambda *a: (seen.append((body, len(body))), complete(*a))[1])
+            return writeAndComplete(path, staged, body, wanted)  # type: ignore[no-any-return]
+
+        writeAndComplete = self.app._writeAndComplete
+        self.patch(self.app, "_writeAndComplete", watch)
+        response, _ = self.request("PUT", "/let-go.bin", BODY)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.stored("let-go.bin"), BODY)
+        [(before, held), (during, atCompletion)] = seen
+        self.assertIs(before, during)
+        self.assertEqual((held, atCompletion), (1, 0))
 
     def test_postIsSynonym(self) -> None:
         """POST stores like PUT."""
@@ -353,8 +380,9 @@ class AppTests(AppTestsMixin, SynchronousTestCase):
         store's begin does), not once more before it.
         """
         walks: list[object] = []
-        inspect = self.store.inspect
-        self.patch(self.store, "inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
+        # (_inspect: the walk that inspect and begin share)
+        inspect = self.store._inspect
+        self.patch(self.store, "_inspect", lambda *a, **kw: walks.append(a) or inspect(*a, **kw))
         r, _ = self.request("PUT", "/a/b", BODY)
         self.assertEqual(r.code, 201)
         self.assertEqual(len(walks), 1)

@@ -67,7 +67,9 @@ from uploadsvc.protocol.paths import UploadPath, parseRelativePath
 from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
-from uploadsvc.storage.freshness import GONE, closeReader, dataSize, onFuse
+from uploadsvc.storage.freshness import (
+    GONE, closeReader, dataSize, isLocalType, onFuse, rootMountType,
+)
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
     uploadKey,
@@ -102,6 +104,8 @@ class FileStore:
     Staged uploads and completed files under one root folder.
 
     @ivar fsync: when false, nothing is fsync'd (faster, not crash-safe).
+    @ivar shared: state files are opened only when their folder lists them
+        (a shared file system: see C{__init__}).
     @ivar system: makes the fsyncs and renames that durability rests on,
         and the pauses of a wait for a state lock.
     """
@@ -112,10 +116,16 @@ class FileStore:
         fsync: bool = True,
         throttle: WriteThrottle | None = None,
         system: SystemCalls | None = None,
+        shared: bool | None = None,
     ) -> None:
         """
         @param throttle: slows every write down (benchmarks only).
         @param system: the system calls (a store's own by default).
+        @param shared: whether other hosts may write the root (a shared
+            file system): state files are then opened only when their
+            folder lists them (see L{statedir.openFile}). L{None}: unless
+            the root's mount type is a local file system's
+            (L{isLocalType}), read once here.
         """
         self.system = system if system is not None else SystemCalls()
         self.root = os.path.abspath(root)
@@ -126,6 +136,9 @@ class FileStore:
         self._reopening = threading.Lock()
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
         self._lockTouched = float("-inf")
+        if shared is None:
+            shared = not isLocalType(rootMountType(self.root))
+        self.shared = shared
         self._openRoot()
         if onFuse(self.root):
             neverSplice(self)
@@ -476,7 +489,7 @@ class FileStore:
             return None
         where = self._where(key, ".json")
         try:
-            info = statedir.readJSON(folder, key + ".json", where, self.system)
+            info = statedir.readJSON(folder, key + ".json", where, self.system, self.shared)
             if info is not None:
                 checkInfo(info, where)
             return info
@@ -502,7 +515,7 @@ class FileStore:
         try:
             fd = statedir.openFile(
                 folder, key + ".data", os.O_RDWR | os.O_CREAT if create else os.O_RDONLY,
-                self._where(key, ".data"), system=self.system,
+                self._where(key, ".data"), system=self.system, listFirst=self.shared,
             )
         finally:
             os.close(folder)
@@ -560,6 +573,13 @@ class FileStore:
             every time (503: the client's next try finds it settled).
         """
         self._fresh()
+        return self._inspect(target, durable, strict)
+
+    def _inspect(self, target: Target, durable: bool = True, strict: bool = False) -> Stored:
+        """
+        L{inspect}, for a caller that has just made sure the root is fresh
+        (L{_fresh}: five system calls).
+        """
         key, path = self._resolve(target)
         for _ in range(statedir.READ_TRIES):
             stored = self._inspectOnce(key, path, durable, strict)
@@ -647,7 +667,7 @@ class FileStore:
         key, path = self._resolve(target)
         lock = self._lock(key)
         try:
-            stored = self.inspect(target, durable=False)
+            stored = self._inspect(target, durable=False)
             plan = decide(stored)
             if isinstance(plan, AlreadyComplete):
                 lock.release()
@@ -752,7 +772,7 @@ class FileStore:
         self._fresh()
         key, path = self._resolve(target)
         with self._stateLock(key):
-            stored = self.inspect(target)
+            stored = self._inspect(target)
             if decide is not None:
                 stored = decide(stored)
             if not stored.incomplete or (total is None and not digests):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import os
 
+from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
+
 #: Segments of data a staged file is read through before its size is
 #: taken from its attributes instead (ours have one: bytes are appended).
 _MAX_SEGMENTS = 64
@@ -61,7 +63,7 @@ def dataSize(fd: int) -> int:
         os.lseek(fd, position, os.SEEK_SET)
 
 
-def isListed(folderFD: int, name: str) -> bool:
+def isListed(folderFD: int, name: str, system: SystemCalls = SYSTEM) -> bool:
     """
     Whether C{name} is in the folder open as C{folderFD}, as the file system
     lists it now (a directory read is not answered from the name cache).
@@ -72,8 +74,12 @@ def isListed(folderFD: int, name: str) -> bool:
     A name no longer listed must not be opened: its cached lookup would
     still open the file that another host renamed away (a completed
     upload, now at its destination) or removed.
+
+    Only a shared file system needs it (see L{isLocalType}).
+
+    @param system: makes the listing.
     """
-    return name in os.listdir(folderFD)
+    return name in system.listdir(folderFD)
 
 
 #: What a file operation fails with when another host removed or renamed
@@ -114,16 +120,43 @@ def mountType(path: str, mountinfo: str) -> str | None:
     return best[1] if best else None
 
 
+#: File systems whose caches are this kernel's own, so what another
+#: process changed is seen at once: the listing before an open
+#: (L{isListed}) is skipped on them. Anything else (FUSE, NFS, CephFS,
+#: SMB, a type not named here) is taken for shared and listed first.
+LOCAL_TYPES = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "jfs", "reiserfs",
+    "bcachefs", "zfs", "overlay",
+})
+
+
+def isLocalType(kind: str | None) -> bool:
+    """
+    Whether a mount of type C{kind} (L{mountType}'s answer) is a local file
+    system of L{LOCAL_TYPES}; an unknown type is not.
+    """
+    return kind in LOCAL_TYPES
+
+
+def rootMountType(path: str) -> str | None:
+    """
+    The type of the mount that holds C{path}, from C{/proc/self/mountinfo}
+    (read once per call: a store asks when it opens its root, never per
+    request); L{None} when it cannot be read.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return mountType(os.path.realpath(path), text)
+
+
 def onFuse(path: str) -> bool:
     """
     Whether C{path} is on a FUSE mount (GlusterFS, among others), whose
     page cache and sizes can lag the bytes this very process wrote: see
     L{uploadsvc.storage.staged.StagedFile.spliceable}.
     """
-    try:
-        with open("/proc/self/mountinfo") as f:
-            text = f.read()
-    except OSError:
-        return False
-    kind = mountType(os.path.realpath(path), text)
+    kind = rootMountType(path)
     return kind is not None and kind.startswith("fuse")

@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import stat
+import sys
 from typing import Any, Sequence
 
 from uploadsvc.errors import Conflict, Forbidden, StorageUnavailable
@@ -73,20 +74,83 @@ def openParent(
 
 def mountOf(fd: int) -> tuple[int, int | None]:
     """
-    Which mount C{fd} is on: its device, and the kernel's mount id (from
-    C{/proc/self/fdinfo}; L{None} where there is no C{/proc}). The device
+    Which mount C{fd} is on: its device, and the kernel's mount id
+    (L{None} where neither C{statx} nor C{/proc} tells it). The device
     alone misses a bind mount of a folder of the same file system, which
     would lead a path outside the root all the same.
+
+    One C{statx} call where the kernel (5.8+) reports the mount id; else
+    the device from C{fstat} and the id from C{/proc/self/fdinfo} (four
+    calls more, on every folder of every path walked: a tenth of a small
+    upload's CPU in S4's profile).
     """
-    device = os.fstat(fd).st_dev
+    found = _statxMount(fd)
+    if found is not None:
+        return found
+    return os.fstat(fd).st_dev, _fdinfoMount(fd)
+
+
+def _fdinfoMount(fd: int) -> int | None:
+    """
+    C{fd}'s mount id from C{/proc/self/fdinfo}, or L{None}.
+    """
     try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
-            for line in f:
-                if line.startswith(b"mnt_id:"):
-                    return device, int(line.split()[1])
+        info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        pass
-    return device, None
+        return None
+    try:
+        text = os.read(info, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(info)
+    for line in text.splitlines():
+        if line.startswith(b"mnt_id:"):
+            return int(line.split()[1])
+    return None
+
+
+_AT_EMPTY_PATH = 0x1000
+_STATX_MNT_ID = 0x1000
+_STATX_SIZE = 256  # struct statx, padding included
+_STATX_DEV_MAJOR = 136  # offsets in struct statx (linux/stat.h)
+_STATX_DEV_MINOR = 140
+_STATX_MNT_ID_AT = 144
+
+
+def _libcStatx() -> Any:
+    """
+    glibc's C{statx} (2.28+), or L{None}.
+    """
+    try:
+        statx = ctypes.CDLL(None, use_errno=True).statx
+    except (AttributeError, OSError):
+        return None
+    statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    statx.restype = ctypes.c_int
+    return statx
+
+
+_statx = _libcStatx()
+
+
+def _statxMount(fd: int) -> tuple[int, int] | None:
+    """
+    C{fd}'s device and mount id from one C{statx} call, or L{None} when
+    the kernel or C library cannot tell the mount id that way.
+    """
+    if _statx is None:
+        return None
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buffer) != 0:
+        return None
+    raw, order = buffer.raw, sys.byteorder
+    if not int.from_bytes(raw[0:4], order) & _STATX_MNT_ID:
+        return None
+    major = int.from_bytes(raw[_STATX_DEV_MAJOR:_STATX_DEV_MAJOR + 4], order)
+    minor = int.from_bytes(raw[_STATX_DEV_MINOR:_STATX_DEV_MINOR + 4], order)
+    mountID = int.from_bytes(raw[_STATX_MNT_ID_AT:_STATX_MNT_ID_AT + 8], order)
+    return os.makedev(major, minor), mountID
 
 
 def _step(

@@ -177,7 +177,7 @@ class StateDir:
 
 def openFile(
     folderFD: int, name: str, flags: int, where: str, mode: int = 0o644,
-    checkLinks: bool = True, system: SystemCalls = SYSTEM,
+    checkLinks: bool = True, system: SystemCalls = SYSTEM, listFirst: bool = True,
 ) -> int | None:
     """
     Open the file C{name} in C{folderFD} without following a link, and make
@@ -194,7 +194,10 @@ def openFile(
     @param where: the file's path for the operator's log.
     @param checkLinks: refuse a file with more than one name (a hard link
         would make the bytes of a file elsewhere those of an upload).
-    @param system: makes the pauses.
+    @param system: makes the pauses and the listing.
+    @param listFirst: open only a name the folder lists now (a shared file
+        system, see L{uploadsvc.storage.freshness.isListed}); false where
+        the root is on a local file system, whose name cache is never stale.
     @return: a blocking descriptor, or L{None} when the file is missing
         (or was removed as it was opened).
     @raise UnsafeState: it is a link, a folder, a FIFO, a device, or it
@@ -202,7 +205,9 @@ def openFile(
     """
     for pause in (*LINK_PAUSES, None):
         try:
-            return _openOnce(folderFD, name, flags, where, mode, checkLinks)
+            return _openOnce(
+                folderFD, name, flags, where, mode, checkLinks, system if listFirst else None
+            )
         except _ExtraNames as e:
             if pause is None:
                 raise UnsafeState(f"{where} has {e.args[0]} names (a hard link)") from None
@@ -217,16 +222,19 @@ class _ExtraNames(Exception):
 
 
 def _openOnce(
-    folderFD: int, name: str, flags: int, where: str, mode: int, checkLinks: bool
+    folderFD: int, name: str, flags: int, where: str, mode: int, checkLinks: bool,
+    lister: SystemCalls | None,
 ) -> int | None:
     """
     L{openFile}, once.
+
+    @param lister: lists the folder before the open; L{None}: not listed.
 
     @raise _ExtraNames: the file has more than one name (closed).
     """
     assert not flags & os.O_TRUNC
     exclusive = 0
-    if not isListed(folderFD, name):
+    if lister is not None and not isListed(folderFD, name, lister):
         # Another host may have renamed it away or removed it, and this
         # host's name cache not know yet (see uploadsvc.storage.freshness).
         if not flags & os.O_CREAT:
@@ -307,7 +315,7 @@ def checkStaged(fd: int, folderFD: int, name: str, where: str) -> os.stat_result
 
 
 def readJSON(
-    folderFD: int, name: str, where: str, system: SystemCalls = SYSTEM
+    folderFD: int, name: str, where: str, system: SystemCalls = SYSTEM, listFirst: bool = True,
 ) -> dict[str, Any] | None:
     """
     Read the JSON object in the file C{name}; L{None} when there is none.
@@ -318,6 +326,7 @@ def readJSON(
     times in all (a removed file is then missing).
 
     @param system: makes the reads.
+    @param listFirst: see L{openFile}.
     @raise CorruptState: it is not a JSON object (or too large to be one of
         ours).
     @raise UnsafeState: see L{openFile}.
@@ -325,7 +334,7 @@ def readJSON(
         client's next try finds it settled).
     """
     for _ in range(READ_TRIES):
-        fd = openFile(folderFD, name, os.O_RDONLY, where, system=system)
+        fd = openFile(folderFD, name, os.O_RDONLY, where, system=system, listFirst=listFirst)
         if fd is None:
             return None
         try:

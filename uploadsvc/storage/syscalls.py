@@ -14,7 +14,7 @@ import time
 
 class SystemCalls:
     """
-    C{fsync}, C{replace}, C{read} and C{sleep} as the store makes them
+    C{fsync}, C{replace}, C{read}, C{listdir} and C{sleep} as the store makes them
     (blocking).
     """
 
@@ -33,6 +33,13 @@ class SystemCalls:
         file after this host opened it.
         """
         return os.read(fd, size)
+
+    def listdir(self, folderFD: int) -> list[str]:
+        """
+        The names in the folder open as C{folderFD}, as the file system
+        lists them now (see L{uploadsvc.storage.freshness.isListed}).
+        """
+        return os.listdir(folderFD)
 
     def sleep(self, seconds: float) -> None:
         """
