@@ -71,11 +71,11 @@ class StreamingHTTPChannel(http.HTTPChannel):
     _holdingContinue = False
     #: Whether Twisted asked for 100 Continue for the current request.
     _continueAsked = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._bodyPauses: set[str] = set()
-        self._pausedTimeOut: int | float | None = None
+    #: Why the body is paused (a tuple, not a set: at most a few reasons,
+    #: and an open connection holds one; the class's empty one until then).
+    _bodyPauses: tuple[str, ...] = ()
+    #: The idle timeout suspended while the body is paused.
+    _pausedTimeOut: int | float | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -191,7 +191,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
         if self._closing:
             return
         self._closing = True
-        self._bodyPauses.clear()
+        self._bodyPauses = ()
         self._networkProducer.pauseProducing()
         if self.closeGrace is not None:
             self._graceCall = self.callLater(self.closeGrace, self._abortAfterGrace)
@@ -307,12 +307,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self._networkProducer.pauseProducing()
             # The server is the slow side now: the idle timeout must not fire.
             self._pausedTimeOut = self.setTimeout(None)
-        self._bodyPauses.add(reason)
+        if reason not in self._bodyPauses:
+            self._bodyPauses += (reason,)
 
     def _resumeBody(self, reason: str) -> None:
         if reason not in self._bodyPauses:
             return
-        self._bodyPauses.discard(reason)
+        self._bodyPauses = tuple(r for r in self._bodyPauses if r != reason)
         if not self._bodyPauses:
             self._restoreTimeout()
             if not self._waitingForTransport and self.transport is not None and not self._closing:
@@ -320,7 +321,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
 
     def _clearBodyPauses(self) -> None:
         if self._bodyPauses:
-            self._bodyPauses.clear()
+            self._bodyPauses = ()
             self._restoreTimeout()
 
     def _restoreTimeout(self) -> None:
