@@ -40,7 +40,12 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from uploadsvc.web.streaming import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, StreamingSite
+from uploadsvc.web.streaming import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_FIELDS,
+    StreamingSite,
+    whenFinished,
+)
 
 log = Logger()
 
@@ -75,9 +80,14 @@ class _Guarded:
     @ivar clientKey: the client address counted for this connection, if any.
     """
 
-    transport: Any = None
+    # One per open connection: no instance dict.
+    __slots__ = (
+        "transport", "inner", "clientKey", "_site", "_deadline", "_requests",
+        "_firstData", "_watching", "_closed",
+    )
 
     def __init__(self, site: LimitedSite, inner: Any, clientKey: str | None) -> None:
+        self.transport: Any = None
         self.inner = inner
         self.clientKey = clientKey
         self._site = site
@@ -245,9 +255,9 @@ class LimitedSite(StreamingSite):
             if self.draining:
                 request.setHeader(b"connection", b"close")
             guard.requestStarted()
-        # One subscription to the request's end for all the site does then
-        # (each one is a Deferred kept for as long as the request is open).
-        request.notifyFinish().addBoth(self._finished, request, guard)
+        # One subscription to the request's end for all the site does then,
+        # and no Deferred kept for as long as the request is open.
+        whenFinished(request, self._finished, request, guard)
         return super().getResourceFor(request)
 
     def _finished(self, result: object, request: Any, guard: _Guarded | None) -> None:

@@ -43,6 +43,9 @@ class UploadReceiver:
     @ivar sink: the file sink, once the body started.
     """
 
+    # One per open upload: no instance dict.
+    __slots__ = ("_makeSink", "_skip", "_take", "_overflow", "_producer", "sink", "ended")
+
     def __init__(
         self,
         makeSink: Callable[[IPushProducer], FileSink],

@@ -66,6 +66,7 @@ from uploadsvc.web.streaming.request import (
     closeAfterResponse,
     deliverBody,
     sendInterim,
+    whenFinished,
 )
 
 if H2_ENABLED:
@@ -86,4 +87,5 @@ __all__ = [
     "closeAfterResponse",
     "deliverBody",
     "sendInterim",
+    "whenFinished",
 ]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.client import ResponseDone
@@ -32,6 +33,8 @@ else:  # pragma: no cover - without h2 the server speaks HTTP/1.1 only
 
 if TYPE_CHECKING:
     from uploadsvc.web.streaming.h2stream import HTTP2BodyGate
+
+_log = Logger()
 
 
 def deliverBody(request: Any, receiver: IBodyReceiver) -> None:
@@ -130,11 +133,55 @@ def abortRequest(request: Any) -> None:
         channel.transport.abortConnection()
 
 
+class _FinishNotice:
+    """
+    One listener in Twisted's C{Request.notifications}, which calls
+    C{callback(None)} on each when the answer is done and C{errback(reason)}
+    when the client goes away: the same news as C{notifyFinish}, without a
+    L{Deferred} and its callback chain kept for as long as the request is
+    open.
+    """
+
+    __slots__ = ("_call", "_args")
+
+    def __init__(self, call: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._call = call
+        self._args = args
+
+    def callback(self, result: None) -> None:
+        self._tell(result)
+
+    def errback(self, reason: Failure) -> None:
+        self._tell(reason)
+
+    def _tell(self, result: object) -> None:
+        try:
+            self._call(result, *self._args)
+        except Exception:
+            # (Twisted goes on to the next listener, as a Deferred would.)
+            _log.failure("while telling that a request ended")
+
+
+def whenFinished(request: Any, call: Callable[..., object], *args: Any) -> None:
+    """
+    Call C{call(result, *args)} once C{request} ends: C{result} is L{None}
+    when its answer was sent, a L{Failure} when its client went away first;
+    C{request.notifyFinish().addBoth(call, *args)}, but lighter for a
+    L{StreamingRequest} (nothing but one small object while it is open).
+    """
+    if isinstance(request, StreamingRequest):
+        request.notifications.append(_FinishNotice(call, args))  # type: ignore[arg-type]
+    else:
+        request.notifyFinish().addBoth(call, *args)
+
+
 @implementer(IPushProducer)
 class _SpooledProducer:
     """
     The producer of a body that is already all in: nothing to pause.
     """
+
+    __slots__ = ()
 
     def pauseProducing(self) -> None:
         pass
@@ -151,6 +198,8 @@ class _BodyProducer:
     """
     The producer a receiver sees: pausing it pauses the client's connection.
     """
+
+    __slots__ = ("_request",)
 
     def __init__(self, request: StreamingRequest) -> None:
         self._request = request
@@ -189,10 +238,9 @@ class StreamingRequest(server.Request):
     #: Of C{sentLength}, the bytes still queued on its HTTP/2 stream when
     #: the request lost its client (never sent).
     unsentLength = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._early: list[bytes] = []
+    #: Body chunks that arrived before the receiver (a list made by the
+    #: first one: most requests never have any).
+    _early: list[bytes] | tuple[()] = ()
 
     def _bodyGate(self) -> Any:
         """
@@ -250,7 +298,10 @@ class StreamingRequest(server.Request):
         else:
             # Only the tail of the TCP read that held the headers can land
             # here: reading is paused until the receiver is attached.
-            self._early.append(data)
+            if self._early:
+                self._early.append(data)  # type: ignore[union-attr]
+            else:
+                self._early = [data]
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if not self.streaming:
@@ -281,7 +332,7 @@ class StreamingRequest(server.Request):
             raise RuntimeError("deliverBody called twice")
         self._receiver = receiver
         receiver.makeConnection(_BodyProducer(self))
-        early, self._early = self._early, []
+        early, self._early = self._early, ()
         for chunk in early:
             receiver.dataReceived(chunk)
         if self.bodyComplete:
