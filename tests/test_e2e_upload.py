@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import rawhttp
 from tests.support.rawhttp import PatternProducer, fileSha256, patternBytes, patternSha256
-from tests.support.server import ReadByPython, ServerTestMixin
+from tests.support.server import ReadByPython, ServerTestMixin, assertPumped
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -100,6 +100,7 @@ class BigUploadTests(ServerTestMixin, TestCase):
         staged = {p: n for p, n in files.items() if p.startswith(".uploadsvc" + os.sep)}
         self.assertLess(sum(staged.values()), 64 * 1024, f"state folder holds {staged}")
         self.assertBodyPath()
+        assertPumped(self, server)
 
 
 class ConcurrentUploadTests(ServerTestMixin, TestCase):

@@ -362,6 +362,7 @@ class ServerProcess:
 #: The line a server logs when it splices its first request body (the
 #: zero-copy path, L{uploadsvc.web.streaming.splice}).
 SPLICED_LINE = "zero-copy: request bodies are spliced"
+PUMPED_LINE = "zero-copy: a fast sender's body is moved by a disk thread"
 
 
 def bodyPathArgs(testCase: Any) -> tuple[str, ...]:
@@ -396,6 +397,20 @@ def assertBodyPath(testCase: Any, server: ServerProcess) -> None:
         testCase.assertFalse(spliced, "a body was spliced with --zero-copy off")
     else:
         testCase.assertTrue(spliced, f"no body was spliced; log:\n{server.logTail()}")
+
+
+def assertPumped(testCase: Any, server: ServerProcess) -> None:
+    """
+    Check that a fast sender's body was moved by a pump (a disk thread
+    looping socket -> pipe -> file), or by nothing of the zero-copy path
+    when the case is L{ReadByPython}. Call after a test sent a large plain
+    HTTP/1.1 body as fast as it could (tens of MiB or more).
+    """
+    pumped = PUMPED_LINE in server.logText()
+    if getattr(testCase, "zeroCopy", None) == "off":
+        testCase.assertFalse(pumped, "a body was pumped with --zero-copy off")
+    else:
+        testCase.assertTrue(pumped, f"no body was pumped; log:\n{server.logTail()}")
 
 
 def startServer(testCase: Any, root: str, *extraArgs: str, **kw: Any) -> ServerProcess:

@@ -75,10 +75,12 @@ class Stats:
 
     @ivar bodies: request bodies that took the zero-copy path.
     @ivar bytes: body bytes spliced.
+    @ivar pumped: bodies (or stretches of one) moved by a L{Pump}.
     """
 
     bodies = 0
     bytes = 0
+    pumped = 0
 
 
 STATS = Stats()
@@ -304,6 +306,9 @@ class BodySplicer:
         except OSError:  # (no descriptor left: EMFILE) the reactor reads on
             return False
         self._pumps.open += 1
+        STATS.pumped += 1
+        if STATS.pumped == 1:
+            log.info("zero-copy: a fast sender's body is moved by a disk thread (pump)")
         self._channel._pauseBody("pump")
         self.pump = pump = Pump(self, fd, self._decoder.contentLength)
         self._sink.acceptPump(pump)
