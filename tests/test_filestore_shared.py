@@ -81,6 +81,8 @@ class SharedRootTests(FileStoreTestsMixin, SynchronousTestCase):
 
 
 class DetectionTests(FileStoreTestsMixin, SynchronousTestCase):
+    path = parseRelativePath("a/b.bin")
+
     def test_localTypes(self) -> None:
         """
         Local file systems are local; FUSE, network and unknown types are
@@ -103,6 +105,36 @@ class DetectionTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertTrue(self.makeStore().shared)
         self.patch(filestore, "rootMountType", lambda path: None)
         self.assertTrue(self.makeStore().shared)
+
+
+    def test_typeReadAgainWhenReopened(self) -> None:
+        """
+        A root opened again after it was replaced (a share mounted over it
+        after the start) has its mount type read again: a store on a local
+        root that finds a network mount there lists first from then on, and
+        one that finds a FUSE mount stops splicing.
+        """
+        from uploadsvc.storage.staged import _UNSPLICEABLE
+
+        self.assertFalse(self.store.shared)
+        self.assertNotIn(self.store, _UNSPLICEABLE)
+        self.patch(filestore, "rootMountType", lambda path: "fuse.glusterfs")
+        os.rename(self.root, self.root + ".old")
+        os.mkdir(self.root)
+        self.store.inspect(self.path)  # notices the new root, opens it
+        self.assertTrue(self.store.shared)
+        self.assertIn(self.store, _UNSPLICEABLE)
+
+    def test_givenStays(self) -> None:
+        """
+        C{shared} given to the store is never replaced by the mount type.
+        """
+        store = self.makeStore(shared=False)
+        self.patch(filestore, "rootMountType", lambda path: "nfs4")
+        os.rename(self.root, self.root + ".old")
+        os.mkdir(self.root)
+        store.inspect(self.path)
+        self.assertFalse(store.shared)
 
 
 class FreshOnceTests(FileStoreTestsMixin, SynchronousTestCase):

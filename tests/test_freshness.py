@@ -10,7 +10,9 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.storage.freshness import closeReader, dataSize, isListed, mountType, onFuse
+from uploadsvc.storage.freshness import (
+    closeReader, dataSize, isListed, mountType, onFuse, rootMountType,
+)
 
 
 class DataSizeTests(SynchronousTestCase):
@@ -116,6 +118,22 @@ class MountTypeTests(SynchronousTestCase):
         self.assertIsNone(mountType("/srv", ""))
         self.assertIsNone(mountType("/srv", "garbage line\n"))
 
+    def test_escapedMountPoints(self) -> None:
+        """Mount points with a tab, a newline or a backslash (escaped as octal) are found."""
+        info = (
+            "30 1 0:30 / / rw - ext4 /dev/vda rw\n"
+            "31 30 0:31 / /srv/a\\011b\\012c\\134d rw - nfs4 h:/x rw\n"
+        )
+        self.assertEqual(mountType("/srv/a\tb\nc\\d/up", info), "nfs4")
+        self.assertEqual(mountType("/srv/a", info), "ext4")
+
+    def test_fuseTypes(self) -> None:
+        """FUSE types are FUSE; local, network and unknown ones are not."""
+        self.assertTrue(onFuse("fuse.glusterfs"))
+        self.assertTrue(onFuse("fuse"))
+        for kind in ("ext4", "tmpfs", "nfs4", None):
+            self.assertFalse(onFuse(kind), kind)
+
     def test_localFolderIsNotFuse(self) -> None:
         """A test's temporary folder (a local disk or tmpfs) is not FUSE: splicing stays on."""
-        self.assertFalse(onFuse(self.mktemp().rsplit("/", 1)[0] or "."))
+        self.assertFalse(onFuse(rootMountType(self.mktemp().rsplit("/", 1)[0] or ".")))

@@ -136,12 +136,11 @@ class FileStore:
         self._reopening = threading.Lock()
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
         self._lockTouched = float("-inf")
-        if shared is None:
-            shared = not isLocalType(rootMountType(self.root))
-        self.shared = shared
+        #: Whether C{shared} was given, or is read from the root's mount
+        #: type each time the root is opened (see L{_openRoot}).
+        self._sharedGiven = shared is not None
+        self.shared = bool(shared)
         self._openRoot()
-        if onFuse(self.root):
-            neverSplice(self)
 
     def _openRoot(self) -> None:
         """
@@ -162,6 +161,13 @@ class FileStore:
         st = os.fstat(rootFD)
         self._rootID = (st.st_dev, st.st_ino)
         self._rootFD, self._stateDir, self._locks = rootFD, state, locks
+        # The mount type again at each opening: a root opened again may be
+        # another mount (a share mounted over it after the start).
+        kind = rootMountType(self.root)
+        if not self._sharedGiven:
+            self.shared = not isLocalType(kind)
+        if onFuse(kind):
+            neverSplice(self)
 
     def _fresh(self) -> None:
         """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from uploadsvc.storage.syscalls import SYSTEM, SystemCalls
 
@@ -100,6 +101,14 @@ def closeReader(fd: int) -> None:
             raise
 
 
+def _unescape(field: str) -> str:
+    """
+    A mount point as the kernel escapes it in C{mountinfo} (space, tab,
+    newline and backslash as C{\\ooo} octal), unescaped.
+    """
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mountType(path: str, mountinfo: str) -> str | None:
     """
     The file system type of the mount that holds C{path} (absolute, links
@@ -112,7 +121,7 @@ def mountType(path: str, mountinfo: str) -> str | None:
         fields = line.split()
         if " - " not in line or len(fields) < 5:
             continue
-        point = fields[4].replace("\\040", " ")
+        point = _unescape(fields[4])
         kind = line.split(" - ", 1)[1].split()[0]
         if path == point or path.startswith(point.rstrip("/") + "/"):
             if best is None or len(point) >= best[0]:
@@ -152,11 +161,11 @@ def rootMountType(path: str) -> str | None:
     return mountType(os.path.realpath(path), text)
 
 
-def onFuse(path: str) -> bool:
+def onFuse(kind: str | None) -> bool:
     """
-    Whether C{path} is on a FUSE mount (GlusterFS, among others), whose
-    page cache and sizes can lag the bytes this very process wrote: see
+    Whether a mount of type C{kind} (L{rootMountType}'s answer) is a FUSE
+    mount (GlusterFS, among others), whose page cache and sizes can lag the
+    bytes this very process wrote: see
     L{uploadsvc.storage.staged.StagedFile.spliceable}.
     """
-    kind = rootMountType(path)
     return kind is not None and kind.startswith("fuse")
