@@ -306,6 +306,65 @@ class FileExpiryTests(SynchronousTestCase):
         names = [n for shard in left for n in os.listdir(os.path.join(self.root, ".uploadsvc", "uploads", shard))]
         self.assertEqual(sorted(names), [uploadKey(new) + ".data", uploadKey(new) + ".json"])
 
+    def test_plantedLinkLeftAlone(self) -> None:
+        """
+        A C{.json} with a second name (a planted hard link) is left alone
+        and said once; every other idle upload still expires.
+        """
+        store = self.open()
+        planted, idle = parseRelativePath("planted.bin"), parseRelativePath("idle.bin")
+        for path in (planted, idle):
+            write(store, path, b"abc")
+            store.record(path, 10, {})
+            backdate(self.root, uploadKey(path), 120)
+        key = uploadKey(planted)
+        shard = os.path.dirname(os.path.join(self.root, store._where(key, ".json")))
+        outside = self.mktemp()
+        os.link(os.path.join(shard, key + ".json"), outside)
+        warnings: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "leaving the incomplete upload" in event.get("log_format", ""):
+                warnings.append(event["key"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        events = Events()
+        heard = Heard(events)
+        service = ExpiryService(store, ImmediateRunner(), self.clock, 60, events)
+        self.successResultOf(service.expireNow())
+        self.successResultOf(service.expireNow())
+        self.assertEqual(heard.keys(), [uploadKey(idle)])
+        self.assertEqual(warnings, [key])
+        self.assertTrue(os.path.exists(os.path.join(shard, key + ".data")))
+        self.assertEqual(os.stat(outside).st_nlink, 2)  # neither name removed
+
+    def test_unsafeOnExpiryNextLooked(self) -> None:
+        """
+        An upload whose state turns unsafe between the listing and its
+        expiry is left, said in one line, and the next one still expires.
+        """
+        from uploadsvc.errors import UnsafeState
+
+        store = self.open()
+        first, second = parseRelativePath("a1.bin"), parseRelativePath("a2.bin")
+        for path in (first, second):
+            write(store, path, b"abc")
+            backdate(self.root, uploadKey(path), 120)
+        expire = store.expire
+
+        def unsafeFirst(key: str, *args: Any) -> bool:
+            if key == uploadKey(first):
+                raise UnsafeState("planted")
+            return expire(key, *args)
+
+        self.patch(store, "expire", unsafeFirst)
+        events = Events()
+        heard = Heard(events)
+        service = ExpiryService(store, ImmediateRunner(), self.clock, 60, events)
+        self.successResultOf(service.expireNow())
+        self.assertEqual(heard.keys(), [uploadKey(second)])
+
     def test_heldByAnotherProcess(self) -> None:
         """An upload another store (process) is writing is not expired."""
         mine, other = self.open(), self.open()

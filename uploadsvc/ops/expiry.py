@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import EXPIRED, Events, UploadEvent
 from uploadsvc.protocol.expiry import expiresAt
 from uploadsvc.storage.interfaces import Incomplete
@@ -161,7 +162,17 @@ class ExpiryService(service.Service):
                 continue
             # The store looks again under the upload's lock: it may have
             # received bytes, or been expired by another process, since.
-            if await self.runner.run(self.store.expire, entry.key, self.expireAfter, now):
+            try:
+                gone = await self.runner.run(self.store.expire, entry.key, self.expireAfter, now)
+            except StorageFault as e:
+                # (A link planted in this upload's state since the listing:
+                # the others are still looked at.)
+                log.warn(
+                    "could not expire the incomplete upload {key}: {detail}",
+                    key=entry.key, detail=e.detail,
+                )
+                continue
+            if gone:
                 removed.append(entry)
                 self._report(entry, now - entry.touched)
         return removed

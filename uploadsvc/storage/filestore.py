@@ -136,6 +136,8 @@ class FileStore:
         self._reopening = threading.Lock()
         self._retired: list[tuple[int, StateDir, RegionLocks]] = []
         self._lockTouched = float("-inf")
+        #: Uploads whose state a sweep found unsafe (said once each).
+        self._unsafeSeen: set[str] = set()
         #: Whether C{shared} was given, or is read from the root's mount
         #: type each time the root is opened (see L{_openRoot}).
         self._sharedGiven = shared is not None
@@ -362,7 +364,13 @@ class FileStore:
                 if touched is None:
                     continue
                 size, when = touched
-                info = self._readInfo(key) or {}
+                try:
+                    info = self._readInfo(key) or {}
+                except UnsafeState as e:
+                    # One planted link must not stop the sweep for every
+                    # other upload: this one is left alone, for the operator.
+                    self._warnUnsafe(key, e)
+                    continue
                 relative = info.get("path")
                 found.append(Incomplete(
                     key=key,
@@ -375,6 +383,19 @@ class FileStore:
                     partial=bool(info.get("partial")),
                 ))
         return found
+
+    def _warnUnsafe(self, key: str, error: UnsafeState) -> None:
+        """
+        Say once per process that the upload C{key} is left out of the
+        incomplete uploads (and so never expired) for C{error}.
+        """
+        if key in self._unsafeSeen:
+            return
+        self._unsafeSeen.add(key)
+        log.warn(
+            "leaving the incomplete upload {key} alone: {detail}; an operator must remove it",
+            key=key, detail=error.detail,
+        )
 
     def _stagingFolders(self) -> Iterator[tuple[int, list[str]]]:
         """
