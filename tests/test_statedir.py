@@ -186,6 +186,24 @@ class StateDirOpenTests(StateDirTestsMixin, SynchronousTestCase):
         self.assertRaises(UnsafeState, state.touchMarker, "k2")
         self.assertOutsideUntouched()
 
+    def test_plantedMarkerNotRemoved(self) -> None:
+        """
+        A link, a hard link, a FIFO or a folder planted at a marker's name
+        is refused when the marker is dropped, and stays for the operator.
+        """
+        state = self.openState()
+        target = os.path.join(self.outside, "kept")
+        with open(target, "w") as f:
+            f.write("x")
+        os.symlink(target, self.state("takeover", "s"))
+        os.link(target, self.state("takeover", "h"))
+        os.mkfifo(self.state("takeover", "f"))
+        os.mkdir(self.state("takeover", "d"))
+        for name in ("s", "h", "f", "d"):
+            self.assertRaises(UnsafeState, state.dropMarker, name)
+            self.assertTrue(os.path.lexists(self.state("takeover", name)), name)
+        self.assertEqual(os.stat(target).st_nlink, 2)
+
 
 class OpenFileTests(StateDirTestsMixin, SynchronousTestCase):
     """

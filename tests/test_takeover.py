@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from uploadsvc.errors import Busy
+from uploadsvc.errors import Busy, UnsafeState
 from uploadsvc.protocol.decisions import planWrite
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
@@ -55,6 +55,21 @@ class MarkerTests(SynchronousTestCase):
         _, _, staged = self.holder.begin(self.path, decide, {}, None)
         staged.close()
         self.assertEqual(self.holder.pendingTakeovers(), [])
+
+    def test_plantedMarkerRefusedLockFreed(self) -> None:
+        """
+        A folder planted at the marker's name makes C{begin} refuse with
+        L{UnsafeState}, leaves the folder, and frees the writer lock: once
+        the operator removed it, the upload is written.
+        """
+        planted = os.path.join(self.root, ".uploadsvc", "takeover", self.key)
+        os.mkdir(planted)
+        error = self.assertRaises(UnsafeState, self.holder.begin, self.path, decide, {}, None)
+        self.assertEqual(error.code, "unsafe-state")
+        self.assertTrue(os.path.isdir(planted))
+        os.rmdir(planted)
+        _, _, staged = self.waiter.begin(self.path, decide, {}, None)
+        staged.close()
 
     def test_heldRefusedAtOnce(self) -> None:
         """

@@ -156,8 +156,21 @@ class StateDir:
 
     def dropMarker(self, name: str) -> None:
         """
-        Remove the takeover marker C{name} if there is one.
+        Remove the takeover marker C{name} if there is one: only an empty
+        regular file with one name (what L{touchMarker} makes).
+
+        @raise UnsafeState: something else was planted there (a link, a
+            hard link, a FIFO, a folder): left alone, for the operator.
         """
+        try:
+            st = os.stat(name, dir_fd=self.takeoverFD, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        where = f"{STATE_DIR}/takeover/{name}"
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeState(f"{where} is {_describe(st.st_mode)}, not a takeover marker")
+        if st.st_nlink != 1:
+            raise UnsafeState(f"{where} has {st.st_nlink} names (a hard link)")
         try:
             os.unlink(name, dir_fd=self.takeoverFD)
         except FileNotFoundError:

@@ -44,7 +44,11 @@ def takeWriterLock(locks: RegionLocks, state: StateDir, key: str) -> HeldLock:
         raise Busy("locked", "the upload is being written by another request")
     # A marker left by a writer that gave up would end this request; a
     # writer still waiting makes its marker again at its next try.
-    state.dropMarker(key)
+    try:
+        state.dropMarker(key)
+    except BaseException:  # (something planted at the marker's name)
+        lock.release()
+        raise
     return lock
 
 
