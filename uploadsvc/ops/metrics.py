@@ -115,7 +115,8 @@ class Metrics:
         )
         self.completionSeconds = Histogram(
             "uploadsvc_completion_seconds", "Time to move a complete upload into "
-            "place (fsync, rename, folder fsync), disk-pool wait included.",
+            "place (fsync, rename, folder fsync), disk-pool wait included; for a "
+            "small body that arrived whole (<= 256 KiB), its write and hash too.",
             registry=r, buckets=LATENCY_BUCKETS,
         )
         self.hookCalls = Counter(
