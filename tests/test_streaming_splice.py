@@ -27,7 +27,7 @@ from uploadsvc.testing.runners import ManualRunner
 from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
 from uploadsvc.web.streaming import StreamingSite, abortRequest
 from uploadsvc.web.streaming.splice import BodySplicer, PipeBudget
-from uploadsvc.web.streaming.zerocopyplan import MIN_SPLICED_BODY
+from uploadsvc.web.streaming.zerocopyplan import MIN_SPLICED_BODY, PUMP_SLICE
 
 TIMEOUT = 60
 BODY = MIN_SPLICED_BODY * 3
@@ -498,6 +498,31 @@ class PumpedBodyTests(SplicedBodyTests):
         self.assertEqual(self.pumps.open, 0)
         self.assertRaises(OSError, os.fstat, pump.fd)  # the pump's reference closed
         self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), body[:splicer.spliced])
+
+    def test_tricklerGivenBack(self) -> None:
+        """A pump whose slice moved less than the floor (a sender that burst, then trickles) hands the body back to the reactor, which reads the rest; the body arrives whole."""
+        ticks = iter(range(0, 10**6))
+        self.channel.pumpClock = lambda: next(ticks) * PUMP_SLICE  # a slice per look
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        splicer = self.splicer()
+        self.send(body[:256 * 1024])
+        self.read()
+        self.assertIsNotNone(splicer.pump)
+        self.send(body[256 * 1024:256 * 1024 + 10])
+        self.runner.completeAll()
+        self.assertIsNone(splicer.pump)
+        self.assertEqual(self.pumps.open, 0)
+        self.assertNotIn("pump", self.channel._bodyPauses)
+        self.assertTrue(self.reading())
+        self.channel.pumpClock = None  # (later pumps: real time)
+        splicer.clock = lambda: 0.0
+        self.sendBody(body[256 * 1024 + 10:])
+        self.settle(1)
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
 
     def test_noDescriptorForThePump(self) -> None:
         """When the pump's duplicate of the socket cannot be had (no descriptor left), the reactor goes on splicing the body itself, and it arrives whole."""

@@ -13,6 +13,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.tap import Options, makeService
+from uploadsvc.web.streaming import splice
 
 
 def parse(*argv: str) -> Options:
@@ -71,3 +72,15 @@ class ZeroCopyOptionTests(SynchronousTestCase):
         """Each connection's HTTP/1.1 channel gets the option's value."""
         self.assertEqual(self._channelOf("--zero-copy", "off").zeroCopy, "off")
         self.assertEqual(self._channelOf().zeroCopy, "auto")
+
+    def test_pumpsFitTheDiskPool(self) -> None:
+        """
+        The disk pool's size sets how many pumps may run: none with
+        --disk-threads 2 (a pump and its digest lane would take every
+        thread), two with the default 8.
+        """
+        self.patch(splice.PUMPS, "limit", splice.PUMPS.limit)
+        self._channelOf("--disk-threads", "2")
+        self.assertEqual(splice.PUMPS.limit, 0)
+        self._channelOf()
+        self.assertEqual(splice.PUMPS.limit, 2)

@@ -11,8 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.web.streaming.zerocopyplan import (
     MIN_SPLICED_BODY,
+    MAX_PUMPS,
     PUMP_AFTER,
     PUMP_HASH_BATCH,
+    PUMP_SLICE_FLOOR,
     PUMP_STEP,
     NO_LENGTH,
     NO_PIPE_ROOM,
@@ -27,6 +29,8 @@ from uploadsvc.web.streaming.zerocopyplan import (
     nextSpliceSize,
     pipeBudget,
     pumpHashBatch,
+    pumpKeepsOn,
+    pumpLimit,
     pumpStep,
     receiverReason,
     shouldPump,
@@ -126,6 +130,21 @@ class PumpTests(SynchronousTestCase):
         self.assertFalse(shouldPump(PUMP_AFTER - 1, 10**9, True))
         self.assertFalse(shouldPump(PUMP_AFTER, 0, True))
         self.assertFalse(shouldPump(PUMP_AFTER, 10**9, False))
+
+    def test_limitLeavesThreads(self) -> None:
+        """Each pump and its digest lane hold a disk thread, and two are always left for the rest: no pump with 3 threads or fewer."""
+        self.assertEqual([pumpLimit(n) for n in (1, 2, 3, 4, 5, 6, 8, 64)], [0, 0, 0, 1, 1, 2, 2, MAX_PUMPS])
+
+    @given(st.integers(1, 1000))
+    def test_limitNeverTakesEveryThread(self, threads: int) -> None:
+        """The pumps and their lanes never hold more than all but two threads."""
+        self.assertLessEqual(2 * pumpLimit(threads), max(0, threads - 2))
+
+    def test_sliceFloor(self) -> None:
+        """A pump keeps its thread only after a slice that moved at least the floor (a trickling sender, or one stuck waiting for its digest, gives it back)."""
+        self.assertTrue(pumpKeepsOn(PUMP_SLICE_FLOOR))
+        self.assertFalse(pumpKeepsOn(PUMP_SLICE_FLOOR - 1))
+        self.assertFalse(pumpKeepsOn(0))
 
     def test_hashBehind(self) -> None:
         """A pump waits once the written bytes not yet hashed reach the high-water mark."""

@@ -67,6 +67,7 @@ from uploadsvc.web.limits import DEFAULT_HEADER_TIMEOUT
 from uploadsvc.web.observed import ObservedSite
 from uploadsvc.web.streaming import DEFAULT_READ_SIZE
 from uploadsvc.web.streaming.zerocopyplan import MODES as ZERO_COPY_MODES
+from uploadsvc.web.streaming.splice import setDiskThreads
 from uploadsvc.workers import (
     RESTART_DELAY,
     WorkerPool,
@@ -663,6 +664,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     # Before the disk threads start: see uploadsvc.ops.mallocarenas.
     log.info("{arenas}", arenas=limitArenas())
     pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
+    setDiskThreads(options["disk-threads"])
     _ThreadPoolService(pool).setServiceParent(top)
     rate = options["bench-write-rate"]
     try:

@@ -51,11 +51,14 @@ from uploadsvc.web.streaming.zerocopyplan import (
     MAX_PUMPS,
     PIPE_SIZE,
     PUMP_IDLE,
+    PUMP_SLICE,
     fallbackReason,
     hashBehind,
     nextSpliceSize,
     pipeBudget,
     pumpHashBatch,
+    pumpKeepsOn,
+    pumpLimit,
     pumpStep,
     shouldPump,
 )
@@ -112,9 +115,17 @@ def _processBudget() -> PipeBudget:
 #: The budget of this process, read once from its descriptor limit.
 PIPES = _processBudget()
 
-#: The pumps that may run at once in this process (L{Pump}); a channel's
-#: C{pumpBudget} replaces it (tests).
+#: The pumps that may run at once in this process (L{Pump}): see
+#: L{setDiskThreads}; a channel's C{pumpBudget} replaces it (tests).
 PUMPS = PipeBudget(MAX_PUMPS)
+
+
+def setDiskThreads(count: int) -> None:
+    """
+    The disk pool of this process has C{count} threads: as many pumps may
+    run as L{zerocopyplan.pumpLimit} leaves room for (none with few).
+    """
+    PUMPS.limit = pumpLimit(count)
 
 
 def startSplicing(request: Any, receiver: Any) -> BodySplicer | None:
@@ -219,6 +230,8 @@ class BodySplicer:
         self._waitingForPipe = False
         self._stopped = False
         self._pumps: PipeBudget = getattr(channel, "pumpBudget", None) or PUMPS
+        #: The pump's clock for its slices (a channel's C{pumpClock}: tests).
+        self.clock = getattr(channel, "pumpClock", None) or time.monotonic
         #: The pump moving this body now, if any.
         self.pump: Pump | None = None
 
@@ -406,9 +419,12 @@ class Pump:
     It stops before its next step when the body is done, when the
     connection goes away or is paused for another reason
     (L{BodySplicer.pumpShouldStop}), when the socket stays empty for
-    L{PUMP_IDLE} seconds, or at an end or error of the socket (which the
-    reactor then reads again and sees); it waits while the digest lane is a
-    high-water mark behind. Bytes that reached the pipe are always written.
+    L{PUMP_IDLE} seconds, when a slice of L{PUMP_SLICE} seconds moved too
+    little (L{pumpKeepsOn}), or at an end or error of the socket (which the
+    reactor then reads again and sees); it waits while the
+    digest lane is a high-water mark behind (a wait that, too long, ends a
+    slice with too little moved). Bytes that reached the pipe are always
+    written.
 
     @ivar fd: its own duplicate of the socket's descriptor, closed when it
         ends; never the transport's.
@@ -445,8 +461,18 @@ class Pump:
         poller.register(self.fd, select.POLLIN)
         hashStart = hashCount = 0
         batch = pumpHashBatch(sink._high)
+        clock = splicer.clock
+        sliceEnds = clock() + PUMP_SLICE
+        sliceStart = 0
         try:
             while self.remaining and not splicer.pumpShouldStop():
+                now = clock()
+                if now >= sliceEnds:
+                    if not pumpKeepsOn(self.moved - sliceStart):
+                        # A trickling sender, or a digest lane with no
+                        # thread to run on: the reactor reads the body.
+                        break
+                    sliceEnds, sliceStart = now + PUMP_SLICE, self.moved
                 if hashBehind(sink.written, sink.written - sink.hashLag(), sink._high):
                     time.sleep(PUMP_IDLE / 10)  # (the digest lane catches up)
                     continue

@@ -142,6 +142,35 @@ PUMP_STEP = PIPE_SIZE
 PUMP_HASH_BATCH = 4 * 1024 * 1024
 
 
+#: Seconds of one pump's slice: at the end of each, a pump that moved less
+#: than L{PUMP_SLICE_FLOOR} bytes in it hands the body back to the reactor.
+PUMP_SLICE = 0.25
+
+#: Bytes a pump must move in a slice to keep its thread (4 MiB/s): a sender
+#: that bursts once and then trickles a byte every few milliseconds must not
+#: hold a disk thread for as long as it likes, nor a pump that waits for a
+#: digest lane with no thread to run on (the outside test's F2 and F1).
+PUMP_SLICE_FLOOR = 1024 * 1024
+
+
+def pumpLimit(diskThreads: int) -> int:
+    """
+    How many pumps may run at once beside a disk pool of C{diskThreads}:
+    each holds a thread and its digest lane another, and two threads are
+    always left for every other upload (none with 3 threads or fewer).
+    """
+    return max(0, min(MAX_PUMPS, (diskThreads - 2) // 2))
+
+
+def pumpKeepsOn(movedInSlice: int) -> bool:
+    """
+    Whether a pump goes on after a slice (L{PUMP_SLICE}) in which it moved
+    C{movedInSlice} bytes: only a sender still fast enough to be worth a
+    thread (L{PUMP_SLICE_FLOOR}).
+    """
+    return movedInSlice >= PUMP_SLICE_FLOOR
+
+
 def shouldPump(moved: int, remaining: int, pumpRoom: bool) -> bool:
     """
     Whether the rest of a body goes to a pump after a reactor turn that
