@@ -195,6 +195,28 @@ class SpliceTestCase(SynchronousTestCase):
         self.assertIsInstance(splicer, BodySplicer)
         return splicer  # type: ignore[no-any-return]
 
+    def burst(self) -> tuple[bytes, BodySplicer]:
+        """
+        Send the headers of a L{BODY}-long PUT and its first 256 KiB, read
+        as the reactor would (a pump may start); the body and its splicer.
+        """
+        body = os.urandom(BODY)
+        self.send(_put(len(body)))
+        self.read()
+        splicer = self.splicer()
+        self.send(body[:256 * 1024])
+        self.read()
+        return body, splicer
+
+    def assertStoredWhole(self, body: bytes) -> None:
+        """
+        The one body ended complete, the staged file holds exactly it, and
+        the running sha-256 is its digest.
+        """
+        self.assertEqual(self.outcomes, [COMPLETE])
+        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
+        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
+
 
 class SplicedBodyTests(SpliceTestCase):
     """
@@ -460,21 +482,14 @@ class PumpedBodyTests(SplicedBodyTests):
         self.runner.completeAll()
         self.settle(1)
         self.assertEqual(sent, len(body))
-        self.assertEqual(self.outcomes, [COMPLETE])
-        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
-        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
+        self.assertStoredWhole(body)
         self.assertEqual(self.pumps.open, 0)
         self.assertIsNone(splicer.pump)
         self.assertEqual(splicer.spliced, len(body))
 
     def test_pumpNeverTouchesAReusedDescriptor(self) -> None:
         """An aborted connection's descriptor number, closed by its transport and reused by another socket, is never read by the pump that was queued for it: it holds its own reference to the first socket, and stops."""
-        body = os.urandom(BODY)
-        self.send(_put(len(body)))
-        self.read()
-        splicer = self.splicer()
-        self.send(body[:256 * 1024])
-        self.read()
+        body, splicer = self.burst()
         pump = splicer.pump
         assert pump is not None
         number, first = self.transport.fileno(), os.fstat(self.transport.fileno()).st_ino
@@ -503,12 +518,7 @@ class PumpedBodyTests(SplicedBodyTests):
         """A pump whose slice moved less than the floor (a sender that burst, then trickles) hands the body back to the reactor, which reads the rest; the body arrives whole."""
         ticks = iter(range(0, 10**6))
         self.channel.pumpClock = lambda: next(ticks) * PUMP_SLICE  # a slice per look
-        body = os.urandom(BODY)
-        self.send(_put(len(body)))
-        self.read()
-        splicer = self.splicer()
-        self.send(body[:256 * 1024])
-        self.read()
+        body, splicer = self.burst()
         self.assertIsNotNone(splicer.pump)
         self.send(body[256 * 1024:256 * 1024 + 10])
         self.runner.completeAll()
@@ -520,9 +530,7 @@ class PumpedBodyTests(SplicedBodyTests):
         splicer.clock = lambda: 0.0
         self.sendBody(body[256 * 1024 + 10:])
         self.settle(1)
-        self.assertEqual(self.outcomes, [COMPLETE])
-        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
-        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
+        self.assertStoredWhole(body)
 
     def test_noDescriptorForThePump(self) -> None:
         """When the pump's duplicate of the socket cannot be had (no descriptor left), the reactor goes on splicing the body itself, and it arrives whole."""
@@ -530,17 +538,10 @@ class PumpedBodyTests(SplicedBodyTests):
             raise OSError(errno.EMFILE, "Too many open files")
 
         self.channel.dupSocket = noDescriptor
-        body = os.urandom(BODY)
-        self.send(_put(len(body)))
-        self.read()
-        splicer = self.splicer()
-        self.send(body[:256 * 1024])
-        self.read()
+        body, splicer = self.burst()
         self.assertIsNone(splicer.pump)
         self.assertEqual(self.pumps.open, 0)
         self.assertNotIn("pump", self.channel._bodyPauses)
         self.sendBody(body[256 * 1024:])
         self.settle(1)
-        self.assertEqual(self.outcomes, [COMPLETE])
-        self.assertEqual(os.pread(self.staged[0].fd, BODY + 1, 0), body)
-        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body).digest())
+        self.assertStoredWhole(body)

@@ -24,6 +24,9 @@ class BodyInHand:
     @ivar length: the body's declared length.
     """
 
+    # (One is kept per open small upload, also after it handed over.)
+    __slots__ = ("length", "_producer", "_chunks", "_size", "_end", "_target")
+
     def __init__(self, length: int) -> None:
         self.length = length
         self._producer: IPushProducer | None = None
