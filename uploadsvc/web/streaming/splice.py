@@ -341,7 +341,7 @@ class BodySplicer:
             or transport.disconnected
             or getattr(transport, "_aborting", False)
             or self._sink.failure is not None
-            or [r for r in list(channel._bodyPauses) if r != "pump"]
+            or any(reason != "pump" for reason in channel._bodyPauses)
         )
 
     def _pumpEnded(self, moved: int) -> None:
