@@ -15,18 +15,26 @@ from prometheus_client import generate_latest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.ops.events import Events, UploadEvent
 from uploadsvc.ops.logs import (
     RECORD,
+    ClassicText,
     escapeText,
     jsonFileObserver,
     jsonLine,
     logAccess,
     logEvent,
+    textFileObserver,
 )
 from uploadsvc.ops.metrics import Metrics
 from uploadsvc.storage.filestore import FileStore
@@ -235,6 +243,77 @@ class JsonLineTests(SynchronousTestCase):
         with open(path) as f:
             lines = [json.loads(line) for line in f]
         self.assertEqual([line["message"] for line in lines], ["one 1", "two"])
+
+
+class ClassicTextTests(SynchronousTestCase):
+    """
+    L{ClassicText} writes exactly the line twistd's own text observer would
+    (L{formatEventAsClassicLogText}, default time format) for every event:
+    the access and lifecycle lines it makes cheaply, and all others.
+    """
+
+    def events(self) -> list[dict[str, Any]]:
+        log = Captured(self)
+        logEvent(UploadEvent(kind="created", key="k", path="a/b.bin", offset=3, total=9,
+                             requestId="r1", detail={"hook": "x"}))
+        logEvent(UploadEvent(kind="expired", key="k", uploadId=HOSTILE))
+        logAccess('"127.0.0.1" - - "PUT /a HTTP/1.1" 201 0', {"status": 201})
+        logAccess("cut", {"status": 200}, LogLevel.warn)
+        logger = Logger(namespace="elsewhere")
+        logger.info("plain {x}", x=HOSTILE)
+        logger.info("{line}", line="claims a line", log_system="sys-given")
+        logger.info("{line}", line=5)
+        logger.info("{line}", line="two\nlines")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.failure("{line}", line="it broke")
+        self.flushLoggedErrors(ZeroDivisionError)
+        events = list(log.events)
+        self.assertEqual(len(events), 9)
+        return events
+
+    def test_sameAsTwisted(self) -> None:
+        """Every event's line is twistd's, character for character."""
+        events = self.events()
+        # Two seconds apart, then back: the cached time text follows.
+        for when in (1.25, 1.75, 3.5, 1.0, None):
+            make = ClassicText()
+            for event in events:
+                if when is not None:
+                    event = {**event, "log_time": when}
+                self.assertEqual(make(event), formatEventAsClassicLogText(event), event)
+
+    def test_noLevel(self) -> None:
+        """An event without a level says C{-} in its system, as twistd does."""
+        event = {"log_format": "{line}", "line": "x", "log_time": 5.0, "log_namespace": "n"}
+        self.assertEqual(ClassicText()(event), formatEventAsClassicLogText(event))
+        self.assertIn("[n#-] x", ClassicText()(event) or "")
+
+    def test_timeFormattedOncePerSecond(self) -> None:
+        """The time text is made once for all the events of one second."""
+        made: list[float | None] = []
+
+        def stamp(when: float | None) -> str:
+            made.append(when)
+            return "T"
+
+        make = ClassicText(stamp)
+        for when in (7.1, 7.2, 7.9, 8.0, 8.5):
+            make({"log_format": "{line}", "line": "x", "log_time": when, "log_level": LogLevel.info})
+        self.assertEqual(made, [7.0, 8.0])
+
+    def test_fileObserver(self) -> None:
+        """The text observer writes twistd's lines to twistd's --logfile."""
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        path = os.path.abspath(self.mktemp())
+        observer = textFileObserver({"logfile": path, "nodaemon": False})
+        events = self.events()
+        for event in events:
+            observer(event)
+        with open(path, newline="") as f:
+            self.assertEqual(f.read(), "".join(formatEventAsClassicLogText(e) or "" for e in events))
 
 
 #: Characters that end a line for str.splitlines(), C1 controls, and the

@@ -198,12 +198,39 @@ class MakeServiceTests(SynchronousTestCase):
             [line] = [json.loads(text) for text in f]
         self.assertEqual((line["message"], line["namespace"]), ("hello log", "t"))
 
-    def test_textKeepsTwistdObserver(self) -> None:
-        """With text logs, twistd keeps its own observer (no component is set)."""
+    def test_textLogObserverForTwistd(self) -> None:
+        """
+        Under twistd, text logs (the default) give the Application an
+        ILogObserver writing twistd's own text lines to its --logfile, and
+        the server settles the garbage collector as it starts.
+        """
+        hook, usr1 = sys.excepthook, signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(setattr, sys, "excepthook", hook)
+        self.addCleanup(signal.signal, signal.SIGUSR1, usr1)
+        logPath = os.path.abspath(self.mktemp())
+        options = parse("--root", self.root)
+        options.parent = {"logfile": logPath, "nodaemon": False}  # type: ignore[assignment]
+        svc = makeService(options, self.reactor)
+        application = Application("uploadsvc")
+        svc.setServiceParent(application)
+        observer = ILogObserver(application)
+        Logger(namespace="t", observer=observer).info("hello {who}", who="log")
+        with open(logPath) as f:
+            [line] = f.read().splitlines()
+        self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[t#info\] hello log$")
+        self.assertTrue(svc.settleCollector)  # type: ignore[attr-defined]
+
+    def test_syslogKeepsTwistdObserver(self) -> None:
+        """With twistd's --syslog, twistd keeps its own observer (no component is set)."""
         hook = sys.excepthook
         self.addCleanup(setattr, sys, "excepthook", hook)
         options = parse("--root", self.root)
-        options.parent = {"logfile": "x.log", "nodaemon": False}  # type: ignore[assignment]
+        options.parent = {"logfile": "x.log", "nodaemon": False, "syslog": True}  # type: ignore[assignment]
         application = Application("uploadsvc")
         makeService(options, self.reactor).setServiceParent(application)
         self.assertIsNone(application.getComponent(ILogObserver, None))
+
+    def test_inProcessLeavesCollector(self) -> None:
+        """A service made outside twistd (a .tac, a test) leaves the collector alone."""
+        svc = makeService(parse("--root", self.root), self.reactor)
+        self.assertFalse(svc.settleCollector)  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from uploadsvc.commandline import (
 from uploadsvc.endpoints import EndpointError, parseEndpoint
 from uploadsvc.errors import StorageFault
 from uploadsvc.ops.events import Events
-from uploadsvc.ops.logs import FORMATS, jsonFileObserver, logEvent
+from uploadsvc.ops.logs import FORMATS, jsonFileObserver, logEvent, textFileObserver
 from uploadsvc.ops.metrics import (
     AdminSite,
     MeteredRunner,
@@ -38,6 +38,7 @@ from uploadsvc.ops.metrics import (
 from uploadsvc.protocol.ietf import DEFAULT_VERSIONS, KNOWN, parseVersionList
 from uploadsvc.ops.hookoptions import HOOK_PARAMETERS, checkHookOptions, makeHooks
 from uploadsvc.ops.expiry import ExpiryService
+from uploadsvc.ops.collector import settle
 from uploadsvc.ops.mallocarenas import TRIM_INTERVAL, freeMemoryTrimmer, limitArenas
 from uploadsvc.ops.shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -540,6 +541,9 @@ class _UploadService(StopsFirst):
     """
 
     logObserver: Any = None
+    #: Whether starting settles the garbage collector (L{settle}): the
+    #: twistd command line's server does; a test's in-process one does not.
+    settleCollector = False
 
     def setServiceParent(self, parent: Any) -> Any:
         # twistd gives the plugin's service to a fresh Application and then
@@ -558,6 +562,8 @@ class _UploadService(StopsFirst):
     def startService(self) -> None:
         with _listenErrors():
             super().startService()
+        if self.settleCollector:
+            settle()
 
 
 class _ThreadPoolService(service.Service):
@@ -633,7 +639,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         _reportStartupErrorsInOneLine()
     checkRoot(options["root"])
     top = _UploadService()
-    if options["log-format"] == "json":
+    top.settleCollector = options.parent is not None
+    if options["log-format"] == "text":
+        # twistd's own lines, made cheaper (logs.ClassicText); syslog stays
+        # twistd's, and a --logger of twistd wins over this anyway.
+        if options.parent is not None and not options.parent.get("syslog"):
+            top.logObserver = textFileObserver(options.parent)
+    elif options["log-format"] == "json":
         if options.parent is not None:
             top.logObserver = jsonFileObserver(options.parent)
         else:

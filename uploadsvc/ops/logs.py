@@ -18,6 +18,12 @@ JSON lines reach twistd's own log file: L{jsonFileObserver} opens the file
 that twistd's C{--logfile} names the way twistd does (same rotation by size,
 same C{SIGUSR1} rotation), and the service hands it to twistd as the
 application's L{ILogObserver}, which twistd uses instead of its text one.
+
+Text lines go the same way (L{textFileObserver}): the same lines as twistd's
+own text observer, but the access and lifecycle lines, which come with their
+text made (C{"{line}"}), skip C{string.Formatter} and the time is formatted
+once a second. Under S4's load of small uploads, twistd's observer was a
+quarter of the reactor's time (three lines per upload).
 """
 
 from __future__ import annotations
@@ -28,9 +34,17 @@ import signal
 import sys
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from twisted.logger import FileLogObserver, ILogObserver, Logger, LogLevel, formatEvent
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+)
 from twisted.python import logfile
 
 from uploadsvc.ops.events import UploadEvent
@@ -113,15 +127,13 @@ def logEvent(event: UploadEvent) -> None:
     fields = event.asDict()
     where = event.path if event.path is not None else event.uploadId or event.key
     record = {"type": "event", "event": fields.pop("kind"), **fields}
-    eventLog.info(
-        "upload {kind}: {where} offset {offset} of {total} (request {requestId}, "
-        "credential {credential}){more}",
-        kind=event.kind, where=escapeText(str(where)), offset=_dash(event.offset),
-        total=_dash(event.total), requestId=escapeText(str(_dash(event.requestId))),
-        credential=escapeText(str(_dash(event.credential))),
-        more=f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else "",
-        **{RECORD: record},
+    more = f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else ""
+    line = (
+        f"upload {event.kind}: {escapeText(str(where))} offset {_dash(event.offset)} of "
+        f"{_dash(event.total)} (request {escapeText(str(_dash(event.requestId)))}, "
+        f"credential {escapeText(str(_dash(event.credential)))}){more}"
     )
+    eventLog.emit(LogLevel.info, "{line}", line=line, **{RECORD: record})
 
 
 def _dash(value: object) -> object:
@@ -167,27 +179,80 @@ def jsonLine(event: dict[str, Any]) -> str | None:
     return _CANDIDATES.sub(_jsonEscape, text) + "\n"
 
 
-def jsonFileObserver(twistdOptions: Any) -> ILogObserver:
+def _twistdLogFile(twistdOptions: Any) -> Any:
     """
-    A JSON-lines observer writing where twistd would write its text log:
-    C{--logfile} (rotated by size, and on C{SIGUSR1}), or standard output
-    when twistd runs in the foreground without one (or with C{--logfile -}).
-
-    @param twistdOptions: twistd's own options (the plugin options' parent).
+    The file twistd would write its log to: C{--logfile} (rotated by size,
+    and on C{SIGUSR1}), or standard output when twistd runs in the
+    foreground without one (or with C{--logfile -}).
     """
     name = twistdOptions.get("logfile") or ""
     nodaemon = twistdOptions.get("nodaemon", False)
-    out: Any
     if name == "-" or (nodaemon and not name):
-        out = sys.stdout
-    else:
-        out = logfile.LogFile.fromFullPath(name or "twistd.log")
-        if not signal.getsignal(signal.SIGUSR1):
+        return sys.stdout
+    out = logfile.LogFile.fromFullPath(name or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
 
-            def rotate(signum: int, frame: object) -> None:
-                from twisted.internet import reactor
+        def rotate(signum: int, frame: object) -> None:
+            from twisted.internet import reactor
 
-                reactor.callFromThread(out.rotate)  # type: ignore[attr-defined]
+            reactor.callFromThread(out.rotate)  # type: ignore[attr-defined]
 
-            signal.signal(signal.SIGUSR1, rotate)
-    return FileLogObserver(out, jsonLine)
+        signal.signal(signal.SIGUSR1, rotate)
+    return out
+
+
+def jsonFileObserver(twistdOptions: Any) -> ILogObserver:
+    """
+    A JSON-lines observer writing where twistd would write its text log
+    (L{_twistdLogFile}).
+
+    @param twistdOptions: twistd's own options (the plugin options' parent).
+    """
+    return FileLogObserver(_twistdLogFile(twistdOptions), jsonLine)
+
+
+class ClassicText:
+    """
+    twistd's text line for a log event (L{formatEventAsClassicLogText} with
+    its default time format), made cheaply for the lines that come with
+    their text made (L{logAccess}, L{logEvent}: C{"{line}"}, no failure).
+
+    @ivar _second: the whole second whose time text is in C{_stamp}.
+    """
+
+    def __init__(self, stamp: Callable[[float | None], str] = formatTime) -> None:
+        self._format = stamp
+        self._second: int | None = None
+        self._stamp = ""
+
+    def _time(self, when: float | None) -> str:
+        if when is None:
+            return self._format(None)
+        second = int(when)
+        if second != self._second:
+            self._stamp = self._format(float(second))
+            self._second = second
+        return self._stamp
+
+    def __call__(self, event: dict[str, Any]) -> str | None:
+        if (
+            event.get("log_format") != "{line}"
+            or "log_failure" in event
+            or "log_system" in event
+            or not isinstance(event.get("line"), str)
+        ):
+            return formatEventAsClassicLogText(event, self._time)
+        level = event.get("log_level")
+        name = "-" if level is None else level.name
+        line = event["line"].replace("\n", "\n\t")
+        return f"{self._time(event.get('log_time'))} [{event.get('log_namespace', '-')}#{name}] {line}\n"
+
+
+def textFileObserver(twistdOptions: Any) -> ILogObserver:
+    """
+    The text observer twistd would make (same file, same lines), made
+    cheaper by L{ClassicText}.
+
+    @param twistdOptions: twistd's own options (the plugin options' parent).
+    """
+    return FileLogObserver(_twistdLogFile(twistdOptions), ClassicText())
