@@ -377,6 +377,57 @@ class StagingTests(FileStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.uploadsEntries(), [])
 
 
+class StartOverTruncationTests(FileStoreTestsMixin, SynchronousTestCase):
+    """
+    A start over empties the staged file, but a new (empty) one is never
+    truncated: on ext4 a truncation to size 0 makes the next close write the
+    file's data out (C{auto_da_alloc}), a disk write per small upload.
+    """
+
+    def truncations(self) -> list[tuple[int, int]]:
+        calls: list[tuple[int, int]] = []
+        real = os.ftruncate
+
+        def record(fd: int, length: int) -> None:
+            calls.append((fd, length))
+            real(fd, length)
+
+        self.patch(os, "ftruncate", record)
+        return calls
+
+    def test_newUploadNotTruncated(self) -> None:
+        """A new upload, started over or not, opens its empty file as it is."""
+        calls = self.truncations()
+        self.openUpload(parseRelativePath("new.bin"), startOver=True).writeChunks([b"abc"])
+        self.openUpload(parseRelativePath("other.bin")).writeChunks([b"abc"])
+        self.assertEqual(calls, [])
+
+    def test_startOverEmpties(self) -> None:
+        """A start over of staged bytes empties the file."""
+        path = parseRelativePath("old.bin")
+        staged = self.openUpload(path)
+        staged.writeChunks([b"old bytes"])
+        staged.close()
+        calls = self.truncations()
+        again = self.openUpload(path, startOver=True)
+        self.assertEqual((again.offset, os.fstat(again.fd).st_size), (0, 0))
+        self.assertEqual([length for _, length in calls], [0])
+
+    def test_trailingHoleEmptied(self) -> None:
+        """
+        A file that is all hole (extended by a truncation: its data size 0,
+        its size not) is emptied too, never written into at offset 0 with
+        its old size kept.
+        """
+        path = parseRelativePath("holes.bin")
+        staged = self.openUpload(path)
+        os.truncate(self.dataFile(path), 4096)
+        staged.close()
+        again = self.openUpload(path, startOver=True)
+        again.writeChunks([b"ab"])
+        self.assertEqual(os.fstat(again.fd).st_size, 2)
+
+
 class LockTests(FileStoreTestsMixin, SynchronousTestCase):
     """
     One writer per upload across processes (one locked byte per upload).

@@ -98,6 +98,20 @@ log = Logger()
 LOCK_TOUCH_INTERVAL = 60.0
 
 
+def _empty(fd: int) -> None:
+    """
+    Empty the staged file open as C{fd}, unless it is empty already (a new
+    upload's: most of them). On ext4, truncating a file to size 0 marks it
+    to have its data written out when it is next closed (C{auto_da_alloc}),
+    so a new file truncated for nothing had its bytes written to the disk
+    at each completion, in the disk thread, even with C{--no-fsync}. Both
+    sizes are asked: the attribute cache's and the file system's
+    (L{dataSize}: another host may have written it).
+    """
+    if os.fstat(fd).st_size or dataSize(fd):
+        os.ftruncate(fd, 0)
+
+
 @implementer(IUploadStore, ITakeover)
 class FileStore:
     """
@@ -552,7 +566,7 @@ class FileStore:
                 f"{self._where(key, '.data')} was removed as it was opened",
             )
         if fd is not None and truncate:
-            os.ftruncate(fd, 0)
+            _empty(fd)
         return fd
 
     def _unlinkInfo(self, key: str) -> None:
@@ -756,7 +770,7 @@ class FileStore:
                         onDisk, base = True, dict(info)
                     else:
                         self._unlinkInfo(key)
-                    os.ftruncate(fd, 0)
+                    _empty(fd)
             except BaseException:
                 os.close(fd)
                 raise
