@@ -9,7 +9,7 @@ import errno
 import os
 from typing import Sequence
 
-from uploadsvc.storage.freshness import dataSize
+from uploadsvc.storage.freshness import dataSize, emptyFile
 
 #: Bytes per system call: a few MiB keeps each call short on a slow disk.
 CHUNK = 4 * 1024 * 1024
@@ -25,7 +25,7 @@ def copyAll(sources: Sequence[int], out: int, chunk: int = CHUNK) -> int:
     C{out} (emptied first), in the kernel when it can (C{copy_file_range}),
     a chunk at a time otherwise; return the bytes written.
     """
-    os.ftruncate(out, 0)
+    emptyFile(out)
     written = 0
     for source in sources:
         size = dataSize(source)

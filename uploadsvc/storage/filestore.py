@@ -68,7 +68,7 @@ from uploadsvc.storage import destination, statedir
 from uploadsvc.storage.hashing import hashFD, newStreamHasher, usableHashState, verifyStaged
 from uploadsvc.storage.concat import copyAll
 from uploadsvc.storage.freshness import (
-    GONE, closeReader, dataSize, isLocalType, onFuse, rootMountType,
+    GONE, closeReader, dataSize, emptyFile, isLocalType, onFuse, rootMountType,
 )
 from uploadsvc.storage.interfaces import (
     INCOMING, KEY, Incomplete, ITakeover, IUploadStore, Target, UploadId, newUploadId,
@@ -96,20 +96,6 @@ log = Logger()
 #: Seconds between updates of the lock file's modification time while
 #: uploads are written (see L{FileStore.pendingTakeovers}).
 LOCK_TOUCH_INTERVAL = 60.0
-
-
-def _empty(fd: int) -> None:
-    """
-    Empty the staged file open as C{fd}, unless it is empty already (a new
-    upload's: most of them). On ext4, truncating a file to size 0 marks it
-    to have its data written out when it is next closed (C{auto_da_alloc}),
-    so a new file truncated for nothing had its bytes written to the disk
-    at each completion, in the disk thread, even with C{--no-fsync}. Both
-    sizes are asked: the attribute cache's and the file system's
-    (L{dataSize}: another host may have written it).
-    """
-    if os.fstat(fd).st_size or dataSize(fd):
-        os.ftruncate(fd, 0)
 
 
 @implementer(IUploadStore, ITakeover)
@@ -566,7 +552,7 @@ class FileStore:
                 f"{self._where(key, '.data')} was removed as it was opened",
             )
         if fd is not None and truncate:
-            _empty(fd)
+            emptyFile(fd)
         return fd
 
     def _unlinkInfo(self, key: str) -> None:
@@ -770,7 +756,7 @@ class FileStore:
                         onDisk, base = True, dict(info)
                     else:
                         self._unlinkInfo(key)
-                    _empty(fd)
+                    emptyFile(fd)
             except BaseException:
                 os.close(fd)
                 raise
