@@ -284,6 +284,21 @@ class ClassicTextTests(SynchronousTestCase):
                     event = {**event, "log_time": when}
                 self.assertEqual(make(event), formatEventAsClassicLogText(event), event)
 
+    def test_secondsEdges(self) -> None:
+        """
+        A time that rounds up to the next second, and one before 1970, have
+        twistd's time text too; an empty message is no line, as twistd's.
+        """
+        for when in (1796176799.9999995, 1796176799.9999999, 1796176799.999999, -1.5, -0.25):
+            make = ClassicText()
+            make({"log_format": "{line}", "line": "x", "log_time": float(int(when))})
+            event = {"log_format": "{line}", "line": "x", "log_time": when,
+                     "log_level": LogLevel.info, "log_namespace": "n"}
+            self.assertEqual(make(event), formatEventAsClassicLogText(event), when)
+        empty = {"log_format": "{line}", "line": "", "log_time": 5.0, "log_level": LogLevel.info}
+        self.assertIsNone(formatEventAsClassicLogText(empty))
+        self.assertIsNone(ClassicText()(empty))
+
     def test_noLevel(self) -> None:
         """An event without a level says C{-} in its system, as twistd does."""
         event = {"log_format": "{line}", "line": "x", "log_time": 5.0, "log_namespace": "n"}

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.ops.expiry import ExpiryService
 from uploadsvc.ops.metrics import MULTIPROC_ENV, AdminSite, MeteredRunner, Metrics
-from uploadsvc.tap import Options, makeService
+from uploadsvc.tap import Options, StartupError, makeService
 from uploadsvc.web.observed import ObservedSite
 from uploadsvc.workers import WorkerPool
 
@@ -229,6 +229,47 @@ class MakeServiceTests(SynchronousTestCase):
         application = Application("uploadsvc")
         makeService(options, self.reactor).setServiceParent(application)
         self.assertIsNone(application.getComponent(ILogObserver, None))
+
+    def test_loggerOptionOpensNothing(self) -> None:
+        """
+        With twistd's --logger (whose observer twistd uses), no observer of
+        ours is made: no log file opened, no SIGUSR1 handler installed.
+        """
+        hook, usr1 = sys.excepthook, signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(setattr, sys, "excepthook", hook)
+        self.addCleanup(signal.signal, signal.SIGUSR1, usr1)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        logPath = os.path.abspath(self.mktemp())
+        for form in ("text", "json"):
+            options = parse("--root", self.root, "--log-format", form)
+            options.parent = {  # type: ignore[assignment]
+                "logfile": logPath, "nodaemon": False, "logger": lambda: None,
+            }
+            application = Application("uploadsvc")
+            makeService(options, self.reactor).setServiceParent(application)
+            self.assertIsNone(application.getComponent(ILogObserver, None))
+        self.assertFalse(os.path.exists(logPath))
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
+
+    def test_daemonToStdoutRefused(self) -> None:
+        """
+        As twistd itself: a daemon (no -n) cannot log to its standard output
+        (--logfile -); it says so in one line instead of logging to nowhere.
+        """
+        hook = sys.excepthook
+        self.addCleanup(setattr, sys, "excepthook", hook)
+        for form in ("text", "json"):
+            options = parse("--root", self.root, "--log-format", form)
+            options.parent = {"logfile": "-", "nodaemon": False}  # type: ignore[assignment]
+            with self.assertRaises(StartupError) as caught:
+                makeService(options, self.reactor)
+            self.assertEqual(
+                str(caught.exception),
+                "--logfile -: a daemon cannot log to its standard output; add -n",
+            )
+        options = parse("--root", self.root)
+        options.parent = {"logfile": "-", "nodaemon": True}  # type: ignore[assignment]
+        makeService(options, self.reactor)
 
     def test_inProcessLeavesCollector(self) -> None:
         """A service made outside twistd (a .tac, a test) leaves the collector alone."""

@@ -640,14 +640,20 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     checkRoot(options["root"])
     top = _UploadService()
     top.settleCollector = options.parent is not None
-    if options["log-format"] == "text":
+    twistdLog = options.parent
+    if twistdLog is not None and (twistdLog.get("logfile") == "-" and not twistdLog.get("nodaemon")):
+        # (twistd's own check, which an observer of ours would skip.)
+        raise StartupError("--logfile -: a daemon cannot log to its standard output; add -n")
+    if twistdLog is not None and twistdLog.get("logger"):
+        pass  # twistd's --logger observer wins: no file of ours is opened
+    elif options["log-format"] == "text":
         # twistd's own lines, made cheaper (logs.ClassicText); syslog stays
-        # twistd's, and a --logger of twistd wins over this anyway.
-        if options.parent is not None and not options.parent.get("syslog"):
-            top.logObserver = textFileObserver(options.parent)
+        # twistd's.
+        if twistdLog is not None and not twistdLog.get("syslog"):
+            top.logObserver = textFileObserver(twistdLog)
     elif options["log-format"] == "json":
-        if options.parent is not None:
-            top.logObserver = jsonFileObserver(options.parent)
+        if twistdLog is not None:
+            top.logObserver = jsonFileObserver(twistdLog)
         else:
             # A .tac file: twistd's own options are not known here.
             log.warn(

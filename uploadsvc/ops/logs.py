@@ -211,6 +211,11 @@ def jsonFileObserver(twistdOptions: Any) -> ILogObserver:
     return FileLogObserver(_twistdLogFile(twistdOptions), jsonLine)
 
 
+#: A fraction of a second from which twistd's time (C{datetime}, rounded to
+#: the microsecond) may be the next second's: made by twistd's own code.
+_ROUNDS_UP = 0.999999
+
+
 class ClassicText:
     """
     twistd's text line for a log event (L{formatEventAsClassicLogText} with
@@ -229,6 +234,8 @@ class ClassicText:
         if when is None:
             return self._format(None)
         second = int(when)
+        if when < 0 or when - second >= _ROUNDS_UP:
+            return self._format(when)  # (a time twistd rounds to the next second)
         if second != self._second:
             self._stamp = self._format(float(second))
             self._second = second
@@ -242,6 +249,8 @@ class ClassicText:
             or not isinstance(event.get("line"), str)
         ):
             return formatEventAsClassicLogText(event, self._time)
+        if not event["line"]:
+            return None  # (as twistd writes nothing for an empty message)
         level = event.get("log_level")
         name = "-" if level is None else level.name
         line = event["line"].replace("\n", "\n\t")
