@@ -20,7 +20,8 @@ twofold) and the heaviest functions are printed when it stops.
 
 Arguments after C{--} are added to uploadsvc's command line. Bodies come
 from the benchmark's source file (made by C{bench/run}, or here when
-missing). Stored files are removed after each run.
+missing). Each invocation works in a folder of its own under bench/work/
+(its server's log stays there); stored files are removed after each run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,9 @@ def runOnce(load: Load, port: int, sourceFd: int, pid: int, perUpload: bool) -> 
         rate = f"{stored / seconds / (1 << 20):.0f} MiB/s"
     print(f"ok {ok}/{len(load.uploads)}, {rate}, server {(user + system) * scale:.2f} {unit} "
           f"(user {user * scale:.2f}, system {system * scale:.2f})")
+    failures = Counter(f"{o.status} {o.error}" for o in result.outcomes if not 200 <= o.status < 300)
+    for why, count in failures.most_common(5):
+        print(f"    failed: {count} x {why}")
     for task, (name, cpu) in sorted(threads1.items(), key=lambda t: -t[1][1]):
         busy = (cpu - threads0.get(task, (name, 0.0))[1]) / seconds
         if busy >= 0.01:
@@ -158,8 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cprofile", type=Path, default=None,
                         help="profile uploadsvc's reactor thread into this file")
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("extra", nargs="*", help="uploadsvc arguments (after --)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if extra or "--" in argv else 0)])
+    args.extra = extra
     size = sourceSize(FULL)
     source = WORK / "source.bin"
     ensureSource(source, size)
@@ -167,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.count is not None:
         sizes = type(FULL)(**{**FULL.__dict__, "s2Count": args.count, "s4Count": args.count})
     load = build(sizes, size)[args.scenario].load
-    directory = WORK / "profile"
+    WORK.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="profile-", dir=WORK))  # (one per run of this tool)
     root = directory / "root"
     server, port = startServer(args.server, root, directory, args.extra, args.cprofile)
     fd = os.open(source, os.O_RDONLY)
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         os.close(fd)
         server.terminate()
         server.wait(60)
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"server log: {directory / 'server.log'}")
     if args.cprofile is not None:
         printProfile(args.cprofile, args.top)
 
