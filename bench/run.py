@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.close(sourceFd)
         verifier.close()
-    output.write_text(report.render(data))
+    text = report.render(data)
+    if not data["meta"]["quick"] and report.CHAOS_RESULTS.exists():
+        # (The chaos run's figures are rendered from their own file.)
+        chaos = report.renderChaos(json.loads(report.CHAOS_RESULTS.read_text()))
+        text = report.replaceChaos(text, chaos)
+    output.write_text(text)
     print(f"results: {resultsPath}\nreport: {output}", flush=True)
     return 0
 

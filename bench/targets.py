@@ -274,6 +274,9 @@ def renderTargets(data: dict[str, Any], scenarios: dict[str, Scenario]) -> list[
         "factor by which a figure misses its target. The fsync row uses this run's "
         "`bench.fsyncrate` rate with 8 threads (S4 keeps 64 uploads in flight), the "
         "1-thread rate beside.",
+        "",
+        "What limits each target that is not met, the profiles that show it (rerun "
+        "with `bench/profile.py`) and what was tried: [bench/LIMITS.md](LIMITS.md).",
     ]
     if meta["quick"]:
         out += [
