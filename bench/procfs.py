@@ -14,7 +14,7 @@ from typing import Iterator
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _readStat(pid: int) -> list[str] | None:
+def readStat(pid: int) -> list[str] | None:
     """
     The fields of C{/proc/<pid>/stat} after the command name, or L{None} when
     the process is gone.  Field 3 (state) is at index 0.
@@ -28,16 +28,22 @@ def _readStat(pid: int) -> list[str] | None:
     return raw[raw.rindex(b")") + 2 :].decode("ascii").split()
 
 
+def threads(pid: int) -> list[int]:
+    """
+    The ids of C{pid}'s threads (none when it is gone).
+    """
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return []
+
+
 def _children(pid: int) -> list[int]:
     """
     The direct children of C{pid} (of any of its threads).
     """
     found: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for tid in tids:
+    for tid in threads(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/children") as f:
                 found.extend(int(c) for c in f.read().split())
@@ -52,7 +58,7 @@ def processTree(pid: int) -> list[int]:
 
     @return: an empty list when C{pid} is gone.
     """
-    if _readStat(pid) is None:
+    if readStat(pid) is None:
         return []
     tree = [pid]
     index = 0
@@ -68,7 +74,7 @@ def startTime(pid: int) -> int | None:
     The start time of C{pid} in clock ticks since boot, which tells a process
     from a later one that reused its PID.
     """
-    fields = _readStat(pid)
+    fields = readStat(pid)
     return None if fields is None else int(fields[19])
 
 
@@ -79,7 +85,7 @@ def cpuSeconds(pid: int) -> float:
     """
     ticks = 0
     for member in processTree(pid):
-        fields = _readStat(member)
+        fields = readStat(member)
         if fields is not None:
             # utime, stime, cutime, cstime are fields 14..17.
             ticks += sum(int(v) for v in fields[11:15])

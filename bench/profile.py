@@ -48,25 +48,16 @@ from bench.source import ensureSource
 WORK = REPO / "bench" / "work"
 
 
-def threadCpu(pid: int) -> dict[int, tuple[str, float]]:
+def threadCpu(pid: int) -> dict[int, float]:
     """
-    Each thread of C{pid}: its name and CPU seconds (user + system) so far.
+    Each thread of C{pid}: its CPU seconds (user + system) so far.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return out
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                stat = f.read()
-        except FileNotFoundError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(task)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    out: dict[int, float] = {}
+    for task in procfs.threads(pid):
+        fields = procfs.readStat(task)  # (a thread's id reads as a PID)
+        if fields is not None:
+            out[task] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -77,13 +68,10 @@ def userSystem(pid: int) -> tuple[float, float]:
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
     for member in procfs.processTree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        user += int(fields[11]) / tick
-        system += int(fields[12]) / tick
+        fields = procfs.readStat(member)
+        if fields is not None:
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
     return user, system
 
 
@@ -139,10 +127,10 @@ def runOnce(load: Load, port: int, sourceFd: int, pid: int, perUpload: bool) -> 
     failures = Counter(f"{o.status} {o.error}" for o in result.outcomes if not 200 <= o.status < 300)
     for why, count in failures.most_common(5):
         print(f"    failed: {count} x {why}")
-    for task, (name, cpu) in sorted(threads1.items(), key=lambda t: -t[1][1]):
-        busy = (cpu - threads0.get(task, (name, 0.0))[1]) / seconds
+    for task, cpu in sorted(threads1.items(), key=lambda t: -t[1]):
+        busy = (cpu - threads0.get(task, 0.0)) / seconds
         if busy >= 0.01:
-            print(f"    thread {task} {name}: {busy:.2f} of a core")
+            print(f"    thread {task}: {busy:.2f} of a core")
 
 
 def printProfile(path: Path, top: int) -> None:
@@ -156,11 +144,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenario", choices=["S1", "S2", "S4"])
+    parser.add_argument("scenario", choices=["S1", "S2", "S3", "S4", "S5"])
     parser.add_argument("--server", default="uploadsvc", choices=sorted(BUILTIN))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", type=int, default=None,
-                        help="uploads per run (S2, S4; default: the full benchmark's)")
+                        help="uploads per run (S2, S4, S5; default: the full benchmark's)")
     parser.add_argument("--cprofile", type=Path, default=None,
                         help="profile uploadsvc's reactor thread into this file")
     parser.add_argument("--top", type=int, default=30)
@@ -173,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     ensureSource(source, size)
     sizes = FULL
     if args.count is not None:
-        sizes = type(FULL)(**{**FULL.__dict__, "s2Count": args.count, "s4Count": args.count})
+        sizes = type(FULL)(
+            **{**FULL.__dict__, "s2Count": args.count, "s4Count": args.count, "s5Count": args.count}
+        )
     load = build(sizes, size)[args.scenario].load
     WORK.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="profile-", dir=WORK))  # (one per run of this tool)

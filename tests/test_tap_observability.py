@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 from twisted.application.service import Application, MultiService
 from twisted.internet.testing import MemoryReactorClock
@@ -183,11 +184,21 @@ class MakeServiceTests(SynchronousTestCase):
         Under twistd, --log-format json gives the Application an
         ILogObserver that writes JSON lines to twistd's --logfile.
         """
+        text, _ = self.loggedUnderTwistd("--log-format", "json")
+        [line] = [json.loads(text) for text in text.splitlines()]
+        self.assertEqual((line["message"], line["namespace"]), ("hello log", "t"))
+
+    def loggedUnderTwistd(self, *args: str) -> tuple[str, Any]:
+        """
+        Make the service as twistd would (with C{--logfile}), log one line
+        through the observer it gives the Application, and return the log
+        file's text and the service.
+        """
         hook, usr1 = sys.excepthook, signal.getsignal(signal.SIGUSR1)
         self.addCleanup(setattr, sys, "excepthook", hook)
         self.addCleanup(signal.signal, signal.SIGUSR1, usr1)
         logPath = os.path.abspath(self.mktemp())
-        options = parse("--root", self.root, "--log-format", "json")
+        options = parse("--root", self.root, *args)
         options.parent = {"logfile": logPath, "nodaemon": False}  # type: ignore[assignment]
         svc = makeService(options, self.reactor)
         application = Application("uploadsvc")
@@ -195,8 +206,7 @@ class MakeServiceTests(SynchronousTestCase):
         observer = ILogObserver(application)
         Logger(namespace="t", observer=observer).info("hello {who}", who="log")
         with open(logPath) as f:
-            [line] = [json.loads(text) for text in f]
-        self.assertEqual((line["message"], line["namespace"]), ("hello log", "t"))
+            return f.read(), svc
 
     def test_textLogObserverForTwistd(self) -> None:
         """
@@ -204,19 +214,8 @@ class MakeServiceTests(SynchronousTestCase):
         ILogObserver writing twistd's own text lines to its --logfile, and
         the server settles the garbage collector as it starts.
         """
-        hook, usr1 = sys.excepthook, signal.getsignal(signal.SIGUSR1)
-        self.addCleanup(setattr, sys, "excepthook", hook)
-        self.addCleanup(signal.signal, signal.SIGUSR1, usr1)
-        logPath = os.path.abspath(self.mktemp())
-        options = parse("--root", self.root)
-        options.parent = {"logfile": logPath, "nodaemon": False}  # type: ignore[assignment]
-        svc = makeService(options, self.reactor)
-        application = Application("uploadsvc")
-        svc.setServiceParent(application)
-        observer = ILogObserver(application)
-        Logger(namespace="t", observer=observer).info("hello {who}", who="log")
-        with open(logPath) as f:
-            [line] = f.read().splitlines()
+        text, svc = self.loggedUnderTwistd()
+        [line] = text.splitlines()
         self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[t#info\] hello log$")
         self.assertTrue(svc.settleCollector)  # type: ignore[attr-defined]
 
