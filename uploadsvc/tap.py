@@ -641,7 +641,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     top = _UploadService()
     top.settleCollector = options.parent is not None
     twistdLog = options.parent
-    if twistdLog is not None and (twistdLog.get("logfile") == "-" and not twistdLog.get("nodaemon")):
+    if twistdLog is not None and twistdLog.get("logfile") == "-" and not twistdLog.get("nodaemon"):
         # (twistd's own check, which an observer of ours would skip.)
         raise StartupError("--logfile -: a daemon cannot log to its standard output; add -n")
     if twistdLog is not None and twistdLog.get("logger"):

@@ -3,9 +3,10 @@ How Python's cyclic garbage collector runs in the server.
 
 Each request makes cyclic garbage (Deferreds, coroutines and their frames),
 so young collections run every few requests; and each full collection
-walked the ~300,000 objects that imports and start-up made and that live as
-long as the process. Under S4's small uploads the collector was 3-4% of the
-reactor's time (perf: C{gc_collect_main}, C{visit_decref}).
+walked the objects that imports and start-up made (about 64,000, which
+C{gc.get_freeze_count} shows once frozen) and that live as long as the
+process. Under S4's small uploads the collector was 3-4% of the server's
+CPU (perf: C{gc_collect_main}, C{visit_decref}, C{visit_reachable}).
 
 L{settle}, once the server has started: what start-up made is moved out of
 the collector's sight (C{gc.freeze}), and a young collection waits for more
