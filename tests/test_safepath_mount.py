@@ -35,8 +35,11 @@ class MountOfTests(SynchronousTestCase):
 
     def test_withoutStatx(self) -> None:
         """
-        Where there is no C{statx}, the answer comes from C{fstat} and fdinfo.
+        Where there is no C{statx}, C{fstat} and fdinfo give the answer
+        C{statx} gives.
         """
-        fd = self.folder("/proc")
+        folders = [self.folder(path) for path in ("/", "/proc", ".")]
+        fast = [safepath._statxMount(fd) for fd in folders]
         self.patch(safepath, "_statx", None)
-        self.assertEqual(safepath.mountOf(fd), (os.fstat(fd).st_dev, safepath._fdinfoMount(fd)))
+        self.assertEqual([safepath._statxMount(fd) for fd in folders], [None] * 3)
+        self.assertEqual([safepath.mountOf(fd) for fd in folders], fast)

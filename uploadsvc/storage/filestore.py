@@ -760,7 +760,8 @@ class FileStore:
             except BaseException:
                 os.close(fd)
                 raise
-        offset = dataSize(fd)
+        # (A start over left the file empty: emptyFile has just measured it.)
+        offset = 0 if plan.startOver else dataSize(fd)
         hasher = None
         if offset == 0:
             hasher = newStreamHasher()
