@@ -14,13 +14,18 @@ from typing import Iterator
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def readStat(pid: int) -> list[str] | None:
+def readStat(pid: int, tid: int | None = None) -> list[str] | None:
     """
     The fields of C{/proc/<pid>/stat} after the command name, or L{None} when
     the process is gone.  Field 3 (state) is at index 0.
+
+    @param tid: one thread of C{pid}: its own fields
+        (C{/proc/<pid>/task/<tid>/stat}; C{/proc/<tid>/stat} would give the
+        whole process's).
     """
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None

@@ -55,7 +55,7 @@ def threadCpu(pid: int) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for task in procfs.threads(pid):
-        fields = procfs.readStat(task)  # (a thread's id reads as a PID)
+        fields = procfs.readStat(pid, task)
         if fields is not None:
             out[task] = (int(fields[11]) + int(fields[12])) / tick
     return out

@@ -20,8 +20,13 @@ def spin(seconds: float) -> None:
 
 class ThreadCpuTests(SynchronousTestCase):
     def test_busyThreadSeen(self) -> None:
-        """A thread that spins shows its CPU under its own id, apart from the main thread."""
+        """
+        A thread that spins shows its CPU under its own id; a thread that
+        sleeps shows none (each thread's own figure, not the process's).
+        """
         stop = threading.Event()
+        sleeper = threading.Thread(target=stop.wait)
+        sleeper.start()
 
         def work() -> None:
             while not stop.is_set():
@@ -35,9 +40,11 @@ class ThreadCpuTests(SynchronousTestCase):
         finally:
             stop.set()
             worker.join()
+            sleeper.join()
         self.assertIn(os.getpid(), seen)  # the main thread's id is the PID
         self.assertIn(worker.native_id, seen)
         self.assertGreater(seen[worker.native_id], 0.05)
+        self.assertLess(seen[sleeper.native_id], 0.02)
         self.assertEqual(threadCpu(2**22 + 12345), {})
 
     def test_userSystem(self) -> None:
