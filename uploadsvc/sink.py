@@ -182,6 +182,10 @@ class _Lane:
     while the pump waits for it.
     """
 
+    # (Two are kept per open upload: no dict, and the condition only for a
+    # lane made sticky; a Condition is about 750 bytes.)
+    __slots__ = ("sink", "work", "lock", "queue", "busy", "notifyIdle", "done", "sticky", "more")
+
     def __init__(self, sink: FileSink, work: Callable[[Chunks], None]) -> None:
         self.sink = sink
         self.work = work
@@ -191,13 +195,23 @@ class _Lane:
         self.notifyIdle = False
         self.done = 0  # bytes finished; written by the job's thread only
         self.sticky = False
-        self.more = threading.Condition(self.lock)
+        self.more: threading.Condition | None = None  # made by the first stick()
+
+    def stick(self) -> None:
+        """
+        Make the lane sticky (its condition exists before anyone sees it so).
+        """
+        with self.lock:
+            if self.more is None:
+                self.more = threading.Condition(self.lock)
+            self.sticky = True
 
     def add(self, data: bytes | memoryview) -> None:
         with self.lock:
             if self.busy:
                 self.queue.append(data)
                 if self.sticky:
+                    assert self.more is not None
                     self.more.notify()
                 return
             self.busy = True
@@ -242,6 +256,7 @@ class _Lane:
             _abandon(chunks)
         with self.lock:
             if not self.queue and self.sticky and sink.failure is None:
+                assert self.more is not None
                 self.more.wait(STICKY_WAIT)
             batch, self.queue = self.queue, []
             if not batch or sink.failure is not None:
@@ -387,7 +402,7 @@ class FileSink:
             pump.abandon()
             return
         if self._hashes is not None:
-            self._hashes.sticky = True
+            self._hashes.stick()
         self._writes.add(_Pumped(pump))  # type: ignore[arg-type]
 
     def pumpWritten(self, start: int, count: int) -> None:
@@ -435,6 +450,7 @@ class FileSink:
         if lane is not None and lane.sticky:
             with lane.lock:
                 lane.sticky = False
+                assert lane.more is not None
                 lane.more.notify()
 
     def _writeMixed(self, chunks: Chunks) -> None:
