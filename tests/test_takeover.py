@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -22,7 +22,7 @@ from uploadsvc.errors import Busy, UnsafeState
 from uploadsvc.protocol.decisions import planWrite
 from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
-from uploadsvc.testing.runners import ImmediateRunner
+from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 from uploadsvc.web.app import LOCK_RETRY, Config, UploadApp
 from tests.support.stubapp import StubRequests
 
@@ -370,3 +370,88 @@ class LookFailureTests(SynchronousTestCase):
         app.checkTakeovers()
         errors = [e for e in logged if "looking for takeovers" in str(e.get("log_format"))]
         self.assertEqual(len(errors), 2)
+
+
+class CompletionUnderWayTests(SynchronousTestCase):
+    """
+    A writer whose completion already runs in the disk pool is not ended by
+    a newer request or another process's takeover: the rename cannot be
+    called back, so it answers its client, and the next writer then finds
+    the upload complete (before, its client lost the connection though its
+    file landed, and sometimes no client got the 201).
+    """
+
+    BODY = b"c" * 1000
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.store = FileStore(self.root, fsync=False)
+        self.addCleanup(self.store.close)
+        self.runner = ManualRunner()
+        self.app = UploadApp(self.store, self.runner, Config())
+        self.heard: list[Any] = []
+        self.app.events.subscribe(self.heard.append)
+        self.treq = StubTreq(self.app.resource())
+        self.key = FileStore.keyFor(parseRelativePath("c.bin"))
+
+    def runUntilCompletion(self) -> None:
+        """
+        Run the pool's calls until the next one is the completion (the
+        write, hash and rename of the whole small body).
+        """
+        for _ in range(20):
+            self.treq.flush()
+            if self.runner.pending and self.runner.pending[0][0].__name__ in (
+                "_writeAndComplete", "complete",
+            ):
+                return
+            self.runner.complete()
+        self.fail(f"no completion queued: {self.runner.pending}")
+
+    def runLatest(self) -> None:
+        """
+        Run the newest pending pool call (on another thread, ahead of the
+        completion), and what it sets off.
+        """
+        f, args, d = self.runner.pending.pop()
+        assert d is not None
+        maybeDeferred(f, *args).chainDeferred(d)
+        self.treq.flush()
+
+    def finish(self) -> None:
+        for _ in range(50):
+            self.treq.flush()
+            if not self.runner.pending:
+                return
+            self.runner.complete()
+
+    def test_newerRequestWaits(self) -> None:
+        """A newer PUT waits for the completion, then is answered as for a complete file."""
+        older = self.treq.put("http://x/c.bin", data=self.BODY)
+        self.runUntilCompletion()
+        newer = self.treq.put(
+            "http://x/c.bin", data=self.BODY, headers={"Content-Range": "bytes 0-999/1000"}
+        )
+        self.treq.flush()
+        # Its disk check runs on another thread meanwhile; then it asks the
+        # holder to let go, while the completion still runs.
+        self.assertEqual(len(self.runner.pending), 2)
+        self.runLatest()
+        self.assertTrue(self.app.writers.isHeld(self.key))
+        self.finish()
+        self.assertEqual(self.successResultOf(older).code, 201)
+        self.assertEqual(self.successResultOf(newer).code, 200)  # already complete, same bytes
+        self.assertNotIn("taken-over", [e.kind for e in self.heard])
+        with open(os.path.join(self.root, "c.bin"), "rb") as f:
+            self.assertEqual(f.read(), self.BODY)
+
+    def test_otherProcessWaits(self) -> None:
+        """Another process's takeover marker does not end a completion under way."""
+        older = self.treq.put("http://x/c.bin", data=self.BODY)
+        self.runUntilCompletion()
+        open(os.path.join(self.root, ".uploadsvc", "takeover", self.key), "w").close()
+        self.app.checkTakeovers()
+        self.runLatest()  # its look at the markers, while the completion still runs
+        self.finish()
+        self.assertEqual(self.successResultOf(older).code, 201)
+        self.assertNotIn("taken-over", [e.kind for e in self.heard])

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import os
 import stat
 import threading
@@ -495,7 +496,9 @@ class FileStore:
         return None if touched is None else touched[1]
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def _shardName(key: str) -> str:
+        # (Cached: a new upload's begin and complete ask about ten times.)
         return "%02x" % (zlib.crc32(key.encode("utf-8")) & 0xFF)
 
     def _where(self, key: str, suffix: str) -> str:

@@ -21,6 +21,7 @@ F_OFD_SETLK (Linux 3.15+); NFSv4 carries them between hosts.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import struct
@@ -35,7 +36,9 @@ WRITER = 0
 STATE = 1 << 56
 
 
+@functools.lru_cache(maxsize=1024)
 def _region(key: str) -> int:
+    # (Cached: a new upload takes three locks of its key.)
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:7], "big")
 
 

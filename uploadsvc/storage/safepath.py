@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import sys
+import threading
 from typing import Any, Sequence
 
 from uploadsvc.errors import Conflict, Forbidden, StorageUnavailable
@@ -132,6 +133,7 @@ def _libcStatx() -> Any:
 
 
 _statx = _libcStatx()
+_perThread = threading.local()
 
 
 def _statxMount(fd: int) -> tuple[int, int] | None:
@@ -141,7 +143,11 @@ def _statxMount(fd: int) -> tuple[int, int] | None:
     """
     if _statx is None:
         return None
-    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    try:
+        buffer = _perThread.statx
+    except AttributeError:
+        # (One per thread, reused: a request walks several folders.)
+        buffer = _perThread.statx = ctypes.create_string_buffer(_STATX_SIZE)
     if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buffer) != 0:
         return None
     raw, order = buffer.raw, sys.byteorder

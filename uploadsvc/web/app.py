@@ -286,6 +286,8 @@ class UploadApp:
             else WriterRegistry(clock=self.clock, maxAge=config.expireAfter)
         )
         self._staging: dict[str, IStagedUpload] = {}
+        #: Keys whose completion runs in the disk pool now (L{_completion}).
+        self._completing: set[str] = set()
         #: The code of the storage fault that the last look for takeovers
         #: met (logged once), or L{None}.
         self._lookFailing: str | None = None
@@ -346,6 +348,18 @@ class UploadApp:
         result = await self.runner.run(f, *args)
         self.latency(what, self.clock.seconds() - began)
         return result
+
+    async def _completion(self, key: str, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        The completion C{f(*args)} of C{key}'s upload, timed, in the disk
+        pool; meanwhile its writer is not ended by a newer request or
+        another process's takeover (see L{_acquire}).
+        """
+        self._completing.add(key)
+        try:
+            return await self._timed("completion", f, *args)
+        finally:
+            self._completing.discard(key)
 
     def checkTakeovers(self) -> Deferred | None:
         """
@@ -683,6 +697,10 @@ class UploadApp:
             key = self.store.keyFor(path)
 
         def interrupt() -> None:
+            if key in self._completing:
+                # Its rename cannot be called back: it answers its client
+                # and lets go, and the next writer finds the file complete.
+                return
             staged = self._staging.get(key)
             self._emit(
                 TAKEN_OVER, request, path, staged.offset if staged is not None else None
@@ -1168,14 +1186,13 @@ class UploadApp:
         """
         start = staged.offset
         total = start + sum(map(len, body))
-        self.writers.forgetHashState(self.store.keyFor(path))
+        key = self.store.keyFor(path)
+        self.writers.forgetHashState(key)
         wanted: dict[str, bytes] = dict(digests.values)
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
         try:
-            replaced = await self._timed(
-                "completion", self._writeAndComplete, path, staged, body, wanted
-            )
+            replaced = await self._completion(key, self._writeAndComplete, path, staged, body, wanted)
         finally:
             notesFor(request).offsetAfter = staged.offset
             if not start and staged.offset:
@@ -1352,9 +1369,9 @@ class UploadApp:
             checked: dict[str, bytes] | None = None
         else:
             checked = wanted
-        replaced = await self._timed(
-            "completion", self.store.complete, path, staged, self.config.allowOverwrite,
-            checked, streamed,
+        replaced = await self._completion(
+            self.store.keyFor(path), self.store.complete, path, staged,
+            self.config.allowOverwrite, checked, streamed,
         )
         notesFor(request).offsetAfter = staged.offset
         self._emit(
