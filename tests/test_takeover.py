@@ -15,7 +15,9 @@ from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.errors import Busy, UnsafeState
@@ -24,6 +26,7 @@ from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 from uploadsvc.web.app import LOCK_RETRY, Config, UploadApp
+from uploadsvc.web.streaming import StreamingSite
 from tests.support.stubapp import StubRequests
 
 decide = functools.partial(planWrite, contentRange=None, contentLength=None, allowOverwrite=False)
@@ -455,3 +458,31 @@ class CompletionUnderWayTests(SynchronousTestCase):
         self.finish()
         self.assertEqual(self.successResultOf(older).code, 201)
         self.assertNotIn("taken-over", [e.kind for e in self.heard])
+
+    def test_endedBeforeCompletionDoesNotComplete(self) -> None:
+        """
+        A writer asked to let go after its whole body arrived but before
+        its completion began does not complete: its client is dropped, the
+        upload stays staged, and the newer request completes it (before,
+        the file landed for a client that never got an answer).
+        """
+        site = StreamingSite(self.app.resource(), timeout=60, reactor=Clock())
+        channel: Any = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"PUT /c.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        )
+        self.assertTrue(self.runner.pending)  # its begin runs in the pool...
+        channel.dataReceived(self.BODY)  # ...while the whole body arrives
+        self.app.writers.interrupt(self.key)  # a newer request wants the upload
+        self.assertTrue(transport.disconnected)  # (aborted)
+        channel.connectionLost(Failure(ConnectionDone()))  # as the reactor tells next
+        self.finish()
+        self.assertEqual(transport.value(), b"")  # no answer owed, none sent
+        self.assertFalse(os.path.exists(os.path.join(self.root, "c.bin")))
+        # Its bytes are staged (created), not completed.
+        self.assertEqual([e.kind for e in self.heard], ["taken-over", "created"])
+        newer = self.treq.put("http://x/c.bin", data=self.BODY)
+        self.finish()
+        self.assertEqual(self.successResultOf(newer).code, 201)

@@ -135,6 +135,14 @@ class WriterRegistry:
             holder.interrupted = True
             holder.interrupt()
 
+    def interrupted(self, key: str) -> bool:
+        """
+        Whether the request holding C{key} was asked to let go (it must not
+        begin a completion then: its client is being dropped).
+        """
+        holder = self._holders.get(key)
+        return holder is not None and holder.interrupted
+
     def isHeld(self, key: str) -> bool:
         """
         Whether a request of this process writes C{key} now.

@@ -10,8 +10,9 @@ one place, L{UploadApp.uploadError}.
 from __future__ import annotations
 
 import base64
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Coroutine, Sequence
+from typing import Any, Callable, Coroutine, Iterator, Sequence
 
 import attrs
 from klein import Klein
@@ -349,15 +350,17 @@ class UploadApp:
         self.latency(what, self.clock.seconds() - began)
         return result
 
-    async def _completion(self, key: str, f: Callable[..., Any], *args: Any) -> Any:
+    @contextmanager
+    def _completion(self, key: str) -> Iterator[None]:
         """
-        The completion C{f(*args)} of C{key}'s upload, timed, in the disk
-        pool; meanwhile its writer is not ended by a newer request or
-        another process's takeover (see L{_acquire}).
+        While C{key}'s upload completes (from the decision to its answer),
+        its writer is not ended by a newer request or another process's
+        takeover (see L{_acquire}): entered with no await since the writer
+        was last seen not asked to let go.
         """
         self._completing.add(key)
         try:
-            return await self._timed("completion", f, *args)
+            yield
         finally:
             self._completing.discard(key)
 
@@ -1071,7 +1074,7 @@ class UploadApp:
             if answers is PUT_ANSWERS and lands and completes is None and digester is None:
                 inHand = self._takeSmallBody(request, staged, plan, stored, endsAtBody, digests)
             whole = inHand.whole() if inHand is not None else None
-            if whole is not None:
+            if whole is not None and not self.writers.interrupted(key):
                 assert isinstance(path, UploadPath)
                 return await self._completeInHand(request, path, staged, stored, digests, whole)
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
@@ -1107,7 +1110,11 @@ class UploadApp:
             ):
                 # An upload named by an id was created (and told) before.
                 self._emit(CREATED, request, path, offset, total)
-            if lands and finished:
+            # Taken over before its completion began: the upload stays
+            # staged for the newer request, and nothing lands for a client
+            # that was dropped (from here to the completion, no await).
+            ended = self.writers.interrupted(key)
+            if lands and finished and not ended:
                 return await self._complete(
                     request, path, staged, stored, digests,
                     {alg: h.digest() for alg, h in streamed.items()}, answers,
@@ -1119,7 +1126,7 @@ class UploadApp:
                 # Only with the generation of the .json just made durable:
                 # see storage.hashing.usableHashState.
                 self.writers.keepHashState(key, staged.info["generation"], offset, staged.hasher)
-            if outcome is Outcome.LOST:
+            if outcome is Outcome.LOST or ended:
                 return None
             if isinstance(outcome, UploadError):
                 raise outcome
@@ -1192,7 +1199,10 @@ class UploadApp:
         for alg, recorded in stored.digests.items():
             wanted.setdefault(alg, base64.b64decode(recorded))
         try:
-            replaced = await self._completion(key, self._writeAndComplete, path, staged, body, wanted)
+            with self._completion(key):
+                replaced = await self._timed(
+                    "completion", self._writeAndComplete, path, staged, body, wanted
+                )
         finally:
             notesFor(request).offsetAfter = staged.offset
             if not start and staged.offset:
@@ -1337,6 +1347,19 @@ class UploadApp:
         answers: Answers = PUT_ANSWERS,
     ) -> bytes:
         """
+        L{_completeNow}, its writer not ended meanwhile (L{_completion}).
+        """
+        with self._completion(self.store.keyFor(path)):
+            return await self._completeNow(
+                request, path, staged, stored, digests, streamed, answers
+            )
+
+    async def _completeNow(
+        self, request: Any, path: Target, staged: IStagedUpload, stored: Stored,
+        digests: DigestSet, streamed: dict[str, bytes] | None = None,
+        answers: Answers = PUT_ANSWERS,
+    ) -> bytes:
+        """
         Move the upload into place once the store checked the whole file's
         digests (the request's C{Repr-Digest}, then those recorded): a
         mismatch is 400 C{digest-mismatch} and the upload is discarded.
@@ -1369,9 +1392,9 @@ class UploadApp:
             checked: dict[str, bytes] | None = None
         else:
             checked = wanted
-        replaced = await self._completion(
-            self.store.keyFor(path), self.store.complete, path, staged,
-            self.config.allowOverwrite, checked, streamed,
+        replaced = await self._timed(
+            "completion", self.store.complete, path, staged, self.config.allowOverwrite,
+            checked, streamed,
         )
         notesFor(request).offsetAfter = staged.offset
         self._emit(
