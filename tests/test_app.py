@@ -8,6 +8,7 @@ tests.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
@@ -335,6 +337,81 @@ class AppTestsMixin(StubRequests, _MixinBase):
         r, _ = self.request("PUT", "/f", Content_Range="bytes */100")
         self.assertEqual(r.code, 404)
         self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
+
+    def fillDiskAfter(self, room: int, metadataFits: bool = True) -> None:
+        """
+        Let the next write request store C{room} more bytes, then fail as a
+        full disk does (C{ENOSPC}), the bytes before the failure kept; and
+        its metadata too unless C{metadataFits}.
+        """
+        begin = self.store.begin
+        began = False
+
+        def beginOnFullDisk(*args: Any) -> Any:
+            nonlocal began
+            stored, plan, staged = begin(*args)
+            if staged is not None and not began:
+                began = True
+                write = staged.writeChunks
+
+                def writeChunks(chunks: Any) -> None:
+                    nonlocal room
+                    data = b"".join(chunks)
+                    write([data[:room]])
+                    room -= min(room, len(data))
+                    if not room:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                staged.writeChunks = writeChunks
+                if not metadataFits:
+                    staged.sync = lambda: writeChunks([b"x"])
+            return stored, plan, staged
+
+        self.patch(self.store, "begin", beginOnFullDisk)
+
+    def test_diskFullKeepsTotal(self) -> None:
+        """
+        A write cut by a full disk (507) keeps the bytes written and the
+        total its headers told, which HEAD then reports as Upload-Length:
+        a Content-Range's T, a plain PUT's Content-Length (a small body
+        written in one go, or a streamed one).
+        """
+        cases = [
+            ("/range", {"Content_Range": f"bytes 0-{len(BODY) - 1}/30000"}, BODY, "30000"),
+            ("/small", {}, BODY, str(len(BODY))),
+            ("/large", {}, BODY * 30, str(len(BODY) * 30)),
+        ]
+        for path, headers, body, total in cases:
+            with self.subTest(path=path):
+                self.fillDiskAfter(1000)
+                r, content = self.request("PUT", path, body, **headers)
+                self.assertEqual((r.code, content), (507, b"the disk is full\n"))
+                r, _ = self.request("HEAD", path)
+                self.assertEqual(
+                    (r.code, self.header(r, "Upload-Offset"), self.header(r, "Upload-Length")),
+                    (204, "1000", total),
+                )
+
+    def test_diskFullNoRoomForTotal(self) -> None:
+        """
+        When even the metadata of a write cut by a full disk cannot be
+        written, the answer is still 507, the bytes stay and the upload is
+        let go; one warning says what was not recorded.
+        """
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.fillDiskAfter(1000, metadataFits=False)
+        r, _ = self.request("PUT", "/full", BODY, Content_Range=f"bytes 0-{len(BODY) - 1}/30000")
+        self.assertEqual(r.code, 507)
+        r, _ = self.request("HEAD", "/full")
+        self.assertEqual((r.code, self.header(r, "Upload-Offset")), (204, "1000"))
+        warnings = [formatEvent(e) for e in logged if "is not recorded" in formatEvent(e)]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertTrue(warnings[0].startswith("full: the disk is full;"), warnings)
+        more = BODY[1000:2000]
+        r, _ = self.request("PUT", "/full", more, Content_Range="bytes 1000-1999/30000")
+        self.assertEqual((r.code, self.header(r, "Upload-Offset")), (204, "2000"))
 
     def test_unknownMethod(self) -> None:
         """A method no route names is 405 with Allow, not an internal error."""

@@ -25,7 +25,7 @@ ABANDONED = 50
 #: Upper bound on every wait (seconds).
 BOUND = 90.0
 #: What a server logs for each expiry.
-EXPIRED_LINE = re.compile(r"expired the incomplete upload (p-[0-9a-f]{64}|i-[0-9a-f]{32})")
+EXPIRED_LINE = re.compile(r"upload expired: (\S+) offset ")
 
 
 def staged(root: str) -> list[str]:
@@ -50,9 +50,9 @@ def abandon(server: ServerProcess, path: str) -> None:
     assert answer.status == 204, answer
 
 
-def expiredKeys(server: ServerProcess) -> list[str]:
+def expiredPaths(server: ServerProcess) -> list[str]:
     """
-    The keys of the uploads the server logged as expired, in order.
+    The paths of the uploads the server logged as expired, in order.
     """
     return EXPIRED_LINE.findall(server.logText())
 
@@ -93,8 +93,8 @@ class ExpiryEndToEndTests(SynchronousTestCase):
                 break
             time.sleep(0.25)
         self.assertIsNotNone(liveFiles, f"staging not emptied: {len(staged(server.root))} files")
-        self.assertEqual(len(expiredKeys(server)), ABANDONED)
-        self.assertEqual(len(set(expiredKeys(server))), ABANDONED)
+        self.assertEqual(len(expiredPaths(server)), ABANDONED)
+        self.assertEqual(len(set(expiredPaths(server))), ABANDONED)
         for n in (0, ABANDONED - 1):
             _, head = rawhttp.exchange(server.port, "HEAD", f"/gone/{n}.bin")
             self.assertEqual(head.status, 404)
@@ -127,7 +127,7 @@ class ExpiryEndToEndTests(SynchronousTestCase):
             self.assertIn(answer.status, (204, 404), answer)
             time.sleep(0.2)
         self.assertEqual(staged(server.root), [])
-        self.assertEqual(len(expiredKeys(server)), 1)
+        self.assertEqual(len(expiredPaths(server)), 1)
 
     def test_twoServersOneRoot(self) -> None:
         """Two servers sharing a root and expiring at once expire each upload exactly once between them."""
@@ -140,9 +140,9 @@ class ExpiryEndToEndTests(SynchronousTestCase):
         while staged(root) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(staged(root), [])
-        keys = expiredKeys(first) + expiredKeys(second)
-        self.assertEqual(len(keys), ABANDONED, (len(expiredKeys(first)), len(expiredKeys(second))))
-        self.assertEqual(len(set(keys)), ABANDONED)
+        paths = expiredPaths(first) + expiredPaths(second)
+        self.assertEqual(len(paths), ABANDONED, (len(expiredPaths(first)), len(expiredPaths(second))))
+        self.assertEqual(len(set(paths)), ABANDONED)
 
     def test_workers(self) -> None:
         """With --workers 2 both workers expire, and each abandoned upload is expired once."""
@@ -153,5 +153,5 @@ class ExpiryEndToEndTests(SynchronousTestCase):
         while staged(server.root) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(staged(server.root), [])
-        keys = expiredKeys(server)
-        self.assertEqual((len(keys), len(set(keys))), (ABANDONED, ABANDONED))
+        paths = expiredPaths(server)
+        self.assertEqual((len(paths), len(set(paths))), (ABANDONED, ABANDONED))

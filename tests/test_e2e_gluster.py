@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 #: Upper bound on every wait (seconds).
 BOUND = 60.0
 #: What a server logs for each expiry.
-EXPIRED_LINE = re.compile(r"expired the incomplete upload (p-[0-9a-f]{64}|i-[0-9a-f]{32})")
+EXPIRED_LINE = re.compile(r"upload expired: (\S+) offset ")
 TUS = ("Tus-Resumable", "1.0.0")
 STREAM = ("Content-Type", "application/offset+octet-stream")
 DRAFT = ("Upload-Draft-Interop-Version", "8")
@@ -364,8 +364,8 @@ class GlusterClusterTests(SynchronousTestCase):
         while staged() and time.monotonic() < deadline:
             time.sleep(0.2)
         self.assertEqual(staged(), [])
-        keys = [k for s in servers for k in EXPIRED_LINE.findall(s.logText())]
-        self.assertEqual((len(keys), len(set(keys))), (count, count), keys)
+        expired = [k for s in servers for k in EXPIRED_LINE.findall(s.logText())]
+        self.assertEqual((len(expired), len(set(expired))), (count, count), expired)
         for n in (0, count - 1):
             head = self.send(servers[(n + 1) % 3].port, "HEAD", f"/e/{n}.bin")
             self.assertEqual(head.status, 404, head.raw)

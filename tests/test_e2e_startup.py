@@ -90,6 +90,12 @@ class OptionMistakeTests(StartupTestCase):
         self.assertEqual(result.err, "twistd uploadsvc: unknown option --rot; see --help\n")
         self.assertEqual(result.out, "")
 
+    def test_startOfAName(self) -> None:
+        """The start of an option's name is refused in one line, not taken for that option."""
+        result = self.twistd("--disk-thread", "2")
+        self.assertEqual(result.err, "twistd uploadsvc: unknown option --disk-thread; see --help\n")
+        self.assertOneLine(result, "unknown option --disk-thread")
+
     def test_badSize(self) -> None:
         """A size that is not one is refused with the option's name and how to write one."""
         result = self.twistd("--min-free", "1Q")

@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.commandline import formatDuration, parseDuration
@@ -160,18 +160,6 @@ class MemoryExpiryTests(SynchronousTestCase):
         staged.syncAndClose()
         self.clock.advance(6)
         self.assertEqual(self.heard.keys(), [uploadKey(path)])
-
-    def test_logLine(self) -> None:
-        """Each expiry is logged in one line that names the upload."""
-        logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
-        path = parseRelativePath("logged.bin")
-        write(self.store, path, b"abc")
-        self.clock.advance(66)
-        lines = [e for e in logged if "expired the incomplete upload" in e.get("log_format", "")]
-        self.assertEqual(len(lines), 1)
-        self.assertEqual((lines[0]["key"], lines[0]["what"], lines[0]["offset"]), (uploadKey(path), "logged.bin", 3))
 
     def test_stopped(self) -> None:
         """A stopped service looks no more."""
@@ -508,6 +496,25 @@ class ExpiryOptionTests(SynchronousTestCase):
         [service] = self.services("--expire-after", "10m")
         self.assertEqual((service.expireAfter, service.interval), (600, 60))
         self.assertEqual(self.services("--expire-after", "0"), [])
+
+    def test_oneLogLinePerExpiry(self) -> None:
+        """
+        As makeService wires it, each expired upload is one line of the
+        operator's log: its expired event's (not a line of its own besides).
+        """
+        reactor = MemoryReactorClock()
+        top = makeService(self.parse("--root", self.mktemp(), "--expire-after", "10s"), reactor)
+        [service] = [s for s in top if isinstance(s, ExpiryService)]
+        service.runner = ImmediateRunner()  # the disk pool is not started here
+        write(service.store, parseRelativePath("once.bin"), b"abc")
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        reactor.advance(time.time() + 20)
+        self.assertEqual(len(self.successResultOf(service.expireNow())), 1)
+        lines = [formatEvent(e) for e in logged if "once.bin" in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("upload expired: once.bin offset 3 of -", lines[0])
 
     def test_supervisorHasNone(self) -> None:
         """With --workers only the workers expire (the parent has no store)."""

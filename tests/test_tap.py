@@ -199,6 +199,30 @@ class OptionsTests(SynchronousTestCase):
         for argv, message in cases.items():
             self.assertIn(message, str(self.assertRaises(UsageError, parse, *argv)))
 
+    def test_prefixRefused(self) -> None:
+        """
+        Only whole long names are options: the start of one (which getopt
+        takes for the whole name, or calls ambiguous) is an unknown option,
+        while whole names, with = or not, short forms and values that look
+        like options still work.
+        """
+        cases = {
+            ("--disk-thread", "2"): "--disk-thread",
+            ("--disk-thread=2",): "--disk-thread",
+            ("--no-fs",): "--no-fs",
+            ("--max-upload", "1G"): "--max-upload",
+            ("--root", "x", "--he"): "--he",
+        }
+        for argv, name in cases.items():
+            e = self.assertRaises(UsageError, parse, *argv)
+            self.assertEqual(str(e), f"unknown option {name}")
+        options = parse("--disk-threads", "2", "--max-uploads=3", "-r", "--pre", "--no-fsync")
+        self.assertEqual(
+            [options[n] for n in ("disk-threads", "max-uploads", "root", "no-fsync")],
+            [2, 3, "--pre", 1],
+        )
+        self.assertEqual(parse("--root", "--no", "-rx")["root"], "x")
+
     def test_ietfVersions(self) -> None:
         """
         --ietf-versions takes the draft's interop versions served (default

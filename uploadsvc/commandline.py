@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import textwrap
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.python import usage
 
@@ -84,8 +85,6 @@ _GETOPT_ERRORS = [
     (re.compile(r"option (-+\S+) not recognized"), r"unknown option \1"),
     (re.compile(r"option (-+\S+) requires argument"), r"\1 needs a value"),
     (re.compile(r"option (-+\S+) must not have an argument"), r"\1 takes no value"),
-    (re.compile(r"option (-+\S+) not a unique prefix"),
-     r"\1 is ambiguous (the start of several options)"),
 ]
 
 
@@ -99,6 +98,36 @@ def plainError(message: str) -> str:
     return message
 
 
+def inexactOption(args: Sequence[str], shortOpt: str, longOpt: Sequence[str]) -> str | None:
+    """
+    The first long option in C{args} that is not a whole name of C{longOpt}
+    (getopt takes any unambiguous start of one for it: C{--disk-thread 2}
+    for C{--disk-threads 2}), or L{None}. C{args} are read as getopt reads
+    them: options up to C{--} or the first other argument, each followed by
+    its value if it takes one; what getopt itself refuses is left to it.
+    """
+    takesValue = {name.rstrip("="): name.endswith("=") for name in longOpt}
+    rest = list(args)
+    while rest and rest[0].startswith("-") and rest[0] not in ("-", "--"):
+        arg = rest.pop(0)
+        if arg.startswith("--"):
+            name, equals, _ = arg[2:].partition("=")
+            if name not in takesValue:
+                return f"--{name}"
+            if takesValue[name] and not equals and rest:
+                rest.pop(0)
+            continue
+        for at, letter in enumerate(arg[1:], 2):
+            found = shortOpt.find(letter)
+            if letter == ":" or found < 0:
+                return None
+            if shortOpt[found + 1 : found + 2] == ":":
+                if at == len(arg) and rest:
+                    rest.pop(0)
+                break
+    return None
+
+
 def wrap(text: str, width: int) -> list[str]:
     """
     C{text} in lines of at most C{width}, broken between words only (a word
@@ -109,15 +138,29 @@ def wrap(text: str, width: int) -> list[str]:
 
 class Options(usage.Options):
     """
-    L{usage.Options} whose C{--help} leaves out the L{hidden} options and
-    wraps between words, and whose C{longdesc} is plain text (Twisted falls
-    back on the C{__main__} module's docstring, epytext markup and all).
+    L{usage.Options} that takes long options by their whole names only,
+    whose C{--help} leaves out the L{hidden} options and wraps between
+    words, and whose C{longdesc} is plain text (Twisted falls back on the
+    C{__main__} module's docstring, epytext markup and all).
 
     @cvar hidden: long names of options that work but are not listed.
     """
 
     hidden: frozenset[str] = frozenset()
     longdesc = ""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options} (default: C{sys.argv[1:]}); the start of an
+        option's name is an unknown option, not that option.
+        """
+        args = sys.argv[1:] if options is None else options
+        # (Twisted's shell completion reads an option of its own first.)
+        if not (len(args) > 1 and args[-2] == "--_shell-completion"):
+            inexact = inexactOption(args, self.shortOpt, self.longOpt)
+            if inexact is not None:
+                raise usage.UsageError(f"unknown option {inexact}")
+        super().parseOptions(options)
 
     def getUsage(self, width: int | None = None) -> str:
         width = width or int(os.environ.get("COLUMNS", "80"))

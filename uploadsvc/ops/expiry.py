@@ -8,8 +8,9 @@ writer lock (never waits for it), reads the upload's age again under it,
 and tells C{True} to the one caller that removed the staged bytes, so an
 upload is expired once, is never removed under a writer, and a writer that
 appended after the listing keeps it. Only the caller told C{True} emits the
-C{expired} event and logs the line, so counts and hooks see each expiry
-once across processes and hosts.
+C{expired} event, so counts, hooks and the log (whose line is the event's,
+L{uploadsvc.ops.logs.logEvent}) see each expiry once across processes and
+hosts.
 
 The rule for when an upload expires is L{uploadsvc.protocol.expiry}, shared
 with the answers that report the time left.
@@ -178,14 +179,6 @@ class ExpiryService(service.Service):
         return removed
 
     def _report(self, entry: Incomplete, idle: float) -> None:
+        # No log line here: the server logs every event (logEvent).
         self.expired += 1
-        log.info(
-            "expired the incomplete upload {key} ({what}): {offset} bytes staged"
-            " of {total}, no byte for {idle:.0f} s",
-            key=entry.key,
-            what=entry.path if entry.uploadId is None else f"id {entry.uploadId.value} for {entry.path}",
-            offset=entry.offset,
-            total="an unknown total" if entry.total is None else entry.total,
-            idle=idle,
-        )
         self.events.emit(expiredEvent(entry, idle))

@@ -1131,6 +1131,13 @@ class UploadApp:
             if isinstance(outcome, UploadError):
                 raise outcome
             return answers.progress(request, offset, total)
+        except InsufficientStorage:
+            # The disk filled under the body: the bytes written stay, and
+            # with them what the headers told (the total), as for a body
+            # cut short.
+            if staged is not None and not staged.closed:
+                await self._keepOnFullDisk(staged)
+            raise
         finally:
             try:
                 if staged is not None:
@@ -1235,6 +1242,19 @@ class UploadApp:
         staged.hashChunks(body)
         body.clear()
         return self.store.complete(path, staged, self.config.allowOverwrite, wanted, {})
+
+    async def _keepOnFullDisk(self, staged: IStagedUpload) -> None:
+        """
+        Make what a write cut by a full disk staged durable, metadata
+        included, if the disk still takes it (its C{.json} is small).
+        """
+        try:
+            await self._timed("fsync", staged.syncAndClose)
+        except Exception as e:
+            log.warn(
+                "{path}: the disk is full; what its headers told is not recorded: {error}",
+                path=staged.path.relative, error=e,
+            )
 
     async def _close(self, staged: IStagedUpload) -> None:
         """
