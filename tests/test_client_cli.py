@@ -78,6 +78,18 @@ class OptionsTests(SynchronousTestCase):
                      ["--stall-timeout", "0", "a", "u"], ["--max-attempts", "-1", "a", "u"]):
             self.assertRaises(UsageError, Options().parseOptions, argv)
 
+    def test_startOfANameRefused(self) -> None:
+        """
+        The start of an option's name is an unknown option, not that option
+        (getopt would take C{--par 2} for C{--parallel 2}); whole names work.
+        """
+        for start in ("--par", "--chunk", "--max-att"):
+            e = self.assertRaises(UsageError, Options().parseOptions, [start, "2", "a", "http://h/"])
+            self.assertEqual(str(e), f"unknown option {start}")
+        options = Options()
+        options.parseOptions(["--parallel", "2", "a", "http://h/"])
+        self.assertEqual(options["parallel"], 2)
+
 
 class AuthorizationTests(SynchronousTestCase):
     """

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from twisted.internet.task import Cooperator, react
 from twisted.python import usage
 
+from uploadsvc import commandline
 from uploadsvc.client.backoff import RetryPolicy
 from uploadsvc.client.http import (
     ConfigError,
@@ -58,9 +59,10 @@ def _nonNegative(kind: type) -> Any:
     return convert
 
 
-class Options(usage.Options):
+class Options(commandline.Options):
     """
-    Command-line options of C{uploadsvc-upload}.
+    Command-line options of C{uploadsvc-upload} (whole option names only:
+    C{--par 2} is no C{--parallel 2}).
     """
 
     synopsis = "Usage: uploadsvc-upload [options] FILE... URL"
