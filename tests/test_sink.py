@@ -321,11 +321,10 @@ class ThreadedSinkTests(TestCase):
     def test_manyChunksThroughRealThreads(self) -> None:
         """Thousands of chunks through real threads arrive whole and in order, and every pause ends."""
         from twisted.internet import reactor
-        from twisted.python.threadpool import ThreadPool
 
-        from uploadsvc.runner import ThreadRunner
+        from uploadsvc.runner import DiskThreads, ThreadRunner
 
-        pool = ThreadPool(1, 4, "test-sink")
+        pool = DiskThreads(4, "test-sink", reactor)
         pool.start()
         self.addCleanup(pool.stop)
         out: list[bytes] = []

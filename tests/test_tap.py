@@ -380,13 +380,15 @@ class MakeServiceTests(SynchronousTestCase):
         svc = self.service()
         self.start(svc)
         self.assertTrue(all(child.running for child in svc))
+        pools = [child.pool for child in svc if hasattr(child, "pool")]
+        self.assertEqual(len(pools), 1)
+        started = pools[0].threads
+        self.assertEqual(len(started), 8)  # --disk-threads' default
         self.successResultOf(svc.stopService())
         self.assertFalse(svc.running)
         self.assertFalse(any(child.running for child in svc))
-        pools = [child.pool for child in svc if hasattr(child, "pool")]
-        self.assertEqual(len(pools), 1)
-        self.assertTrue(pools[0].joined)
-        self.assertFalse(any(t.is_alive() for t in pools[0].threads))
+        self.assertEqual(pools[0].threads, [])
+        self.assertFalse(any(t.is_alive() for t in started))
 
 
 class PluginTests(SynchronousTestCase):

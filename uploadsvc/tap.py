@@ -16,7 +16,6 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 
 from uploadsvc import commandline
 from uploadsvc.commandline import (
@@ -50,7 +49,7 @@ from uploadsvc.ops.shutdown import (
 )
 from uploadsvc.protocol.cors import MAX_AGE_CAP, CorsPolicy, OriginError, parseOrigin
 from uploadsvc.protocol.forwarded import TrustedProxies
-from uploadsvc.runner import ThreadRunner
+from uploadsvc.runner import DiskThreads, ThreadRunner
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.storage.throttle import WriteThrottle
 from uploadsvc.web.accesslog import redactedLogFormatter
@@ -566,12 +565,13 @@ class _UploadService(StopsFirst):
             settle()
 
 
-class _ThreadPoolService(service.Service):
+class _DiskThreadsService(service.Service):
     """
-    Starts the disk thread pool with the service and joins it on shutdown.
+    Starts the disk threads with the service; on shutdown, lets them finish
+    what is queued and joins them.
     """
 
-    def __init__(self, pool: ThreadPool) -> None:
+    def __init__(self, pool: DiskThreads) -> None:
         self.pool = pool
 
     def startService(self) -> None:
@@ -681,9 +681,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         return top
     # Before the disk threads start: see uploadsvc.ops.mallocarenas.
     log.info("{arenas}", arenas=limitArenas())
-    pool = ThreadPool(1, options["disk-threads"], "uploadsvc-disk")
+    pool = DiskThreads(options["disk-threads"], "uploadsvc-disk", reactor)
     setDiskThreads(options["disk-threads"])
-    _ThreadPoolService(pool).setServiceParent(top)
+    _DiskThreadsService(pool).setServiceParent(top)
     rate = options["bench-write-rate"]
     try:
         store = FileStore(
