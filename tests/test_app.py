@@ -792,3 +792,22 @@ class ShieldTests(SynchronousTestCase):
         answer = _shield(work)
         work.callback(b"done")
         self.assertEqual(self.successResultOf(answer), b"done")
+
+
+class CodecLoadedTests(SynchronousTestCase):
+    def test_idnaCodecImportedWithTheApp(self) -> None:
+        """
+        Every request's Host is encoded with the C{idna} codec, which Python
+        imports on first use: out of file descriptors (the import opens
+        its file), every request was a 500 (seen under C{ulimit -n 40}).
+        The server imports it with the app.
+        """
+        import subprocess
+        import sys
+
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "import sys, uploadsvc.tap; print('encodings.idna' in sys.modules)"],
+            capture_output=True, check=True,
+        )
+        self.assertEqual(out.stdout.strip(), b"True")

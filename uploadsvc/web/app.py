@@ -10,6 +10,7 @@ one place, L{UploadApp.uploadError}.
 from __future__ import annotations
 
 import base64
+import encodings.idna  # noqa: F401  (see _RawPathRoot.render)
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Coroutine, Iterator, Sequence
@@ -226,7 +227,10 @@ class _RawPathRoot(Resource):
             return refuse(request, BadRequest("bad-host", "the Host header is not UTF-8"))
         try:
             # What Klein's router (werkzeug) does with it; it would answer
-            # a name it cannot encode (a..b) with a 500 of its own.
+            # a name it cannot encode (a..b) with a 500 of its own. (The
+            # codec is imported with this module: imported on first use, it
+            # needs a file descriptor, and with none left every request was
+            # a 500.)
             host.partition(":")[0].encode("idna")
         except UnicodeError:
             return refuse(request, BadRequest("bad-host", "the Host header is not a host name"))
