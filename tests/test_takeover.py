@@ -27,6 +27,7 @@ from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 from uploadsvc.web.app import LOCK_RETRY, Config, UploadApp
 from uploadsvc.web.streaming import StreamingSite
+from tests.support.staging import stageFully
 from tests.support.stubapp import StubRequests
 
 decide = functools.partial(planWrite, contentRange=None, contentLength=None, allowOverwrite=False)
@@ -486,3 +487,27 @@ class CompletionUnderWayTests(SynchronousTestCase):
         newer = self.treq.put("http://x/c.bin", data=self.BODY)
         self.finish()
         self.assertEqual(self.successResultOf(newer).code, 201)
+
+    def test_endedQueryDoesNotComplete(self) -> None:
+        """
+        A status query that finds the upload fully staged completes it as
+        its last write would; ended by a newer request while it begins, it
+        does not (before, the file landed and no client was told).
+        """
+        stageFully(self.store, "c.bin", self.BODY, 1000)
+        query = self.treq.put("http://x/c.bin", headers={"Content-Range": "bytes */1000"})
+        for _ in range(10):  # up to its begin, which waits in the pool
+            self.treq.flush()
+            if self.runner.pending and self.runner.pending[0][0] == self.store.begin:
+                break
+            self.runner.complete()
+        else:
+            self.fail(f"the query's begin was not queued: {self.runner.pending}")
+        self.app.writers.interrupt(self.key)
+        self.finish()
+        self.failureResultOf(query)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "c.bin")))
+        self.assertNotIn("completed", [e.kind for e in self.heard])
+        again = self.treq.head("http://x/c.bin")
+        self.finish()
+        self.assertEqual(self.successResultOf(again).headers.getRawHeaders("Upload-Offset"), ["1000"])

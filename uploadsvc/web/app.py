@@ -81,7 +81,7 @@ from uploadsvc.sink import HIGH_WATER, LOW_WATER, FileSink, IDiskRunner
 from uploadsvc.storage.filestore import isNoSpace
 from uploadsvc.storage.hashing import verifyStaged
 from uploadsvc.storage.interfaces import IStagedUpload, ITakeover, IUploadStore, Target, UploadId
-from uploadsvc.storage.writers import WriterRegistry
+from uploadsvc.storage.writers import TakenOver, WriterRegistry
 from uploadsvc.web.answers import PUT_ANSWERS, Answers, completed, refuse, status
 from uploadsvc.web.access import accessOf, noteAccess
 from uploadsvc.web.auth import Authenticator
@@ -1371,9 +1371,14 @@ class UploadApp:
         answers: Answers = PUT_ANSWERS,
     ) -> bytes:
         """
-        L{_completeNow}, its writer not ended meanwhile (L{_completion}).
+        L{_completeNow}, its writer not ended meanwhile (L{_completion});
+        L{TakenOver} if it was asked to let go before (its client is being
+        dropped: nothing lands that no client is told of).
         """
-        with self._completion(self.store.keyFor(path)):
+        key = self.store.keyFor(path)
+        if self.writers.interrupted(key):
+            raise TakenOver("taken-over", "a newer request took over this upload")
+        with self._completion(key):
             return await self._completeNow(
                 request, path, staged, stored, digests, streamed, answers
             )

@@ -351,6 +351,7 @@ class TusFrontEnd:
         decide = lambda stored: planPatch(  # noqa: E731
             stored, PatchHeaders(stored.offset, None, None), 0
         )
+        staged = None
         try:
             if takeOver:
                 stored, _, staged = await app._whenUnlocked(
@@ -364,7 +365,11 @@ class TusFrontEnd:
             assert staged is not None
             return await app._complete(request, uploadId, staged, stored, DigestSet(), None, answers)
         finally:
-            release()
+            try:
+                if staged is not None:
+                    await app._close(staged)  # (still open when not completed)
+            finally:
+                release()
 
     # --- offsets ---------------------------------------------------------
 
