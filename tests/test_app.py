@@ -338,6 +338,26 @@ class AppTestsMixin(StubRequests, _MixinBase):
         self.assertEqual(r.code, 404)
         self.assertEqual(self.request("HEAD", "/f")[0].code, 404)
 
+    def test_resumeNeedsRoomForTheRestOnly(self) -> None:
+        """
+        A resumed upload is refused for space only when what it still lacks
+        does not fit: with 1000 of 1500 bytes staged and 600 free, the last
+        500 are taken (they were refused while the free space was below the
+        whole 1500).
+        """
+        self.build(Config())
+        data = bytes(range(250)) * 6
+        self.assertEqual(
+            self.request("PUT", "/r", data[:1000], Content_Range="bytes 0-999/1500")[0].code, 204
+        )
+        self.patch(self.store, "freeBytes", lambda: 600)
+        r, _ = self.request("PUT", "/r", data[1000:], Content_Range="bytes 1000-1499/1500")
+        self.assertEqual(r.code, 201)
+        self.assertEqual(self.stored("r"), data)
+        self.patch(self.store, "freeBytes", lambda: 499)
+        r, _ = self.request("PUT", "/s", data[:500], Content_Range="bytes 0-499/1000")
+        self.assertEqual(r.code, 507)
+
     def fillDiskAfter(self, room: int, metadataFits: bool = True) -> None:
         """
         Let the next write request store C{room} more bytes, then fail as a

@@ -200,6 +200,19 @@ class ExemptionTests(SynchronousTestCase):
         self.assertEqual(refusal(facts), (507, "no-space"))
         self.assertIsNone(firstRefusal(attrs.evolve(facts, freeBytes=10)))
 
+    def test_resumeNeedsRoomForTheRestOnly(self) -> None:
+        """
+        A piece that starts at byte S of a T-byte upload needs T - S bytes
+        free, not T: the bytes below S are staged already (a 1.5 MiB upload
+        with 1 MiB staged and 1 MiB free was refused forever).
+        """
+        facts = attrs.evolve(
+            ACCEPTED, declaredEnd=1536, declaredStart=1024, freeBytes=1024, maxUploadSize=2048,
+        )
+        self.assertIsNone(firstRefusal(facts))
+        self.assertEqual(refusal(attrs.evolve(facts, freeBytes=511)), (507, "no-space"))
+        self.assertEqual(refusal(attrs.evolve(facts, declaredStart=0)), (507, "no-space"))
+
     def test_rangeBeforeDigestField(self) -> None:
         """A malformed Content-Range is reported before a malformed digest field."""
         facts = attrs.evolve(

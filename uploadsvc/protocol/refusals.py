@@ -54,6 +54,8 @@ class Facts:
         with L{uploadsvc.protocol.scopes.checkScope}), before any later
         stage builds its facts.
     @ivar declaredEnd: the largest size the headers claim (L{None}: none).
+    @ivar declaredStart: the offset where the request's body begins: the
+        bytes below it are staged already and need no more space.
     @ivar link: a symbolic link found on the way on disk (403), or L{None}.
     @ivar freeBytes: the disk's free space.
     @ivar busy: as many uploads as allowed are being written now.
@@ -72,6 +74,7 @@ class Facts:
     methods: tuple[bytes, ...] = METHODS
     scope: UploadError | None | _Unknown = None
     declaredEnd: int | None | _Unknown = UNKNOWN
+    declaredStart: int = 0
     maxUploadSize: int = 0
     link: UploadError | None | _Unknown = UNKNOWN
     freeBytes: int | _Unknown = UNKNOWN
@@ -109,8 +112,10 @@ def _space(facts: Facts) -> Verdict:
         return None
     if facts.freeBytes is UNKNOWN or facts.declaredEnd is UNKNOWN:
         return UNKNOWN
-    # A body of unknown length must at least find the floor free.
-    if facts.freeBytes - (facts.declaredEnd or 0) < facts.minFreeBytes:
+    # A body of unknown length must at least find the floor free; a resumed
+    # upload needs room only for what is not staged yet.
+    needed = max(0, (facts.declaredEnd or 0) - facts.declaredStart)
+    if facts.freeBytes - needed < facts.minFreeBytes:
         return InsufficientStorage("no-space", "not enough free disk space")
     return None
 

@@ -742,7 +742,8 @@ class UploadApp:
         # Refusals in docs/protocol.md's order (protocol.refusals), as the
         # facts become known: here the headers' (413).
         facts = self._headerFacts(
-            request.method, declaredEnd(rng, length), query, rangeError, fieldError
+            request.method, declaredEnd(rng, length), query, rangeError, fieldError,
+            rng.first if isinstance(rng, ContentRange) else 0,
         )
         if query or self.writers.isHeld(key):
             # The disk's refusals before a writer of the upload here is
@@ -786,18 +787,21 @@ class UploadApp:
         query: bool = False,
         rangeError: UploadError | None = None,
         fieldError: UploadError | None = None,
+        start: int = 0,
     ) -> Facts:
         """
         The facts a write's headers tell (with the server's limits and how
         busy it is), its first refusal raised.
 
         @param end: the largest size the headers claim.
+        @param start: the offset where the body begins.
         """
         facts = Facts(
             credentials=None,
             path=None,
             method=method,
             declaredEnd=end,
+            declaredStart=start,
             maxUploadSize=self.config.maxUploadSize,
             minFreeBytes=self.config.minFreeBytes,
             busy=bool(

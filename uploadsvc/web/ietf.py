@@ -298,7 +298,7 @@ class DraftFrontEnd:
         claims = [c for c in (total, None if length is None else offset + length) if c is not None]
         facts = Facts(
             credentials=None, path=None, method=request.method, methods=(request.method,),
-            declaredEnd=max(claims, default=None),
+            declaredEnd=max(claims, default=None), declaredStart=offset,
             maxUploadSize=app.config.maxUploadSize, minFreeBytes=app.config.minFreeBytes,
             busy=bool(app.config.maxUploads and app.writers.busy() >= app.config.maxUploads),
             rangeError=None, fieldError=fieldError,

@@ -528,7 +528,9 @@ class TusFrontEnd:
         answers = answersFor(uploadId, entry.attributes)
         key = app.store.keyFor(uploadId)
         # A write (tus's own methods were checked in handle).
-        facts = app._headerFacts(b"PUT", declaredEnd(patch, length, entry.total))
+        facts = app._headerFacts(
+            b"PUT", declaredEnd(patch, length, entry.total), start=patch.offset
+        )
         decide = partial(
             planPatch, patch=patch, length=length, isFinal=isFinal(entry.attributes.get(CONCAT)),
         )
