@@ -374,6 +374,23 @@ class OneLineTests(SynchronousTestCase):
         self.assertOneSafeLine(text)
         self.assertIn("a\\u2028b\\u2029c\\x85d\\u202ee", text)
 
+    def test_eventTextNamesTheUploadId(self) -> None:
+        """
+        The text line of a tus or draft upload's event (one named by a path
+        and an id) gives the id too: an expired tus upload's line once
+        named only its path.
+        """
+        log = Captured(self)
+        logEvent(UploadEvent("expired", "i-ab12", path="in/x.bin", uploadId="ab12", offset=0, total=5))
+        logEvent(UploadEvent("expired", "p-k", path="y.bin", offset=0, total=5))
+        first, second = [
+            formatEvent(e) for e in log.events if e.get("log_namespace") == "uploadsvc.events"
+        ]
+        self.assertEqual(
+            first, "upload expired: in/x.bin offset 0 of 5 (request -, credential -, id ab12)"
+        )
+        self.assertEqual(second, "upload expired: y.bin offset 0 of 5 (request -, credential -)")
+
     def test_eventJSON(self) -> None:
         """A lifecycle event's JSON line is one line whose path reads back exactly."""
         log = Captured(self)

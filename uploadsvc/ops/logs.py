@@ -128,10 +128,16 @@ def logEvent(event: UploadEvent) -> None:
     where = event.path if event.path is not None else event.uploadId or event.key
     record = {"type": "event", "event": fields.pop("kind"), **fields}
     more = f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else ""
+    # A tus or draft upload named by its path: its id too, which its
+    # client and the tus/draft access lines know it by.
+    named = (
+        f", id {escapeText(event.uploadId)}"
+        if event.uploadId is not None and event.path is not None else ""
+    )
     line = (
         f"upload {event.kind}: {escapeText(str(where))} offset {_dash(event.offset)} of "
         f"{_dash(event.total)} (request {escapeText(str(_dash(event.requestId)))}, "
-        f"credential {escapeText(str(_dash(event.credential)))}){more}"
+        f"credential {escapeText(str(_dash(event.credential)))}{named}){more}"
     )
     eventLog.emit(LogLevel.info, "{line}", line=line, **{RECORD: record})
 
