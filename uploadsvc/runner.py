@@ -28,8 +28,10 @@ class DiskThreads:
     coordinator to a worker through two queues and a context: here a call
     is one C{put} on a C{queue.SimpleQueue} (written in C) and one C{get}
     (a round trip measured at 8-14 microseconds of CPU against 34 for
-    C{deferToThreadPool}, 32 callers, 8 threads). The threads start with
-    L{start}; L{stop} lets every call queued before it run, then joins them.
+    C{deferToThreadPool}, 32 callers, 8 threads). L{start} starts one
+    thread, and calls start more, up to C{count}, as they come (an idle
+    server keeps one thread's memory, as with Twisted's pool); L{stop} lets
+    every call queued before it run, then joins them.
 
     @param reactor: where results are sent back (C{callFromThread}).
     """
@@ -42,6 +44,8 @@ class DiskThreads:
         self._reactor = reactor
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._running = False
+        self._growing = threading.Lock()  # (calls come from disk threads too)
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -51,18 +55,16 @@ class DiskThreads:
         return list(self._threads)
 
     def start(self) -> None:
-        for index in range(self.count):
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._running = True
+        self._grow()
 
     def stop(self) -> None:
         """
         Run what is queued, then end and join the threads.
         """
-        threads, self._threads = self._threads, []
+        with self._growing:
+            self._running = False
+            threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(None)
         for thread in threads:
@@ -70,6 +72,21 @@ class DiskThreads:
 
     def put(self, job: _Job) -> None:
         self._queue.put(job)
+        if len(self._threads) < self.count and self._running:
+            self._grow()
+
+    def _grow(self) -> None:
+        """
+        One more thread, unless C{count} run (or none may).
+        """
+        with self._growing:
+            if not self._running or len(self._threads) >= self.count:
+                return
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def _work(self) -> None:
         get, answer = self._queue.get, self._reactor.callFromThread
