@@ -45,6 +45,7 @@ class DiskThreads:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._idle = 0  # threads waiting for a call
         self._growing = threading.Lock()  # (calls come from disk threads too)
 
     @property
@@ -72,12 +73,15 @@ class DiskThreads:
 
     def put(self, job: _Job) -> None:
         self._queue.put(job)
-        if len(self._threads) < self.count and self._running:
+        if len(self._threads) < self.count and self._queue.qsize() > self._idle:
             self._grow()
 
     def _grow(self) -> None:
         """
-        One more thread, unless C{count} run (or none may).
+        One more thread, unless C{count} run (or none may). (A call put
+        while as many calls wait as threads are idle starts one: the
+        count of idle threads may lag, which starts one too early or
+        leaves a call waiting for a thread that is finishing another.)
         """
         with self._growing:
             if not self._running or len(self._threads) >= self.count:
@@ -89,9 +93,13 @@ class DiskThreads:
             self._threads.append(thread)
 
     def _work(self) -> None:
-        get, answer = self._queue.get, self._reactor.callFromThread
+        get, answer, growing = self._queue.get, self._reactor.callFromThread, self._growing
         while True:
+            with growing:
+                self._idle += 1
             job = get()
+            with growing:
+                self._idle -= 1
             if job is None:
                 return
             f, args, done = job
