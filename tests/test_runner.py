@@ -75,24 +75,22 @@ class DiskThreadsTests(SynchronousTestCase):
         self.assertEqual(order, list(range(100)))
         self.assertEqual([t for t in threading.enumerate() if t.name.startswith("one-disk")], [])
 
-    def test_threadsStartAsCallsCome(self) -> None:
+    def test_everyThreadAtStart(self) -> None:
         """
-        One thread runs once started; calls start more, never more than
-        C{count}, and L{DiskThreads.stop} joins every one.
+        All C{count} threads run once started, so a call that holds one
+        and waits for another call finds a thread for it; L{DiskThreads.stop}
+        joins every one.
         """
         self.threads.start()
-        self.assertEqual(len(self.threads.threads), 1)
-        gate = threading.Event()
-        for _ in range(10):
-            self.threads.put((gate.wait, (10,), None))
         started = self.threads.threads
         self.assertEqual(len(started), 3)
-        gate.set()
+        first, second = threading.Event(), threading.Event()
+        self.threads.put((lambda: second.set() if first.wait(10) else None, (), None))
+        self.threads.put((first.set, (), None))  # queued behind the call that waits for it
+        self.assertTrue(second.wait(10))
         self.threads.stop()
         self.assertEqual(self.threads.threads, [])
         self.assertFalse(any(t.is_alive() for t in started))
-        self.threads.put((gate.wait, (10,), None))  # after stop: no thread starts
-        self.assertEqual(self.threads.threads, [])
 
     def test_failedCallWithoutWaiterLogged(self) -> None:
         """A call nobody waits for that raises is logged, and the thread goes on."""

@@ -383,7 +383,7 @@ class MakeServiceTests(SynchronousTestCase):
         pools = [child.pool for child in svc if hasattr(child, "pool")]
         self.assertEqual(len(pools), 1)
         started = pools[0].threads
-        self.assertEqual(len(started), 1)  # one at start, more as calls come
+        self.assertEqual(len(started), 8)  # --disk-threads' default, all at start
         self.successResultOf(svc.stopService())
         self.assertFalse(svc.running)
         self.assertFalse(any(child.running for child in svc))

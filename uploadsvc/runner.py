@@ -28,10 +28,12 @@ class DiskThreads:
     coordinator to a worker through two queues and a context: here a call
     is one C{put} on a C{queue.SimpleQueue} (written in C) and one C{get}
     (a round trip measured at 8-14 microseconds of CPU against 34 for
-    C{deferToThreadPool}, 32 callers, 8 threads). L{start} starts one
-    thread, and calls start more, up to C{count}, as they come (an idle
-    server keeps one thread's memory, as with Twisted's pool); L{stop} lets
-    every call queued before it run, then joins them.
+    C{deferToThreadPool}, 32 callers, 8 threads). L{start} starts all
+    C{count} threads: a thread started only when a call finds none idle
+    can come too late, when a call that holds a thread waits for one
+    queued behind it (a pump for its digest lane); an idle thread costs
+    next to no memory (the S5 idle RSS was the same). L{stop} lets every
+    call queued before it run, then joins the threads.
 
     @param reactor: where results are sent back (C{callFromThread}).
     """
@@ -44,9 +46,6 @@ class DiskThreads:
         self._reactor = reactor
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._running = False
-        self._idle = 0  # threads waiting for a call
-        self._growing = threading.Lock()  # (calls come from disk threads too)
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -56,16 +55,18 @@ class DiskThreads:
         return list(self._threads)
 
     def start(self) -> None:
-        self._running = True
-        self._grow()
+        for index in range(self.count):
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         """
         Run what is queued, then end and join the threads.
         """
-        with self._growing:
-            self._running = False
-            threads, self._threads = self._threads, []
+        threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(None)
         for thread in threads:
@@ -73,33 +74,11 @@ class DiskThreads:
 
     def put(self, job: _Job) -> None:
         self._queue.put(job)
-        if len(self._threads) < self.count and self._queue.qsize() > self._idle:
-            self._grow()
-
-    def _grow(self) -> None:
-        """
-        One more thread, unless C{count} run (or none may). (A call put
-        while as many calls wait as threads are idle starts one: the
-        count of idle threads may lag, which starts one too early or
-        leaves a call waiting for a thread that is finishing another.)
-        """
-        with self._growing:
-            if not self._running or len(self._threads) >= self.count:
-                return
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
 
     def _work(self) -> None:
-        get, answer, growing = self._queue.get, self._reactor.callFromThread, self._growing
+        get, answer = self._queue.get, self._reactor.callFromThread
         while True:
-            with growing:
-                self._idle += 1
             job = get()
-            with growing:
-                self._idle -= 1
             if job is None:
                 return
             f, args, done = job
