@@ -240,7 +240,7 @@ class BadCertificateTests(TLSFilesMixin, TestCase):
             self.assertNotIn("Traceback", output)
             # The reason is the first line, not after a screen of help.
             self.assertEqual(
-                output.splitlines()[0], f"uploadsvc-upload: option {option} not recognized"
+                output.splitlines()[0], f"uploadsvc-upload: unknown option {option}"
             )
             self.assertLess(len(output.splitlines()), 5, output)
         self.assertEqual(storedFiles(server.root), [])

@@ -157,7 +157,7 @@ async def run(
     except usage.UsageError as e:
         # The reason first, not after a screen of help.
         err.write(
-            f"uploadsvc-upload: {e}\n{Options.synopsis}\n"
+            f"uploadsvc-upload: {commandline.plainError(str(e))}\n{Options.synopsis}\n"
             "Run 'uploadsvc-upload --help' for the options.\n"
         )
         return 2
