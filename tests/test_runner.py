@@ -5,6 +5,7 @@ Tests for L{uploadsvc.runner}: the disk threads and the runner over them.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from twisted.logger import globalLogPublisher
@@ -91,6 +92,27 @@ class DiskThreadsTests(SynchronousTestCase):
         self.threads.stop()
         self.assertEqual(self.threads.threads, [])
         self.assertFalse(any(t.is_alive() for t in started))
+
+    def test_stopWaitsOnlySoLong(self) -> None:
+        """
+        L{DiskThreads.stop} with a timeout returns after about that long
+        when a call still runs, with the threads still running; queued
+        calls behind it are not waited for.
+        """
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        self.threads.start()
+        for _ in range(3):
+            self.threads.put((gate.wait, (30,), None))
+        began = time.monotonic()
+        busy = self.threads.stop(0.2)
+        self.assertLess(time.monotonic() - began, 10)
+        self.assertEqual(len(busy), 3)
+        self.assertTrue(all(t.daemon for t in busy))
+        gate.set()
+        for thread in busy:
+            thread.join(10)
+        self.assertFalse(any(t.is_alive() for t in busy))
 
     def test_failedCallWithoutWaiterLogged(self) -> None:
         """A call nobody waits for that raises is logged, and the thread goes on."""

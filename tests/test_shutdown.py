@@ -242,6 +242,43 @@ class StopsFirstTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+    def test_othersWaitedForOnlySoLong(self) -> None:
+        """
+        With a clock, a service whose stop does not end (a look queued
+        behind a slow disk's writes) is waited for L{REST_WAIT} seconds,
+        then the stop is over, with a warning; one that ends in time ends
+        it at once.
+        """
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from uploadsvc.ops.shutdown import REST_WAIT
+
+        seen: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        for endsInTime in (False, True):
+            log: list[str] = []
+            clock = Clock()
+            stuck: Deferred = Deferred()
+            top = StopsFirst()
+            top.clock = clock
+            Recording("look", log, stuck).setServiceParent(top)
+            top.startService()
+            d = top.stopService()
+            if endsInTime:
+                stuck.callback(None)
+                self.successResultOf(d)
+                self.assertEqual(clock.getDelayedCalls(), [])
+                continue
+            clock.advance(REST_WAIT - 0.01)
+            self.assertNoResult(d)
+            clock.advance(0.01)
+            self.successResultOf(d)
+        warned = [e for e in seen if "services still stopping" in str(e.get("log_format"))]
+        self.assertEqual(len(warned), 1)
+
+
 class OptionTests(SynchronousTestCase):
     def parse(self, *argv: str) -> Options:
         options = Options()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.application.service import IServiceMaker, MultiService, Service
@@ -389,6 +390,33 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertFalse(any(child.running for child in svc))
         self.assertEqual(pools[0].threads, [])
         self.assertFalse(any(t.is_alive() for t in started))
+
+
+class DiskThreadsServiceTests(SynchronousTestCase):
+    def test_stopDoesNotWaitForASlowDisk(self) -> None:
+        """
+        Stopping the disk threads' service waits only so long for calls
+        still running (a slow disk), then says so in one line and returns.
+        """
+        from twisted.logger import globalLogPublisher
+        import threading
+
+        from uploadsvc.runner import DiskThreads
+        from uploadsvc.tap import _DiskThreadsService
+
+        seen: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        pool = DiskThreads(2, "test-stop", SimpleNamespace(callFromThread=print))  # type: ignore[arg-type]
+        svc = _DiskThreadsService(pool, stopWait=0.1)
+        svc.startService()
+        pool.put((gate.wait, (30,), None))
+        svc.stopService()
+        warnings = [e for e in seen if "disk threads still busy" in str(e.get("log_format"))]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["count"], 1)
 
 
 class PluginTests(SynchronousTestCase):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -62,15 +63,21 @@ class DiskThreads:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> list[threading.Thread]:
         """
-        Run what is queued, then end and join the threads.
+        Run what is queued, then end and join the threads, waiting up to
+        C{timeout} seconds in all (L{None}: as long as it takes).
+
+        @return: the threads still running when the wait ended (daemon
+            threads: they do not keep the process from exiting).
         """
         threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return [thread for thread in threads if thread.is_alive()]
 
     def put(self, job: _Job) -> None:
         self._queue.put(job)

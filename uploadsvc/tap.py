@@ -565,14 +565,24 @@ class _UploadService(StopsFirst):
             settle()
 
 
+#: Seconds the disk threads get, once the requests are ended, to finish
+#: what is queued (docs/operating.md: a stop takes at most
+#: --shutdown-timeout + 15 s, of which the requests' ends take 10).
+DISK_STOP_WAIT = 2.0
+
+
 class _DiskThreadsService(service.Service):
     """
     Starts the disk threads with the service; on shutdown, lets them finish
-    what is queued and joins them.
+    what is queued for up to L{DISK_STOP_WAIT} seconds and joins them. What
+    is left then belongs to requests already ended, whose clients were told
+    nothing of it: the process exits as a C{kill -9} would leave it, every
+    acknowledged byte being durable already.
     """
 
-    def __init__(self, pool: DiskThreads) -> None:
+    def __init__(self, pool: DiskThreads, stopWait: float = DISK_STOP_WAIT) -> None:
         self.pool = pool
+        self.stopWait = stopWait
 
     def startService(self) -> None:
         super().startService()
@@ -580,7 +590,14 @@ class _DiskThreadsService(service.Service):
 
     def stopService(self) -> None:
         super().stopService()
-        self.pool.stop()
+        busy = self.pool.stop(self.stopWait)
+        if busy:
+            log.warn(
+                "{count} disk threads still busy {seconds} s after the requests ended "
+                "(a slow disk): exiting without them; their uploads resume from "
+                "what is on disk",
+                count=len(busy), seconds=self.stopWait,
+            )
 
 
 def _authenticator(options: Options, reactor: Any) -> Authenticator | None:
@@ -679,6 +696,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         if isRealReactor(reactor):
             reactor.callWhenRunning(exitZeroOnTerm, reactor)
         return top
+    # (Not the supervisor's: it waits for its workers as long as they may take.)
+    top.clock = reactor
     # Before the disk threads start: see uploadsvc.ops.mallocarenas.
     log.info("{arenas}", arenas=limitArenas())
     pool = DiskThreads(options["disk-threads"], "uploadsvc-disk", reactor)

@@ -43,6 +43,10 @@ DEFAULT_SHUTDOWN_TIMEOUT: float = 30
 FINISH_MARGIN = 10.0
 #: Seconds between two looks at what is still in flight.
 POLL = 0.05
+#: Seconds the other services get to stop once the drain is over (a look
+#: for takeovers or expiries queued behind a slow disk's writes is not
+#: waited for longer: the process exits as it would after kill -9).
+REST_WAIT = 1.5
 
 
 def stopTimeout(shutdownTimeout: float) -> float:
@@ -144,9 +148,12 @@ class StopsFirst(service.MultiService):
     the takeover watch and the store for as long as it runs.
 
     @ivar first: that child, or L{None}.
+    @ivar clock: with a clock, the others are waited for L{REST_WAIT}
+        seconds at most; without one, as long as they take.
     """
 
     first: service.IService | None = None
+    clock: IReactorTime | None = None
 
     def stopService(self) -> Deferred:
         service.Service.stopService(self)
@@ -159,7 +166,28 @@ class StopsFirst(service.MultiService):
 
         def rest(_: object) -> Deferred:
             others = [s for s in reversed(list(self)) if s is not first]
-            return DeferredList([maybeDeferred(s.stopService) for s in others])
+            stopped = DeferredList([maybeDeferred(s.stopService) for s in others])
+            if self.clock is None:
+                return stopped
+            done: Deferred = Deferred()
+
+            def giveUp() -> None:
+                log.warn(
+                    "services still stopping {wait} s after the requests ended (a look "
+                    "queued behind a slow disk): exiting without them",
+                    wait=REST_WAIT,
+                )
+                done.callback(None)
+
+            late = self.clock.callLater(REST_WAIT, giveUp)
+
+            def over(result: object) -> None:
+                if late.active():
+                    late.cancel()
+                    done.callback(None)
+
+            stopped.addBoth(over)
+            return done
 
         return before.addCallback(rest)
 
