@@ -359,9 +359,12 @@ class UploadApp:
         """
         While C{key}'s upload completes (from the decision to its answer),
         its writer is not ended by a newer request or another process's
-        takeover (see L{_acquire}): entered with no await since the writer
-        was last seen not asked to let go.
+        takeover (see L{_acquire}); L{TakenOver} at once if it was asked to
+        let go before (its client is being dropped: nothing lands that no
+        client is told of).
         """
+        if self.writers.interrupted(key):
+            raise TakenOver("taken-over", "a newer request took over this upload")
         self._completing.add(key)
         try:
             yield
@@ -1375,14 +1378,9 @@ class UploadApp:
         answers: Answers = PUT_ANSWERS,
     ) -> bytes:
         """
-        L{_completeNow}, its writer not ended meanwhile (L{_completion});
-        L{TakenOver} if it was asked to let go before (its client is being
-        dropped: nothing lands that no client is told of).
+        L{_completeNow} within L{_completion}.
         """
-        key = self.store.keyFor(path)
-        if self.writers.interrupted(key):
-            raise TakenOver("taken-over", "a newer request took over this upload")
-        with self._completion(key):
+        with self._completion(self.store.keyFor(path)):
             return await self._completeNow(
                 request, path, staged, stored, digests, streamed, answers
             )
