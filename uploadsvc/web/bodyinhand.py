@@ -8,6 +8,7 @@ the ordinary receiver, in the order it came, and the rest goes straight to it.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -25,7 +26,7 @@ class BodyInHand:
     """
 
     # (One is kept per open small upload, also after it handed over.)
-    __slots__ = ("length", "_producer", "_chunks", "_size", "_end", "_target")
+    __slots__ = ("length", "_producer", "_chunks", "_size", "_end", "_target", "_ended")
 
     def __init__(self, length: int) -> None:
         self.length = length
@@ -34,6 +35,7 @@ class BodyInHand:
         self._size = 0
         self._end: Failure | None = None
         self._target: IBodyReceiver | None = None
+        self._ended: Deferred[None] | None = None
 
     def makeConnection(self, producer: IPushProducer) -> None:
         self._producer = producer
@@ -50,6 +52,20 @@ class BodyInHand:
             self._target.connectionLost(reason)
             return
         self._end = reason
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended.callback(None)
+
+    def whenEnded(self) -> Deferred[None]:
+        """
+        Fires once the body ended, however it ended (see L{whole}); before
+        any L{handOver}.
+        """
+        assert self._target is None and self._ended is None
+        if self._end is not None:
+            return succeed(None)
+        self._ended = Deferred()
+        return self._ended
 
     def whole(self) -> list[bytes] | None:
         """
