@@ -1048,17 +1048,19 @@ class UploadApp:
         """
         began = self._checkAndBegin(path, facts, decide, digestsB64(digests), hashState)
         stored, plan, staged = began
-        if (
-            isinstance(plan, AlreadyComplete)
-            or staged is None
-            or not self._completesInHand(inHand.length, staged, plan, stored, True, digests)
-            or not claim.commit()
-        ):
+        if isinstance(plan, AlreadyComplete) or staged is None:
             return began, None
         start = staged.offset
-        body = inHand.whole()
-        assert body is not None
+        # (Once begun, nothing is raised: the caller must get the staged
+        # upload, to close it and let go of its lock.)
         try:
+            body = inHand.whole()
+            if (
+                body is None
+                or not self._completesInHand(inHand.length, staged, plan, stored, True, digests)
+                or not claim.commit()
+            ):
+                return began, None
             replaced = self._writeAndComplete(path, staged, body, _wanted(digests, stored))
         except Exception as e:
             return began, _Finished(start, self.clock.seconds() - sent, error=e)
