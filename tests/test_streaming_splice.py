@@ -27,12 +27,7 @@ from uploadsvc.testing.runners import ManualRunner
 from uploadsvc.web.receiver import COMPLETE, LOST, UploadReceiver
 from uploadsvc.web.streaming import StreamingSite, abortRequest
 from uploadsvc.web.streaming.splice import BodySplicer, PipeBudget
-from uploadsvc.web.streaming.zerocopyplan import (
-    ANNOUNCE_AFTER,
-    ANNOUNCE_AT,
-    MIN_SPLICED_BODY,
-    PUMP_SLICE,
-)
+from uploadsvc.web.streaming.zerocopyplan import MIN_SPLICED_BODY, PUMP_SLICE
 
 TIMEOUT = 60
 BODY = MIN_SPLICED_BODY * 3
@@ -297,67 +292,6 @@ class SplicedBodyTests(SpliceTestCase):
         self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(body[:sent]).digest())
         self.assertEqual(splicer.pipe.readFd, -1)  # closed once drained
         self.assertEqual(self.budget.open, 0)  # and given back
-
-    def trickle(self, pieces: int, size: int = 4096) -> bytes:
-        """
-        Send the headers of a L{BODY}-long PUT, then C{pieces} reads of
-        C{size} bytes; what was sent of the body.
-        """
-        body = os.urandom(BODY)
-        self.send(_put(len(body)))
-        self.read()
-        self.splicer()
-        for i in range(pieces):
-            self.assertEqual(self.send(body[i * size:(i + 1) * size]), size)
-            self.read()
-        return body[:pieces * size]
-
-    def test_trickleWaitsInThePipe(self) -> None:
-        """A slow sender's small reads wait in the pipe, costing the disk pool nothing, until ANNOUNCE_AFTER: then they go to the write lane as one job."""
-        sent = self.trickle(3)
-        self.assertEqual(self.runner.pending, [])
-        self.assertEqual(self.sinks[0].held, 0)
-        self.reactor.advance(ANNOUNCE_AFTER - 0.01)
-        self.assertEqual(self.runner.pending, [])
-        self.reactor.advance(0.01)
-        self.assertEqual(self.sinks[0].held, len(sent))
-        self.assertEqual(len(self.runner.pending), 1)  # the write lane's one job
-        self.runner.completeAll()
-        self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), sent)
-        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(sent).digest())
-
-    def test_announcedAtTheMark(self) -> None:
-        """Once ANNOUNCE_AT bytes wait in the pipe they go to the sink at once, without waiting for the clock."""
-        size = 32 * 1024
-        pieces = ANNOUNCE_AT // size
-        self.trickle(pieces - 1, size)
-        self.assertEqual(self.sinks[0].held, 0)
-        body = os.urandom(size)
-        self.send(body)
-        self.read()
-        self.assertEqual(self.sinks[0].held, ANNOUNCE_AT)
-
-    def test_waitingBytesWrittenWhenTheClientLeaves(self) -> None:
-        """Bytes still waiting in the pipe when the client goes away are written, like every byte it sent."""
-        sent = self.trickle(3)
-        self.assertEqual(self.sinks[0].held, 0)
-        self.client.close()
-        self.settle(1)
-        self.assertEqual(self.outcomes, [LOST])
-        self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), sent)
-        self.assertEqual(self.staged[0].hasher.digest(), hashlib.sha256(sent).digest())
-        self.reactor.advance(ANNOUNCE_AFTER)  # (the late hand-over was called off)
-        self.assertEqual(self.runner.pending, [])
-
-    def test_waitingBytesWrittenOnTakeover(self) -> None:
-        """Bytes still waiting in the pipe when the request is taken over are written before its sink drains."""
-        sent = self.trickle(2)
-        abortRequest(self.resource.requests[0])
-        self.reactor.advance(0)
-        self.assertEqual(self.outcomes, [LOST])
-        self.runner.completeAll()
-        self.runner.completeAll()
-        self.assertEqual(os.pread(self.staged[0].fd, BODY, 0), sent)
 
     def test_takeover(self) -> None:
         """A request taken over mid-body is aborted through its transport; its bytes stay written."""

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from uploadsvc.web.streaming.zerocopyplan import (
-    ANNOUNCE_AT,
     MIN_SPLICED_BODY,
     MAX_PUMPS,
     PUMP_AFTER,
@@ -25,7 +24,6 @@ from uploadsvc.web.streaming.zerocopyplan import (
     RECEIVER,
     SMALL,
     UNSUPPORTED,
-    announceNow,
     fallbackReason,
     hashBehind,
     nextSpliceSize,
@@ -94,26 +92,6 @@ class ReceiverReasonTests(SynchronousTestCase):
         self.assertEqual(receiverReason(0, BIG - 1, BIG), RECEIVER)
         self.assertIsNone(receiverReason(0, BIG, BIG))
         self.assertIsNone(receiverReason(0, None, BIG))
-
-
-class AnnounceNowTests(SynchronousTestCase):
-    """
-    L{announceNow}: when bytes waiting in the pipe go to the sink.
-    """
-
-    def test_examples(self) -> None:
-        """At the mark, at the body's end, or with the pipe full; never with nothing waiting."""
-        self.assertFalse(announceNow(16 * 1024, 10**6, False))
-        self.assertTrue(announceNow(ANNOUNCE_AT, 10**6, False))
-        self.assertTrue(announceNow(1, 0, False))
-        self.assertTrue(announceNow(1, 10**6, True))
-        self.assertFalse(announceNow(0, 0, True))
-
-    @given(st.integers(0, 1 << 30), st.integers(0, 1 << 40), st.booleans())
-    def test_neverHoldsTheBodysEnd(self, waiting: int, remaining: int, full: bool) -> None:
-        """Bytes wait only while more of the body is to come, the pipe has room, and they are fewer than the mark."""
-        held = waiting > 0 and not announceNow(waiting, remaining, full)
-        self.assertEqual(held, 0 < waiting < ANNOUNCE_AT and remaining > 0 and not full)
 
 
 class NextSpliceSizeTests(SynchronousTestCase):

@@ -48,12 +48,10 @@ from twisted.logger import Logger
 from twisted.web.http import _IdentityTransferDecoder
 
 from uploadsvc.web.streaming.zerocopyplan import (
-    ANNOUNCE_AFTER,
     MAX_PUMPS,
     PIPE_SIZE,
     PUMP_IDLE,
     PUMP_SLICE,
-    announceNow,
     fallbackReason,
     hashBehind,
     nextSpliceSize,
@@ -229,10 +227,6 @@ class BodySplicer:
         self._pipeR, self._pipeW, self._pipeSize = pipe.readFd, pipe.writeFd, pipe.size
         self._intoPipe = 0  # counted on the reactor thread
         self._outOfPipe = 0  # counted on the write lane's thread
-        #: Bytes in the pipe not yet handed to the sink (L{announceNow}),
-        #: and the call that hands them over late (L{ANNOUNCE_AFTER}).
-        self._waiting = 0
-        self._announceCall: Any = None
         self._waitingForPipe = False
         self._stopped = False
         self._pumps: PipeBudget = getattr(channel, "pumpBudget", None) or PUMPS
@@ -255,8 +249,7 @@ class BodySplicer:
         """
         The socket is readable: splice what it has into the pipe, up to
         L{MAX_PER_READ} bytes in this turn of the reactor, and hand them to
-        the sink as one batch, or let them wait in the pipe for more
-        (L{announceNow}): each batch costs the disk pool a job.
+        the sink as one batch (each batch costs the disk pool a job).
         """
         if self._stopped:
             return None
@@ -290,14 +283,7 @@ class BodySplicer:
             STATS.bytes += moved
             self._decoder.contentLength = remaining = remaining - moved
             self._channel.resetTimeout()
-            self._waiting += moved
-        # Nothing fit, or the pipe is full by count: the next bytes wait
-        # for the disk.
-        full = self._intoPipe > self._outOfPipe and (
-            not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
-        )
-        if why is not None or announceNow(self._waiting, remaining, full):
-            self._announce()
+            self._sink.acceptSpliced(moved, self._pipeR, self._drained)
         if why is not None:
             return why
         if not remaining:
@@ -307,23 +293,12 @@ class BodySplicer:
             self._channel.rawDataReceived(b"")
         elif shouldPump(moved, remaining, self._pumps.room()) and self._startPump():
             pass
-        elif full:
+        elif self._intoPipe > self._outOfPipe and (
+            not moved or self._intoPipe - self._outOfPipe >= self._pipeSize
+        ):
+            # Nothing fit, or the pipe is full by count: wait for the disk.
             self._waitForPipe()
-        elif self._waiting and self._announceCall is None:
-            self._announceCall = self._channel.callLater(ANNOUNCE_AFTER, self._announceLate)
         return None
-
-    def _announce(self) -> None:
-        """
-        Hand the bytes waiting in the pipe to the sink's write lane.
-        """
-        waiting, self._waiting = self._waiting, 0
-        if waiting:
-            self._sink.acceptSpliced(waiting, self._pipeR, self._drained)
-
-    def _announceLate(self) -> None:
-        self._announceCall = None
-        self._announce()
 
     def _startPump(self) -> bool:
         """
@@ -343,8 +318,6 @@ class BodySplicer:
             fd = (getattr(self._channel, "dupSocket", None) or os.dup)(self._socketFd)
         except OSError:  # (no descriptor left: EMFILE) the reactor reads on
             return False
-        # The pipe's bytes go first: the pump finds the pipe empty.
-        self._announce()
         self._pumps.open += 1
         STATS.pumped += 1
         if STATS.pumped == 1:
@@ -426,10 +399,6 @@ class BodySplicer:
         if self._stopped:
             return
         self._stopped = True
-        self._announce()
-        call, self._announceCall = self._announceCall, None
-        if call is not None and call.active():
-            call.cancel()
         if self._channel._splicer is self:
             self._channel._splicer = None
         if self._transport.__dict__.get("doRead") == self.doRead:

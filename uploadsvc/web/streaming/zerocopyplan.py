@@ -20,20 +20,6 @@ MIN_SPLICED_BODY = 128 * 1024
 #: default C{/proc/sys/fs/pipe-max-size}, so no privilege is needed.
 PIPE_SIZE = 1024 * 1024
 
-#: Spliced bytes wait in the pipe, not yet handed to the sink, until this
-#: many have gathered (or the body ends, the pipe is full, a pump takes
-#: over, or L{ANNOUNCE_AFTER} passes): each hand-over costs a job in the
-#: disk pool, and a slow sender's reads of a few KiB each made one job (and
-#: its thread hand-offs) per read.
-ANNOUNCE_AT = 256 * 1024
-
-#: Seconds the first of the spliced bytes that wait in the pipe may wait
-#: there before they go to the sink however few they are (a trickling
-#: sender's bytes reach the file within about this long; bytes not in the
-#: file are not acknowledged, and a resumed upload starts after the last
-#: byte in it).
-ANNOUNCE_AFTER = 1.0
-
 # Why a body takes the ordinary path (log and test vocabulary).
 OFF = "off"
 NOT_HTTP1 = "not-http/1.1"
@@ -183,16 +169,6 @@ def pumpKeepsOn(movedInSlice: int) -> bool:
     thread (L{PUMP_SLICE_FLOOR}).
     """
     return movedInSlice >= PUMP_SLICE_FLOOR
-
-
-def announceNow(waiting: int, remaining: int, pipeFull: bool) -> bool:
-    """
-    Whether the C{waiting} bytes spliced into the pipe and not yet handed
-    to the sink go to it now: once there are L{ANNOUNCE_AT} of them, at
-    the body's end (C{remaining} is 0), or when the pipe is full (the next
-    bytes wait for the write lane to empty it).
-    """
-    return waiting > 0 and (waiting >= ANNOUNCE_AT or not remaining or pipeFull)
 
 
 def shouldPump(moved: int, remaining: int, pumpRoom: bool) -> bool:
