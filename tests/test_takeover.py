@@ -654,3 +654,24 @@ class OneTripTests(SynchronousTestCase):
         head = self.treq.head("http://x/d.bin")
         self.finish()
         self.assertEqual(self.successResultOf(head).headers.getRawHeaders("Upload-Offset"), ["400"])
+
+    def test_newerWhileTheBodyArrives(self) -> None:
+        """A request waiting for the rest of its small body holds the upload: a newer PUT ends it and completes (before the fix, the older took the upload over from the newer once its body ended)."""
+        site = StreamingSite(self.app.resource(), timeout=60, reactor=Clock())
+        channel: Any = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"PUT /d.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"o" * 400
+        )
+        self.assertTrue(self.app.writers.isHeld(self.key))
+        newer = self.treq.put("http://x/d.bin", data=self.BODY)
+        self.finish()
+        self.assertTrue(transport.disconnected)  # the older one, ended
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.finish()
+        self.assertEqual(self.successResultOf(newer).code, 201)
+        with open(os.path.join(self.root, "d.bin"), "rb") as f:
+            self.assertEqual(f.read(), self.BODY)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([e.kind for e in self.heard].count("completed"), 1)

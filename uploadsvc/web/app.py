@@ -776,14 +776,18 @@ class UploadApp:
             rng is None and not contentDigests and guard is None and not self._asks(PRE_FINISH),
             {alg for alg, _ in digests.values} <= {"sha-256"},
         ):
-            inHand = BodyInHand(length)  # type: ignore[arg-type]
-            deliverBody(request, inHand)
-            await inHand.whenEnded()
-            if inHand.whole() is not None:
-                claim = Claim()
+            inHand, claim = BodyInHand(length), Claim()  # type: ignore[arg-type]
+        # (The upload is held from the headers on, also while a body in
+        # hand arrives: which request is the newer is told by when each
+        # began, not by when its body ended.)
         release = self._announce(key, rng, length, await self._acquire(request, path, key, claim))
         finished = None
         try:
+            if inHand is not None:
+                deliverBody(request, inHand)
+                await inHand.whenEnded()
+                if inHand.whole() is None:
+                    claim = None  # cut short: begun, and what came kept, as always
             if claim is None:
                 began = await self._whenUnlocked(
                     request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
@@ -791,6 +795,8 @@ class UploadApp:
                 )
             else:
                 assert inHand is not None
+                # (One that was asked to let go meanwhile was dropped, and
+                # its claim says so: the call begins it and goes no further.)
                 began, finished = await self._whenUnlocked(
                     request, key, self._beginAndComplete, path, facts, decide, digests,
                     self.writers.takeHashState(key), inHand, claim, self.clock.seconds(),
