@@ -82,15 +82,3 @@ class BodyInHandTests(SynchronousTestCase):
         receiver = Recorder()
         body.handOver(receiver)
         self.assertEqual(receiver.seen, [("producer", producer), b"ab", ConnectionLost])
-
-    def test_whenEnded(self) -> None:
-        """whenEnded fires once the body ends, however it ends, and at once after it ended."""
-        for end in (ResponseDone(), ConnectionLost()):
-            body = BodyInHand(5)
-            body.makeConnection(object())  # type: ignore[arg-type]
-            ended = body.whenEnded()
-            body.dataReceived(b"abc")
-            self.assertNoResult(ended)
-            body.connectionLost(Failure(end))
-            self.assertIsNone(self.successResultOf(ended))
-            self.assertIsNone(self.successResultOf(body.whenEnded()))

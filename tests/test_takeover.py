@@ -26,7 +26,6 @@ from uploadsvc.protocol.paths import parseRelativePath
 from uploadsvc.storage.filestore import FileStore
 from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 from uploadsvc.web.app import LOCK_RETRY, Config, UploadApp
-from uploadsvc.web.onetrip import ONE_TRIP_BODY
 from uploadsvc.web.streaming import StreamingSite
 from tests.support.staging import stageFully
 from tests.support.stubapp import StubRequests
@@ -386,10 +385,7 @@ class CompletionUnderWayTests(SynchronousTestCase):
     file landed, and sometimes no client got the 201).
     """
 
-    # (Past ONE_TRIP_BODY: begun before the body is all there, then
-    # written and completed in a second call, as larger small bodies are.)
-    BODY = b"c" * (ONE_TRIP_BODY + 1000)
-    SIZE = len(BODY)
+    BODY = b"c" * 1000
 
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
@@ -438,7 +434,7 @@ class CompletionUnderWayTests(SynchronousTestCase):
         older = self.treq.put("http://x/c.bin", data=self.BODY)
         self.runUntilCompletion()
         newer = self.treq.put(
-            "http://x/c.bin", data=self.BODY, headers={"Content-Range": f"bytes 0-{self.SIZE - 1}/{self.SIZE}"}
+            "http://x/c.bin", data=self.BODY, headers={"Content-Range": "bytes 0-999/1000"}
         )
         self.treq.flush()
         # Its disk check runs on another thread meanwhile; then it asks the
@@ -476,7 +472,7 @@ class CompletionUnderWayTests(SynchronousTestCase):
         transport = StringTransport()
         channel.makeConnection(transport)
         channel.dataReceived(
-            b"PUT /c.bin HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % self.SIZE
+            b"PUT /c.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
         )
         self.assertTrue(self.runner.pending)  # its begin runs in the pool...
         channel.dataReceived(self.BODY)  # ...while the whole body arrives
@@ -498,8 +494,8 @@ class CompletionUnderWayTests(SynchronousTestCase):
         its last write would; ended by a newer request while it begins, it
         does not (before, the file landed and no client was told).
         """
-        stageFully(self.store, "c.bin", self.BODY, self.SIZE)
-        query = self.treq.put("http://x/c.bin", headers={"Content-Range": f"bytes */{self.SIZE}"})
+        stageFully(self.store, "c.bin", self.BODY, 1000)
+        query = self.treq.put("http://x/c.bin", headers={"Content-Range": "bytes */1000"})
         for _ in range(10):  # up to its begin, which waits in the pool
             self.treq.flush()
             if self.runner.pending and self.runner.pending[0][0] == self.store.begin:
@@ -514,164 +510,4 @@ class CompletionUnderWayTests(SynchronousTestCase):
         self.assertNotIn("completed", [e.kind for e in self.heard])
         again = self.treq.head("http://x/c.bin")
         self.finish()
-        self.assertEqual(self.successResultOf(again).headers.getRawHeaders("Upload-Offset"), [str(self.SIZE)])
-
-
-class OneTripTests(SynchronousTestCase):
-    """
-    A small plain PUT begun, written and completed in one call
-    (L{uploadsvc.web.onetrip}): a newer request that asks for the upload
-    before that call commits to completing it ends the older request, and
-    nothing lands for it; one that asks after waits, and finds the file
-    complete.
-    """
-
-    BODY = b"d" * 1000
-
-    def setUp(self) -> None:
-        self.root = os.path.abspath(self.mktemp())
-        self.store = FileStore(self.root, fsync=False)
-        self.addCleanup(self.store.close)
-        self.runner = ManualRunner()
-        self.app = UploadApp(self.store, self.runner, Config())
-        self.heard: list[Any] = []
-        self.app.events.subscribe(self.heard.append)
-        self.treq = StubTreq(self.app.resource())
-        self.key = FileStore.keyFor(parseRelativePath("d.bin"))
-
-    def finish(self) -> None:
-        for _ in range(50):
-            self.treq.flush()
-            if not self.runner.pending:
-                return
-            self.runner.complete()
-
-    def calls(self) -> list[str]:
-        return [getattr(f, "__name__", repr(f)) for f, _, _ in self.runner.pending]
-
-    def test_oneCall(self) -> None:
-        """The whole upload is one call to the disk pool: begun, written, hashed and completed."""
-        d = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.treq.flush()
-        self.assertEqual(len(self.runner.pending), 1)
-        self.runner.complete()
-        self.treq.flush()
-        self.assertEqual(self.runner.pending, [])
-        response = self.successResultOf(d)
-        self.assertEqual(response.code, 201)
-        with open(os.path.join(self.root, "d.bin"), "rb") as f:
-            self.assertEqual(f.read(), self.BODY)
-        self.assertEqual([e.kind for e in self.heard], ["created", "completed"])
-
-    def test_refusedFromTheDisk(self) -> None:
-        """A refusal the call finds (a complete file there) is answered like on the ordinary path, and nothing is left staged."""
-        with open(os.path.join(self.root, "d.bin"), "wb") as f:
-            f.write(b"old")
-        d = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.finish()
-        self.assertEqual(self.successResultOf(d).code, 409)
-        with open(os.path.join(self.root, "d.bin"), "rb") as f:
-            self.assertEqual(f.read(), b"old")
-        self.assertEqual(os.listdir(os.path.join(self.root, ".uploadsvc", "uploads")), [])
-
-    def test_askedBeforeTheCall(self) -> None:
-        """A newer PUT that asks while the older one's call waits in the pool ends the older one: its call begins the upload but does not complete it, and the newer PUT completes it."""
-        older = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.treq.flush()
-        self.assertEqual(len(self.runner.pending), 1)
-        newer = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.treq.flush()
-        # Its disk check runs on another thread, ahead of the older call;
-        # then it asks the holder to let go.
-        f, args, d = self.runner.pending.pop()
-        assert d is not None
-        maybeDeferred(f, *args).chainDeferred(d)
-        self.treq.flush()
-        self.assertIn("taken-over", [e.kind for e in self.heard])
-        self.finish()
-        self.assertEqual(self.successResultOf(newer).code, 201)
-        self.failureResultOf(older)  # dropped, never answered
-        completed = [e for e in self.heard if e.kind == "completed"]
-        self.assertEqual(len(completed), 1)
-        with open(os.path.join(self.root, "d.bin"), "rb") as f:
-            self.assertEqual(f.read(), self.BODY)
-
-    def test_askedDuringTheCompletion(self) -> None:
-        """A newer PUT that asks once the call committed to completing does not end the older one: the older is answered 201, the newer finds the file complete (409)."""
-        write = self.app._writeAndComplete
-
-        def writeWhileAsked(*args: Any) -> Any:
-            # (On the disk thread, after the commit: a newer request asks
-            # for the upload on the reactor thread meanwhile.)
-            self.app.writers.interrupt(self.key)
-            return write(*args)
-
-        self.app._writeAndComplete = writeWhileAsked  # type: ignore[method-assign]
-        older = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.treq.flush()
-        self.runner.complete()
-        self.app._writeAndComplete = write  # type: ignore[method-assign]
-        self.finish()
-        self.assertEqual(self.successResultOf(older).code, 201)
-        self.assertNotIn("taken-over", [e.kind for e in self.heard])
-        newer = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.finish()
-        self.assertEqual(self.successResultOf(newer).code, 409)
-
-    def test_expectWaitsForTheDisk(self) -> None:
-        """A client that waits for 100 Continue is not taken in one call: its upload is begun (and refusable) before its body is asked for."""
-        site = StreamingSite(self.app.resource(), timeout=60, reactor=Clock())
-        channel: Any = site.buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(
-            b"PUT /d.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-            b"Expect: 100-continue\r\n\r\n"
-        )
-        self.assertEqual(self.calls(), ["_tryLocked"])
-        f, args, _ = self.runner.pending[0]
-        self.assertEqual(args[1].__name__, "_checkAndBegin")
-        self.assertNotIn(b"100 Continue", transport.value())
-        self.finish()
-        self.assertIn(b"100 Continue", transport.value())
-        channel.dataReceived(self.BODY)
-        self.finish()
-        self.assertIn(b"201 Created", transport.value())
-
-    def test_bodyCutShort(self) -> None:
-        """A body whose client leaves before its last byte is staged as on the ordinary path (its bytes kept for a resume), not completed."""
-        site = StreamingSite(self.app.resource(), timeout=60, reactor=Clock())
-        channel: Any = site.buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(
-            b"PUT /d.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + self.BODY[:400]
-        )
-        self.assertEqual(self.runner.pending, [])  # waiting for the rest of the body
-        channel.connectionLost(Failure(ConnectionDone()))
-        self.finish()
-        self.assertFalse(os.path.exists(os.path.join(self.root, "d.bin")))
-        head = self.treq.head("http://x/d.bin")
-        self.finish()
-        self.assertEqual(self.successResultOf(head).headers.getRawHeaders("Upload-Offset"), ["400"])
-
-    def test_newerWhileTheBodyArrives(self) -> None:
-        """A request waiting for the rest of its small body holds the upload: a newer PUT ends it and completes (before the fix, the older took the upload over from the newer once its body ended)."""
-        site = StreamingSite(self.app.resource(), timeout=60, reactor=Clock())
-        channel: Any = site.buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(
-            b"PUT /d.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"o" * 400
-        )
-        self.assertTrue(self.app.writers.isHeld(self.key))
-        newer = self.treq.put("http://x/d.bin", data=self.BODY)
-        self.finish()
-        self.assertTrue(transport.disconnected)  # the older one, ended
-        channel.connectionLost(Failure(ConnectionDone()))
-        self.finish()
-        self.assertEqual(self.successResultOf(newer).code, 201)
-        with open(os.path.join(self.root, "d.bin"), "rb") as f:
-            self.assertEqual(f.read(), self.BODY)
-        self.assertEqual(transport.value(), b"")
-        self.assertEqual([e.kind for e in self.heard].count("completed"), 1)
+        self.assertEqual(self.successResultOf(again).headers.getRawHeaders("Upload-Offset"), ["1000"])

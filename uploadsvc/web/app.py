@@ -91,7 +91,6 @@ from uploadsvc.web.download import serveFile
 from uploadsvc.web.ietf import DraftFrontEnd
 from uploadsvc.web.cors import applyCors
 from uploadsvc.web.forwarded import notePublicBase
-from uploadsvc.web.onetrip import Claim, wantsOneTrip
 from uploadsvc.web.receiver import Outcome, UploadReceiver
 from uploadsvc.web.requestheaders import contentLength, declaredEnd, digestHeader, digestsB64
 from uploadsvc.web.streaming import abortRequest, deliverBody
@@ -108,9 +107,7 @@ LOCK_RETRY = 0.05
 #: 64 KiB, by CPU) instead of on a digest lane of the disk pool: a
 #: hand-off to a thread and back costs a small upload more than that.
 #: One that is whole once its upload is begun and then completes it is
-#: written, hashed and completed in one pool trip (L{UploadApp._takeSmallBody});
-#: a plain PUT's of at most 64 KiB is taken whole before its upload is begun,
-#: and begun, written and completed in one (L{uploadsvc.web.onetrip}).
+#: written, hashed and completed in one pool trip (L{UploadApp._takeSmallBody}).
 SMALL_BODY = 256 * 1024
 
 #: 64 GiB: large enough for field laptops' disk images, small enough that a
@@ -699,23 +696,18 @@ class UploadApp:
 
     # --- write ----------------------------------------------------------
 
-    def _acquire(
-        self, request: Any, path: Target, key: str | None = None, claim: Claim | None = None
-    ) -> Deferred:
+    def _acquire(self, request: Any, path: Target, key: str | None = None) -> Deferred:
         """
         Become the writer of C{path} in this process (L{WriterRegistry.acquire}).
 
         @param key: C{path}'s key, if the caller has it (one string kept per
             open upload rather than one more).
-        @param claim: the request may complete the upload in the call that
-            begins it (L{uploadsvc.web.onetrip}): ended only if that call
-            has not committed to completing it.
         """
         if key is None:
             key = self.store.keyFor(path)
 
         def interrupt() -> None:
-            if key in self._completing or (claim is not None and not claim.interrupt()):
+            if key in self._completing:
                 # Its rename cannot be called back: it answers its client
                 # and lets go, and the next writer finds the file complete.
                 return
@@ -770,37 +762,12 @@ class UploadApp:
             allowOverwrite=self.config.allowOverwrite,
         )
         guard = None if preCreated or not self._asks(PRE_CREATE) else _guardCreation
-        inHand = claim = None
-        if wantsOneTrip(
-            request, length,
-            rng is None and not contentDigests and guard is None and not self._asks(PRE_FINISH),
-            {alg for alg, _ in digests.values} <= {"sha-256"},
-        ):
-            inHand, claim = BodyInHand(length), Claim()  # type: ignore[arg-type]
-        # (The upload is held from the headers on, also while a body in
-        # hand arrives: which request is the newer is told by when each
-        # began, not by when its body ended.)
-        release = self._announce(key, rng, length, await self._acquire(request, path, key, claim))
-        finished = None
+        release = self._announce(key, rng, length, await self._acquire(request, path, key))
         try:
-            if inHand is not None:
-                deliverBody(request, inHand)
-                await inHand.whenEnded()
-                if inHand.whole() is None:
-                    claim = None  # cut short: begun, and what came kept, as always
-            if claim is None:
-                began = await self._whenUnlocked(
-                    request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
-                    self.writers.takeHashState(key), guard,
-                )
-            else:
-                assert inHand is not None
-                # (One that was asked to let go meanwhile was dropped, and
-                # its claim says so: the call begins it and goes no further.)
-                began, finished = await self._whenUnlocked(
-                    request, key, self._beginAndComplete, path, facts, decide, digests,
-                    self.writers.takeHashState(key), inHand, claim, self.clock.seconds(),
-                )
+            began = await self._whenUnlocked(
+                request, key, self._checkAndBegin, path, facts, decide, digestsB64(digests),
+                self.writers.takeHashState(key), guard,
+            )
         except _Creating:
             # A new upload: the hook decides, with the upload let go of
             # meanwhile; then everything is decided again for where it said.
@@ -814,10 +781,7 @@ class UploadApp:
         if moved:
             request.setHeader(b"Location", path.location)
         digester = ContentDigester(contentDigests) if contentDigests else None
-        return await self._write(
-            request, path, key, rng is None, digests, digester, release, began,
-            inHand=inHand, oneTrip=finished,
-        )
+        return await self._write(request, path, key, rng is None, digests, digester, release, began)
 
     def _headerFacts(
         self,
@@ -1032,46 +996,6 @@ class UploadApp:
 
         return self.store.begin(path, decideInOrder, digests, hashState)
 
-    def _beginAndComplete(
-        self,
-        path: UploadPath,
-        facts: Facts,
-        decide: Callable[[Stored], Plan | AlreadyComplete],
-        digests: DigestSet,
-        hashState: Any,
-        inHand: BodyInHand,
-        claim: Claim,
-        sent: float,
-    ) -> tuple[tuple[Stored, Plan | AlreadyComplete, IStagedUpload | None], _Finished | None]:
-        """
-        Blocking: L{_checkAndBegin}; then, when the whole body in hand
-        completes the upload (L{_completesInHand}) and no newer request
-        asked for it first (L{Claim.commit}), write, hash and complete it in
-        the same call (L{_writeAndComplete}), its outcome returned, not
-        raised: the caller answers it with the staged upload in hand.
-
-        @param sent: when the call was handed to the pool, by C{clock}.
-        """
-        began = self._checkAndBegin(path, facts, decide, digestsB64(digests), hashState)
-        stored, plan, staged = began
-        if isinstance(plan, AlreadyComplete) or staged is None:
-            return began, None
-        start = staged.offset
-        # (Once begun, nothing is raised: the caller must get the staged
-        # upload, to close it and let go of its lock.)
-        try:
-            body = inHand.whole()
-            if (
-                body is None
-                or not self._completesInHand(inHand.length, staged, plan, stored, True, digests)
-                or not claim.commit()
-            ):
-                return began, None
-            replaced = self._writeAndComplete(path, staged, body, _wanted(digests, stored))
-        except Exception as e:
-            return began, _Finished(start, self.clock.seconds() - sent, error=e)
-        return began, _Finished(start, self.clock.seconds() - sent, replaced)
-
     def _checkWrite(self, path: Target, facts: Facts) -> Facts:
         """
         Blocking: L{_check} for a write, walking the path only when it can
@@ -1126,8 +1050,6 @@ class UploadApp:
         lands: bool = True,
         completes: bool | None = None,
         overflow: Callable[[], UploadError] | None = None,
-        inHand: BodyInHand | None = None,
-        oneTrip: _Finished | None = None,
     ) -> bytes | None:
         """
         Stream the body of an accepted write into the staged upload and
@@ -1144,10 +1066,6 @@ class UploadApp:
             total; else whether a body that ends completes it (the draft's
             C{Upload-Complete}; then it must end at a known total).
         @param overflow: the refusal of a body longer than the plan takes.
-        @param inHand: the body, taken in hand before the upload was begun
-            (L{uploadsvc.web.onetrip}).
-        @param oneTrip: how the call that began the upload also completed
-            it (L{_beginAndComplete}), if it did.
         """
         stored, plan, staged = began
         try:
@@ -1156,29 +1074,20 @@ class UploadApp:
                 return await self._completedAlready(request, path, plan, digests)
             assert staged is not None
             self._staging[key] = staged
-            start = staged.offset if oneTrip is None else oneTrip.start
+            start = staged.offset
             notes = notesFor(request)
             notes.offsetBefore = notes.offsetAfter = start
             if start:
                 self._emit(
                     RESUMED, request, path, start, plan.total or stored.total, staged.path
                 )
-            if oneTrip is not None:
-                assert isinstance(path, UploadPath) and inHand is not None
-                return await self._completeInHand(
-                    request, path, staged, stored, digests, inHand, oneTrip
-                )
-            if inHand is None:
-                if answers is PUT_ANSWERS and lands and completes is None and digester is None:
-                    inHand = self._takeSmallBody(request, staged, plan, stored, endsAtBody, digests)
-                whole = inHand.whole() if inHand is not None else None
-            elif self._completesInHand(inHand.length, staged, plan, stored, endsAtBody, digests):
-                whole = inHand.whole()
-            else:
-                whole = None  # streamed like any body (handed over below)
+            inHand = None
+            if answers is PUT_ANSWERS and lands and completes is None and digester is None:
+                inHand = self._takeSmallBody(request, staged, plan, stored, endsAtBody, digests)
+            whole = inHand.whole() if inHand is not None else None
             if whole is not None and not self.writers.interrupted(key):
-                assert isinstance(path, UploadPath) and inHand is not None
-                return await self._completeInHand(request, path, staged, stored, digests, inHand)
+                assert isinstance(path, UploadPath)
+                return await self._completeInHand(request, path, staged, stored, digests, whole)
             reprBefore = staged.hasher.copy() if digester and staged.hasher else None
             streamed = self._streamedReprHashers(staged, stored, digests)
             outcome = await self._receive(
@@ -1260,37 +1169,15 @@ class UploadApp:
     ) -> BodyInHand | None:
         """
         Attach a L{BodyInHand} to a small body (L{SMALL_BODY}) that, once
-        written whole, completes its upload (L{_completesInHand}); L{None},
-        and nothing attached, for any other.
+        written whole, completes its upload with nothing more to compute
+        than the running sha-256 (no overlap to drop, no C{Content-Digest},
+        no other C{Repr-Digest} algorithm, no pre-finish hook); L{None}, and
+        nothing attached, for any other.
         """
         length = contentLength(request)
         if (
             length is None
-            or length > SMALL_BODY
-            or not self._completesInHand(length, staged, plan, stored, endsAtBody, digests)
-        ):
-            return None
-        inHand = BodyInHand(length)
-        deliverBody(request, inHand)
-        return inHand
-
-    def _completesInHand(
-        self,
-        length: int,
-        staged: IStagedUpload,
-        plan: Plan,
-        stored: Stored,
-        endsAtBody: bool,
-        digests: DigestSet,
-    ) -> bool:
-        """
-        Whether a body of C{length} bytes, written whole, completes its
-        upload with nothing more to compute than the running sha-256 (no
-        overlap to drop, no C{Content-Digest}, no other C{Repr-Digest}
-        algorithm, no pre-finish hook). Any thread.
-        """
-        if (
-            length <= 0
+            or not 0 < length <= SMALL_BODY
             or plan.skip
             or (plan.take is not None and plan.take != length)
             or length > self.config.maxUploadSize - plan.offset
@@ -1298,11 +1185,15 @@ class UploadApp:
             or self._streamedReprHashers(staged, stored, digests)
             or self._asks(PRE_FINISH)
         ):
-            return False
+            return None
         total = plan.total
         if total is None:
             total = staged.offset + length if endsAtBody else stored.total
-        return total == staged.offset + length
+        if total != staged.offset + length:
+            return None
+        inHand = BodyInHand(length)
+        deliverBody(request, inHand)
+        return inHand
 
     async def _completeInHand(
         self,
@@ -1311,34 +1202,25 @@ class UploadApp:
         staged: IStagedUpload,
         stored: Stored,
         digests: DigestSet,
-        inHand: BodyInHand,
-        finished: _Finished | None = None,
+        body: list[bytes],
     ) -> bytes:
         """
         Write, hash and complete a whole small body in one trip to the disk
-        pool (L{_writeAndComplete}), or answer how the trip that began the
-        upload did it (C{finished}), telling and answering as the streamed
+        pool (L{_writeAndComplete}), telling and answering as the streamed
         path does (L{_write}, L{_complete}).
         """
-        start = staged.offset if finished is None else finished.start
-        total = start + inHand.length
+        start = staged.offset
+        total = start + sum(map(len, body))
         key = self.store.keyFor(path)
         self.writers.forgetHashState(key)
+        wanted: dict[str, bytes] = dict(digests.values)
+        for alg, recorded in stored.digests.items():
+            wanted.setdefault(alg, base64.b64decode(recorded))
         try:
-            if finished is None:
-                body = inHand.whole()
-                assert body is not None
-                with self._completion(key):
-                    replaced = await self._timed(
-                        "completion", self._writeAndComplete, path, staged, body,
-                        _wanted(digests, stored),
-                    )
-            else:
-                # (The begin's time included: it was one call.)
-                self.latency("completion", finished.seconds)
-                if finished.error is not None:
-                    raise finished.error
-                replaced = finished.replaced
+            with self._completion(key):
+                replaced = await self._timed(
+                    "completion", self._writeAndComplete, path, staged, body, wanted
+                )
         finally:
             notesFor(request).offsetAfter = staged.offset
             if not start and staged.offset:
@@ -1592,36 +1474,6 @@ def _small(request: Any) -> bool:
     """
     length = contentLength(request)
     return length is not None and length <= SMALL_BODY
-
-
-@attrs.frozen
-class _Finished:
-    """
-    How the call that began a small upload also completed it
-    (L{UploadApp._beginAndComplete}).
-
-    @ivar start: the staged upload's offset before the body was written.
-    @ivar seconds: the call's time, by the app's clock, pool wait included.
-    @ivar replaced: a complete file was replaced (C{--allow-overwrite}).
-    @ivar error: what the write or the completion raised, to raise again on
-        the reactor thread.
-    """
-
-    start: int
-    seconds: float
-    replaced: bool = False
-    error: Exception | None = None
-
-
-def _wanted(digests: DigestSet, stored: Stored) -> dict[str, bytes]:
-    """
-    The digests a completion checks: the request's C{Repr-Digest}, and
-    those recorded by earlier requests.
-    """
-    wanted: dict[str, bytes] = dict(digests.values)
-    for alg, recorded in stored.digests.items():
-        wanted.setdefault(alg, base64.b64decode(recorded))
-    return wanted
 
 
 def _metadataOf(staged: IStagedUpload) -> dict[str, Any]:

@@ -8,7 +8,6 @@ the ordinary receiver, in the order it came, and the rest goes straight to it.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -26,7 +25,7 @@ class BodyInHand:
     """
 
     # (One is kept per open small upload, also after it handed over.)
-    __slots__ = ("length", "_producer", "_chunks", "_size", "_end", "_target", "_ended")
+    __slots__ = ("length", "_producer", "_chunks", "_size", "_end", "_target")
 
     def __init__(self, length: int) -> None:
         self.length = length
@@ -35,7 +34,6 @@ class BodyInHand:
         self._size = 0
         self._end: Failure | None = None
         self._target: IBodyReceiver | None = None
-        self._ended: Deferred[None] | None = None
 
     def makeConnection(self, producer: IPushProducer) -> None:
         self._producer = producer
@@ -52,20 +50,6 @@ class BodyInHand:
             self._target.connectionLost(reason)
             return
         self._end = reason
-        ended, self._ended = self._ended, None
-        if ended is not None:
-            ended.callback(None)
-
-    def whenEnded(self) -> Deferred[None]:
-        """
-        Fires once the body ended, however it ended (see L{whole}); before
-        any L{handOver}.
-        """
-        assert self._target is None and self._ended is None
-        if self._end is not None:
-            return succeed(None)
-        self._ended = Deferred()
-        return self._ended
 
     def whole(self) -> list[bytes] | None:
         """
