@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from uploadsvc import sink as sinkModule
 from uploadsvc.sink import FileSink
 from uploadsvc.testing.runners import ImmediateRunner, ManualRunner
 
@@ -441,7 +442,9 @@ class SplicedSinkTests(SynchronousTestCase):
         sink.write(b"head-")
         self.splice(sink, b"spliced-")
         self.splice(sink, b"more")
+        drained = sink.drain()
         self.runner.completeAll()
+        self.successResultOf(drained)
         self.assertEqual(self.file.data, b"head-spliced-more")
         self.assertEqual(b"".join(self.hashed), b"head-spliced-more")
         self.assertEqual(sum(self.drained), len(b"spliced-more"))
@@ -458,6 +461,44 @@ class SplicedSinkTests(SynchronousTestCase):
         self.runner.completeAll()
         self.successResultOf(d)
         self.assertEqual(b"".join(self.hashed), b"abcdef")
+
+    def test_hashWaitsForABatch(self) -> None:
+        """Spliced runs written one job at a time are hashed once a drain asks (or HASH_BATCH gathered), as one range read back in one job, in order."""
+        sink = self.makeSink()
+        for piece in (b"one-", b"two-", b"three"):
+            self.splice(sink, piece)
+            self.runner.completeAll()
+        self.assertEqual(self.file.data, b"one-two-three")
+        self.assertEqual(self.hashed, [])
+        self.assertEqual(self.runner.pending, [])  # no hash job for each
+        drained = sink.drain()
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.completeAll()
+        self.successResultOf(drained)
+        self.assertEqual(self.hashed, [b"one-two-three"])
+        self.assertEqual(sink.held, 0)
+
+    def test_batchHandedAtTheMark(self) -> None:
+        """Once HASH_BATCH spliced bytes are written and not hashed, the digest lane gets them without a drain."""
+        self.patch(sinkModule, "HASH_BATCH", 8)
+        sink = self.makeSink()
+        self.splice(sink, b"1234")
+        self.runner.completeAll()
+        self.assertEqual(self.hashed, [])
+        self.splice(sink, b"5678")
+        self.runner.completeAll()
+        self.assertEqual(self.hashed, [b"12345678"])
+
+    def test_drainWhileWriting(self) -> None:
+        """A drain asked while the write lane still writes waits for the range that write leaves, and its hash."""
+        sink = self.makeSink()
+        self.splice(sink, b"abc")
+        drained = sink.drain()
+        self.runner.complete()  # the write: its range is left for the digest lane
+        self.assertNoResult(drained)
+        self.runner.completeAll()
+        self.successResultOf(drained)
+        self.assertEqual(self.hashed, [b"abc"])
 
     def test_heldUntilHashed(self) -> None:
         """Spliced bytes count against the high-water mark until both lanes are done with them."""

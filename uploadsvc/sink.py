@@ -18,7 +18,8 @@ On the zero-copy path (L{uploadsvc.web.streaming.splice}) bytes that wait in
 a pipe are accepted by count (L{FileSink.acceptSpliced}): the write lane
 splices them from the pipe into the file, then hands their file range to
 the digest lane, which hashes it from the page cache
-(L{ISpliceTarget.hashRange}). They are held, and pause the producer, like
+(L{ISpliceTarget.hashRange}); ranges gather up to L{HASH_BATCH} first, or
+until someone waits for the sink (L{FileSink.drain}). They are held, and pause the producer, like
 any other bytes.
 """
 
@@ -35,6 +36,14 @@ from twisted.python.failure import Failure
 #: Seconds a sticky lane (L{_Lane}) waits for more work before it gives
 #: its thread back.
 STICKY_WAIT = 0.01
+
+#: Spliced bytes written and not yet hashed gather into one range until
+#: there are this many (or someone waits for the sink, or the producer is
+#: paused, or a pump starts): the digest lane then reads and hashes them
+#: from the page cache in one job. A slow sender's reads of a few KiB each
+#: made one hash job (and one read back) per read. The hash may lag the
+#: file: nothing reads it before the sink is drained.
+HASH_BATCH = 256 * 1024
 
 #: Default marks; see L{FileSink}.
 HIGH_WATER = 4 * 1024 * 1024
@@ -327,6 +336,11 @@ class FileSink:
             self._hashes = _Lane(self, hashChunks if spliceTarget is None else self._hashMixed)
             self._lanes.append(self._hashes)
         self._drained: list[Deferred] = []
+        #: The range written and not yet handed to the digest lane
+        #: (L{HASH_BATCH}), and the lock of the hand-over (write lane's
+        #: thread, reactor thread).
+        self._unhashed: _FileRange | None = None
+        self._unhashedLock = threading.Lock()
         self._accepted = 0
         self._pumpedWritten = 0  # (by the write lane's thread)
         self._pumpedHashed = 0  # (by the digest lane's thread)
@@ -463,6 +477,7 @@ class FileSink:
         assert target is not None
         for kind, run in groupby(chunks, key=_kind):
             if kind is _Pumped:
+                self._handUnhashed()  # (the pump's ranges come after)
                 for item in run:
                     item.pump.run(self, target)  # type: ignore[union-attr]
                 continue
@@ -477,7 +492,35 @@ class FileSink:
             finally:
                 items[0].drained(count)  # type: ignore[union-attr]
             if self._hashes is not None:
-                self._hashes.add(_FileRange(start, count))  # type: ignore[arg-type]
+                self._hashLater(start, count)
+
+    def _hashLater(self, start: int, count: int) -> None:
+        """
+        On the write lane's thread: C{count} spliced bytes from C{start} are
+        in the file; add them to the range the digest lane gets once
+        L{HASH_BATCH} gathered (at once while the producer is paused, so
+        that the bytes held can fall).
+        """
+        with self._unhashedLock:
+            pending = self._unhashed
+            if pending is not None and pending.start + pending.count == start:
+                pending.count += count
+            else:
+                if pending is not None:  # (not adjacent: never, the file grows in order)
+                    self._hashes.add(pending)  # type: ignore[union-attr, arg-type]
+                pending = self._unhashed = _FileRange(start, count)
+            if pending.count >= HASH_BATCH or self.paused:
+                self._unhashed = None
+                self._hashes.add(pending)  # type: ignore[union-attr, arg-type]
+
+    def _handUnhashed(self) -> None:
+        """
+        Any thread: give the digest lane the range it has not got yet.
+        """
+        with self._unhashedLock:
+            pending, self._unhashed = self._unhashed, None
+            if pending is not None:
+                self._hashes.add(pending)  # type: ignore[union-attr, arg-type]
 
     def _hashMixed(self, chunks: Chunks) -> None:
         """
@@ -508,6 +551,7 @@ class FileSink:
         """
         if self.failure is not None:
             return fail(self.failure)
+        self._handUnhashed()
         busy = [lane.waitIdle() for lane in self._lanes]
         if not any(busy):
             return succeed(None)
@@ -524,6 +568,9 @@ class FileSink:
     def _laneIdle(self) -> None:
         # (A lane may have been handed work by another lane's thread since
         # it was last asked: ask every lane again.)
+        if self._drained:
+            # (The write lane may have left a range for the digest lane.)
+            self._handUnhashed()
         if self.failure is None and self._drained and not any(
             [lane.waitIdle() for lane in self._lanes]
         ):
