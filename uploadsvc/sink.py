@@ -19,8 +19,8 @@ a pipe are accepted by count (L{FileSink.acceptSpliced}): the write lane
 splices them from the pipe into the file, then hands their file range to
 the digest lane, which hashes it from the page cache
 (L{ISpliceTarget.hashRange}); ranges gather up to L{HASH_BATCH} first, or
-until someone waits for the sink (L{FileSink.drain}). They are held, and pause the producer, like
-any other bytes.
+until someone waits for the sink (L{FileSink.drain}). They are held, and
+pause the producer, like any other bytes.
 """
 
 from __future__ import annotations
@@ -337,10 +337,10 @@ class FileSink:
             self._lanes.append(self._hashes)
         self._drained: list[Deferred] = []
         #: The range written and not yet handed to the digest lane
-        #: (L{HASH_BATCH}), and the lock of the hand-over (write lane's
-        #: thread, reactor thread).
+        #: (L{HASH_BATCH}); the write lane's lock guards the hand-over
+        #: (write lane's thread, reactor thread), taken before the digest
+        #: lane's, never after.
         self._unhashed: _FileRange | None = None
-        self._unhashedLock = threading.Lock()
         self._accepted = 0
         self._pumpedWritten = 0  # (by the write lane's thread)
         self._pumpedHashed = 0  # (by the digest lane's thread)
@@ -501,7 +501,7 @@ class FileSink:
         L{HASH_BATCH} gathered (at once while the producer is paused, so
         that the bytes held can fall).
         """
-        with self._unhashedLock:
+        with self._writes.lock:
             pending = self._unhashed
             if pending is not None and pending.start + pending.count == start:
                 pending.count += count
@@ -517,7 +517,7 @@ class FileSink:
         """
         Any thread: give the digest lane the range it has not got yet.
         """
-        with self._unhashedLock:
+        with self._writes.lock:
             pending, self._unhashed = self._unhashed, None
             if pending is not None:
                 self._hashes.add(pending)  # type: ignore[union-attr, arg-type]
