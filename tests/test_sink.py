@@ -500,6 +500,23 @@ class SplicedSinkTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(self.hashed, [b"abc"])
 
+    def test_drainRacesTheWriteLane(self) -> None:
+        """A write job that ends on its thread while a drain looks at the lanes (after the hand-over of the range it left, before the look at the write lane) still has that range hashed before the drain fires (an outside test of d73904c: 131 of 10,000 drains fired first)."""
+        sink = self.makeSink()
+        self.splice(sink, b"abc")
+        look = sinkModule._Lane.waitIdle
+
+        def jobEndsFirst(lane: Any) -> bool:
+            if lane is sink._writes and self.runner.pending:
+                self.runner.complete()  # the write lane's job ends, on its thread, now
+            return look(lane)
+
+        self.patch(sinkModule._Lane, "waitIdle", jobEndsFirst)
+        drained = sink.drain()
+        self.runner.completeAll()
+        self.successResultOf(drained)
+        self.assertEqual(self.hashed, [b"abc"])
+
     def test_heldUntilHashed(self) -> None:
         """Spliced bytes count against the high-water mark until both lanes are done with them."""
         sink = self.makeSink(highWater=8, lowWater=2)

@@ -551,9 +551,7 @@ class FileSink:
         """
         if self.failure is not None:
             return fail(self.failure)
-        self._handUnhashed()
-        busy = [lane.waitIdle() for lane in self._lanes]
-        if not any(busy):
+        if not self._lanesBusy():
             return succeed(None)
         d: Deferred = Deferred()
         self._drained.append(d)
@@ -565,15 +563,27 @@ class FileSink:
             self.paused = False
             self._producer.resumeProducing()
 
+    def _lanesBusy(self) -> bool:
+        """
+        Whether a lane is busy, each asked to tell when it goes idle.
+
+        The write lane is asked first, then the range it left for the
+        digest lane is handed over, then the digest lane is asked: a write
+        lane found idle left its range before it went idle, and one found
+        busy will tell. (Handed over before the write lane was asked, a
+        range left in between was missed, and a drain fired with it
+        unhashed: an outside test of d73904c, 131 drains of 10,000.)
+        """
+        busy = self._writes.waitIdle()
+        self._handUnhashed()
+        if self._hashes is not None:
+            busy = self._hashes.waitIdle() or busy
+        return busy
+
     def _laneIdle(self) -> None:
         # (A lane may have been handed work by another lane's thread since
         # it was last asked: ask every lane again.)
-        if self._drained:
-            # (The write lane may have left a range for the digest lane.)
-            self._handUnhashed()
-        if self.failure is None and self._drained and not any(
-            [lane.waitIdle() for lane in self._lanes]
-        ):
+        if self.failure is None and self._drained and not self._lanesBusy():
             self._fireDrained(None)
 
     def _failed(self, failure: Failure) -> None:
