@@ -4,6 +4,11 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
 python=${PYTHON:-python3}
+# One setup at a time: scripts/serve and scripts/test started together on a
+# fresh clone would otherwise both run pip in the same .venv, and break it.
+mkdir -p "$venv"
+exec 9>"$venv/.setup.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
@@ -22,4 +27,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     fi
     echo "$want" > "$stamp"
 fi
+exec 9>&-  # (the lock goes with it)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
