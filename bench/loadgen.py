@@ -113,6 +113,9 @@ class Outcome:
     @ivar end: when its response had been read whole, or when it failed.
     @ivar status: the response status, or 0 when there was none.
     @ivar error: why it failed, or the empty string.
+    @ivar sentAll: when the last byte of its body was handed to the socket,
+        or NaN: C{end - sentAll} is how long the server took to answer once
+        it had everything (bench/profile.py prints it for paced uploads).
     """
 
     upload: Upload
@@ -123,6 +126,7 @@ class Outcome:
     opened: float
     end: float
     sent: int
+    sentAll: float = math.nan
 
     @property
     def latency(self) -> float:
@@ -317,6 +321,7 @@ class _Connection:
         self.allowance = 0
         self.due = 0.0
         self.opened = math.nan
+        self.sentAll = math.nan
         self.head = b""
         self.sent = 0
         self.parser = ResponseParser()
@@ -332,6 +337,7 @@ class _Connection:
         else:
             self.allowance, self.due = upload.pacing.first(now, upload.size)
         self.opened = math.nan
+        self.sentAll = math.nan
         self.sent = 0
         self.parser = ResponseParser()
         self.head = (
@@ -412,6 +418,8 @@ class _Connection:
             self.engine.noteOpened()
         self.setEvents(selectors.EVENT_READ)
         if self.sent >= upload.size:
+            if math.isnan(self.sentAll):
+                self.sentAll = now
             self.state = _WAITING
         else:
             assert pacing is not None
@@ -454,6 +462,7 @@ class _Connection:
                 opened=self.opened,
                 end=time.monotonic(),
                 sent=self.sent,
+                sentAll=self.sentAll,
             )
         )
         self.upload = None
@@ -474,6 +483,7 @@ class _Connection:
                     opened=self.opened,
                     end=time.monotonic(),
                     sent=self.sent,
+                    sentAll=self.sentAll,
                 )
             )
             self.upload = None

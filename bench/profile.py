@@ -7,7 +7,9 @@ scenario's load (L{bench.scenarios}, full sizes unless C{--count}) a few
 times, and prints per run: the rate, the server's CPU per upload (S4) or
 per GiB (others) split into user and system, and the CPU of each thread of
 the server over the run (from C{/proc/PID/task}), which tells a reactor
-that is the bottleneck from disk threads that wait on each other. With
+that is the bottleneck from disk threads that wait on each other, and, for
+paced uploads (S3's slow clients), how long the server took to answer
+after their last byte. With
 C{--cprofile FILE}, an uploadsvc server runs under twistd's own profiler
 (C{--profiler cprofile}, the reactor thread only; it slows the server about
 twofold) and the heaviest functions are printed when it stops.
@@ -17,6 +19,7 @@ twofold) and the heaviest functions are printed when it stops.
     .venv/bin/python -m bench.profile S1 --runs 1
     .venv/bin/python -m bench.profile S4 --cprofile bench/work/s4.prof
     .venv/bin/python -m bench.profile S4 -- --disk-threads 2
+    .venv/bin/python -m bench.profile S3 --no-heavy --runs 1
 
 Arguments after C{--} are added to uploadsvc's command line. Bodies come
 from the benchmark's source file (made by C{bench/run}, or here when
@@ -27,6 +30,7 @@ missing). Each invocation works in a folder of its own under bench/work/
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pstats
 import shutil
@@ -37,10 +41,12 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import attr
 
 from bench import procfs
-from bench.loadgen import Load, runLoad
+from bench.loadgen import Load, Outcome, runLoad
 from bench.scenarios import FULL, build, sourceSize
 from bench.servers import BUILTIN, REPO, command, freePort
 from bench.source import ensureSource
@@ -131,6 +137,23 @@ def runOnce(load: Load, port: int, sourceFd: int, pid: int, perUpload: bool) -> 
         busy = (cpu - threads0.get(task, 0.0)) / seconds
         if busy >= 0.01:
             print(f"    thread {task}: {busy:.2f} of a core")
+    printAnswerTimes(result.outcomes)
+
+
+def printAnswerTimes(outcomes: Sequence[Outcome]) -> None:
+    """
+    For paced uploads (S3's slow clients), how long the server took to
+    answer once a client had sent its last byte: what a slow client's
+    latency has beyond its own pace.
+    """
+    after = sorted(
+        o.end - o.sentAll for o in outcomes
+        if o.ok and o.upload.pacing is not None and not math.isnan(o.sentAll)
+    )
+    if after:
+        at = lambda share: after[min(len(after) - 1, int(share * len(after)))]  # noqa: E731
+        print(f"    paced uploads, answer after their last byte: p50 {at(0.5) * 1000:.0f} ms, "
+              f"p99 {at(0.99) * 1000:.0f} ms, max {after[-1] * 1000:.0f} ms ({len(after)})")
 
 
 def printProfile(path: Path, top: int) -> None:
@@ -148,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server", default="uploadsvc", choices=sorted(BUILTIN))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", type=int, default=None,
-                        help="uploads per run (S2, S4, S5; default: the full benchmark's)")
+                        help="uploads per run (S2, S4, S5; S3's slow clients; default: the"
+                             " full benchmark's)")
+    parser.add_argument("--no-heavy", action="store_true",
+                        help="S3 without its two heavy hitters: the slow clients alone")
     parser.add_argument("--cprofile", type=Path, default=None,
                         help="profile uploadsvc's reactor thread into this file")
     parser.add_argument("--top", type=int, default=30)
@@ -162,9 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     sizes = FULL
     if args.count is not None:
         sizes = type(FULL)(
-            **{**FULL.__dict__, "s2Count": args.count, "s4Count": args.count, "s5Count": args.count}
+            **{**FULL.__dict__, "s2Count": args.count, "s3Slow": args.count,
+               "s4Count": args.count, "s5Count": args.count}
         )
     load = build(sizes, size)[args.scenario].load
+    if args.no_heavy:
+        load = attr.evolve(load, uploads=[u for u in load.uploads if u.group != "heavy"])
     WORK.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="profile-", dir=WORK))  # (one per run of this tool)
     root = directory / "root"

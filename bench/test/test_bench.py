@@ -5,6 +5,7 @@ launchers of L{bench}.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -232,6 +233,12 @@ class EndToEndTests(SynchronousTestCase):
         # 1024 bytes at once, then 512 every 25.6 ms up to 3000: 4 steps.
         self.assertTrue(all(o.latency >= 0.1 for o in paced))
         self.assertTrue(all(o.latency < 5 for o in paced))
+        # The last byte went after the pacing's last step (3 x 25.6 ms),
+        # before the answer; on a reused connection, each upload's own.
+        for outcome in result.outcomes:
+            self.assertLessEqual(outcome.start, outcome.sentAll)
+            self.assertLessEqual(outcome.sentAll, outcome.end)
+        self.assertTrue(all(o.sentAll - o.start >= 0.07 for o in paced))
 
     def test_aiohttp(self) -> None:
         """
@@ -258,6 +265,7 @@ class EndToEndTests(SynchronousTestCase):
         result = runLoad(Load([slow, slow], 1, False, timeLimit=0.5), "127.0.0.1",
                          server.port, self.fd)
         self.assertEqual([o.error for o in result.outcomes], ["time limit"] * 2)
+        self.assertTrue(all(math.isnan(o.sentAll) for o in result.outcomes))
 
     def test_refusedOption(self) -> None:
         """
