@@ -47,7 +47,7 @@ import attr
 
 from bench import procfs
 from bench.loadgen import Load, Outcome, runLoad
-from bench.scenarios import FULL, build, sourceSize
+from bench.scenarios import FULL, build, percentile, sourceSize
 from bench.servers import BUILTIN, REPO, command, freePort
 from bench.source import ensureSource
 
@@ -146,14 +146,14 @@ def printAnswerTimes(outcomes: Sequence[Outcome]) -> None:
     answer once a client had sent its last byte: what a slow client's
     latency has beyond its own pace.
     """
-    after = sorted(
+    after = [
         o.end - o.sentAll for o in outcomes
         if o.ok and o.upload.pacing is not None and not math.isnan(o.sentAll)
-    )
+    ]
     if after:
-        at = lambda share: after[min(len(after) - 1, int(share * len(after)))]  # noqa: E731
-        print(f"    paced uploads, answer after their last byte: p50 {at(0.5) * 1000:.0f} ms, "
-              f"p99 {at(0.99) * 1000:.0f} ms, max {after[-1] * 1000:.0f} ms ({len(after)})")
+        p50, p99 = percentile(after, 50) * 1000, percentile(after, 99) * 1000
+        print(f"    paced uploads, answer after their last byte: p50 {p50:.0f} ms, "
+              f"p99 {p99:.0f} ms, max {max(after) * 1000:.0f} ms ({len(after)})")
 
 
 def printProfile(path: Path, top: int) -> None:

@@ -501,7 +501,12 @@ class SplicedSinkTests(SynchronousTestCase):
         self.assertEqual(self.hashed, [b"abc"])
 
     def test_drainRacesTheWriteLane(self) -> None:
-        """A write job that ends on its thread while a drain looks at the lanes (after the hand-over of the range it left, before the look at the write lane) still has that range hashed before the drain fires (an outside test of d73904c: 131 of 10,000 drains fired first)."""
+        """
+        A write job that ends on its thread while a drain looks at the lanes
+        (after the hand-over of the range it left, before the look at the
+        write lane) still has that range hashed before the drain fires (an
+        outside test of d73904c: 131 of 10,000 drains fired first).
+        """
         sink = self.makeSink()
         self.splice(sink, b"abc")
         look = sinkModule._Lane.waitIdle

@@ -4,12 +4,15 @@ Tests for L{bench.profile}'s readings of C{/proc}.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
+from contextlib import redirect_stdout
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench.profile import threadCpu, userSystem
+from bench.loadgen import Outcome, Pacing, Upload
+from bench.profile import printAnswerTimes, threadCpu, userSystem
 
 
 def spin(seconds: float) -> None:
@@ -53,3 +56,32 @@ class ThreadCpuTests(SynchronousTestCase):
         spin(0.3)
         user1, system1 = userSystem(os.getpid())
         self.assertGreaterEqual(user1 + system1 - user0 - system0, 0.2)
+
+
+class AnswerTimesTests(SynchronousTestCase):
+    def test_pacedOnly(self) -> None:
+        """
+        Only paced uploads that succeeded and sent their whole body count:
+        the nearest-rank p50 and p99 of how long each answer took after its
+        last byte, and the largest.
+        """
+        paced = Pacing(0, 1000.0, 100)
+        outcomes = [
+            Outcome(Upload(f"/{i}", 0, 100, pacing=paced), True, 201, "", 0.0, 0.0,
+                    10.0 + i / 1000, 100, sentAll=10.0)
+            for i in range(1, 101)
+        ] + [
+            Outcome(Upload("/fast", 0, 100), True, 201, "", 0.0, 0.0, 99.0, 100, sentAll=1.0),
+            Outcome(Upload("/cut", 0, 100, pacing=paced), False, 0, "cut", 0.0, 0.0, 99.0, 50),
+        ]
+        out = io.StringIO()
+        with redirect_stdout(out):
+            printAnswerTimes(outcomes)
+        self.assertEqual(
+            out.getvalue().strip(),
+            "paced uploads, answer after their last byte: p50 50 ms, p99 99 ms, max 100 ms (100)",
+        )
+        out = io.StringIO()
+        with redirect_stdout(out):
+            printAnswerTimes(outcomes[100:])
+        self.assertEqual(out.getvalue(), "")
